@@ -1,0 +1,1 @@
+"""Catalogue, code vault, orders, payments, delivery outbox and ledger."""

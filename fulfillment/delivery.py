@@ -1,0 +1,117 @@
+"""The delivery worker: sends outbox rows through their channel, marks them done, retries with backoff.
+
+An outbox row is written in the transaction that allocates the codes, so a
+crash anywhere resumes here. The row id is the idempotency key: a crash after
+the send and before `complete_outbox` resends the *same* codes (at-least-once
+message, exactly-once allocation); never another code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from fulfillment.checkpoints import DELIVERY_SENT, Checkpoints, NoCheckpoints
+from fulfillment.payments import PaymentProvider
+from fulfillment.vault import Vault
+from storage.protocol import Store
+from storage.records import Order, OutboxRow, Product, Sku
+
+log = logging.getLogger("kamibot.delivery")
+MAX_BACKOFF = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a channel must tell a customer; `codes` are clear text, for this buyer's chat only."""
+
+    kind: str  # deliver | resend | refunded
+    order: Order
+    sku: Sku
+    product: Product
+    codes: list[str] = field(default_factory=list)
+    outbox_id: int = 0
+
+
+class Channel(Protocol):
+    """A chat channel able to send a delivery to the buyer's chat (Telegram, WeChat, console)."""
+
+    async def deliver(self, delivery: Delivery) -> None: ...
+
+
+class PermanentFailure(Exception):
+    """A channel says this will never succeed (chat gone): stop retrying, alert the merchant."""
+
+
+class DeliveryWorker:
+    def __init__(self, store: Store, vault: Vault, channels: Mapping[str, Channel],
+                 providers: Mapping[str, PaymentProvider], checkpoints: Checkpoints | None = None,
+                 lease: timedelta = timedelta(seconds=60),
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store = store
+        self.vault = vault
+        self.channels = channels
+        self.providers = providers
+        self.checkpoints = checkpoints or NoCheckpoints()
+        self.lease = lease
+        self.clock = clock
+
+    async def run_once(self, limit: int = 50) -> int:
+        """Claim due rows and process them; returns how many were claimed."""
+        now = self.clock()
+        rows = await self.store.claim_outbox(now, now + self.lease, limit)
+        await asyncio.gather(*(self._process(row) for row in rows))
+        return len(rows)
+
+    async def drain(self, max_rounds: int = 100) -> None:
+        for _ in range(max_rounds):
+            if not await self.run_once():
+                return
+
+    async def _process(self, row: OutboxRow) -> None:
+        try:
+            if row.kind == "refund":
+                await self._refund(row)
+            else:
+                await self._send(row)
+        except Exception as exc:  # noqa: BLE001 - any channel failure is retried; class name only, no text
+            delay = min(timedelta(seconds=2 ** min(row.attempts, 10)), MAX_BACKOFF)
+            await self.store.retry_outbox(row.id, self.clock() + delay, type(exc).__name__)
+            log.warning("event=delivery.retry outbox_id=%s order_id=%s attempt=%s error=%s",
+                        row.id, row.order_id, row.attempts, type(exc).__name__)
+            return
+        await self.store.complete_outbox(row.id, self.clock())
+        log.info("event=delivery.done outbox_id=%s order_id=%s kind=%s", row.id, row.order_id, row.kind)
+
+    async def build(self, order_id: int, kind: str, outbox_id: int = 0) -> Delivery:
+        order = await self.store.order_by_id(order_id)
+        assert order is not None, "outbox row without order"
+        sku = await self.store.sku_by_id(order.sku_id)
+        assert sku is not None
+        product = await self.store.product_by_id(sku.product_id)
+        assert product is not None
+        codes = [] if kind == "refunded" else [
+            self.vault.open(item.code) for item in await self.store.order_items(order_id)
+        ]
+        return Delivery(kind, order, sku, product, codes, outbox_id)
+
+    async def _send(self, row: OutboxRow) -> None:
+        delivery = await self.build(row.order_id, row.kind, row.id)
+        await self.channels[row.channel].deliver(delivery)
+        self.checkpoints.reach(DELIVERY_SENT)
+
+    async def _refund(self, row: OutboxRow) -> None:
+        """Paid but undeliverable: refund through the provider (outside any transaction), then record it."""
+        data = json.loads(row.payload)
+        order = await self.store.order_by_id(row.order_id)
+        assert order is not None
+        await self.providers[data["provider"]].refund(order, data["txn"], int(data["amount"]))
+        await self.store.refund(row.order_id, "automatic refund: could not fulfil", self.clock())
+        channel = self.channels.get(row.channel)
+        if channel is not None:
+            await channel.deliver(await self.build(row.order_id, "refunded", row.id))

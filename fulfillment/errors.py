@@ -1,0 +1,61 @@
+"""Domain errors; each carries a locale message id the conversation layer translates."""
+
+from __future__ import annotations
+
+
+class ShopError(Exception):
+    """A refusal the customer or merchant should read; `message_id` is in locales/."""
+
+    message_id = "error.generic"
+
+    def __init__(self, detail: str = "", **params: object) -> None:
+        super().__init__(detail or self.message_id)
+        self.params = params
+
+
+class UnknownSku(ShopError):
+    message_id = "error.unknown_sku"
+
+
+class UnknownOrder(ShopError):
+    message_id = "error.unknown_order"
+
+
+class BadQuantity(ShopError):
+    message_id = "error.bad_quantity"
+
+
+class OutOfStock(ShopError):
+    message_id = "error.out_of_stock"
+
+
+class LimitReached(ShopError):
+    message_id = "error.limit_reached"
+
+
+class NoPrice(ShopError):
+    message_id = "error.no_price"
+
+
+class BadPrice(ShopError):
+    message_id = "error.bad_price"
+
+
+class NotAllowed(ShopError):
+    message_id = "error.not_allowed"
+
+
+class PaymentRejected(ShopError):
+    message_id = "error.payment_rejected"
+
+
+class ImportRefused(ShopError):
+    message_id = "error.import_refused"
+
+
+class VaultError(Exception):
+    """The vault cannot be opened safely; the message names files and key ids, never key bytes."""
+
+
+class VaultTampered(VaultError):
+    """A ciphertext failed authentication: tampered, swapped between rows, or the wrong key."""

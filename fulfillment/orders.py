@@ -1,0 +1,158 @@
+"""The order state machine (as data) and the checkout verbs: reserve, invoice, cancel, expire."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from fulfillment.errors import BadQuantity, LimitReached, NoPrice, NotAllowed, OutOfStock, UnknownOrder, UnknownSku
+from storage import errors as store_errors
+from storage.protocol import Store
+from storage.records import NewOrder, Order, OrderState, Sku
+
+S = OrderState
+log = logging.getLogger("kamibot.orders")
+
+#: every allowed transition; stores record nothing outside this table (tests check it)
+TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
+    S.CREATED: frozenset({S.RESERVED, S.REJECTED}),
+    S.RESERVED: frozenset({S.AWAITING_PAYMENT, S.PAID, S.EXPIRED, S.REJECTED, S.REVIEW}),
+    S.AWAITING_PAYMENT: frozenset({S.PAID, S.EXPIRED, S.REJECTED, S.REVIEW}),
+    S.PAID: frozenset({S.DELIVERING, S.FAILED, S.REFUNDED, S.REVIEW}),
+    S.DELIVERING: frozenset({S.DELIVERED, S.REFUNDED}),
+    S.DELIVERED: frozenset({S.REFUNDED}),
+    S.EXPIRED: frozenset({S.PAID, S.REVIEW}),  # a late payment is still honoured when stock allows
+    S.REVIEW: frozenset({S.REFUNDED, S.REJECTED}),
+    S.FAILED: frozenset({S.REFUNDED}),
+    S.REJECTED: frozenset(),
+    S.REFUNDED: frozenset(),
+}
+
+MAX_QUANTITY = 1000
+
+
+def can_move(frm: OrderState | None, to: OrderState) -> bool:
+    if frm is None:
+        return to == S.CREATED
+    return to in TRANSITIONS[frm]
+
+
+def sources_of(to: OrderState) -> list[OrderState]:
+    return [s for s, targets in TRANSITIONS.items() if to in targets]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutRequest:
+    channel: str
+    user_id: str
+    chat_id: str
+    sku_id: int
+    quantity: int
+    language: str = "en"
+    ip: str = ""
+
+
+class RiskHook(Protocol):
+    """Seam for the risk module (issue #6): raise a ShopError to refuse, return to allow."""
+
+    async def before_reservation(self, request: CheckoutRequest, sku: Sku) -> None: ...
+
+
+class AllowAll:
+    """The risk seam until the rule engine lands: allows every checkout."""
+
+    async def before_reservation(self, request: CheckoutRequest, sku: Sku) -> None:
+        return None
+
+
+def parse_quantity(raw: object) -> int:
+    """Quantities arrive as chat text: accept only plain positive integers."""
+    if isinstance(raw, bool):
+        raise BadQuantity("quantity must be a whole number")
+    if isinstance(raw, int):
+        value = raw
+    elif isinstance(raw, str) and raw.strip().isdigit() and raw.strip().isascii():
+        value = int(raw.strip())
+    else:
+        raise BadQuantity("quantity must be a whole number")
+    if value < 1 or value > MAX_QUANTITY:
+        raise BadQuantity("quantity out of range")
+    return value
+
+
+class OrderService:
+    def __init__(self, store: Store, risk: RiskHook, reservation_ttl: timedelta,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store = store
+        self.risk = risk
+        self.ttl = reservation_ttl
+        self.clock = clock
+
+    async def checkout(self, req: CheckoutRequest) -> Order:
+        """Validate and hold stock; the order comes back `reserved` with its amount fixed."""
+        quantity = parse_quantity(req.quantity)
+        sku = await self.store.sku_by_id(req.sku_id)
+        if sku is None or not sku.active:
+            raise UnknownSku(f"sku {req.sku_id}")
+        if not sku.min_qty <= quantity <= sku.max_qty:
+            raise BadQuantity("quantity outside the SKU's range", min=sku.min_qty, max=sku.max_qty)
+        price = next((p for p in await self.store.prices(sku.id) if p.channel == req.channel), None)
+        if price is None:
+            raise NoPrice(f"sku {sku.id} has no {req.channel} price")
+        await self.risk.before_reservation(req, sku)
+        now = self.clock()
+        new = NewOrder(req.channel, req.user_id, req.chat_id, sku.id, quantity, price.amount * quantity,
+                       price.currency, now + self.ttl, req.language)
+        try:
+            order = await self.store.reserve(new, now)
+        except store_errors.InsufficientStock:
+            available = await self.store.pool_available(sku.pool_id)
+            raise OutOfStock("not enough stock", available=available // sku.units) from None
+        except store_errors.PurchaseLimitReached:
+            raise LimitReached("per-user limit", limit=sku.per_user_limit) from None
+        except store_errors.UnknownRecord:
+            raise UnknownSku(f"sku {sku.id}") from None
+        log.info("event=order.reserved order_id=%s sku_id=%s quantity=%s channel=%s",
+                 order.id, sku.id, quantity, req.channel)
+        return order
+
+    async def move(self, order_id: int, to: OrderState, cause: str) -> bool:
+        moved = await self.store.transition(order_id, sources_of(to), to, cause, self.clock())
+        if moved:
+            log.info("event=order.%s order_id=%s cause=%r", to.value, order_id, cause)
+        return moved
+
+    async def await_payment(self, order: Order) -> None:
+        """The invoice went out: the order now waits for its payment (still holding stock)."""
+        await self.move(order.id, S.AWAITING_PAYMENT, "invoice issued")
+
+    async def cancel(self, ref: str, user_id: str) -> Order:
+        order = await self.store.order_by_ref(ref)
+        if order is None or order.user_id != user_id:
+            raise UnknownOrder(ref)
+        if order.state not in (S.RESERVED, S.AWAITING_PAYMENT):
+            raise NotAllowed(f"order {order.id} is {order.state}")
+        await self.move(order.id, S.EXPIRED, "cancelled by customer")
+        refreshed = await self.store.order_by_id(order.id)
+        assert refreshed is not None
+        return refreshed
+
+    async def check_payable(self, ref: str, amount: int, currency: str) -> Order:
+        """Pre-checkout: the reservation must be alive and the amount must match."""
+        order = await self.store.order_by_ref(ref)
+        if order is None:
+            raise UnknownOrder(ref)
+        if order.state not in (S.RESERVED, S.AWAITING_PAYMENT) or order.expires_at <= self.clock():
+            raise NotAllowed(f"order {order.id} is {order.state}")
+        if (order.amount, order.currency) != (amount, currency):
+            raise NotAllowed(f"order {order.id} amount mismatch")
+        return order
+
+    async def expire_due(self, limit: int = 500) -> int:
+        expired = await self.store.expire_reservations(self.clock(), limit)
+        for order_id in expired:
+            log.info("event=order.expired order_id=%s", order_id)
+        return len(expired)

@@ -1,0 +1,83 @@
+"""Payment providers and the idempotent payment inbox: record by provider txn id, then apply."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Protocol
+
+from fulfillment.checkpoints import PAYMENT_APPLIED, PAYMENT_RECORDED, Checkpoints, NoCheckpoints
+from fulfillment.errors import PaymentRejected
+from storage.protocol import Store
+from storage.records import Order, PaymentApplied, PaymentEventIn
+
+log = logging.getLogger("kamibot.payments")
+MAX_AMOUNT = 10**12
+
+
+class PaymentProvider(Protocol):
+    """A way to take money. Provider calls never happen inside a database transaction."""
+
+    name: str
+
+    async def refund(self, order: Order, provider_txn_id: str, amount: int) -> str:
+        """Refund; returns the provider's refund reference. Must be safe to call twice."""
+        ...
+
+
+class TestPaymentProvider:
+    """The offline demo's provider: pays instantly, refunds instantly, keeps a record."""
+
+    name = "test"
+
+    def __init__(self) -> None:
+        self.refunds: dict[str, int] = {}
+
+    def pay(self, order: Order) -> PaymentEventIn:
+        return PaymentEventIn("test", "test_" + secrets.token_hex(8), order.ref, order.amount, order.currency)
+
+    async def refund(self, order: Order, provider_txn_id: str, amount: int) -> str:
+        self.refunds.setdefault(provider_txn_id, amount)
+        return "refund_" + provider_txn_id
+
+
+def validate_event(event: PaymentEventIn) -> None:
+    if not event.provider or not event.provider_txn_id or not event.order_ref:
+        raise PaymentRejected("payment event lacks provider, transaction id or order")
+    if isinstance(event.amount, bool) or not isinstance(event.amount, int) or not 0 <= event.amount < MAX_AMOUNT:
+        raise PaymentRejected("payment amount must be a non-negative integer in minor units")
+    if not isinstance(event.fee, int) or event.fee < 0:
+        raise PaymentRejected("payment fee must be a non-negative integer")
+    if not event.currency or not event.currency.isalpha() or not event.currency.isupper():
+        raise PaymentRejected("payment currency must be an upper-case ISO code")
+
+
+class PaymentInbox:
+    """Every provider notification passes here: record idempotently, then apply once."""
+
+    def __init__(self, store: Store, checkpoints: Checkpoints | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store = store
+        self.checkpoints = checkpoints or NoCheckpoints()
+        self.clock = clock
+
+    async def receive(self, event: PaymentEventIn) -> PaymentApplied:
+        validate_event(event)
+        event_id, fresh = await self.store.record_payment(event, self.clock())
+        self.checkpoints.reach(PAYMENT_RECORDED)
+        result = await self.store.apply_payment(event_id, self.clock())
+        self.checkpoints.reach(PAYMENT_APPLIED)
+        log.info("event=payment.%s payment_event=%s provider=%s order_id=%s fresh=%s",
+                 result.outcome.value, event_id, event.provider, result.order_id, fresh)
+        return result
+
+    async def apply_pending(self, limit: int = 500) -> int:
+        """Recovery: events recorded before a crash but never applied."""
+        done = 0
+        for event_id in await self.store.unapplied_payments(limit):
+            result = await self.store.apply_payment(event_id, self.clock())
+            log.info("event=payment.recovered payment_event=%s outcome=%s", event_id, result.outcome.value)
+            done += 1
+        return done

@@ -1,0 +1,228 @@
+"""Plain records that cross the storage seam: what the stores take and give back."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class OrderState(enum.StrEnum):
+    """Order states of DESIGN.md; the allowed transitions live in fulfillment/orders.py."""
+
+    CREATED = "created"
+    RESERVED = "reserved"
+    AWAITING_PAYMENT = "awaiting_payment"
+    PAID = "paid"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+    REVIEW = "review"
+    REFUNDED = "refunded"
+    FAILED = "failed"
+
+
+#: states whose orders hold reserved stock (counted out of the pool's available uses)
+HOLDING_STATES = (OrderState.RESERVED, OrderState.AWAITING_PAYMENT)
+#: states in which a payment is accepted and applied
+PAYABLE_STATES = (OrderState.RESERVED, OrderState.AWAITING_PAYMENT, OrderState.EXPIRED)
+
+
+class PaymentOutcome(enum.StrEnum):
+    """What applying a payment event did to its order."""
+
+    ALLOCATED = "allocated"  # paid, codes allocated, outbox row written
+    REVIEW = "review"  # amount/currency mismatch or a second payment: held, nothing delivered
+    FAILED = "failed"  # paid but no stock: failed, refund queued
+    UNKNOWN_ORDER = "unknown_order"
+    ALREADY_APPLIED = "already_applied"
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    id: int
+    slug: str
+    name_en: str
+    name_zh: str
+    sort: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: int
+    category_id: int
+    slug: str
+    name_en: str
+    name_zh: str
+    description_en: str = ""
+    description_zh: str = ""
+    instructions_en: str = ""
+    instructions_zh: str = ""
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    id: int
+    slug: str
+    name: str
+    low_stock: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Sku:
+    id: int
+    product_id: int
+    pool_id: int
+    slug: str
+    name_en: str
+    name_zh: str
+    units: int = 1  # code uses drawn from the pool per item bought
+    min_qty: int = 1
+    max_qty: int = 10
+    per_user_limit: int = 0  # items per user over all live and sold orders; 0 = unlimited
+    active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    sku_id: int
+    channel: str
+    currency: str
+    amount: int  # integer minor units: fen, cents, Stars
+
+
+@dataclass(frozen=True, slots=True)
+class StockLevel:
+    pool_id: int
+    pool_slug: str
+    available: int  # uses neither reserved nor sold
+    reserved: int  # uses held by live reservations
+    low_stock: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewCode:
+    """An encrypted code ready for insertion; `digest` is the keyed HMAC of the normalised code."""
+
+    digest: bytes
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+    uses: int = 1
+    expires_at: datetime | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InsertResult:
+    inserted: int
+    duplicate_in_vault: int
+    duplicate_in_batch: int
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedCode:
+    id: int
+    digest: bytes
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OrderItem:
+    item_no: int
+    code: EncryptedCode
+    use_no: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    channel: str
+    user_id: str
+    chat_id: str
+    sku_id: int
+    quantity: int
+    amount: int
+    currency: str
+    expires_at: datetime
+    language: str = "en"
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    id: int
+    ref: str
+    channel: str
+    user_id: str
+    chat_id: str
+    sku_id: int
+    pool_id: int
+    quantity: int
+    units: int
+    amount: int
+    currency: str
+    state: OrderState
+    created_at: datetime
+    expires_at: datetime
+    language: str = "en"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvent:
+    order_id: int
+    from_state: str | None
+    to_state: str
+    cause: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentEventIn:
+    provider: str
+    provider_txn_id: str
+    order_ref: str
+    amount: int
+    currency: str
+    fee: int = 0
+    payer: str = ""  # a keyed fingerprint, never a clear payer id
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentApplied:
+    event_id: int
+    outcome: PaymentOutcome
+    order_id: int | None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    order_id: int
+    kind: str  # "deliver" | "refund" | "notify"
+    channel: str
+    chat_id: str
+    attempts: int
+    payload: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerLine:
+    sku_id: int
+    channel: str
+    kind: str  # sale | cost | fee | refund | cost_reversal
+    currency: str
+    amount: int
+    orders: int = 0
+
+
+@dataclass(slots=True)
+class BatchStats:
+    imported: int = 0
+    duplicate_in_vault: int = 0
+    duplicate_in_batch: int = 0
+    invalid: list[tuple[int, str]] = field(default_factory=list)

@@ -1,0 +1,315 @@
+"""SQLite transaction bodies for orders, payments, outbox and refunds.
+
+Each function runs whole inside the connection's thread (one hop, see
+DESIGN.md) within `BEGIN IMMEDIATE`, so no other writer, in this process or
+another, interleaves between its reads and its conditional writes.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+
+from storage.errors import InsufficientStock, PurchaseLimitReached, UnknownRecord
+from storage.records import (
+    HOLDING_STATES,
+    PAYABLE_STATES,
+    NewOrder,
+    OrderState,
+    OutboxRow,
+    PaymentApplied,
+    PaymentEventIn,
+    PaymentOutcome,
+)
+from storage.sqltime import ts
+
+_REF_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+_CLOSED = ("expired", "rejected", "refunded", "failed")
+
+
+def new_ref() -> str:
+    """A short unguessable order number customers can type (no 0/O/1/I)."""
+    return "K" + "".join(secrets.choice(_REF_ALPHABET) for _ in range(11))
+
+
+def event(db: sqlite3.Connection, order_id: int, frm: str | None, to: str, cause: str, at: str) -> None:
+    db.execute(
+        "INSERT INTO order_events (order_id, from_state, to_state, cause, at) VALUES (?,?,?,?,?)",
+        (order_id, frm, to, cause, at),
+    )
+
+
+def set_state(db: sqlite3.Connection, order_id: int, frm: str, to: str, cause: str, at: str) -> None:
+    db.execute("UPDATE orders SET state = ?, updated_at = ? WHERE id = ?", (to, at, order_id))
+    event(db, order_id, frm, to, cause, at)
+
+
+def reserve(db: sqlite3.Connection, o: NewOrder, now: datetime) -> int:
+    at = ts(now)
+    sku = db.execute(
+        "SELECT s.pool_id, s.units, s.per_user_limit FROM skus s JOIN products p ON p.id = s.product_id"
+        " WHERE s.id = ? AND s.active = 1 AND p.active = 1",
+        (o.sku_id,),
+    ).fetchone()
+    if sku is None:
+        raise UnknownRecord(f"sku {o.sku_id} unknown or inactive")
+    pool_id, units, limit = sku
+    if limit:
+        bought = db.execute(
+            "SELECT COALESCE(SUM(quantity), 0) FROM orders WHERE user_id = ? AND channel = ?"
+            f" AND sku_id = ? AND state NOT IN {_CLOSED!r}",
+            (o.user_id, o.channel, o.sku_id),
+        ).fetchone()[0]
+        if bought + o.quantity > limit:
+            raise PurchaseLimitReached(f"sku {o.sku_id} per-user limit {limit}")
+    need = o.quantity * units
+    cur = db.execute(
+        "UPDATE pools SET available = available - ? WHERE id = ? AND available >= ?",
+        (need, pool_id, need),
+    )
+    if cur.rowcount != 1:
+        raise InsufficientStock(f"pool {pool_id} cannot hold {need} uses")
+    cur = db.execute(
+        "INSERT INTO orders (ref, channel, user_id, chat_id, sku_id, pool_id, quantity, units, amount,"
+        " currency, state, language, created_at, expires_at, updated_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (new_ref(), o.channel, o.user_id, o.chat_id, o.sku_id, pool_id, o.quantity, units, o.amount,
+         o.currency, OrderState.RESERVED.value, o.language, at, ts(o.expires_at), at),
+    )
+    order_id = int(cur.lastrowid or 0)
+    event(db, order_id, None, OrderState.CREATED.value, "checkout", at)
+    event(db, order_id, OrderState.CREATED.value, OrderState.RESERVED.value, "stock held", at)
+    return order_id
+
+
+def transition(db: sqlite3.Connection, order_id: int, allowed: Sequence[str], to: str, cause: str,
+               now: datetime) -> bool:
+    row = db.execute("SELECT state, pool_id, quantity * units FROM orders WHERE id = ?", (order_id,)).fetchone()
+    if row is None or row[0] not in allowed:
+        return False
+    state, pool_id, uses = row
+    if state in HOLDING_STATES and to not in HOLDING_STATES and to != OrderState.REVIEW:
+        # leaving a reservation without paying hands the held uses back
+        db.execute("UPDATE pools SET available = available + ? WHERE id = ?", (uses, pool_id))
+    set_state(db, order_id, state, to, cause, ts(now))
+    return True
+
+
+def expire(db: sqlite3.Connection, now: datetime, limit: int) -> list[int]:
+    at = ts(now)
+    rows = db.execute(
+        "SELECT id, state, pool_id, quantity * units FROM orders"
+        " WHERE state IN ('reserved', 'awaiting_payment') AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+        (at, limit),
+    ).fetchall()
+    for order_id, state, pool_id, uses in rows:
+        db.execute("UPDATE pools SET available = available + ? WHERE id = ?", (uses, pool_id))
+        set_state(db, order_id, state, OrderState.EXPIRED.value, "reservation ttl", at)
+    return [r[0] for r in rows]
+
+
+def record_payment(db: sqlite3.Connection, e: PaymentEventIn, now: datetime) -> tuple[int, bool]:
+    cur = db.execute(
+        "INSERT INTO payment_events (provider, provider_txn_id, order_ref, amount, currency, fee, payer,"
+        " received_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (provider, provider_txn_id) DO NOTHING",
+        (e.provider, e.provider_txn_id, e.order_ref, e.amount, e.currency, e.fee, e.payer,
+         ts(e.received_at or now)),
+    )
+    if cur.rowcount == 1:
+        return int(cur.lastrowid or 0), True
+    row = db.execute(
+        "SELECT id FROM payment_events WHERE provider = ? AND provider_txn_id = ?",
+        (e.provider, e.provider_txn_id),
+    ).fetchone()
+    return int(row[0]), False
+
+
+def _finish_event(db: sqlite3.Connection, event_id: int, outcome: PaymentOutcome, order_id: int | None,
+                  detail: str, at: str) -> PaymentApplied:
+    db.execute(
+        "UPDATE payment_events SET applied_at = ?, outcome = ?, order_id = ?, detail = ? WHERE id = ?",
+        (at, outcome.value, order_id, detail, event_id),
+    )
+    return PaymentApplied(event_id, outcome, order_id, detail)
+
+
+def _claim_uses(db: sqlite3.Connection, pool_id: int, need: int, at: str) -> list[tuple[int, int, int, str]]:
+    """Take `need` uses (code id, use no, unit cost, cost currency), oldest codes first."""
+    taken: list[tuple[int, int, int, str]] = []
+    rows = db.execute(
+        "SELECT c.id, c.uses_total, c.uses_left, b.unit_cost, b.currency FROM codes c"
+        " JOIN code_batches b ON b.id = c.batch_id"
+        " WHERE c.pool_id = ? AND c.uses_left > 0 AND c.status = 'available'"
+        " AND (c.expires_at IS NULL OR c.expires_at > ?) ORDER BY c.id LIMIT ?",
+        (pool_id, at, need),
+    ).fetchall()
+    for code_id, total, left, cost, cur in rows:
+        take = min(left, need - len(taken))
+        db.execute("UPDATE codes SET uses_left = uses_left - ? WHERE id = ? AND uses_left >= ?",
+                   (take, code_id, take))
+        taken.extend((code_id, total - left + i + 1, cost, cur) for i in range(take))
+        if len(taken) == need:
+            break
+    return taken
+
+
+def apply_payment(db: sqlite3.Connection, event_id: int, now: datetime) -> PaymentApplied:
+    at = ts(now)
+    ev = db.execute(
+        "SELECT order_ref, amount, currency, fee, applied_at, outcome, order_id, detail, provider,"
+        " provider_txn_id FROM payment_events WHERE id = ?", (event_id,),
+    ).fetchone()
+    if ev is None:
+        raise UnknownRecord(f"payment event {event_id}")
+    ref, amount, currency, fee, applied_at, outcome, done_order, detail, provider, txn = ev
+    refund_payload = json.dumps({"provider": provider, "txn": txn, "amount": amount})
+    if applied_at is not None:
+        return PaymentApplied(event_id, PaymentOutcome.ALREADY_APPLIED, done_order, outcome or detail)
+    order = db.execute(
+        "SELECT id, state, pool_id, quantity * units, amount, currency, sku_id, channel, chat_id"
+        " FROM orders WHERE ref = ?", (ref,),
+    ).fetchone()
+    if order is None:
+        return _finish_event(db, event_id, PaymentOutcome.UNKNOWN_ORDER, None, "no such order", at)
+    oid, state, pool_id, need, o_amount, o_currency, sku_id, channel, chat_id = order
+    if state not in PAYABLE_STATES:
+        return _finish_event(db, event_id, PaymentOutcome.REVIEW, oid, f"payment for order in {state}", at)
+    if (amount, currency) != (o_amount, o_currency):
+        # a held reservation keeps its stock while the merchant reviews; refund() hands it back
+        set_state(db, oid, state, OrderState.REVIEW.value, "payment amount or currency mismatch", at)
+        return _finish_event(db, event_id, PaymentOutcome.REVIEW, oid, "amount or currency mismatch", at)
+    set_state(db, oid, state, OrderState.PAID.value, f"payment event {event_id}", at)
+    _ledger(db, oid, sku_id, channel, "sale", currency, amount, at)
+    if fee:
+        _ledger(db, oid, sku_id, channel, "fee", currency, -fee, at)
+    if state == OrderState.EXPIRED:
+        cur = db.execute("UPDATE pools SET available = available - ? WHERE id = ? AND available >= ?",
+                         (need, pool_id, need))
+        taken = _claim_uses(db, pool_id, need, at) if cur.rowcount == 1 else []
+    else:
+        taken = _claim_uses(db, pool_id, need, at)
+    if len(taken) < need:
+        return _fail_unstocked(db, event_id, oid, taken, channel, chat_id, refund_payload, at)
+    db.executemany(
+        "INSERT INTO order_items (order_id, item_no, code_id, use_no, unit_cost, cost_currency)"
+        " VALUES (?,?,?,?,?,?)",
+        [(oid, i + 1, code_id, use_no, cost, ccy) for i, (code_id, use_no, cost, ccy) in enumerate(taken)],
+    )
+    costs: dict[str, int] = {}
+    for _, _, cost, ccy in taken:
+        costs[ccy] = costs.get(ccy, 0) + cost
+    for ccy, total in costs.items():
+        if total:
+            _ledger(db, oid, sku_id, channel, "cost", ccy, -total, at)
+    set_state(db, oid, OrderState.PAID.value, OrderState.DELIVERING.value, "codes allocated", at)
+    _outbox(db, oid, "deliver", channel, chat_id, "", at)
+    return _finish_event(db, event_id, PaymentOutcome.ALLOCATED, oid, "", at)
+
+
+def _fail_unstocked(db: sqlite3.Connection, event_id: int, oid: int, taken: list[tuple[int, int, int, str]],
+                    channel: str, chat_id: str, payload: str, at: str) -> PaymentApplied:
+    """Paid but the pool cannot serve it: put back what was taken, fail, queue the refund."""
+    for code_id, _, _, _ in taken:
+        db.execute("UPDATE codes SET uses_left = uses_left + 1 WHERE id = ?", (code_id,))
+    set_state(db, oid, OrderState.PAID.value, OrderState.FAILED.value, "out of stock after payment", at)
+    _outbox(db, oid, "refund", channel, chat_id, payload, at)
+    return _finish_event(db, event_id, PaymentOutcome.FAILED, oid, "out of stock", at)
+
+
+def _ledger(db: sqlite3.Connection, oid: int | None, sku_id: int, channel: str, kind: str, currency: str,
+            amount: int, at: str) -> None:
+    db.execute(
+        "INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at) VALUES (?,?,?,?,?,?,?)",
+        (oid, sku_id, channel, kind, currency, amount, at),
+    )
+
+
+def _outbox(db: sqlite3.Connection, oid: int, kind: str, channel: str, chat_id: str, payload: str,
+            at: str) -> int:
+    cur = db.execute(
+        "INSERT INTO outbox (order_id, kind, channel, chat_id, payload, next_attempt_at, created_at)"
+        " VALUES (?,?,?,?,?,?,?)",
+        (oid, kind, channel, chat_id, payload, at, at),
+    )
+    return int(cur.lastrowid or 0)
+
+
+def enqueue(db: sqlite3.Connection, oid: int, kind: str, payload: str, now: datetime) -> int:
+    row = db.execute("SELECT channel, chat_id FROM orders WHERE id = ?", (oid,)).fetchone()
+    if row is None:
+        raise UnknownRecord(f"order {oid}")
+    return _outbox(db, oid, kind, row[0], row[1], payload, ts(now))
+
+
+def claim_outbox(db: sqlite3.Connection, now: datetime, lease_until: datetime, limit: int) -> list[OutboxRow]:
+    at = ts(now)
+    rows = db.execute(
+        "SELECT id, order_id, kind, channel, chat_id, attempts, payload FROM outbox"
+        " WHERE status = 'pending' AND next_attempt_at <= ? AND (locked_until IS NULL OR locked_until <= ?)"
+        " ORDER BY id LIMIT ?",
+        (at, at, limit),
+    ).fetchall()
+    out = []
+    for oid, order_id, kind, channel, chat_id, attempts, payload in rows:
+        db.execute("UPDATE outbox SET locked_until = ?, attempts = attempts + 1 WHERE id = ?",
+                   (ts(lease_until), oid))
+        if kind in ("deliver", "resend"):
+            # conservative: once a send may have happened the codes count as shown
+            db.execute("UPDATE order_items SET revealed_at = ? WHERE order_id = ? AND revealed_at IS NULL",
+                       (at, order_id))
+        out.append(OutboxRow(oid, order_id, kind, channel, chat_id, attempts + 1, payload))
+    return out
+
+
+def complete_outbox(db: sqlite3.Connection, outbox_id: int, now: datetime) -> None:
+    at = ts(now)
+    row = db.execute("SELECT order_id, kind, status FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+    if row is None or row[2] == "done":
+        return
+    db.execute("UPDATE outbox SET status = 'done', done_at = ?, locked_until = NULL WHERE id = ?",
+               (at, outbox_id))
+    if row[1] == "deliver":
+        state = db.execute("SELECT state FROM orders WHERE id = ?", (row[0],)).fetchone()[0]
+        if state == OrderState.DELIVERING:
+            set_state(db, row[0], state, OrderState.DELIVERED.value, f"outbox {outbox_id} sent", at)
+
+
+def refund(db: sqlite3.Connection, oid: int, cause: str, now: datetime) -> bool:
+    at = ts(now)
+    row = db.execute("SELECT state, sku_id, channel, amount, currency, pool_id FROM orders WHERE id = ?",
+                     (oid,)).fetchone()
+    refundable = (OrderState.PAID, OrderState.DELIVERING, OrderState.DELIVERED, OrderState.FAILED,
+                  OrderState.REVIEW)
+    if row is None or row[0] not in refundable:
+        return False
+    state, sku_id, channel, amount, currency, pool_id = row
+    paid = db.execute("SELECT COUNT(*) FROM ledger WHERE order_id = ? AND kind = 'sale'", (oid,)).fetchone()[0]
+    if paid:
+        _ledger(db, oid, sku_id, channel, "refund", currency, -amount, at)
+    unshown = db.execute(
+        "SELECT code_id, unit_cost, cost_currency FROM order_items"
+        " WHERE order_id = ? AND revealed_at IS NULL AND released = 0", (oid,),
+    ).fetchall()
+    for code_id, cost, cur in unshown:
+        db.execute("UPDATE codes SET uses_left = uses_left + 1 WHERE id = ?", (code_id,))
+        if cost:
+            _ledger(db, oid, sku_id, channel, "cost_reversal", cur, cost, at)
+    if unshown:
+        db.execute("UPDATE order_items SET released = 1 WHERE order_id = ? AND revealed_at IS NULL", (oid,))
+        db.execute("UPDATE pools SET available = available + ? WHERE id = ?", (len(unshown), pool_id))
+        db.execute("UPDATE outbox SET status = 'cancelled' WHERE order_id = ? AND status = 'pending'"
+                   " AND kind IN ('deliver', 'resend')", (oid,))
+    if state == OrderState.REVIEW:
+        before = db.execute(
+            "SELECT from_state FROM order_events WHERE order_id = ? AND to_state = 'review' ORDER BY id DESC",
+            (oid,),
+        ).fetchone()
+        held = db.execute("SELECT COUNT(*) FROM order_items WHERE order_id = ?", (oid,)).fetchone()[0]
+        if before and before[0] in HOLDING_STATES and not held:
+            db.execute("UPDATE pools SET available = available + (SELECT quantity * units FROM orders"
+                       " WHERE id = ?) WHERE id = ?", (oid, pool_id))
+    set_state(db, oid, state, OrderState.REFUNDED.value, cause, at)
+    return True
