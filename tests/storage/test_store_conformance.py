@@ -51,7 +51,9 @@ async def test_insert_codes_counts_duplicates_within_batch_and_vault(store):
 async def test_reserve_holds_stock_and_refuses_oversell(store):
     shop = await make_shop(store, codes=3)
     order = await store.reserve(new_order(shop.sku, qty=2), NOW)
-    assert order.state == S.RESERVED and order.quantity == 2 and order.ref.startswith("K")
+    assert order.state == S.RESERVED
+    assert order.quantity == 2
+    assert order.ref.startswith("K")
     assert await store.pool_available(shop.pool.id) == 1
     with pytest.raises(InsufficientStock):
         await store.reserve(new_order(shop.big, qty=1), NOW)
@@ -85,10 +87,13 @@ async def test_payment_allocates_writes_outbox_and_ledger(store):
     order = await store.reserve(new_order(shop.sku, qty=2), NOW)
     event_id, fresh = await store.record_payment(payment(order.ref, 2000, fee=30), NOW)
     applied = await store.apply_payment(event_id, NOW)
-    assert fresh and applied.outcome == PaymentOutcome.ALLOCATED and applied.order_id == order.id
+    assert fresh
+    assert applied.outcome == PaymentOutcome.ALLOCATED
+    assert applied.order_id == order.id
     assert (await store.order_by_id(order.id)).state == S.DELIVERING
     items = await store.order_items(order.id)
-    assert [i.item_no for i in items] == [1, 2] and len({i.code.id for i in items}) == 2
+    assert [i.item_no for i in items] == [1, 2]
+    assert len({i.code.id for i in items}) == 2
     assert await store.pending_outbox() == 1
     ledger = {(line.kind, line.currency): line.amount for line in await store.ledger(NOW, NOW + timedelta(1))}
     assert ledger == {("sale", "CNY"): 2000, ("fee", "CNY"): -30, ("cost", "CNY"): -80}
@@ -163,7 +168,8 @@ async def test_multi_use_code_serves_several_orders_once_each(store):
     for o in orders:
         await store.apply_payment((await store.record_payment(payment(o.ref, 1000), NOW))[0], NOW)
     uses = sorted((i.code.id, i.use_no) for items in [await store.order_items(o.id) for o in orders] for i in items)
-    assert len(set(uses)) == 3 and {u for _, u in uses} == {1, 2, 3}
+    assert len(set(uses)) == 3
+    assert {u for _, u in uses} == {1, 2, 3}
 
 
 async def test_outbox_lease_and_completion_delivers(store):
@@ -171,7 +177,8 @@ async def test_outbox_lease_and_completion_delivers(store):
     order = await store.reserve(new_order(shop.sku), NOW)
     await store.apply_payment((await store.record_payment(payment(order.ref, 1000), NOW))[0], NOW)
     rows = await store.claim_outbox(NOW, NOW + timedelta(seconds=60), 10)
-    assert [r.kind for r in rows] == ["deliver"] and rows[0].attempts == 1
+    assert [r.kind for r in rows] == ["deliver"]
+    assert rows[0].attempts == 1
     assert await store.claim_outbox(NOW + timedelta(seconds=30), NOW + timedelta(seconds=90), 10) == []
     await store.retry_outbox(rows[0].id, NOW + timedelta(seconds=5), "Timeout")
     again = await store.claim_outbox(NOW + timedelta(seconds=6), NOW + timedelta(seconds=66), 10)
@@ -194,7 +201,8 @@ async def test_refund_returns_only_never_shown_codes(store):
     assert await store.refund(unseen.id, "merchant", NOW)
     assert not await store.refund(unseen.id, "merchant", NOW)  # twice changes nothing
     assert await store.pool_available(shop.pool.id) == 2 + 1
-    assert len(await store.order_items(shown.id)) == 1 and await store.order_items(unseen.id) == []
+    assert len(await store.order_items(shown.id)) == 1
+    assert await store.order_items(unseen.id) == []
     refunds = [line for line in await store.ledger(NOW, NOW + timedelta(1)) if line.kind == "refund"]
     assert sum(line.amount for line in refunds) == -2000
 

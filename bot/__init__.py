@@ -1,0 +1,1 @@
+"""Composition root, settings, CLI, HTTP app and background jobs of kamibot."""

@@ -1,0 +1,94 @@
+"""The composition root: the one place that turns Settings into a store, a vault and services."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from bot.settings import Settings
+from fulfillment.catalog import CatalogService
+from fulfillment.checkpoints import Checkpoints, NoCheckpoints
+from fulfillment.delivery import Channel, DeliveryWorker
+from fulfillment.errors import VaultError
+from fulfillment.orders import AllowAll, OrderService, RiskHook
+from fulfillment.payments import PaymentInbox, PaymentProvider, TestPaymentProvider
+from fulfillment.vault import Vault, key_checks, open_key_ring
+from storage.protocol import Store
+from storage.url import parse_database_url
+
+log = logging.getLogger("kamibot.boot")
+
+
+@dataclass
+class Shop:
+    settings: Settings
+    store: Store
+    vault: Vault
+    catalog: CatalogService
+    orders: OrderService
+    payments: PaymentInbox
+    delivery: DeliveryWorker
+    providers: dict[str, PaymentProvider]
+    channels: dict[str, Channel] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+async def open_store(settings: Settings, migrate: bool = True) -> Store:
+    url = parse_database_url(settings.resolved_database_url, base_dir=settings.data_dir)
+    store: Store
+    if url.backend == "sqlite":
+        from storage.sqlite import SqliteStore
+
+        assert url.sqlite_path is not None
+        store = await SqliteStore(url.sqlite_path).open()
+    else:
+        from storage.postgres import PostgresStore
+
+        store = await PostgresStore(url.dsn).open()
+    if migrate:
+        version = await store.migrate()
+        log.info("event=db.ready backend=%s schema_version=%s", url.backend, version)
+    return store
+
+
+async def open_vault(settings: Settings, store: Store) -> Vault:
+    """Create the key file for a new shop; refuse to start on a missing or wrong one for an existing vault."""
+    checks = await store.vault_key_checks()
+    if not checks and await store.count_codes():
+        raise VaultError("the database holds codes but no registered vault keys; refusing to start")
+    path = settings.resolved_key_file
+    ring, created = open_key_ring(path, checks)
+    for kid, check in key_checks(ring).items():
+        if kid not in checks:
+            await store.register_vault_key(kid, check)
+    if created:
+        log.info("event=vault.key_created path=%s", path)
+    return Vault(ring, key_path=path)
+
+
+async def build_shop(settings: Settings, *, store: Store | None = None, risk: RiskHook | None = None,
+                     checkpoints: Checkpoints | None = None,
+                     providers: dict[str, PaymentProvider] | None = None) -> Shop:
+    store = store or await open_store(settings)
+    try:
+        vault = await open_vault(settings, store)
+    except BaseException:
+        await store.close()
+        raise
+    checkpoints = checkpoints or NoCheckpoints()
+    providers = providers if providers is not None else {"test": TestPaymentProvider()}
+    channels: dict[str, Channel] = {}
+    return Shop(
+        settings=settings,
+        store=store,
+        vault=vault,
+        catalog=CatalogService(store),
+        orders=OrderService(store, risk or AllowAll(), timedelta(seconds=settings.reservation_ttl_seconds)),
+        payments=PaymentInbox(store, checkpoints),
+        delivery=DeliveryWorker(store, vault, channels, providers, checkpoints),
+        providers=providers,
+        channels=channels,
+    )

@@ -1,0 +1,90 @@
+"""`kamibot demo`: an offline shop in the terminal, seeded on first run, on the default SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from bot.composition import Shop
+from fulfillment.catalog import ShopFile
+from fulfillment.importer import ImportSource, import_codes
+from handlers.console.adapter import CHANNEL, ConsoleChannel, ConsoleChat
+from handlers.context import ShopContext
+from handlers.router import Conversation
+from locales import Translator
+
+MERCHANT_ID = "merchant"
+CUSTOMER_ID = "customer"
+
+
+async def seed_demo(shop: Shop) -> bool:
+    """Seed the demo catalogue and codes once; later runs keep what the shop has sold."""
+    if await shop.store.categories():
+        return False
+    import tomllib
+
+    text = resources.files("bot").joinpath("demo_shop.toml").read_text(encoding="utf-8")
+    await shop.catalog.apply(ShopFile.model_validate(tomllib.loads(text)))
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+    def code(prefix: str) -> str:
+        return prefix + "-" + "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(3))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        crystals = Path(tmp) / "crystals.txt"
+        crystals.write_text("\n".join(code("GI60") for _ in range(30)) + "\n", encoding="utf-8")
+        video = Path(tmp) / "video.csv"
+        video.write_text("code,uses,note\n" + "".join(f"{code('VIP')},3,demo\n" for _ in range(4)), encoding="utf-8")
+        for pool_slug, path, kind, cost in (("genshin-60", crystals, "txt", 420), ("video-month", video, "csv", 900)):
+            pool = await shop.catalog.find_pool(pool_slug)
+            await import_codes(shop.store, shop.vault, pool, ImportSource(path, kind), supplier="demo-supplier",
+                               unit_cost=cost)
+    return True
+
+
+def make_context(shop: Shop, merchants: set[str]) -> ShopContext:
+    return ShopContext(shop.store, shop.catalog, shop.orders, shop.payments, shop.delivery, shop.vault,
+                       Translator(shop.settings.default_language), {CHANNEL: merchants},
+                       shop.settings.display_timezone)
+
+
+async def run_demo(shop: Shop, merchant: bool, language: str = "") -> None:
+    interactive = sys.stdin.isatty()
+    write = _rich_writer() if interactive else (lambda line: print(line, flush=True))
+    seeded = await seed_demo(shop)
+    ctx = make_context(shop, {MERCHANT_ID, *shop.settings.merchant_ids})
+    shop.channels[CHANNEL] = ConsoleChannel(ctx, write, shop.settings.data_dir / "deliveries")
+    from fulfillment.payments import TestPaymentProvider
+
+    provider = shop.providers["test"]
+    assert isinstance(provider, TestPaymentProvider)
+    chat = ConsoleChat(ctx, Conversation(ctx), provider, MERCHANT_ID if merchant else CUSTOMER_ID, write,
+                       shop.settings.data_dir / "deliveries", language)
+    if interactive:
+        write("kamibot demo — " + ("seeded a demo catalogue; " if seeded else "") +
+              "type a number to press a button, /start for the menu, Ctrl-D to quit")
+    await chat.say("/start")
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, _prompt if interactive else sys.stdin.readline)
+        if not line:
+            break
+        await chat.say(line)
+
+
+def _prompt() -> str:
+    try:
+        return input("> ") + "\n"
+    except EOFError:
+        return ""
+
+
+def _rich_writer():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    return lambda line: console.print(line, markup=False)

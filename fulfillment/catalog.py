@@ -1,0 +1,168 @@
+"""Catalogue verbs for merchants: create and edit products and SKUs, set prices, load a shop file."""
+
+from __future__ import annotations
+
+import asyncio
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fulfillment.errors import BadPrice, ImportRefused, UnknownSku
+from storage.protocol import Store
+from storage.records import Pool, Price, Product, Sku, StockLevel
+
+#: the currency each channel charges in (Telegram digital goods: Stars only)
+CHANNEL_CURRENCY = {"telegram": "XTR", "wechat": "CNY", "console": "CNY", "api": "CNY"}
+MAX_PRICE = 100_000_000  # 1,000,000.00 CNY or 100M Stars: anything above is a typo
+
+
+def parse_amount(raw: object) -> int:
+    """A price in integer minor units (fen, Stars). '9.99', '-1', '1e3' and 'abc' are refused."""
+    if isinstance(raw, bool):
+        raise BadPrice("price must be a whole number of minor units")
+    if isinstance(raw, int):
+        value = raw
+    elif isinstance(raw, str) and raw.strip().isdigit() and raw.strip().isascii():
+        value = int(raw.strip())
+    else:
+        raise BadPrice("price must be a whole number of minor units (fen or Stars)")
+    if not 0 <= value <= MAX_PRICE:
+        raise BadPrice("price out of range")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CategorySpec(_Strict):
+    slug: str = Field(min_length=1, max_length=64)
+    name_en: str
+    name_zh: str
+    sort: int = 0
+
+
+class PoolSpec(_Strict):
+    slug: str = Field(min_length=1, max_length=64)
+    name: str
+    low_stock: int = Field(10, ge=0)
+
+
+class ProductSpec(_Strict):
+    slug: str = Field(min_length=1, max_length=64)
+    category: str
+    name_en: str
+    name_zh: str
+    description_en: str = ""
+    description_zh: str = ""
+    instructions_en: str = ""
+    instructions_zh: str = ""
+    active: bool = True
+
+
+class SkuSpec(_Strict):
+    slug: str = Field(min_length=1, max_length=64)
+    product: str
+    pool: str
+    name_en: str
+    name_zh: str
+    units: int = Field(1, ge=1, le=1000)
+    min_qty: int = Field(1, ge=1)
+    max_qty: int = Field(10, ge=1, le=1000)
+    per_user_limit: int = Field(0, ge=0)
+    active: bool = True
+    prices: dict[str, int] = Field(default_factory=dict)
+
+
+class ShopFile(_Strict):
+    category: list[CategorySpec] = Field(default_factory=list)
+    pool: list[PoolSpec] = Field(default_factory=list)
+    product: list[ProductSpec] = Field(default_factory=list)
+    sku: list[SkuSpec] = Field(default_factory=list)
+
+
+class CatalogService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def find_sku(self, ref: str) -> Sku:
+        """A SKU by slug or numeric id, as merchants type it."""
+        ref = ref.strip()
+        sku = await self.store.sku_by_slug(ref)
+        if sku is None and ref.isdigit():
+            sku = await self.store.sku_by_id(int(ref))
+        if sku is None:
+            raise UnknownSku(f"unknown SKU {ref!r}", sku=ref)
+        return sku
+
+    async def find_pool(self, ref: str) -> Pool:
+        """A pool by slug, or the pool a SKU draws from."""
+        pool = await self.store.pool_by_slug(ref.strip())
+        if pool is not None:
+            return pool
+        sku = await self.find_sku(ref)
+        return next(p for p in await self.store.pools() if p.id == sku.pool_id)
+
+    async def set_price(self, sku_ref: str, channel: str, amount: object, currency: str | None = None) -> Price:
+        if channel not in CHANNEL_CURRENCY:
+            raise BadPrice(f"unknown channel {channel!r}")
+        sku = await self.find_sku(sku_ref)
+        price = Price(sku.id, channel, currency or CHANNEL_CURRENCY[channel], parse_amount(amount))
+        if channel == "telegram" and price.currency != "XTR":
+            raise BadPrice("Telegram digital goods are paid in Stars (XTR)")
+        await self.store.set_price(price)
+        return price
+
+    async def stock(self) -> list[StockLevel]:
+        return await self.store.stock_levels()
+
+    async def load_file(self, path: Path) -> dict[str, int]:
+        try:
+            data = tomllib.loads(await asyncio.to_thread(path.read_text, encoding="utf-8"))
+            spec = ShopFile.model_validate(data)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ImportRefused(f"cannot read {path.name}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ImportRefused(f"{path.name}: {exc}") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ImportRefused(f"{path.name}: {where}: {first['msg']}") from None
+        return await self.apply(spec)
+
+    async def apply(self, spec: ShopFile) -> dict[str, int]:
+        """Upsert everything by slug; checks every reference before writing anything."""
+        cats = {c.slug for c in spec.category} | {c.slug for c in await self.store.categories()}
+        pools = {p.slug for p in spec.pool} | {p.slug for p in await self.store.pools()}
+        prods = {p.slug for p in spec.product} | {p.slug for p in await self.store.products()}
+        for p in spec.product:
+            if p.category not in cats:
+                raise ImportRefused(f"product {p.slug}: unknown category {p.category!r}")
+        for s in spec.sku:
+            if s.product not in prods or s.pool not in pools:
+                raise ImportRefused(f"sku {s.slug}: unknown product or pool")
+            if s.min_qty > s.max_qty:
+                raise ImportRefused(f"sku {s.slug}: min_qty above max_qty")
+            for channel, amount in s.prices.items():
+                if channel not in CHANNEL_CURRENCY:
+                    raise ImportRefused(f"sku {s.slug}: unknown channel {channel!r}")
+                parse_amount(amount)
+        cat_ids = {c.slug: (await self.store.upsert_category(c.slug, c.name_en, c.name_zh, c.sort)).id
+                   for c in spec.category}
+        cat_ids |= {c.slug: c.id for c in await self.store.categories() if c.slug not in cat_ids}
+        pool_ids = {p.slug: (await self.store.upsert_pool(p.slug, p.name, p.low_stock)).id for p in spec.pool}
+        pool_ids |= {p.slug: p.id for p in await self.store.pools() if p.slug not in pool_ids}
+        for p in spec.product:
+            await self.store.upsert_product(Product(0, cat_ids[p.category], p.slug, p.name_en, p.name_zh,
+                                                    p.description_en, p.description_zh, p.instructions_en,
+                                                    p.instructions_zh, p.active))
+        prod_ids = {p.slug: p.id for p in await self.store.products()}
+        for s in spec.sku:
+            sku = await self.store.upsert_sku(Sku(0, prod_ids[s.product], pool_ids[s.pool], s.slug, s.name_en,
+                                                  s.name_zh, s.units, s.min_qty, s.max_qty, s.per_user_limit,
+                                                  s.active))
+            for channel, amount in s.prices.items():
+                await self.store.set_price(Price(sku.id, channel, CHANNEL_CURRENCY[channel], amount))
+        return {"categories": len(spec.category), "pools": len(spec.pool), "products": len(spec.product),
+                "skus": len(spec.sku)}

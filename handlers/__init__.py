@@ -1,0 +1,1 @@
+"""Channel-neutral conversations (storefront, merchant) on Incoming/Reply, and thin channel adapters."""

@@ -1,0 +1,1 @@
+"""The terminal channel of the offline demo shop."""

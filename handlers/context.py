@@ -1,0 +1,34 @@
+"""What a conversation may use: services and the translator, handed in by the composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fulfillment.catalog import CatalogService
+from fulfillment.delivery import DeliveryWorker
+from fulfillment.orders import OrderService
+from fulfillment.payments import PaymentInbox
+from fulfillment.vault import Vault
+from locales import Translator, normalise_language
+from storage.protocol import Store
+
+
+@dataclass
+class ShopContext:
+    store: Store
+    catalog: CatalogService
+    orders: OrderService
+    payments: PaymentInbox
+    delivery: DeliveryWorker
+    vault: Vault
+    tr: Translator
+    merchants: dict[str, set[str]] = field(default_factory=dict)  # channel -> merchant user ids
+    timezone: str = "Asia/Shanghai"
+    languages: dict[tuple[str, str], str] = field(default_factory=dict)  # (channel, user) -> chosen language
+
+    def language(self, channel: str, user_id: str, platform_language: str) -> str:
+        chosen = self.languages.get((channel, user_id))
+        return chosen or normalise_language(platform_language, self.tr.default)
+
+    def is_merchant(self, channel: str, user_id: str) -> bool:
+        return user_id in self.merchants.get(channel, set())

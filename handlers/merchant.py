@@ -1,0 +1,162 @@
+"""Merchant commands in chat: /stock, /price, /sku, /import, /order, /report (merchant ids only)."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from fulfillment.errors import BadPrice, BadQuantity, ImportRefused, UnknownOrder
+from fulfillment.importer import ImportSource, detect_kind, import_codes
+from fulfillment.reports import sales_report
+from handlers.context import ShopContext
+from handlers.render import sku_name
+from handlers.types import Incoming, Reply
+from storage.records import Sku
+
+log = logging.getLogger("kamibot.merchant")
+SKU_FIELDS = {"name_en": str, "name_zh": str, "min": int, "max": int, "limit": int, "units": int, "active": bool}
+PERIODS = {"today": 1, "7d": 7, "30d": 30}
+
+
+def _options(args: list[str]) -> dict[str, str]:
+    out = {}
+    for arg in args:
+        if "=" not in arg:
+            raise BadQuantity(f"expected key=value, got {arg!r}")
+        key, value = arg.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+class Merchant:
+    def __init__(self, ctx: ShopContext) -> None:
+        self.ctx = ctx
+
+    def _t(self, lang: str, msgid: str, **params: object) -> str:
+        return self.ctx.tr(lang, msgid, **params)
+
+    async def handle(self, msg: Incoming, lang: str, command: str, rest: str) -> list[Reply]:
+        args = shlex.split(rest) if rest else []
+        log.info("event=merchant.command channel=%s user=%s command=%s", msg.channel, msg.user_id, command)
+        if command == "stock":
+            return await self.stock(lang)
+        if command == "price":
+            return await self.price(msg, lang, args)
+        if command == "sku":
+            return await self.sku(lang, args)
+        if command == "import":
+            return await self.import_file(msg, lang, args)
+        if command == "order":
+            return await self.order(lang, args)
+        if command == "report":
+            return await self.report(lang, args)
+        return [Reply(self._t(lang, "merchant.help"))]
+
+    async def stock(self, lang: str) -> list[Reply]:
+        lines = [self._t(lang, "merchant.stock_title")]
+        levels = {lv.pool_id: lv for lv in await self.ctx.catalog.stock()}
+        for lv in levels.values():
+            mark = "⚠️ " if lv.available <= lv.low_stock else ""
+            lines.append(self._t(lang, "merchant.stock_pool", mark=mark, pool=lv.pool_slug, available=lv.available,
+                                 reserved=lv.reserved))
+        for sku in await self.ctx.store.skus():
+            lv = levels.get(sku.pool_id)
+            count = lv.available // sku.units if lv else 0
+            lines.append(self._t(lang, "merchant.stock_sku", sku=sku.slug, name=sku_name(sku, lang), count=count))
+        return [Reply("\n".join(lines))]
+
+    async def price(self, msg: Incoming, lang: str, args: list[str]) -> list[Reply]:
+        if len(args) not in (2, 3):
+            raise BadPrice("usage: /price SKU AMOUNT [channel]")
+        channel = args[2] if len(args) == 3 else msg.channel
+        price = await self.ctx.catalog.set_price(args[0], channel, args[1])
+        return [Reply(self._t(lang, "merchant.price_set", sku=args[0], channel=channel,
+                              price=self.ctx.tr.money(lang, price.amount, price.currency)))]
+
+    async def sku(self, lang: str, args: list[str]) -> list[Reply]:
+        if not args:
+            lines = [self._t(lang, "merchant.sku_title")]
+            for s in await self.ctx.store.skus():
+                prices = ", ".join(f"{p.channel} {self.ctx.tr.money(lang, p.amount, p.currency)}"
+                                   for p in await self.ctx.store.prices(s.id))
+                lines.append(self._t(lang, "merchant.sku_line", id=s.id, sku=s.slug, name=sku_name(s, lang),
+                                     min=s.min_qty, max=s.max_qty, limit=s.per_user_limit or "-",
+                                     active="✓" if s.active else "✗", prices=prices or "-"))
+            return [Reply("\n".join(lines))]
+        sku = await self.ctx.catalog.find_sku(args[0])
+        changed = self._edit(sku, _options(args[1:]))
+        await self.ctx.store.upsert_sku(changed)
+        return [Reply(self._t(lang, "merchant.sku_saved", sku=sku.slug))]
+
+    @staticmethod
+    def _edit(sku: Sku, opts: dict[str, str]) -> Sku:
+        names = {"min": "min_qty", "max": "max_qty", "limit": "per_user_limit"}
+        changes: dict[str, object] = {}
+        for key, value in opts.items():
+            kind = SKU_FIELDS.get(key)
+            if kind is None:
+                raise BadQuantity(f"unknown field {key!r}")
+            if kind is int:
+                if not value.isdigit():
+                    raise BadQuantity(f"{key} must be a whole number")
+                changes[names.get(key, key)] = int(value)
+            elif kind is bool:
+                changes[key] = value.lower() in ("1", "on", "yes", "true")
+            else:
+                changes[key] = value
+        edited = replace(sku, **changes)  # type: ignore[arg-type]
+        if edited.min_qty < 1 or edited.max_qty < edited.min_qty or edited.units < 1:
+            raise BadQuantity("need 1 <= min <= max and units >= 1")
+        return edited
+
+    async def import_file(self, msg: Incoming, lang: str, args: list[str]) -> list[Reply]:
+        if not args or msg.attachment is None:
+            raise ImportRefused("send a .txt or .csv file with caption /import SKU_OR_POOL [cost=N] [supplier=X]")
+        opts = _options(args[1:])
+        cost = opts.get("cost", "0")
+        if not cost.isdigit():
+            raise ImportRefused("cost must be a whole number of minor units")
+        pool = await self.ctx.catalog.find_pool(args[0])
+        src = ImportSource(msg.attachment.path, detect_kind(msg.attachment.path))
+        stats = await import_codes(self.ctx.store, self.ctx.vault, pool, src, supplier=opts.get("supplier", ""),
+                                   unit_cost=int(cost), currency=opts.get("currency", "CNY"))
+        lines = [self._t(lang, "import.summary", imported=stats.imported, dup_file=stats.duplicate_in_batch,
+                         dup_vault=stats.duplicate_in_vault, invalid=len(stats.invalid), pool=pool.slug)]
+        lines += [self._t(lang, "import.invalid_line", line=no, reason=why) for no, why in stats.invalid[:20]]
+        return [Reply("\n".join(lines))]
+
+    async def order(self, lang: str, args: list[str]) -> list[Reply]:
+        if not args:
+            raise UnknownOrder("usage: /order REF")
+        order = await self.ctx.store.order_by_ref(args[0].upper())
+        if order is None and args[0].isdigit():
+            order = await self.ctx.store.order_by_id(int(args[0]))
+        if order is None:
+            raise UnknownOrder(args[0])
+        lines = [self._t(lang, "merchant.order_head", ref=order.ref, id=order.id, user=order.user_id,
+                         channel=order.channel, quantity=order.quantity,
+                         total=self.ctx.tr.money(lang, order.amount, order.currency),
+                         state=self._t(lang, f"state.{order.state.value}"))]
+        for ev in await self.ctx.store.order_events(order.id):
+            lines.append(f"{self.ctx.tr.when(lang, ev.at, self.ctx.timezone)} {ev.from_state or '-'} → "
+                         f"{ev.to_state} ({ev.cause})")
+        return [Reply("\n".join(lines))]
+
+    async def report(self, lang: str, args: list[str]) -> list[Reply]:
+        days = PERIODS.get(args[0] if args else "today")
+        if days is None:
+            raise BadQuantity("usage: /report [today|7d|30d]")
+        until = datetime.now(UTC)
+        rows = await sales_report(self.ctx.store, until - timedelta(days=days), until)
+        if not rows:
+            return [Reply(self._t(lang, "merchant.report_empty"))]
+        lines = [self._t(lang, "merchant.report_title", days=days)]
+        names = {s.id: s.slug for s in await self.ctx.store.skus()}
+        for r in rows:
+            m = self.ctx.tr.money
+            lines.append(self._t(lang, "merchant.report_line", sku=names.get(r.sku_id, r.sku_id), channel=r.channel,
+                                 orders=r.orders, revenue=m(lang, r.revenue, r.currency),
+                                 cost=m(lang, r.cost, r.currency), profit=m(lang, r.profit, r.currency)))
+        return [Reply("\n".join(lines))]

@@ -1,0 +1,100 @@
+"""Routes one Incoming to the storefront or merchant conversation and turns refusals into the user's language."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from fulfillment.errors import ShopError
+from handlers.context import ShopContext
+from handlers.merchant import Merchant
+from handlers.storefront import Storefront
+from handlers.types import Incoming, Reply
+
+log = logging.getLogger("kamibot.conversation")
+MERCHANT_COMMANDS = {"stock", "price", "sku", "import", "order", "report", "admin"}
+MAX_TEXT = 4096
+
+
+def _int(text: str) -> int:
+    if not text.isdigit() or len(text) > 12:
+        raise ValueError("not an id")
+    return int(text)
+
+
+class Conversation:
+    def __init__(self, ctx: ShopContext) -> None:
+        self.ctx = ctx
+        self.store = Storefront(ctx)
+        self.merchant = Merchant(ctx)
+
+    async def handle(self, msg: Incoming) -> list[Reply]:
+        lang = self.ctx.language(msg.channel, msg.user_id, msg.language)
+        try:
+            if msg.button:
+                return await self._button(msg, lang)
+            return await self._text(msg, lang)
+        except ShopError as exc:
+            log.info("event=conversation.refused channel=%s user=%s error=%s", msg.channel, msg.user_id,
+                     exc.message_id)
+            params = {k: v for k, v in exc.params.items() if k in ("min", "max", "available", "limit", "sku", "line")}
+            text = self.ctx.tr(lang, exc.message_id, **params)
+            if self.ctx.is_merchant(msg.channel, msg.user_id) and str(exc) != exc.message_id:
+                text += f"\n({exc})"  # merchants see the detail; it never contains codes or keys
+            return [Reply(text)]
+        except ValueError:
+            return [Reply(self.ctx.tr(lang, "error.bad_input"))]
+
+    async def _button(self, msg: Incoming, lang: str) -> list[Reply]:
+        kind, _, arg = msg.button.partition(":")
+        simple: dict[str, Callable[[], Awaitable[list[Reply]]]] = {
+            "menu": lambda: self.store.menu(msg, lang),
+            "shop": lambda: self.store.categories(msg, lang),
+            "help": lambda: self.store.help(msg, lang),
+            "language": lambda: self.store.language_menu(msg, lang),
+        }
+        if kind in simple:
+            return await simple[kind]()
+        if kind == "cat":
+            return await self.store.category(msg, lang, _int(arg))
+        if kind == "prod":
+            return await self.store.product(msg, lang, _int(arg))
+        if kind == "sku":
+            return await self.store.sku(msg, lang, _int(arg))
+        if kind in ("qty", "buy"):
+            sku_id, _, qty = arg.partition(":")
+            handler = self.store.confirm if kind == "qty" else self.store.buy
+            return await handler(msg, lang, _int(sku_id), _int(qty))
+        if kind == "cancel":
+            return await self.store.cancel(msg, lang, arg)
+        if kind == "orders":
+            return await self.store.orders(msg, lang, _int(arg or "0"))
+        if kind == "codes":
+            return await self.store.codes_again(msg, lang, arg)
+        if kind == "lang" and arg in ("zh_CN", "en"):
+            return await self.store.set_language(msg, arg)
+        return [Reply(self.ctx.tr(lang, "error.bad_input"))]
+
+    async def _text(self, msg: Incoming, lang: str) -> list[Reply]:
+        text = msg.text.strip()[:MAX_TEXT]
+        if not text.startswith("/"):
+            return await self.store.menu(msg, lang)
+        command, _, rest = text[1:].partition(" ")
+        command = command.split("@", 1)[0].lower()
+        if command in MERCHANT_COMMANDS:
+            if not self.ctx.is_merchant(msg.channel, msg.user_id):
+                return [Reply(self.ctx.tr(lang, "error.not_merchant"))]
+            return await self.merchant.handle(msg, lang, command, rest.strip())
+        if command == "start":
+            return await self.store.start(msg, lang, rest.strip())
+        if command == "shop":
+            return await self.store.categories(msg, lang)
+        if command == "orders":
+            return await self.store.orders(msg, lang, 0)
+        if command == "help":
+            return await self.store.help(msg, lang)
+        if command == "language":
+            return await self.store.language_menu(msg, lang)
+        if command == "cancel" and rest.strip():
+            return await self.store.cancel(msg, lang, rest.strip().upper())
+        return [Reply(self.ctx.tr(lang, "error.unknown_command"))]

@@ -1,0 +1,164 @@
+"""The customer conversation: menu, catalogue, quantity, checkout, my orders, codes again, language.
+
+Stateless between messages: every button carries what the next step needs, so
+any process can answer any press.
+"""
+
+from __future__ import annotations
+
+from handlers.context import ShopContext
+from handlers.render import delivery_reply, order_line, product_name, sku_name, stock_label
+from handlers.types import Button, Incoming, Invoice, Reply
+from storage.records import OrderState
+
+ORDERS_PAGE = 5
+QUICK_QUANTITIES = (1, 2, 3, 5, 10)
+
+
+class Storefront:
+    def __init__(self, ctx: ShopContext) -> None:
+        self.ctx = ctx
+
+    def _t(self, lang: str, msgid: str, **params: object) -> str:
+        return self.ctx.tr(lang, msgid, **params)
+
+    async def menu(self, msg: Incoming, lang: str) -> list[Reply]:
+        rows = [[Button(self._t(lang, "menu.shop"), "shop"), Button(self._t(lang, "menu.orders"), "orders:0")],
+                [Button(self._t(lang, "menu.help"), "help"), Button(self._t(lang, "menu.language"), "language")]]
+        return [Reply(self._t(lang, "menu.welcome"), rows)]
+
+    async def start(self, msg: Incoming, lang: str, payload: str) -> list[Reply]:
+        if payload.startswith("sku_") and payload[4:].isdigit():
+            return await self.sku(msg, lang, int(payload[4:]))
+        return await self.menu(msg, lang)
+
+    async def categories(self, msg: Incoming, lang: str) -> list[Reply]:
+        cats = await self.ctx.store.categories()
+        if not cats:
+            return [Reply(self._t(lang, "shop.empty"), [[Button(self._t(lang, "menu.back"), "menu")]])]
+        rows = [[Button(c.name_zh if lang == "zh_CN" else c.name_en, f"cat:{c.id}")] for c in cats]
+        rows.append([Button(self._t(lang, "menu.back"), "menu")])
+        return [Reply(self._t(lang, "shop.categories"), rows)]
+
+    async def category(self, msg: Incoming, lang: str, category_id: int) -> list[Reply]:
+        products = [p for p in await self.ctx.store.products(category_id) if p.active]
+        rows = [[Button(product_name(p, lang), f"prod:{p.id}")] for p in products]
+        rows.append([Button(self._t(lang, "menu.back"), "shop")])
+        text = self._t(lang, "shop.products") if products else self._t(lang, "shop.empty")
+        return [Reply(text, rows)]
+
+    async def product(self, msg: Incoming, lang: str, product_id: int) -> list[Reply]:
+        product = await self.ctx.store.product_by_id(product_id)
+        if product is None or not product.active:
+            return [Reply(self._t(lang, "error.unknown_sku"))]
+        lines = [product_name(product, lang)]
+        description = product.description_zh if lang == "zh_CN" else product.description_en
+        if description:
+            lines.append(description)
+        rows = []
+        for sku in await self.ctx.store.skus(product.id):
+            if not sku.active:
+                continue
+            price = await self._price(sku.id, msg.channel)
+            if price is None:
+                continue
+            available = await self.ctx.store.pool_available(sku.pool_id) // sku.units
+            label = f"{sku_name(sku, lang)} · {self.ctx.tr.money(lang, price[0], price[1])}"
+            lines.append(f"• {label} · {stock_label(self.ctx.tr, lang, available)}")
+            rows.append([Button(label, f"sku:{sku.id}")])
+        rows.append([Button(self._t(lang, "menu.back"), f"cat:{product.category_id}")])
+        return [Reply("\n".join(lines), rows)]
+
+    async def _price(self, sku_id: int, channel: str) -> tuple[int, str] | None:
+        for p in await self.ctx.store.prices(sku_id):
+            if p.channel == channel:
+                return p.amount, p.currency
+        return None
+
+    async def sku(self, msg: Incoming, lang: str, sku_id: int) -> list[Reply]:
+        sku = await self.ctx.store.sku_by_id(sku_id)
+        price = await self._price(sku_id, msg.channel) if sku else None
+        if sku is None or not sku.active or price is None:
+            return [Reply(self._t(lang, "error.unknown_sku"))]
+        available = await self.ctx.store.pool_available(sku.pool_id) // sku.units
+        top = min(sku.max_qty, available)
+        text = self._t(lang, "shop.sku", name=sku_name(sku, lang), price=self.ctx.tr.money(lang, *price),
+                       stock=stock_label(self.ctx.tr, lang, available))
+        if top < sku.min_qty:
+            return [Reply(text + "\n" + self._t(lang, "shop.sold_out"),
+                          [[Button(self._t(lang, "menu.back"), f"prod:{sku.product_id}")]])]
+        choices = [q for q in QUICK_QUANTITIES if sku.min_qty <= q <= top] or [sku.min_qty]
+        rows = [[Button(str(q), f"qty:{sku.id}:{q}") for q in choices]]
+        rows.append([Button(self._t(lang, "menu.back"), f"prod:{sku.product_id}")])
+        return [Reply(text + "\n" + self._t(lang, "shop.pick_quantity", min=sku.min_qty, max=top), rows)]
+
+    async def confirm(self, msg: Incoming, lang: str, sku_id: int, quantity: int) -> list[Reply]:
+        sku = await self.ctx.store.sku_by_id(sku_id)
+        price = await self._price(sku_id, msg.channel) if sku else None
+        if sku is None or price is None:
+            return [Reply(self._t(lang, "error.unknown_sku"))]
+        total = self.ctx.tr.money(lang, price[0] * quantity, price[1])
+        rows = [[Button(self._t(lang, "shop.confirm_button"), f"buy:{sku_id}:{quantity}"),
+                 Button(self._t(lang, "menu.back"), f"sku:{sku_id}")]]
+        return [Reply(self._t(lang, "shop.confirm", name=sku_name(sku, lang), quantity=quantity, total=total), rows)]
+
+    async def buy(self, msg: Incoming, lang: str, sku_id: int, quantity: int) -> list[Reply]:
+        from fulfillment.orders import CheckoutRequest
+
+        order = await self.ctx.orders.checkout(CheckoutRequest(msg.channel, msg.user_id, msg.chat_id, sku_id,
+                                                               quantity, lang))
+        sku = await self.ctx.store.sku_by_id(sku_id)
+        assert sku is not None
+        await self.ctx.orders.await_payment(order)
+        minutes = max(1, int((order.expires_at - order.created_at).total_seconds() // 60))
+        invoice = Invoice(order.ref, sku_name(sku, lang), self._t(lang, "pay.invoice_description",
+                          ref=order.ref, quantity=quantity), order.amount, order.currency)
+        text = self._t(lang, "pay.invoice", ref=order.ref, total=self.ctx.tr.money(lang, order.amount,
+                       order.currency), minutes=minutes)
+        return [Reply(text, [[Button(self._t(lang, "pay.cancel_button"), f"cancel:{order.ref}")]], invoice=invoice)]
+
+    async def cancel(self, msg: Incoming, lang: str, ref: str) -> list[Reply]:
+        await self.ctx.orders.cancel(ref, msg.user_id)
+        return [Reply(self._t(lang, "pay.cancelled", ref=ref), [[Button(self._t(lang, "menu.shop"), "shop")]])]
+
+    async def orders(self, msg: Incoming, lang: str, page: int) -> list[Reply]:
+        orders = await self.ctx.store.orders_for_user(msg.channel, msg.user_id, ORDERS_PAGE + 1, page * ORDERS_PAGE)
+        if not orders and page == 0:
+            return [Reply(self._t(lang, "orders.none"), [[Button(self._t(lang, "menu.shop"), "shop")]])]
+        lines = [self._t(lang, "orders.title")]
+        rows = []
+        for order in orders[:ORDERS_PAGE]:
+            sku = await self.ctx.store.sku_by_id(order.sku_id)
+            lines.append(order_line(self.ctx.tr, lang, order, sku, self.ctx.timezone))
+            if order.state in (OrderState.DELIVERING, OrderState.DELIVERED):
+                rows.append([Button(self._t(lang, "orders.show_codes", ref=order.ref), f"codes:{order.ref}")])
+        nav = []
+        if page > 0:
+            nav.append(Button(self._t(lang, "orders.newer"), f"orders:{page - 1}"))
+        if len(orders) > ORDERS_PAGE:
+            nav.append(Button(self._t(lang, "orders.older"), f"orders:{page + 1}"))
+        if nav:
+            rows.append(nav)
+        rows.append([Button(self._t(lang, "menu.back"), "menu")])
+        return [Reply("\n".join(lines), rows)]
+
+    async def codes_again(self, msg: Incoming, lang: str, ref: str) -> list[Reply]:
+        """Codes only to the buyer of that order, in the channel it was bought in."""
+        order = await self.ctx.store.order_by_ref(ref)
+        if order is None or order.user_id != msg.user_id or order.channel != msg.channel:
+            return [Reply(self._t(lang, "error.unknown_order"))]
+        if order.state not in (OrderState.DELIVERING, OrderState.DELIVERED):
+            return [Reply(self._t(lang, "orders.no_codes", ref=ref))]
+        delivery = await self.ctx.delivery.build(order.id, "resend")
+        return [delivery_reply(self.ctx.tr, delivery, lang)]
+
+    async def help(self, msg: Incoming, lang: str) -> list[Reply]:
+        return [Reply(self._t(lang, "help.text"), [[Button(self._t(lang, "menu.back"), "menu")]])]
+
+    async def language_menu(self, msg: Incoming, lang: str) -> list[Reply]:
+        choices = [[Button("简体中文", "lang:zh_CN"), Button("English", "lang:en")]]
+        return [Reply(self._t(lang, "language.pick"), choices)]
+
+    async def set_language(self, msg: Incoming, choice: str) -> list[Reply]:
+        self.ctx.languages[(msg.channel, msg.user_id)] = choice
+        return await self.menu(msg, choice)
