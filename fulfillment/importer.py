@@ -44,14 +44,16 @@ def precheck(src: ImportSource) -> int:
     """Refuse before touching the vault: not UTF-8, or a CSV without a `code` column. Returns lines."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     line = 1
+    chunk = b""
     try:
         with src.path.open("rb") as fh:
             while chunk := fh.read(1 << 20):
                 decoder.decode(chunk)
                 line += chunk.count(b"\n")
             decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        raise ImportRefused(f"file is not UTF-8 text (near line {line}); nothing imported", line=line) from None
+    except UnicodeDecodeError as exc:
+        line += chunk[: max(exc.start, 0)].count(b"\n")
+        raise ImportRefused(f"file is not UTF-8 text (line {line}); nothing imported", line=line) from None
     except OSError as exc:
         raise ImportRefused(f"cannot read {src.path.name}: {exc.strerror}") from None
     if src.kind == "csv":

@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from fulfillment.vault import Vault
 from storage.protocol import Store
 from storage.records import NewCode, NewOrder, PaymentEventIn, Pool, Price, Product, Sku
 
@@ -25,7 +26,8 @@ def fake_code(uses: int = 1) -> NewCode:
 
 
 async def make_shop(store: Store, codes: int = 10, uses: int = 1, per_user_limit: int = 0, unit_cost: int = 50,
-                    slug: str = "game") -> Shop:
+                    slug: str = "game", vault: Vault | None = None) -> Shop:
+    """A category, product, pool and two SKUs (1 and 2 uses per item); with a vault the codes are real."""
     cat = await store.upsert_category(f"{slug}-cat", "Games", "游戏", 0)
     product = await store.upsert_product(Product(0, cat.id, f"{slug}-100", "100 gems", "100 钻石",
                                                  instructions_en="Redeem in game", instructions_zh="游戏内兑换"))
@@ -38,7 +40,9 @@ async def make_shop(store: Store, codes: int = 10, uses: int = 1, per_user_limit
         await store.set_price(Price(s.id, "telegram", "XTR", 50 * s.units))
     if codes:
         batch = await store.create_batch(pool.id, "acme", unit_cost, "CNY", "seed")
-        await store.insert_codes(batch, pool.id, [fake_code(uses) for _ in range(codes)])
+        rows = [vault.seal(f"CODE-{secrets.token_hex(6).upper()}", uses) if vault else fake_code(uses)
+                for _ in range(codes)]
+        await store.insert_codes(batch, pool.id, rows)
     return Shop(pool, sku, big, product)
 
 

@@ -1,0 +1,123 @@
+"""Payment inbox and delivery worker: idempotent events, one delivery, retries, automatic refunds."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+
+from fulfillment.delivery import Delivery
+from fulfillment.errors import PaymentRejected
+from fulfillment.orders import CheckoutRequest
+from storage.records import OrderState, PaymentEventIn, PaymentOutcome
+from tests.storage.seed import make_shop
+
+
+class RecordingChannel:
+    def __init__(self, fail_times: int = 0) -> None:
+        self.sent: list[Delivery] = []
+        self.fail_times = fail_times
+
+    async def deliver(self, delivery: Delivery) -> None:
+        if self.fail_times:
+            self.fail_times -= 1
+            raise ConnectionError("platform down")
+        self.sent.append(delivery)
+
+
+async def _paid_order(shop, seeded, qty=1, user="u1"):
+    order = await shop.orders.checkout(CheckoutRequest("console", user, user, seeded.sku.id, qty))
+    event = shop.providers["test"].pay(order)
+    return order, event
+
+
+async def test_second_payment_event_delivers_nothing(shop):
+    seeded = await make_shop(shop.store, codes=5, vault=shop.vault)
+    channel = shop.channels["console"] = RecordingChannel()
+    order, event = await _paid_order(shop, seeded, qty=2)
+    first = await shop.payments.receive(event)
+    await shop.delivery.drain()
+    second = await shop.payments.receive(event)
+    await shop.delivery.drain()
+    assert first.outcome == PaymentOutcome.ALLOCATED
+    assert second.outcome == PaymentOutcome.ALREADY_APPLIED
+    assert len(channel.sent) == 1 and len(channel.sent[0].codes) == 2
+    assert (await shop.store.order_by_id(order.id)).state == OrderState.DELIVERED
+
+
+@pytest.mark.parametrize("field", ["amount", "currency"])
+async def test_wrong_amount_or_currency_holds_order_and_sends_nothing(shop, field):
+    seeded = await make_shop(shop.store, codes=5, vault=shop.vault)
+    channel = shop.channels["console"] = RecordingChannel()
+    order, event = await _paid_order(shop, seeded)
+    bad = PaymentEventIn(event.provider, event.provider_txn_id, event.order_ref,
+                         1 if field == "amount" else event.amount, "USD" if field == "currency" else event.currency)
+    result = await shop.payments.receive(bad)
+    await shop.delivery.drain()
+    assert result.outcome == PaymentOutcome.REVIEW
+    assert channel.sent == []
+    assert (await shop.store.order_by_id(order.id)).state == OrderState.REVIEW
+
+
+async def test_payment_for_unknown_order_changes_nothing(shop):
+    await make_shop(shop.store, codes=5, vault=shop.vault)
+    result = await shop.payments.receive(PaymentEventIn("test", "t-1", "KDOESNOTEXIST", 1000, "CNY"))
+    assert result.outcome == PaymentOutcome.UNKNOWN_ORDER
+    assert await shop.store.pending_outbox() == 0
+
+
+@pytest.mark.parametrize("event", [
+    PaymentEventIn("test", "", "K1", 100, "CNY"),
+    PaymentEventIn("test", "t", "K1", -5, "CNY"),
+    PaymentEventIn("test", "t", "K1", 1.5, "CNY"),  # type: ignore[arg-type]
+    PaymentEventIn("test", "t", "K1", 100, "cny"),
+    PaymentEventIn("test", "t", "K1", 100, "CNY", fee=-1),
+])
+async def test_malformed_payment_events_are_rejected_before_recording(shop, event):
+    with pytest.raises(PaymentRejected):
+        await shop.payments.receive(event)
+    assert await shop.store.unapplied_payments(10) == []
+
+
+async def test_channel_failure_retries_with_backoff_then_delivers_same_codes(shop, caplog):
+    caplog.set_level(logging.DEBUG)
+    seeded = await make_shop(shop.store, codes=5, vault=shop.vault)
+    channel = shop.channels["console"] = RecordingChannel(fail_times=2)
+    order, event = await _paid_order(shop, seeded)
+    await shop.payments.receive(event)
+    now = shop.delivery.clock()
+    assert await shop.delivery.run_once() == 1
+    assert await shop.delivery.run_once() == 0  # backing off
+    for step in (5, 30):
+        shop.delivery.clock = lambda step=step: now + timedelta(seconds=step)
+        await shop.delivery.run_once()
+    assert len(channel.sent) == 1
+    assert (await shop.store.order_by_id(order.id)).state == OrderState.DELIVERED
+    code = channel.sent[0].codes[0]
+    assert not any(code in rec.getMessage() for rec in caplog.records)
+    assert any("ConnectionError" in rec.getMessage() for rec in caplog.records)
+
+
+async def test_paid_order_without_stock_is_refunded_through_provider_and_customer_told(shop):
+    seeded = await make_shop(shop.store, codes=1, vault=shop.vault)
+    channel = shop.channels["console"] = RecordingChannel()
+    late, late_event = await _paid_order(shop, seeded, user="late")
+    shop.orders.clock = lambda: late.expires_at + timedelta(seconds=1)
+    await shop.orders.expire_due()
+    await _paid_order(shop, seeded, user="other")  # takes the only code
+    result = await shop.payments.receive(late_event)
+    await shop.delivery.drain()
+    assert result.outcome == PaymentOutcome.FAILED
+    assert shop.providers["test"].refunds == {late_event.provider_txn_id: 1000}
+    assert (await shop.store.order_by_id(late.id)).state == OrderState.REFUNDED
+    assert [(d.kind, d.codes) for d in channel.sent] == [("refunded", [])]
+
+
+async def test_recorded_but_unapplied_payment_is_applied_by_recovery(shop):
+    seeded = await make_shop(shop.store, codes=2, vault=shop.vault)
+    order, event = await _paid_order(shop, seeded)
+    await shop.store.record_payment(event, shop.payments.clock())  # as if the process died here
+    assert await shop.payments.apply_pending() == 1
+    assert (await shop.store.order_by_id(order.id)).state == OrderState.DELIVERING
+    assert await shop.payments.apply_pending() == 0
