@@ -75,7 +75,8 @@ async def test_import_never_logs_codes_and_stores_no_plaintext(shop, tmp_path, c
     f = tmp_path / "c.txt"
     f.write_text("TOPSECRET-111\nTOPSECRET-222\n" + "TOPSECRET-BAD\x01\n")
     stats = await _import(shop, seeded.pool, f)
-    assert stats.imported == 2 and len(stats.invalid) == 1
+    assert stats.imported == 2
+    assert len(stats.invalid) == 1
     assert all("TOPSECRET" not in reason for _, reason in stats.invalid)
     assert not any("TOPSECRET" in rec.getMessage() for rec in caplog.records)
     db_bytes = (tmp_path / "shop.db").read_bytes() + (tmp_path / "shop.db-wal").read_bytes()

@@ -42,7 +42,8 @@ async def test_second_payment_event_delivers_nothing(shop):
     await shop.delivery.drain()
     assert first.outcome == PaymentOutcome.ALLOCATED
     assert second.outcome == PaymentOutcome.ALREADY_APPLIED
-    assert len(channel.sent) == 1 and len(channel.sent[0].codes) == 2
+    assert len(channel.sent) == 1
+    assert len(channel.sent[0].codes) == 2
     assert (await shop.store.order_by_id(order.id)).state == OrderState.DELIVERED
 
 

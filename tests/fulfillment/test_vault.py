@@ -129,7 +129,7 @@ async def test_rotation_while_purchases_run_keeps_every_code_readable(tmp_path, 
     delivered: list[str] = []
 
     async def buyer(n: int) -> None:
-        for i in range(15):
+        for _i in range(15):
             order = await shop.orders.checkout(CheckoutRequest("console", f"b{n}", f"b{n}", seeded.sku.id, 1))
             await shop.payments.receive(shop.providers["test"].pay(order))
             built = await shop.delivery.build(order.id, "deliver")
@@ -142,9 +142,12 @@ async def test_rotation_while_purchases_run_keeps_every_code_readable(tmp_path, 
 
     results = await asyncio.gather(*(buyer(n) for n in range(4)), rotate())
     new_key, moved = results[-1]
-    assert new_key == "k2" and moved == 600
+    assert new_key == "k2"
+    assert moved == 600
     assert await shop.store.codes_not_under_key("k2", 0, 10) == []
-    assert len(delivered) == 60 and len(set(delivered)) == 60 and set(delivered) <= set(codes)
+    assert len(delivered) == 60
+    assert len(set(delivered)) == 60
+    assert set(delivered) <= set(codes)
     for row_id in range(1, 601):
         row = await shop.store.code_by_id(row_id)
         assert shop.vault.open(row) in codes
