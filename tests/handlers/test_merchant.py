@@ -1,0 +1,68 @@
+"""Merchant commands in chat: only for merchant ids; bad input refused with nothing changed."""
+
+from __future__ import annotations
+
+from storage.records import Price
+
+
+async def test_customer_cannot_use_merchant_commands(demo):
+    for command in ("/stock", "/price genshin-60 1", "/sku", "/report"):
+        demo.out.clear()
+        await demo.customer.say(command)
+        assert demo.out.text() == "This command is for the merchant only."
+    sku = await demo.shop.store.sku_by_slug("genshin-60")
+    assert Price(sku.id, "console", "CNY", 600) in await demo.shop.store.prices(sku.id)
+
+
+async def test_stock_lists_pools_and_sellable_per_sku(demo):
+    await demo.merchant.say("/stock")
+    text = demo.out.text()
+    assert "pool genshin-60: 30 / 0" in text
+    assert "sku genshin-300 (300 crystals (5 codes)): 6 sellable" in text
+    assert "pool video-month: 12 / 0" in text
+
+
+async def test_price_accepts_integer_minor_units_only(demo):
+    await demo.merchant.say("/price genshin-60 9.99")
+    assert "whole numbers in fen" in demo.out.text()
+    await demo.merchant.say("/price genshin-60 45 telegram")
+    await demo.merchant.say("/price genshin-60 650")
+    sku = await demo.shop.store.sku_by_slug("genshin-60")
+    prices = {p.channel: (p.amount, p.currency) for p in await demo.shop.store.prices(sku.id)}
+    assert prices["console"] == (650, "CNY")
+    assert prices["telegram"] == (45, "XTR")
+    await demo.merchant.say("/price nope 100")
+    assert "does not exist" in demo.out.lines[-1]
+
+
+async def test_sku_edit_validates_fields(demo):
+    await demo.merchant.say("/sku genshin-60 max=3 limit=2 name_en='60 gems'")
+    sku = await demo.shop.store.sku_by_slug("genshin-60")
+    assert (sku.max_qty, sku.per_user_limit, sku.name_en) == (3, 2, "60 gems")
+    await demo.merchant.say("/sku genshin-60 min=5")
+    await demo.merchant.say("/sku genshin-60 colour=red")
+    assert (await demo.shop.store.sku_by_slug("genshin-60")).min_qty == 1
+
+
+async def test_import_in_chat_reports_duplicates_and_invalid_lines(demo, tmp_path):
+    f = tmp_path / "more.txt"
+    f.write_text("NEW-1\nNEW-2\nNEW-1\n\n" + "X" * 300 + "\n")
+    await demo.merchant.say(f"/import genshin-60 {f} cost=400 supplier=acme")
+    text = demo.out.text()
+    assert "2 imported, 1 duplicates within the file, 0 already in stock, 1 invalid lines" in text
+    assert "line 5: code longer than 256 characters" in text
+    assert (await demo.shop.store.pool_available((await demo.shop.store.pool_by_slug("genshin-60")).id)) == 32
+
+
+async def test_order_and_report_after_a_sale(demo):
+    for step in ("/start", "1", "1", "1", "1", "1", "1", "1"):
+        await demo.customer.say(step)
+    import re
+
+    ref = re.search(r"Order (K[0-9A-Z]{11})", demo.out.text()).group(1)
+    demo.out.clear()
+    await demo.merchant.say(f"/order {ref}")
+    assert "delivering → delivered" in demo.out.text()
+    demo.out.clear()
+    await demo.merchant.say("/report 7d")
+    assert "genshin-60 · console · 1 orders · revenue CN¥6.00 · cost CN¥4.20 · profit CN¥1.80" in demo.out.text()
