@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+#: the payment is recorded and applied (codes allocated, outbox row written); provider not yet answered
 PAYMENT_RECORDED = "payment.recorded"
-PAYMENT_APPLIED = "payment.applied"
+#: the delivery worker has claimed the outbox row (codes counted as shown) and not yet sent it
+DELIVERY_CLAIMED = "delivery.claimed"
+#: the message is sent and the outbox row not yet marked done
 DELIVERY_SENT = "delivery.sent"
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from fulfillment.checkpoints import DELIVERY_SENT, Checkpoints, NoCheckpoints
+from fulfillment.checkpoints import DELIVERY_CLAIMED, DELIVERY_SENT, Checkpoints, NoCheckpoints
 from fulfillment.payments import PaymentProvider
 from fulfillment.vault import Vault
 from storage.protocol import Store
@@ -102,6 +102,7 @@ class DeliveryWorker:
 
     async def _send(self, row: OutboxRow) -> None:
         delivery = await self.build(row.order_id, row.kind, row.id)
+        self.checkpoints.reach(DELIVERY_CLAIMED)
         await self.channels[row.channel].deliver(delivery)
         self.checkpoints.reach(DELIVERY_SENT)
 

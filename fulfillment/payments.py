@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from fulfillment.checkpoints import PAYMENT_APPLIED, PAYMENT_RECORDED, Checkpoints, NoCheckpoints
+from fulfillment.checkpoints import PAYMENT_RECORDED, Checkpoints, NoCheckpoints
 from fulfillment.errors import PaymentRejected
 from storage.protocol import Store
 from storage.records import Order, PaymentApplied, PaymentEventIn
@@ -65,12 +65,17 @@ class PaymentInbox:
 
     async def receive(self, event: PaymentEventIn) -> PaymentApplied:
         validate_event(event)
-        event_id, fresh = await self.store.record_payment(event, self.clock())
+        try:
+            result = await self.store.receive_payment(event, self.clock())
+        except Exception:
+            # never lose a notification: keep it recorded for the recovery job, then let the caller
+            # answer "failed" so the provider retries
+            await self.store.record_payment(event, self.clock())
+            log.exception("event=payment.apply_failed provider=%s", event.provider)
+            raise
         self.checkpoints.reach(PAYMENT_RECORDED)
-        result = await self.store.apply_payment(event_id, self.clock())
-        self.checkpoints.reach(PAYMENT_APPLIED)
-        log.info("event=payment.%s payment_event=%s provider=%s order_id=%s fresh=%s",
-                 result.outcome.value, event_id, event.provider, result.order_id, fresh)
+        log.info("event=payment.%s payment_event=%s provider=%s order_id=%s",
+                 result.outcome.value, result.event_id, event.provider, result.order_id)
         return result
 
     async def apply_pending(self, limit: int = 500) -> int:

@@ -96,6 +96,10 @@ class Store(Protocol):
         """Record a provider payment event; (event id, False) when its txn id was seen before."""
         ...
 
+    async def receive_payment(self, event: PaymentEventIn, now: datetime) -> PaymentApplied:
+        """Record and apply in one transaction (the hot path); a repeat returns ALREADY_APPLIED."""
+        ...
+
     async def apply_payment(self, event_id: int, now: datetime) -> PaymentApplied:
         """Apply a recorded payment: mark paid + allocate + outbox + ledger in one transaction."""
         ...

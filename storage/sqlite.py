@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -10,6 +12,12 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: SQLite's busy timeout alone serialises writers
+    fcntl = None  # type: ignore[assignment]
+
+from storage import sqlite_bulk
 from storage import sqlite_orders as tx
 from storage.errors import SchemaTooNew
 from storage.migrations import migrations
@@ -37,6 +45,7 @@ from storage.records import (
 from storage.sqltime import from_ts, ts
 
 T = TypeVar("T")
+_MAX_BATCH = 64
 _ORDER_COLS = ("id, ref, channel, user_id, chat_id, sku_id, pool_id, quantity, units, amount, currency,"
                " state, created_at, expires_at, language")
 
@@ -52,6 +61,50 @@ def _product(r: Sequence[Any]) -> Product:
 
 def _sku(r: Sequence[Any]) -> Sku:
     return Sku(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]))
+
+
+def _run_batch(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+               ) -> list[tuple[bool, Any]]:
+    """One BEGIN IMMEDIATE … COMMIT around several transaction bodies, each in its own savepoint."""
+    outcomes: list[tuple[bool, Any] | None] = [None] * len(ops)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        _bulk_payments(db, ops, outcomes)
+        for i, (fn, args) in enumerate(ops):
+            if outcomes[i] is not None:
+                continue
+            db.execute("SAVEPOINT op")
+            try:
+                outcomes[i] = (True, fn(db, *args))
+            except Exception as exc:  # noqa: BLE001 - handed to that body's caller only
+                db.execute("ROLLBACK TO op")
+                outcomes[i] = (False, exc)
+            db.execute("RELEASE op")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return [o for o in outcomes if o is not None]
+
+
+def _bulk_payments(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]],
+                   outcomes: list[tuple[bool, Any] | None]) -> None:
+    """Apply the plain payments of a batch together (sqlite_bulk); the rest stay for one-by-one."""
+    idx = [i for i, (fn, _) in enumerate(ops) if fn is tx.receive_payment]
+    if len(idx) < 2:
+        return
+    events = [ops[i][1][0] for i in idx]
+    db.execute("SAVEPOINT bulk")
+    try:
+        fast, _ = sqlite_bulk.plan(db, events)
+        done = sqlite_bulk.apply_fast(db, fast, ops[idx[0]][1][1]) if fast else {}
+    except Exception:  # noqa: BLE001 - the fast path is an optimisation: on any doubt go one by one
+        db.execute("ROLLBACK TO bulk")
+        done = {}
+    db.execute("RELEASE bulk")
+    for n, applied in done.items():
+        outcomes[idx[n]] = (True, applied)
 
 
 def _in_tx(fn: Callable[..., T]) -> Callable[..., T]:
@@ -77,9 +130,14 @@ class SqliteStore:
         self.path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._conn: aiosqlite.Connection | None = None
+        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._flushing = False
+        self._lock_fd: int | None = None
 
     async def open(self) -> SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is not None:
+            self._lock_fd = os.open(f"{self.path}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
         self._conn = await aiosqlite.connect(self.path, isolation_level=None)
         await self._hop(self._configure)
         return self
@@ -103,7 +161,51 @@ class SqliteStore:
         return result
 
     async def _tx(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._hop(_in_tx(fn), *args)
+        """Queue a transaction body; bodies queued together commit together (group commit).
+
+        Each body runs inside its own SAVEPOINT, so it is atomic on its own and fails alone;
+        its caller resumes only after the COMMIT that made it durable.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, args, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        result: T = await future
+        return result
+
+    def _locked_batch(self, db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+                      ) -> list[tuple[bool, Any]]:
+        """Serialise writers of all processes on an flock before BEGIN IMMEDIATE.
+
+        SQLite's own busy handler polls with sleeps of up to 100 ms, so with several processes the
+        lock sits idle while waiters sleep; a blocking flock hands it over the moment it is released.
+        """
+        if self._lock_fd is None:
+            return _run_batch(db, ops)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            return _run_batch(db, ops)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+                try:
+                    outcomes = await self._hop(self._locked_batch, [(fn, args) for fn, args, _ in batch])
+                except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch happened
+                    outcomes = [(False, exc)] * len(batch)
+                for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        finally:
+            self._flushing = False
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return await self._hop(lambda db: db.execute(sql, params).fetchall())
@@ -147,6 +249,9 @@ class SqliteStore:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- catalogue ---------------------------------------------------------
     async def upsert_category(self, slug: str, name_en: str, name_zh: str, sort: int) -> Category:
@@ -339,6 +444,9 @@ class SqliteStore:
     async def record_payment(self, event: PaymentEventIn, now: datetime) -> tuple[int, bool]:
         return await self._tx(tx.record_payment, event, now)
 
+    async def receive_payment(self, event: PaymentEventIn, now: datetime) -> PaymentApplied:
+        return await self._tx(tx.receive_payment, event, now)
+
     async def apply_payment(self, event_id: int, now: datetime) -> PaymentApplied:
         return await self._tx(tx.apply_payment, event_id, now)
 
@@ -379,12 +487,15 @@ class SqliteStore:
 def _insert_codes(db: sqlite3.Connection, batch_id: int, pool_id: int, codes: Sequence[NewCode]) -> InsertResult:
     now = ts(datetime.now(UTC))
     max_before = db.execute("SELECT COALESCE(MAX(id), 0) FROM codes").fetchone()[0]
+    unit_cost, currency = db.execute("SELECT unit_cost, currency FROM code_batches WHERE id = ?",
+                                     (batch_id,)).fetchone()
     before = db.total_changes
     db.executemany(
         "INSERT INTO codes (pool_id, batch_id, digest, key_id, nonce, ciphertext, uses_total, uses_left,"
-        " expires_at, note, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (digest) DO NOTHING",
+        " expires_at, note, unit_cost, cost_currency, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT (digest) DO NOTHING",
         [(pool_id, batch_id, c.digest, c.key_id, c.nonce, c.ciphertext, c.uses, c.uses,
-          ts(c.expires_at) if c.expires_at else None, c.note, now) for c in codes],
+          ts(c.expires_at) if c.expires_at else None, c.note, unit_cost, currency, now) for c in codes],
     )
     inserted = db.total_changes - before
     if inserted == len(codes):

@@ -112,19 +112,27 @@ def expire(db: sqlite3.Connection, now: datetime, limit: int) -> list[int]:
 
 
 def record_payment(db: sqlite3.Connection, e: PaymentEventIn, now: datetime) -> tuple[int, bool]:
-    cur = db.execute(
+    row = db.execute(
         "INSERT INTO payment_events (provider, provider_txn_id, order_ref, amount, currency, fee, payer,"
-        " received_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (provider, provider_txn_id) DO NOTHING",
+        " received_at) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (provider, provider_txn_id) DO NOTHING RETURNING id",
         (e.provider, e.provider_txn_id, e.order_ref, e.amount, e.currency, e.fee, e.payer,
          ts(e.received_at or now)),
-    )
-    if cur.rowcount == 1:
-        return int(cur.lastrowid or 0), True
+    ).fetchone()
+    if row is not None:
+        return int(row[0]), True
     row = db.execute(
         "SELECT id FROM payment_events WHERE provider = ? AND provider_txn_id = ?",
         (e.provider, e.provider_txn_id),
     ).fetchone()
     return int(row[0]), False
+
+
+def receive_payment(db: sqlite3.Connection, e: PaymentEventIn, now: datetime) -> PaymentApplied:
+    """Record and apply in one transaction; a repeated notification finds the first outcome."""
+    event_id, fresh = record_payment(db, e, now)
+    if fresh:
+        return _apply(db, event_id, e.order_ref, e.amount, e.currency, e.fee, e.provider, e.provider_txn_id, ts(now))
+    return apply_payment(db, event_id, now)
 
 
 def _finish_event(db: sqlite3.Connection, event_id: int, outcome: PaymentOutcome, order_id: int | None,
@@ -136,28 +144,28 @@ def _finish_event(db: sqlite3.Connection, event_id: int, outcome: PaymentOutcome
     return PaymentApplied(event_id, outcome, order_id, detail)
 
 
+_CLAIM_ONE = (
+    "UPDATE codes SET uses_left = uses_left - 1 WHERE id = (SELECT id FROM codes WHERE pool_id = ?"
+    " AND uses_left > 0 AND status = 'available' AND (expires_at IS NULL OR expires_at > ?) ORDER BY id LIMIT 1)"
+    " RETURNING id, uses_total - uses_left, unit_cost, cost_currency"
+)
+
+
 def _claim_uses(db: sqlite3.Connection, pool_id: int, need: int, at: str) -> list[tuple[int, int, int, str]]:
-    """Take `need` uses (code id, use no, unit cost, cost currency), oldest codes first."""
+    """Take `need` uses (code id, use no, unit cost, cost currency), oldest codes first, one use per step.
+
+    Under BEGIN IMMEDIATE nobody else writes, so the sub-select and the decrement cannot race.
+    """
     taken: list[tuple[int, int, int, str]] = []
-    rows = db.execute(
-        "SELECT c.id, c.uses_total, c.uses_left, b.unit_cost, b.currency FROM codes c"
-        " JOIN code_batches b ON b.id = c.batch_id"
-        " WHERE c.pool_id = ? AND c.uses_left > 0 AND c.status = 'available'"
-        " AND (c.expires_at IS NULL OR c.expires_at > ?) ORDER BY c.id LIMIT ?",
-        (pool_id, at, need),
-    ).fetchall()
-    for code_id, total, left, cost, cur in rows:
-        take = min(left, need - len(taken))
-        db.execute("UPDATE codes SET uses_left = uses_left - ? WHERE id = ? AND uses_left >= ?",
-                   (take, code_id, take))
-        taken.extend((code_id, total - left + i + 1, cost, cur) for i in range(take))
-        if len(taken) == need:
+    for _ in range(need):
+        row = db.execute(_CLAIM_ONE, (pool_id, at)).fetchone()
+        if row is None:
             break
+        taken.append((row[0], row[1], row[2], row[3]))
     return taken
 
 
 def apply_payment(db: sqlite3.Connection, event_id: int, now: datetime) -> PaymentApplied:
-    at = ts(now)
     ev = db.execute(
         "SELECT order_ref, amount, currency, fee, applied_at, outcome, order_id, detail, provider,"
         " provider_txn_id FROM payment_events WHERE id = ?", (event_id,),
@@ -165,9 +173,14 @@ def apply_payment(db: sqlite3.Connection, event_id: int, now: datetime) -> Payme
     if ev is None:
         raise UnknownRecord(f"payment event {event_id}")
     ref, amount, currency, fee, applied_at, outcome, done_order, detail, provider, txn = ev
-    refund_payload = json.dumps({"provider": provider, "txn": txn, "amount": amount})
     if applied_at is not None:
         return PaymentApplied(event_id, PaymentOutcome.ALREADY_APPLIED, done_order, outcome or detail)
+    return _apply(db, event_id, ref, amount, currency, fee, provider, txn, ts(now))
+
+
+def _apply(db: sqlite3.Connection, event_id: int, ref: str, amount: int, currency: str, fee: int, provider: str,
+           txn: str, at: str) -> PaymentApplied:
+    """Mark paid, allocate, write items, ledger, events and the outbox row: the one transaction of invariant 2."""
     order = db.execute(
         "SELECT id, state, pool_id, quantity * units, amount, currency, sku_id, channel, chat_id"
         " FROM orders WHERE ref = ?", (ref,),
@@ -181,18 +194,19 @@ def apply_payment(db: sqlite3.Connection, event_id: int, now: datetime) -> Payme
         # a held reservation keeps its stock while the merchant reviews; refund() hands it back
         set_state(db, oid, state, OrderState.REVIEW.value, "payment amount or currency mismatch", at)
         return _finish_event(db, event_id, PaymentOutcome.REVIEW, oid, "amount or currency mismatch", at)
-    set_state(db, oid, state, OrderState.PAID.value, f"payment event {event_id}", at)
-    _ledger(db, oid, sku_id, channel, "sale", currency, amount, at)
-    if fee:
-        _ledger(db, oid, sku_id, channel, "fee", currency, -fee, at)
-    if state == OrderState.EXPIRED:
-        cur = db.execute("UPDATE pools SET available = available - ? WHERE id = ? AND available >= ?",
-                         (need, pool_id, need))
-        taken = _claim_uses(db, pool_id, need, at) if cur.rowcount == 1 else []
-    else:
+    taken: list[tuple[int, int, int, str]] = []
+    if state != OrderState.EXPIRED or db.execute(
+        "UPDATE pools SET available = available - ? WHERE id = ? AND available >= ?", (need, pool_id, need)
+    ).rowcount == 1:
         taken = _claim_uses(db, pool_id, need, at)
+    ledger = [(oid, sku_id, channel, "sale", currency, amount, at)]
+    if fee:
+        ledger.append((oid, sku_id, channel, "fee", currency, -fee, at))
     if len(taken) < need:
-        return _fail_unstocked(db, event_id, oid, taken, channel, chat_id, refund_payload, at)
+        set_state(db, oid, state, OrderState.PAID.value, f"payment {provider}:{txn}", at)
+        _ledger_many(db, ledger)
+        payload = json.dumps({"provider": provider, "txn": txn, "amount": amount})
+        return _fail_unstocked(db, event_id, oid, taken, channel, chat_id, payload, at)
     db.executemany(
         "INSERT INTO order_items (order_id, item_no, code_id, use_no, unit_cost, cost_currency)"
         " VALUES (?,?,?,?,?,?)",
@@ -201,10 +215,14 @@ def apply_payment(db: sqlite3.Connection, event_id: int, now: datetime) -> Payme
     costs: dict[str, int] = {}
     for _, _, cost, ccy in taken:
         costs[ccy] = costs.get(ccy, 0) + cost
-    for ccy, total in costs.items():
-        if total:
-            _ledger(db, oid, sku_id, channel, "cost", ccy, -total, at)
-    set_state(db, oid, OrderState.PAID.value, OrderState.DELIVERING.value, "codes allocated", at)
+    ledger += [(oid, sku_id, channel, "cost", ccy, -total, at) for ccy, total in costs.items() if total]
+    _ledger_many(db, ledger)
+    db.execute("UPDATE orders SET state = ?, updated_at = ? WHERE id = ?", (OrderState.DELIVERING.value, at, oid))
+    db.executemany(
+        "INSERT INTO order_events (order_id, from_state, to_state, cause, at) VALUES (?,?,?,?,?)",
+        [(oid, state, OrderState.PAID.value, f"payment {provider}:{txn}", at),
+         (oid, OrderState.PAID.value, OrderState.DELIVERING.value, "codes allocated", at)],
+    )
     _outbox(db, oid, "deliver", channel, chat_id, "", at)
     return _finish_event(db, event_id, PaymentOutcome.ALLOCATED, oid, "", at)
 
@@ -217,6 +235,12 @@ def _fail_unstocked(db: sqlite3.Connection, event_id: int, oid: int, taken: list
     set_state(db, oid, OrderState.PAID.value, OrderState.FAILED.value, "out of stock after payment", at)
     _outbox(db, oid, "refund", channel, chat_id, payload, at)
     return _finish_event(db, event_id, PaymentOutcome.FAILED, oid, "out of stock", at)
+
+
+def _ledger_many(db: sqlite3.Connection, rows: list[tuple[int, int, str, str, str, int, str]]) -> None:
+    db.executemany(
+        "INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at) VALUES (?,?,?,?,?,?,?)", rows
+    )
 
 
 def _ledger(db: sqlite3.Connection, oid: int | None, sku_id: int, channel: str, kind: str, currency: str,

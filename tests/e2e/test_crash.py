@@ -10,7 +10,7 @@ import pytest
 
 from bot.composition import build_shop
 from bot.settings import Settings
-from fulfillment.checkpoints import DELIVERY_SENT, PAYMENT_APPLIED, PAYMENT_RECORDED
+from fulfillment.checkpoints import DELIVERY_CLAIMED, DELIVERY_SENT, PAYMENT_RECORDED
 from fulfillment.orders import CheckoutRequest
 from storage.records import OrderState
 from tests.e2e import db_checks
@@ -42,7 +42,9 @@ def _run(tmp_path, db_url, events, sink, *kill):
     return proc.returncode, err
 
 
-@pytest.mark.parametrize(("point", "nth"), [(PAYMENT_RECORDED, 3), (PAYMENT_APPLIED, 5), (DELIVERY_SENT, 2)])
+# after the payment is recorded (and allocated) / after allocation, with the outbox row claimed for
+# sending / after the send, before the row is marked done
+@pytest.mark.parametrize(("point", "nth"), [(PAYMENT_RECORDED, 3), (DELIVERY_CLAIMED, 2), (DELIVERY_SENT, 2)])
 async def test_killed_worker_resumes_and_delivers_every_paid_order_once(tmp_path, db_url, point, nth):
     events, refs = await _prepare(tmp_path, db_url)
     sink = tmp_path / "sink.jsonl"

@@ -246,3 +246,29 @@ async def test_vault_key_checks_and_rekey(store):
     assert [r.id for r in await store.codes_not_under_key("k2", 0, 10)] == [rows[1].id]
     assert (await store.code_by_id(rows[0].id)).key_id == "k2"
     assert shop.pool.id
+
+
+async def test_concurrent_payments_keep_per_event_semantics(store):
+    import asyncio
+
+    shop = await make_shop(store, codes=40, uses=1)
+    orders = [await store.reserve(new_order(shop.sku, user=f"c{i}"), NOW) for i in range(30)]
+    events = [payment(o.ref, 1000, txn=f"tx-{i}") for i, o in enumerate(orders)]
+    events += [events[0], events[1]]  # the provider repeats two notifications in the same burst
+    events.append(payment(orders[2].ref, 1000, txn="tx-second"))  # a second payment for one order
+    events.append(payment("KUNKNOWN", 1000))
+    wrong = await store.reserve(new_order(shop.sku, user="w"), NOW)
+    events.append(payment(wrong.ref, 999))
+    results = await asyncio.gather(*(store.receive_payment(e, NOW) for e in events))
+    outcomes = [r.outcome for r in results]
+    assert outcomes.count(PaymentOutcome.ALLOCATED) == 30
+    assert sorted(outcomes[30:32] + [outcomes[0], outcomes[1]]).count(PaymentOutcome.ALREADY_APPLIED) == 2
+    assert outcomes[-3:] == [PaymentOutcome.REVIEW, PaymentOutcome.UNKNOWN_ORDER, PaymentOutcome.REVIEW]
+    assert {r.order_id for r in results[:30]} == {o.id for o in orders}
+    assert len({r.event_id for r in results[:30]}) == 30
+    uses = [(i.code.id, i.use_no) for o in orders for i in await store.order_items(o.id)]
+    assert len(uses) == 30
+    assert len(set(uses)) == 30
+    assert await store.pending_outbox() == 30
+    again = await store.receive_payment(events[5], NOW)
+    assert (again.outcome, again.event_id) == (PaymentOutcome.ALREADY_APPLIED, results[5].event_id)

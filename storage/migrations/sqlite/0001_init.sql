@@ -76,6 +76,8 @@ CREATE TABLE codes (
     expires_at TEXT,
     note TEXT NOT NULL DEFAULT '',
     status TEXT NOT NULL DEFAULT 'available',
+    unit_cost INTEGER NOT NULL DEFAULT 0,  -- per use, copied from the batch so allocation needs no join
+    cost_currency TEXT NOT NULL DEFAULT 'CNY',
     created_at TEXT NOT NULL
 );
 CREATE INDEX codes_claimable ON codes (pool_id, id) WHERE uses_left > 0 AND status = 'available';

@@ -1,0 +1,209 @@
+"""Paid order → codes allocated → outbox row: throughput through kamibot's own service API
+(`PaymentInbox.receive`), beside each engine's raw claim rate measured in the same run.
+
+    python benchmarks/allocation.py [--orders 4000] [--no-pg]
+
+Prints one JSON line. Targets (issue #3): SQLite full path ≥ 25% of raw, 4 processes ≥ 1 process,
+PostgreSQL full path ≥ 40% of raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bot.composition import build_shop  # noqa: E402
+from bot.settings import Settings  # noqa: E402
+from storage.records import NewOrder, PaymentEventIn, PaymentOutcome, Price, Product, Sku  # noqa: E402
+
+PG_DSN = os.environ.get("KAMIBOT_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+CONCURRENCY = 50
+
+
+# -- raw baselines -----------------------------------------------------------------------------
+def sqlite_raw(path: Path, n: int) -> float:
+    """Bare claim transactions: insert order + conditional UPDATE of one code, one commit each."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, ref TEXT NOT NULL, state TEXT NOT NULL)")
+    db.execute("CREATE TABLE codes (id INTEGER PRIMARY KEY, pool_id INTEGER NOT NULL, order_id INTEGER)")
+    db.execute("CREATE INDEX codes_free ON codes (pool_id, id) WHERE order_id IS NULL")
+    db.executemany("INSERT INTO codes (pool_id) VALUES (1)", [()] * n)
+    start = time.perf_counter()
+    for i in range(n):
+        db.execute("BEGIN IMMEDIATE")
+        oid = db.execute("INSERT INTO orders (ref, state) VALUES (?, 'paid')", (f"R{i}",)).lastrowid
+        cur = db.execute("UPDATE codes SET order_id = ? WHERE id = (SELECT id FROM codes WHERE pool_id = 1"
+                         " AND order_id IS NULL ORDER BY id LIMIT 1) AND order_id IS NULL", (oid,))
+        assert cur.rowcount == 1
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    db.close()
+    return n / elapsed
+
+
+async def pg_raw(dsn: str, n: int) -> float:
+    """The same claim on PostgreSQL with FOR UPDATE SKIP LOCKED, asyncpg, 50 concurrent."""
+    import asyncpg
+
+    pool = await asyncpg.create_pool(dsn, min_size=CONCURRENCY, max_size=CONCURRENCY)
+    async with pool.acquire() as c:
+        await c.execute("CREATE TABLE raw_orders (id BIGSERIAL PRIMARY KEY, ref TEXT NOT NULL, state TEXT NOT NULL);"
+                        "CREATE TABLE raw_codes (id BIGSERIAL PRIMARY KEY, pool_id INT NOT NULL, order_id BIGINT);"
+                        "CREATE INDEX raw_codes_free ON raw_codes (pool_id, id) WHERE order_id IS NULL")
+        await c.execute("INSERT INTO raw_codes (pool_id) SELECT 1 FROM generate_series(1, $1)", n)
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        async with pool.acquire() as c:
+            for i in counter:
+                async with c.transaction():
+                    oid = await c.fetchval("INSERT INTO raw_orders (ref, state) VALUES ($1, 'paid') RETURNING id",
+                                           f"R{i}")
+                    code = await c.fetchval("SELECT id FROM raw_codes WHERE pool_id = 1 AND order_id IS NULL"
+                                            " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED")
+                    await c.execute("UPDATE raw_codes SET order_id = $1 WHERE id = $2", oid, code)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    elapsed = time.perf_counter() - start
+    await pool.close()
+    return n / elapsed
+
+
+# -- the project's full path -------------------------------------------------------------------
+async def prepare(data_dir: Path, db_url: str, n: int) -> Path:
+    """A catalogue with n real (encrypted) codes and n reserved orders; their payment events to a file."""
+    shop = await build_shop(Settings(data_dir=data_dir, database_url=db_url))
+    store = shop.store
+    cat = await store.upsert_category("bench", "Bench", "测试", 0)
+    product = await store.upsert_product(Product(0, cat.id, "bench", "Bench", "测试"))
+    pool = await store.upsert_pool("bench", "bench", 0)
+    sku = await store.upsert_sku(Sku(0, product.id, pool.id, "bench-1", "1", "1", max_qty=5))
+    await store.set_price(Price(sku.id, "console", "CNY", 100))
+    batch = await store.create_batch(pool.id, "bench", 10, "CNY", "bench")
+    for i in range(0, n, 5000):
+        await store.insert_codes(batch, pool.id, [shop.vault.seal(f"B-{secrets.token_hex(8)}")
+                                                  for _ in range(min(5000, n - i))])
+    now = datetime.now(UTC)
+    events = []
+    for i in range(n):
+        order = await store.reserve(NewOrder("console", f"u{i}", f"u{i}", sku.id, 1, 100, "CNY",
+                                             now + timedelta(hours=1)), now)
+        events.append(asdict(PaymentEventIn("test", f"tx-{i}", order.ref, 100, "CNY")))
+    await shop.close()
+    path = data_dir / f"events-{secrets.token_hex(4)}.json"
+    for e in events:
+        e.pop("received_at")
+    path.write_text(json.dumps(events))
+    return path
+
+
+async def worker(db_url: str, data_dir: Path, events_file: Path, part: int, parts: int, start_at: float) -> None:
+    shop = await build_shop(Settings(data_dir=data_dir, database_url=db_url))
+    events = [PaymentEventIn(**e) for e in json.loads(events_file.read_text())[part::parts]]
+    queue = iter(events)
+    outcomes: dict[str, int] = {}
+
+    async def pay() -> None:
+        for event in queue:
+            result = await shop.payments.receive(event)
+            outcomes[result.outcome.value] = outcomes.get(result.outcome.value, 0) + 1
+
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    start = time.time()
+    await asyncio.gather(*(pay() for _ in range(CONCURRENCY)))
+    end = time.time()
+    await shop.close()
+    assert outcomes == {PaymentOutcome.ALLOCATED.value: len(events)}, outcomes
+    print(json.dumps({"start": start, "end": end, "n": len(events)}))
+
+
+def full_path(db_url: str, data_dir: Path, events_file: Path, processes: int) -> float:
+    start_at = time.time() + 2.0 + 0.3 * processes
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", db_url, str(data_dir), str(events_file),
+                               str(p), str(processes), str(start_at)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "KAMIBOT_LOG_LEVEL": "WARNING"})
+             for p in range(processes)]
+    runs = []
+    for p in procs:
+        out, _ = p.communicate(timeout=600)
+        if p.returncode != 0:
+            raise SystemExit(f"worker failed ({p.returncode})")
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+    total = sum(r["n"] for r in runs)
+    return total / (max(r["end"] for r in runs) - min(r["start"] for r in runs))
+
+
+async def pg_database() -> tuple[str, str]:
+    import asyncpg
+
+    name = "kbbench_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(PG_DSN)
+    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.close()
+    return PG_DSN.rsplit("/", 1)[0] + "/" + name, name
+
+
+async def drop_database(name: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(PG_DSN)
+    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await admin.close()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        db_url, data_dir, events, part, parts, start_at = sys.argv[2:8]
+        asyncio.run(worker(db_url, Path(data_dir), Path(events), int(part), int(parts), float(start_at)))
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--orders", type=int, default=4000)
+    ap.add_argument("--no-pg", action="store_true")
+    args = ap.parse_args()
+    n = args.orders
+    figures: dict[str, float | int | str] = {"orders": n, "concurrency_per_process": CONCURRENCY}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        figures["sqlite_raw_per_s"] = round(sqlite_raw(base / "raw.db", n))
+        for processes in (1, 4):
+            data = base / f"s{processes}"
+            url = f"sqlite:///{data / 'shop.db'}"
+            events = asyncio.run(prepare(data, url, n))
+            figures[f"sqlite_full_{processes}proc_per_s"] = round(full_path(url, data, events, processes))
+        if not args.no_pg:
+            url, name = asyncio.run(pg_database())
+            try:
+                figures["pg_raw_per_s"] = round(asyncio.run(pg_raw(url, n)))
+                data = base / "pg"
+                events = asyncio.run(prepare(data, url, n))
+                figures["pg_full_per_s"] = round(full_path(url, data, events, 1))
+            finally:
+                asyncio.run(drop_database(name))
+    figures["sqlite_ratio_1proc"] = round(figures["sqlite_full_1proc_per_s"] / figures["sqlite_raw_per_s"], 3)
+    figures["sqlite_ratio_4proc"] = round(figures["sqlite_full_4proc_per_s"] / figures["sqlite_raw_per_s"], 3)
+    figures["sqlite_4proc_vs_1proc"] = round(figures["sqlite_full_4proc_per_s"] /
+                                             figures["sqlite_full_1proc_per_s"], 3)
+    if "pg_raw_per_s" in figures:
+        figures["pg_ratio"] = round(figures["pg_full_per_s"] / figures["pg_raw_per_s"], 3)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

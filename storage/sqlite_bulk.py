@@ -1,0 +1,154 @@
+"""Group-commit fast path for payments on SQLite: many `receive_payment` calls applied with a handful of
+statements instead of a dozen each.
+
+Only plain cases take it (fresh transaction id, live reservation, exact amount); everything else, and any
+shortage, goes through `sqlite_orders.receive_payment` one by one in the same transaction. Serial order
+inside a batch is free to choose: the calls were concurrent.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from storage.records import HOLDING_STATES, OrderState, PaymentApplied, PaymentEventIn, PaymentOutcome
+from storage.sqltime import ts
+
+_CHUNK = 400  # stay well under SQLite's host-parameter limit
+
+
+@dataclass
+class _Plan:
+    index: int
+    event: PaymentEventIn
+    order_id: int
+    state: str
+    pool_id: int
+    need: int
+    sku_id: int
+    channel: str
+    chat_id: str
+
+
+def _in(values: Sequence[object]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _existing_keys(db: sqlite3.Connection, events: Sequence[PaymentEventIn]) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    txns = sorted({e.provider_txn_id for e in events})
+    for i in range(0, len(txns), _CHUNK):
+        part = txns[i : i + _CHUNK]
+        found |= {(p, t) for p, t in db.execute(
+            f"SELECT provider, provider_txn_id FROM payment_events WHERE provider_txn_id IN ({_in(part)})", part)}
+    return found
+
+
+def _orders(db: sqlite3.Connection, refs: list[str]) -> dict[str, tuple[object, ...]]:
+    out: dict[str, tuple[object, ...]] = {}
+    for i in range(0, len(refs), _CHUNK):
+        part = refs[i : i + _CHUNK]
+        for row in db.execute(
+            "SELECT ref, id, state, pool_id, quantity * units, amount, currency, sku_id, channel, chat_id"
+            f" FROM orders WHERE ref IN ({_in(part)})", part,
+        ):
+            out[row[0]] = tuple(row[1:])
+    return out
+
+
+def plan(db: sqlite3.Connection, events: Sequence[PaymentEventIn]) -> tuple[list[_Plan], list[int]]:
+    """Split into plain payments (fast) and the rest (indexes for the one-by-one path)."""
+    existing = _existing_keys(db, events)
+    orders = _orders(db, sorted({e.order_ref for e in events}))
+    fast: list[_Plan] = []
+    slow: list[int] = []
+    seen_keys: set[tuple[str, str]] = set()
+    seen_refs: set[str] = set()
+    for i, e in enumerate(events):
+        key = (e.provider, e.provider_txn_id)
+        o = orders.get(e.order_ref)
+        plain = (key not in existing and key not in seen_keys and e.order_ref not in seen_refs and o is not None
+                 and o[1] in HOLDING_STATES and (o[4], o[5]) == (e.amount, e.currency))
+        seen_keys.add(key)
+        seen_refs.add(e.order_ref)
+        if plain and o is not None:
+            oid, state, pool_id, need, _, _, sku_id, channel, chat_id = o
+            fast.append(_Plan(i, e, int(oid), str(state), int(pool_id), int(need), int(sku_id),  # type: ignore[call-overload]
+                              str(channel), str(chat_id)))
+        else:
+            slow.append(i)
+    return fast, slow
+
+
+def _claim(db: sqlite3.Connection, pool_id: int, need: int, at: str) -> list[tuple[int, int, int, str]]:
+    """`need` uses from distinct codes per round (a multi-use code gives one use per round)."""
+    taken: list[tuple[int, int, int, str]] = []
+    while len(taken) < need:
+        rows = db.execute(
+            "UPDATE codes SET uses_left = uses_left - 1 WHERE id IN (SELECT id FROM codes WHERE pool_id = ?"
+            " AND uses_left > 0 AND status = 'available' AND (expires_at IS NULL OR expires_at > ?)"
+            " ORDER BY id LIMIT ?) RETURNING id, uses_total - uses_left, unit_cost, cost_currency",
+            (pool_id, at, need - len(taken)),
+        ).fetchall()
+        if not rows:
+            break
+        taken.extend(sorted((r[0], r[1], r[2], r[3]) for r in rows))
+    return taken
+
+
+class Shortage(Exception):
+    """A pool could not serve its held reservations: undo the fast path, go one by one."""
+
+
+def apply_fast(db: sqlite3.Connection, fast: list[_Plan], now: datetime) -> dict[int, PaymentApplied]:
+    at = ts(now)
+    by_pool: dict[int, list[_Plan]] = {}
+    for p in fast:
+        by_pool.setdefault(p.pool_id, []).append(p)
+    items, ledger, updates, events, outbox = [], [], [], [], []
+    for pool_id, plans in by_pool.items():
+        need = sum(p.need for p in plans)
+        taken = _claim(db, pool_id, need, at)
+        if len(taken) < need:
+            raise Shortage(f"pool {pool_id}")
+        for p in plans:
+            mine, taken = taken[: p.need], taken[p.need :]
+            e = p.event
+            cause = f"payment {e.provider}:{e.provider_txn_id}"
+            items += [(p.order_id, n + 1, c, u, cost, ccy) for n, (c, u, cost, ccy) in enumerate(mine)]
+            ledger.append((p.order_id, p.sku_id, p.channel, "sale", e.currency, e.amount, at))
+            if e.fee:
+                ledger.append((p.order_id, p.sku_id, p.channel, "fee", e.currency, -e.fee, at))
+            costs: dict[str, int] = {}
+            for _, _, cost, ccy in mine:
+                costs[ccy] = costs.get(ccy, 0) + cost
+            ledger += [(p.order_id, p.sku_id, p.channel, "cost", ccy, -t, at) for ccy, t in costs.items() if t]
+            updates.append((OrderState.DELIVERING.value, at, p.order_id))
+            events += [(p.order_id, p.state, OrderState.PAID.value, cause, at),
+                       (p.order_id, OrderState.PAID.value, OrderState.DELIVERING.value, "codes allocated", at)]
+            outbox.append((p.order_id, "deliver", p.channel, p.chat_id, "", at, at))
+    first_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM payment_events").fetchone()[0] + 1
+    db.executemany(
+        "INSERT INTO payment_events (provider, provider_txn_id, order_ref, amount, currency, fee, payer, received_at,"
+        " applied_at, outcome, order_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        [(p.event.provider, p.event.provider_txn_id, p.event.order_ref, p.event.amount, p.event.currency,
+          p.event.fee, p.event.payer, ts(p.event.received_at or now), at, PaymentOutcome.ALLOCATED.value,
+          p.order_id) for p in fast],
+    )
+    db.executemany("INSERT INTO order_items (order_id, item_no, code_id, use_no, unit_cost, cost_currency)"
+                   " VALUES (?,?,?,?,?,?)", items)
+    db.executemany("INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
+                   " VALUES (?,?,?,?,?,?,?)", ledger)
+    db.executemany("UPDATE orders SET state = ?, updated_at = ? WHERE id = ?", updates)
+    db.executemany("INSERT INTO order_events (order_id, from_state, to_state, cause, at) VALUES (?,?,?,?,?)",
+                   events)
+    db.executemany("INSERT INTO outbox (order_id, kind, channel, chat_id, payload, next_attempt_at, created_at)"
+                   " VALUES (?,?,?,?,?,?,?)", outbox)
+    # rowids of a table without AUTOINCREMENT are max+1 in insertion order while we hold the write lock
+    last = db.execute("SELECT MAX(id) FROM payment_events").fetchone()[0]
+    if last != first_id + len(fast) - 1:
+        raise Shortage("payment event ids not contiguous")
+    return {p.index: PaymentApplied(first_id + n, PaymentOutcome.ALLOCATED, p.order_id)
+            for n, p in enumerate(fast)}
