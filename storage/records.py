@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 
 class OrderState(enum.StrEnum):
@@ -102,9 +103,11 @@ class StockLevel:
     low_stock: int
 
 
-@dataclass(frozen=True, slots=True)
-class NewCode:
-    """An encrypted code ready for insertion; `digest` is the keyed HMAC of the normalised code."""
+class NewCode(NamedTuple):
+    """An encrypted code ready for insertion; `digest` is the keyed HMAC of the normalised code.
+
+    A NamedTuple, not a dataclass: imports create millions of these.
+    """
 
     digest: bytes
     key_id: str

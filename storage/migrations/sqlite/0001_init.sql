@@ -81,7 +81,6 @@ CREATE TABLE codes (
     created_at TEXT NOT NULL
 );
 CREATE INDEX codes_claimable ON codes (pool_id, id) WHERE uses_left > 0 AND status = 'available';
-CREATE INDEX codes_key ON codes (key_id, id);
 CREATE TABLE orders (
     id INTEGER PRIMARY KEY,
     ref TEXT NOT NULL UNIQUE,
