@@ -1,7 +1,8 @@
 """Background jobs: delivery worker, reservation expiry, recovery of recorded-but-unapplied payments.
 
 Each job is idempotent (conditional updates, outbox leases), so several processes may run them at once.
-A job that raises is logged and retried on its next tick, never silently dropped.
+A job that raises is logged and retried on its next tick, never silently dropped; each tick is recorded in
+`JobStatus`, which /healthz reports, so a job that stopped running is visible.
 """
 
 from __future__ import annotations
@@ -9,31 +10,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from bot.composition import Shop
 
 log = logging.getLogger("kamibot.jobs")
 
 
-async def _every(name: str, seconds: float, tick: Callable[[], Awaitable[int]], stop: asyncio.Event) -> None:
+@dataclass
+class JobStatus:
+    last_ok: dict[str, float] = field(default_factory=dict)  # monotonic time of the last good tick
+    failures: dict[str, int] = field(default_factory=dict)
+    intervals: dict[str, float] = field(default_factory=dict)
+
+    def stale(self, now: float | None = None) -> list[str]:
+        """Jobs that have not completed a tick for three of their intervals."""
+        now = time.monotonic() if now is None else now
+        return [name for name, every in self.intervals.items()
+                if now - self.last_ok.get(name, 0.0) > 3 * every + 5]
+
+
+async def _every(name: str, seconds: float, tick: Callable[[], Awaitable[int]], stop: asyncio.Event,
+                 status: JobStatus) -> None:
+    status.intervals[name] = seconds
     while not stop.is_set():
         busy = 0
         try:
             busy = await tick()
+            status.last_ok[name] = time.monotonic()
         except Exception:  # noqa: BLE001 - keep the job alive; the traceback carries ids only
+            status.failures[name] = status.failures.get(name, 0) + 1
             log.exception("event=job.failed job=%s", name)
         if not busy:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
-async def run_jobs(shop: Shop, stop: asyncio.Event) -> None:
-    """Recover first (a crash may have left payments unapplied), then tick forever until `stop`."""
+async def run_jobs(shop: Shop, stop: asyncio.Event, status: JobStatus, *, delivery_every: float = 0.2,
+                   expire_every: float = 10, recover_every: float = 30) -> None:
+    """Recover first (a crash may have left payments unapplied), then tick until `stop`."""
     await shop.payments.apply_pending()
     log.info("event=jobs.started")
     await asyncio.gather(
-        _every("delivery", 0.2, shop.delivery.run_once, stop),
-        _every("expire", 10, shop.orders.expire_due, stop),
-        _every("payments", 30, shop.payments.apply_pending, stop),
+        _every("delivery", delivery_every, shop.delivery.run_once, stop, status),
+        _every("expire", expire_every, shop.orders.expire_due, stop, status),
+        _every("payments", recover_every, shop.payments.apply_pending, stop, status),
     )
