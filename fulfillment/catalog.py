@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fulfillment.errors import BadPrice, ImportRefused, UnknownSku
+from fulfillment.wholenumbers import parse_whole
 from storage.protocol import Store
 from storage.records import Pool, Price, Product, Sku, StockLevel
 
@@ -18,18 +19,8 @@ MAX_PRICE = 100_000_000  # 1,000,000.00 CNY or 100M Stars: anything above is a t
 
 
 def parse_amount(raw: object) -> int:
-    """A price in integer minor units (fen, Stars). '9.99', '-1', '1e3' and 'abc' are refused."""
-    if isinstance(raw, bool):
-        raise BadPrice("price must be a whole number of minor units")
-    if isinstance(raw, int):
-        value = raw
-    elif isinstance(raw, str) and raw.strip().isdigit() and raw.strip().isascii():
-        value = int(raw.strip())
-    else:
-        raise BadPrice("price must be a whole number of minor units (fen or Stars)")
-    if not 0 <= value <= MAX_PRICE:
-        raise BadPrice("price out of range")
-    return value
+    """A price in integer minor units (fen, Stars)."""
+    return parse_whole(raw, 0, MAX_PRICE, BadPrice, "price in minor units (fen or Stars)")
 
 
 class _Strict(BaseModel):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from fulfillment.errors import BadQuantity, LimitReached, NoPrice, NotAllowed, OutOfStock, UnknownOrder, UnknownSku
+from fulfillment.wholenumbers import parse_whole
 from storage import errors as store_errors
 from storage.protocol import Store
 from storage.records import NewOrder, Order, OrderState, Sku
@@ -69,18 +70,8 @@ class AllowAll:
 
 
 def parse_quantity(raw: object) -> int:
-    """Quantities arrive as chat text: accept only plain positive integers."""
-    if isinstance(raw, bool):
-        raise BadQuantity("quantity must be a whole number")
-    if isinstance(raw, int):
-        value = raw
-    elif isinstance(raw, str) and raw.strip().isdigit() and raw.strip().isascii():
-        value = int(raw.strip())
-    else:
-        raise BadQuantity("quantity must be a whole number")
-    if value < 1 or value > MAX_QUANTITY:
-        raise BadQuantity("quantity out of range")
-    return value
+    """Quantities arrive as chat text: plain positive integers only."""
+    return parse_whole(raw, 1, MAX_QUANTITY, BadQuantity, "quantity")
 
 
 class OrderService:

@@ -156,3 +156,18 @@ async def test_rotation_while_purchases_run_keeps_every_code_readable(tmp_path, 
     reopened = await build_shop(settings_for(tmp_path))  # the rotated key file still matches the vault
     assert reopened.vault.active_key_id == "k2"
     await reopened.close()
+
+
+def test_a_running_process_picks_up_keys_rotated_by_another(tmp_path):
+    path = tmp_path / "vault.key"
+    write_key_file(path, KeyRing.new())
+    from fulfillment.vault import read_key_file
+
+    shop_side = Vault(read_key_file(path), key_path=path)  # the long-running shop process
+    cli_side = Vault(read_key_file(path), key_path=path)  # `kamibot keys rotate` in another process
+    row = _row(shop_side, "ROTATE-ME")
+    cli_side.rotate()
+    moved = cli_side.reseal(row)
+    assert moved.key_id == "k2"
+    assert shop_side.open(moved) == "ROTATE-ME"
+    assert shop_side.open(row) == "ROTATE-ME"  # rows not yet moved still open with the old key
