@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from storage.errors import InsufficientStock, PurchaseLimitReached, SchemaTooNew, UnknownRecord
 from storage.migrations import migrations
@@ -44,6 +45,8 @@ _PRODUCT = ("SELECT id, category_id, slug, name_en, name_zh, description_en, des
             " instructions_zh, active FROM products")
 _SKU = ("SELECT id, product_id, pool_id, slug, name_en, name_zh, units, min_qty, max_qty, per_user_limit, active"
         " FROM skus")
+_CODE_COLUMNS = ["pool_id", "batch_id", "digest", "key_id", "nonce", "ciphertext", "uses_total", "uses_left",
+                 "expires_at", "note", "unit_cost", "cost_currency"]
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _STORE_ERRORS = {"KB001": UnknownRecord, "KB002": PurchaseLimitReached, "KB003": InsufficientStock}
 
@@ -255,28 +258,47 @@ class PostgresStore:
             " VALUES ($1,$2,$3,$4,$5, now()) RETURNING id", pool_id, supplier, unit_cost, currency, source))
 
     async def insert_codes(self, batch_id: int, pool_id: int, codes: Sequence[NewCode]) -> InsertResult:
-        """COPY into a temporary table, then one INSERT … ON CONFLICT DO NOTHING into the vault."""
+        """COPY straight into the vault; only when that meets a duplicate, go through a staging table and
+        INSERT … ON CONFLICT DO NOTHING to tell duplicates within the batch from those already stored."""
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("CREATE TEMP TABLE IF NOT EXISTS kb_import (n INT, digest BYTEA, key_id TEXT,"
-                               " nonce BYTEA, ciphertext BYTEA, uses BIGINT, expires_at TIMESTAMPTZ, note TEXT)"
-                               " ON COMMIT DELETE ROWS")
-            await conn.copy_records_to_table(
-                "kb_import", records=((n, c.digest, c.key_id, c.nonce, c.ciphertext, c.uses, c.expires_at, c.note)
-                                      for n, c in enumerate(codes)))
-            inserted = await conn.fetch(
-                "INSERT INTO codes (pool_id, batch_id, digest, key_id, nonce, ciphertext, uses_total, uses_left,"
-                " expires_at, note, unit_cost, cost_currency, created_at)"
-                " SELECT DISTINCT ON (k.digest) $1::bigint, b.id, k.digest, k.key_id, k.nonce, k.ciphertext, k.uses,"
-                " k.uses, k.expires_at, k.note, b.unit_cost, b.currency, now()"
-                " FROM kb_import k JOIN code_batches b ON b.id = $2 ORDER BY k.digest, k.n"
-                " ON CONFLICT (digest) DO NOTHING RETURNING uses_total", pool_id, batch_id)
-            in_batch = await conn.fetchval(
-                "SELECT COUNT(*) FROM kb_import k JOIN codes c ON c.digest = k.digest"
-                " WHERE c.batch_id = $1", batch_id)
-            added = sum(r[0] for r in inserted)
+            batch = await conn.fetchrow("SELECT unit_cost, currency FROM code_batches WHERE id = $1", batch_id)
+            if batch is None:
+                raise UnknownRecord(f"batch {batch_id}")
+            unit_cost, currency = batch
+            try:
+                async with conn.transaction():  # a savepoint: a duplicate undoes only this attempt
+                    await conn.copy_records_to_table(
+                        "codes", columns=_CODE_COLUMNS,
+                        records=((pool_id, batch_id, c.digest, c.key_id, c.nonce, c.ciphertext, c.uses, c.uses,
+                                  c.expires_at, c.note, unit_cost, currency) for c in codes))
+                result, added = InsertResult(len(codes), 0, 0), sum(c.uses for c in codes)
+            except asyncpg.exceptions.UniqueViolationError:
+                result, added = await self._insert_with_duplicates(conn, batch_id, pool_id, codes)
             await conn.execute("UPDATE pools SET available = available + $1 WHERE id = $2", added, pool_id)
+        return result
+
+    @staticmethod
+    async def _insert_with_duplicates(conn: PoolConnectionProxy[asyncpg.Record], batch_id: int, pool_id: int,
+                                      codes: Sequence[NewCode]) -> tuple[InsertResult, int]:
+        await conn.execute("CREATE TEMP TABLE IF NOT EXISTS kb_import (n INT, digest BYTEA, key_id TEXT,"
+                           " nonce BYTEA, ciphertext BYTEA, uses BIGINT, expires_at TIMESTAMPTZ, note TEXT)"
+                           " ON COMMIT DELETE ROWS")
+        await conn.copy_records_to_table(
+            "kb_import", records=((n, c.digest, c.key_id, c.nonce, c.ciphertext, c.uses, c.expires_at, c.note)
+                                  for n, c in enumerate(codes)))
+        inserted = await conn.fetch(
+            "INSERT INTO codes (pool_id, batch_id, digest, key_id, nonce, ciphertext, uses_total, uses_left,"
+            " expires_at, note, unit_cost, cost_currency)"
+            " SELECT DISTINCT ON (k.digest) $1::bigint, b.id, k.digest, k.key_id, k.nonce, k.ciphertext, k.uses,"
+            " k.uses, k.expires_at, k.note, b.unit_cost, b.currency"
+            " FROM kb_import k JOIN code_batches b ON b.id = $2 ORDER BY k.digest, k.n"
+            " ON CONFLICT (digest) DO NOTHING RETURNING uses_total", pool_id, batch_id)
+        # staging rows whose code now belongs to this batch: the inserted first occurrences plus repeats
+        in_batch = await conn.fetchval("SELECT COUNT(*) FROM kb_import k JOIN codes c ON c.digest = k.digest"
+                                       " WHERE c.batch_id = $1", batch_id)
         dup_batch = int(in_batch) - len(inserted)
-        return InsertResult(len(inserted), len(codes) - len(inserted) - dup_batch, dup_batch)
+        result = InsertResult(len(inserted), len(codes) - len(inserted) - dup_batch, dup_batch)
+        return result, sum(r[0] for r in inserted)
 
     async def finish_batch(self, batch_id: int, stats: BatchStats) -> None:
         await self.pool.execute(
