@@ -45,7 +45,22 @@ class Channel(Protocol):
 
 
 class PermanentFailure(Exception):
-    """A channel says this will never succeed (chat gone): stop retrying, alert the merchant."""
+    """A channel says this will never succeed (the user blocked the bot): stop retrying, alert the merchant.
+    The codes stay allocated to the buyer (shown again under My orders)."""
+
+
+class RetryLater(Exception):
+    """A channel asks to wait (Telegram 429 `retry_after`): retry after exactly that long."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"retry after {seconds}s")
+        self.seconds = seconds
+
+
+class MerchantAlerts(Protocol):
+    """Where delivery problems are reported (the merchant's chat)."""
+
+    async def delivery_failed(self, order: Order, reason: str) -> None: ...
 
 
 class DeliveryWorker:
@@ -60,6 +75,7 @@ class DeliveryWorker:
         self.checkpoints = checkpoints or NoCheckpoints()
         self.lease = lease
         self.clock = clock
+        self.alerts: MerchantAlerts | None = None
 
     async def run_once(self, limit: int = 50) -> int:
         """Claim due rows and process them; returns how many were claimed."""
@@ -79,6 +95,15 @@ class DeliveryWorker:
                 await self._refund(row)
             else:
                 await self._send(row)
+        except PermanentFailure as exc:
+            await self.store.fail_outbox(row.id, self.clock(), type(exc).__name__)
+            log.warning("event=delivery.undeliverable outbox_id=%s order_id=%s", row.id, row.order_id)
+            await self._alert(row, "undeliverable")
+            return
+        except RetryLater as exc:
+            await self.store.retry_outbox(row.id, self.clock() + timedelta(seconds=exc.seconds), "RetryLater")
+            log.info("event=delivery.throttled outbox_id=%s retry_after=%s", row.id, exc.seconds)
+            return
         except Exception as exc:  # noqa: BLE001 - any channel failure is retried; class name only, no text
             delay = min(timedelta(seconds=2 ** min(row.attempts, 10)), MAX_BACKOFF)
             await self.store.retry_outbox(row.id, self.clock() + delay, type(exc).__name__)
@@ -87,6 +112,14 @@ class DeliveryWorker:
             return
         await self.store.complete_outbox(row.id, self.clock())
         log.info("event=delivery.done outbox_id=%s order_id=%s kind=%s", row.id, row.order_id, row.kind)
+
+    async def _alert(self, row: OutboxRow, reason: str) -> None:
+        order = await self.store.order_by_id(row.order_id)
+        if self.alerts is not None and order is not None:
+            try:
+                await self.alerts.delivery_failed(order, reason)
+            except Exception:  # noqa: BLE001 - an alert must never break delivery
+                log.exception("event=alert.failed order_id=%s", row.order_id)
 
     async def build(self, order_id: int, kind: str, outbox_id: int = 0) -> Delivery:
         order = await self.store.order_by_id(order_id)

@@ -83,7 +83,8 @@ class Conversation:
         command = command.split("@", 1)[0].lower()
         if command in MERCHANT_COMMANDS:
             if not self.ctx.is_merchant(msg.channel, msg.user_id):
-                return [Reply(self.ctx.tr(lang, "error.not_merchant"))]
+                # answered like any unknown command: nothing tells a stranger that admin commands exist
+                return [Reply(self.ctx.tr(lang, "error.unknown_command"))]
             return await self.merchant.handle(msg, lang, command, rest.strip())
         if command == "start":
             return await self.store.start(msg, lang, rest.strip())

@@ -469,6 +469,11 @@ class SqliteStore:
             "UPDATE outbox SET locked_until = NULL, next_attempt_at = ?, last_error = ? WHERE id = ?",
             (ts(next_at), error[:200], outbox_id)))
 
+    async def fail_outbox(self, outbox_id: int, now: datetime, error: str) -> None:
+        await self._tx(lambda db: db.execute(
+            "UPDATE outbox SET status = 'failed', locked_until = NULL, done_at = ?, last_error = ? WHERE id = ?",
+            (ts(now), error[:200], outbox_id)))
+
     async def enqueue_outbox(self, order_id: int, kind: str, payload: str, now: datetime) -> int:
         return await self._tx(tx.enqueue, order_id, kind, payload, now)
 

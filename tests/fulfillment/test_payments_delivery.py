@@ -122,3 +122,55 @@ async def test_recorded_but_unapplied_payment_is_applied_by_recovery(shop):
     assert await shop.payments.apply_pending() == 1
     assert (await shop.store.order_by_id(order.id)).state == OrderState.DELIVERING
     assert await shop.payments.apply_pending() == 0
+
+
+class ScriptedChannel:
+    """Raises the given exceptions in turn, then delivers."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.sent: list[Delivery] = []
+
+    async def deliver(self, delivery: Delivery) -> None:
+        if self.errors:
+            raise self.errors.pop(0)
+        self.sent.append(delivery)
+
+
+class Alerts:
+    def __init__(self) -> None:
+        self.got: list[tuple[str, str]] = []
+
+    async def delivery_failed(self, order, reason: str) -> None:
+        self.got.append((order.ref, reason))
+
+
+async def test_blocked_chat_stops_retrying_alerts_merchant_and_keeps_codes(shop):
+    from fulfillment.delivery import PermanentFailure
+
+    seeded = await make_shop(shop.store, codes=2, vault=shop.vault)
+    shop.channels["console"] = ScriptedChannel(PermanentFailure("blocked"))
+    shop.delivery.alerts = alerts = Alerts()
+    order, event = await _paid_order(shop, seeded)
+    await shop.payments.receive(event)
+    await shop.delivery.drain()
+    assert alerts.got == [(order.ref, "undeliverable")]
+    assert await shop.store.pending_outbox() == 0
+    assert (await shop.store.order_by_id(order.id)).state == OrderState.DELIVERING
+    assert len(await shop.store.order_items(order.id)) == 1
+
+
+async def test_retry_after_is_honoured_exactly(shop):
+    from fulfillment.delivery import RetryLater
+
+    seeded = await make_shop(shop.store, codes=2, vault=shop.vault)
+    channel = shop.channels["console"] = ScriptedChannel(RetryLater(7))
+    _, event = await _paid_order(shop, seeded)
+    await shop.payments.receive(event)
+    now = shop.delivery.clock()
+    await shop.delivery.run_once()
+    shop.delivery.clock = lambda: now + timedelta(seconds=6)
+    assert await shop.delivery.run_once() == 0
+    shop.delivery.clock = lambda: now + timedelta(seconds=8)
+    assert await shop.delivery.run_once() == 1
+    assert len(channel.sent) == 1

@@ -9,7 +9,7 @@ async def test_customer_cannot_use_merchant_commands(demo):
     for command in ("/stock", "/price genshin-60 1", "/sku", "/report"):
         demo.out.clear()
         await demo.customer.say(command)
-        assert demo.out.text() == "This command is for the merchant only."
+        assert demo.out.text() == "Unknown command. Send /start for the menu."
     sku = await demo.shop.store.sku_by_slug("genshin-60")
     assert Price(sku.id, "console", "CNY", 600) in await demo.shop.store.prices(sku.id)
 
