@@ -3,9 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TelegramSettings(BaseModel):
+    """KAMIBOT_TELEGRAM__*: the Telegram channel is on when a token is set."""
+
+    token: SecretStr = SecretStr("")
+    #: another Bot API server (tests, a self-hosted server); the token is appended
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    admin_ids: list[int] = Field(default_factory=list)
+    mode: Literal["polling", "webhook"] = "polling"
+    #: checked against X-Telegram-Bot-Api-Secret-Token on every webhook request (1-256 chars A-Z a-z 0-9 _ -)
+    webhook_secret: SecretStr = SecretStr("")
+    notify_paid_orders: bool = True
+    #: per-chat pacing (Telegram allows about one message per second per chat) and overall (about 30/s)
+    per_chat_interval_s: float = Field(1.0, ge=0)
+    global_per_second: float = Field(30.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.token.get_secret_value())
 
 
 class Settings(BaseSettings):
@@ -26,6 +48,8 @@ class Settings(BaseSettings):
     merchant_ids: list[str] = Field(default_factory=list)
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=1, le=65_535)
+    support_contact: str = ""
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     log_level: str = "INFO"
     log_json: bool = False
 

@@ -24,6 +24,7 @@ class ShopContext:
     tr: Translator
     merchants: dict[str, set[str]] = field(default_factory=dict)  # channel -> merchant user ids
     timezone: str = "Asia/Shanghai"
+    support_contact: str = ""
     languages: dict[tuple[str, str], str] = field(default_factory=dict)  # (channel, user) -> chosen language
 
     def language(self, channel: str, user_id: str, platform_language: str) -> str:

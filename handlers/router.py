@@ -52,6 +52,7 @@ class Conversation:
             "shop": lambda: self.store.categories(msg, lang),
             "help": lambda: self.store.help(msg, lang),
             "language": lambda: self.store.language_menu(msg, lang),
+            "contact": lambda: self.store.contact(msg, lang),
         }
         if kind in simple:
             return await simple[kind]()
@@ -61,10 +62,13 @@ class Conversation:
             return await self.store.product(msg, lang, _int(arg))
         if kind == "sku":
             return await self.store.sku(msg, lang, _int(arg))
-        if kind in ("qty", "buy"):
+        if kind == "qty":
             sku_id, _, qty = arg.partition(":")
-            handler = self.store.confirm if kind == "qty" else self.store.buy
-            return await handler(msg, lang, _int(sku_id), _int(qty))
+            return await self.store.confirm(msg, lang, _int(sku_id), _int(qty))
+        if kind == "buy":
+            parts = arg.split(":")
+            seen = _int(parts[2]) if len(parts) == 3 else None
+            return await self.store.buy(msg, lang, _int(parts[0]), _int(parts[1] if len(parts) > 1 else ""), seen)
         if kind == "cancel":
             return await self.store.cancel(msg, lang, arg)
         if kind == "orders":

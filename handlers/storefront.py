@@ -24,7 +24,8 @@ class Storefront:
 
     async def menu(self, msg: Incoming, lang: str) -> list[Reply]:
         rows = [[Button(self._t(lang, "menu.shop"), "shop"), Button(self._t(lang, "menu.orders"), "orders:0")],
-                [Button(self._t(lang, "menu.help"), "help"), Button(self._t(lang, "menu.language"), "language")]]
+                [Button(self._t(lang, "menu.help"), "help"), Button(self._t(lang, "menu.contact"), "contact")],
+                [Button(self._t(lang, "menu.language"), "language")]]
         return [Reply(self._t(lang, "menu.welcome"), rows)]
 
     async def start(self, msg: Incoming, lang: str, payload: str) -> list[Reply]:
@@ -98,12 +99,19 @@ class Storefront:
         if sku is None or price is None:
             return [Reply(self._t(lang, "error.unknown_sku"))]
         total = self.ctx.tr.money(lang, price[0] * quantity, price[1])
-        rows = [[Button(self._t(lang, "shop.confirm_button"), f"buy:{sku_id}:{quantity}"),
+        # the unit price rides in the button: a press after a price change is caught, not charged blindly
+        rows = [[Button(self._t(lang, "shop.confirm_button"), f"buy:{sku_id}:{quantity}:{price[0]}"),
                  Button(self._t(lang, "menu.back"), f"sku:{sku_id}")]]
         return [Reply(self._t(lang, "shop.confirm", name=sku_name(sku, lang), quantity=quantity, total=total), rows)]
 
-    async def buy(self, msg: Incoming, lang: str, sku_id: int, quantity: int) -> list[Reply]:
+    async def buy(self, msg: Incoming, lang: str, sku_id: int, quantity: int,
+                  seen_price: int | None = None) -> list[Reply]:
         from fulfillment.orders import CheckoutRequest
+
+        price = await self._price(sku_id, msg.channel)
+        if seen_price is not None and price is not None and price[0] != seen_price:
+            again = await self.confirm(msg, lang, sku_id, quantity)
+            return [Reply(self._t(lang, "shop.price_changed") + "\n" + again[0].text, again[0].buttons)]
 
         order = await self.ctx.orders.checkout(CheckoutRequest(msg.channel, msg.user_id, msg.chat_id, sku_id,
                                                                quantity, lang))
@@ -151,6 +159,11 @@ class Storefront:
             return [Reply(self._t(lang, "orders.no_codes", ref=ref))]
         delivery = await self.ctx.delivery.build(order.id, "resend")
         return [delivery_reply(self.ctx.tr, delivery, lang)]
+
+    async def contact(self, msg: Incoming, lang: str) -> list[Reply]:
+        contact = self.ctx.support_contact
+        text = self._t(lang, "contact.text", contact=contact) if contact else self._t(lang, "contact.none")
+        return [Reply(text, [[Button(self._t(lang, "menu.back"), "menu")]])]
 
     async def help(self, msg: Incoming, lang: str) -> list[Reply]:
         return [Reply(self._t(lang, "help.text"), [[Button(self._t(lang, "menu.back"), "menu")]])]

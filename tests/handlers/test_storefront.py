@@ -93,3 +93,23 @@ async def test_language_can_be_switched(demo):
     await demo.customer.say("/language")
     await demo.customer.say("1")  # 简体中文
     assert "欢迎光临" in demo.out.text()
+
+
+async def test_confirm_pressed_after_a_price_change_asks_again_and_charges_nothing(demo):
+    for step in ("/start", "1", "1", "1", "1", "1"):  # … up to the confirm screen at ¥6.00
+        await demo.customer.say(step)
+    await demo.merchant.say("/price genshin-60 700")
+    demo.out.clear()
+    await demo.customer.say("1")  # confirm, pressed on the stale screen
+    assert "The price has changed" in demo.out.text()
+    assert "CN¥7.00" in demo.out.text()
+    assert await demo.shop.store.orders_for_user("console", "customer", 10, 0) == []
+    await demo.customer.say("1")  # confirm again, at the new price
+    orders = await demo.shop.store.orders_for_user("console", "customer", 10, 0)
+    assert [o.amount for o in orders] == [700]
+
+
+async def test_contact_button_shows_the_merchant_contact(demo):
+    await demo.customer.say("/start")
+    await demo.customer.say("4")
+    assert "Just write your question here" in demo.out.text()

@@ -1,0 +1,1 @@
+"""Telegram adapter: python-telegram-bot updates in, channel-neutral conversations, replies out."""

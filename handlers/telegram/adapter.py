@@ -1,0 +1,208 @@
+"""PTB handlers: turn Telegram updates into Incoming, run the shared conversation, send the replies.
+
+Payments: invoices in Telegram Stars (XTR, no provider token), `pre_checkout_query` answered within
+Telegram's 10 s after checking the reservation, `successful_payment` recorded idempotently on
+`telegram_payment_charge_id`, then the outbox is pushed at once so the codes arrive within a second.
+https://core.telegram.org/bots/payments-stars
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any
+
+from telegram import LabeledPrice, Update
+from telegram.ext import (
+    Application,
+    BaseUpdateProcessor,
+    CallbackQueryHandler,
+    ContextTypes,
+    MessageHandler,
+    PreCheckoutQueryHandler,
+    filters,
+)
+
+from fulfillment.delivery import PermanentFailure, RetryLater
+from fulfillment.errors import ShopError
+from handlers.context import ShopContext
+from handlers.router import Conversation
+from handlers.telegram.channel import CHANNEL, TelegramAlerts, TelegramSender
+from handlers.types import Attachment, Incoming, Reply
+from storage.records import PaymentEventIn, PaymentOutcome
+
+log = logging.getLogger("kamibot.telegram")
+MAX_DOWNLOAD = 20 * 1024 * 1024  # bots can download files up to 20 MB
+PRE_CHECKOUT_BUDGET = 8.0  # Telegram waits 10 s for the answer
+
+
+class PerUserOrder(BaseUpdateProcessor):
+    """Updates run concurrently, except that one user's updates run in the order they arrived."""
+
+    def __init__(self, max_concurrent_updates: int = 256) -> None:
+        super().__init__(max_concurrent_updates)
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._users: Counter[int] = Counter()
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        user = update.effective_user if isinstance(update, Update) else None
+        if user is None:
+            await coroutine
+            return
+        lock = self._locks.setdefault(user.id, asyncio.Lock())
+        self._users[user.id] += 1
+        try:
+            async with lock:
+                await coroutine
+        finally:
+            self._users[user.id] -= 1
+            if not self._users[user.id]:
+                del self._users[user.id], self._locks[user.id]
+
+    async def initialize(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+
+class TelegramBot:
+    def __init__(self, ctx: ShopContext, conversation: Conversation, application: Application[Any, Any, Any, Any,
+                 Any, Any], sender: TelegramSender, alerts: TelegramAlerts, notify_paid: bool = True) -> None:
+        self.ctx = ctx
+        self.conversation = conversation
+        self.app = application
+        self.sender = sender
+        self.alerts = alerts
+        self.notify_paid = notify_paid
+
+    def register(self) -> None:
+        self.app.add_handler(PreCheckoutQueryHandler(self.on_pre_checkout))
+        self.app.add_handler(MessageHandler(filters.SUCCESSFUL_PAYMENT, self.on_paid))
+        self.app.add_handler(MessageHandler(filters.Document.ALL, self.on_document))
+        self.app.add_handler(CallbackQueryHandler(self.on_button))
+        self.app.add_handler(MessageHandler(filters.TEXT, self.on_text))
+        self.app.add_error_handler(self.on_error)
+
+    def _incoming(self, update: Update, **fields: Any) -> Incoming:
+        user, chat = update.effective_user, update.effective_chat
+        assert user is not None
+        assert chat is not None
+        return Incoming(CHANNEL, str(user.id), str(chat.id), language=user.language_code or "",
+                        display_name=user.full_name, **fields)
+
+    def _lang(self, update: Update) -> str:
+        user = update.effective_user
+        return self.ctx.language(CHANNEL, str(user.id) if user else "", user.language_code or "" if user else "")
+
+    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        if update.message is None or update.message.text is None:
+            return
+        msg = self._incoming(update, text=update.message.text)
+        await self.send_all(msg.chat_id, await self.conversation.handle(msg))
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        with contextlib.suppress(Exception):  # an expired query id must not stop the answer itself
+            await query.answer()
+        msg = self._incoming(update, button=query.data or "")
+        await self.send_all(msg.chat_id, await self.conversation.handle(msg))
+
+    async def send_all(self, chat_id: str, replies: list[Reply]) -> None:
+        for reply in replies:
+            try:
+                if reply.invoice is not None:
+                    await self._invoice(chat_id, reply)
+                else:
+                    await self.sender.send(chat_id, reply)
+            except (RetryLater, PermanentFailure) as exc:
+                log.warning("event=telegram.reply_dropped chat=%s reason=%s", chat_id, type(exc).__name__)
+
+    async def _invoice(self, chat_id: str, reply: Reply) -> None:
+        inv = reply.invoice
+        assert inv is not None
+        await self.sender.send(chat_id, Reply(reply.text, reply.buttons))
+        await self.sender.pacer.wait(chat_id)
+        # Stars: currency XTR and no provider token (https://core.telegram.org/bots/api#sendinvoice)
+        await self.app.bot.send_invoice(int(chat_id), title=inv.title[:32], description=inv.description[:255],
+                                        payload=inv.order_ref, currency=inv.currency,
+                                        prices=[LabeledPrice(inv.title[:32], inv.amount)])
+
+    async def on_pre_checkout(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.pre_checkout_query
+        if query is None:
+            return
+        lang = self._lang(update)
+        try:
+            order = await asyncio.wait_for(
+                self.ctx.orders.check_payable(query.invoice_payload, query.total_amount, query.currency),
+                PRE_CHECKOUT_BUDGET)
+            if order.user_id != str(query.from_user.id) or order.channel != CHANNEL:
+                raise ShopError("invoice of another user")
+        except (ShopError, TimeoutError) as exc:
+            log.info("event=telegram.pre_checkout_refused reason=%s", type(exc).__name__)
+            await query.answer(ok=False, error_message=self.ctx.tr(lang, "pay.precheckout_refused"))
+            return
+        await query.answer(ok=True)
+
+    async def on_paid(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message
+        if message is None or message.successful_payment is None or message.from_user is None:
+            return
+        paid = message.successful_payment
+        payer = self.ctx.vault.digest(f"telegram:{message.from_user.id}").hex()[:32]
+        event = PaymentEventIn("telegram", paid.telegram_payment_charge_id, paid.invoice_payload, paid.total_amount,
+                               paid.currency, payer=payer)
+        result = await self.ctx.payments.receive(event)
+        if result.outcome == PaymentOutcome.ALLOCATED:
+            await self.ctx.delivery.run_once()  # the codes leave now, not at the worker's next tick
+            if self.notify_paid and result.order_id is not None:
+                order = await self.ctx.store.order_by_id(result.order_id)
+                if order is not None:
+                    await self.alerts.order_paid(order)
+            return
+        lang = self._lang(update)
+        if result.outcome == PaymentOutcome.FAILED:
+            await self.ctx.delivery.run_once()  # the refund row: Stars back and the customer told
+            return
+        if result.outcome == PaymentOutcome.UNKNOWN_ORDER:
+            # money that matches no order goes straight back
+            await self.app.bot.refund_star_payment(message.from_user.id, paid.telegram_payment_charge_id)
+        elif result.outcome == PaymentOutcome.REVIEW:
+            await self.alerts.notify("merchant.alert_review", ref=paid.invoice_payload)
+        if result.outcome != PaymentOutcome.ALREADY_APPLIED:
+            await self.send_all(str(message.chat_id), [Reply(self.ctx.tr(lang, f"pay.result.{result.outcome.value}",
+                                                                         ref=paid.invoice_payload))])
+
+    async def on_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message
+        if message is None or message.document is None:
+            return
+        lang = self._lang(update)
+        caption = (message.caption or "").strip()
+        msg = self._incoming(update, text=caption)
+        if not caption.startswith("/import") or not self.ctx.is_merchant(CHANNEL, msg.user_id):
+            await self.send_all(msg.chat_id, await self.conversation.handle(msg))
+            return
+        doc = message.document
+        if (doc.file_size or 0) > MAX_DOWNLOAD:
+            await self.send_all(msg.chat_id, [Reply(self.ctx.tr(lang, "import.too_large"))])
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            name = Path(doc.file_name or "codes.txt").name
+            target = Path(tmp) / name
+            file = await doc.get_file()
+            await file.download_to_drive(target)
+            msg = self._incoming(update, text=caption, attachment=Attachment(name, target))
+            await self.send_all(msg.chat_id, await self.conversation.handle(msg))
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        log.error("event=telegram.handler_failed error=%s", type(context.error).__name__,
+                  exc_info=context.error)

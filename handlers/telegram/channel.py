@@ -1,0 +1,109 @@
+"""Telegram as a delivery channel, a payment provider (Stars refunds) and the merchant's alert inbox."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from telegram import Bot
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, RetryAfter
+
+from fulfillment.delivery import Delivery, PermanentFailure, RetryLater
+from handlers.context import ShopContext
+from handlers.render import delivery_reply
+from handlers.telegram.pacing import Pacer
+from handlers.telegram.render import fits, keyboard, to_html
+from handlers.types import Reply
+from storage.records import Order
+
+log = logging.getLogger("kamibot.telegram")
+CHANNEL = "telegram"
+
+
+class TelegramSender:
+    """Every message the bot sends goes through here: pacing, HTML, documents, error mapping."""
+
+    def __init__(self, bot: Bot, pacer: Pacer) -> None:
+        self.bot = bot
+        self.pacer = pacer
+
+    async def send(self, chat_id: str, reply: Reply) -> None:
+        await self.pacer.wait(chat_id)
+        try:
+            await self._send(chat_id, reply)
+        except RetryAfter as exc:
+            delay = exc.retry_after
+            raise RetryLater(delay.total_seconds() if hasattr(delay, "total_seconds") else float(delay)) from None
+        except Forbidden:
+            raise PermanentFailure("chat unreachable (bot blocked)") from None
+
+    async def _send(self, chat_id: str, reply: Reply) -> None:
+        text = to_html(reply)
+        if reply.document is not None or not fits(text):
+            document = reply.document
+            if document is None:  # too long for one message: the codes travel as a file
+                body = "\n".join([reply.text, *reply.codes]).encode("utf-8")
+                caption = reply.text[:900]
+            else:
+                body, caption = document.content, reply.text[:900]
+            name = document.filename if document is not None else "codes.txt"
+            await self.bot.send_document(int(chat_id), document=io.BytesIO(body), filename=name, caption=caption,
+                                         reply_markup=keyboard(reply))
+            return
+        await self.bot.send_message(int(chat_id), text, parse_mode=ParseMode.HTML, reply_markup=keyboard(reply))
+
+
+class TelegramChannel:
+    """fulfillment.delivery.Channel for Telegram: one message per delivery, in the buyer's language."""
+
+    def __init__(self, ctx: ShopContext, sender: TelegramSender) -> None:
+        self.ctx = ctx
+        self.sender = sender
+
+    async def deliver(self, delivery: Delivery) -> None:
+        lang = self.ctx.language(CHANNEL, delivery.order.user_id, delivery.order.language)
+        await self.sender.send(delivery.order.chat_id, delivery_reply(self.ctx.tr, delivery, lang))
+
+
+class StarsProvider:
+    """PaymentProvider for Telegram Stars: refunds with refundStarPayment (safe to call twice)."""
+
+    name = "telegram"
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+
+    async def refund(self, order: Order, provider_txn_id: str, amount: int) -> str:
+        try:
+            await self.bot.refund_star_payment(int(order.user_id), provider_txn_id)
+        except BadRequest as exc:
+            if "ALREADY_REFUNDED" not in str(exc).upper():
+                raise
+        log.info("event=payment.refunded provider=telegram order_id=%s", order.id)
+        return provider_txn_id
+
+
+class TelegramAlerts:
+    """Merchant notices in their Telegram chats: paid orders, delivery failures."""
+
+    def __init__(self, ctx: ShopContext, sender: TelegramSender, admin_ids: list[int]) -> None:
+        self.ctx = ctx
+        self.sender = sender
+        self.admin_ids = admin_ids
+
+    async def notify(self, msgid: str, **params: object) -> None:
+        for admin in self.admin_ids:
+            lang = self.ctx.language(CHANNEL, str(admin), "")
+            try:
+                await self.sender.send(str(admin), Reply(self.ctx.tr(lang, msgid, **params)))
+            except Exception:  # noqa: BLE001 - a notice must never break the sale
+                log.warning("event=alert.undelivered admin=%s", admin)
+
+    async def delivery_failed(self, order: Order, reason: str) -> None:
+        await self.notify("merchant.alert_undeliverable", ref=order.ref, user=order.user_id)
+
+    async def order_paid(self, order: Order) -> None:
+        lang = self.ctx.tr.default
+        await self.notify("merchant.alert_paid", ref=order.ref, quantity=order.quantity,
+                          total=self.ctx.tr.money(lang, order.amount, order.currency))
