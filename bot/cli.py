@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="offline demo shop in the terminal")
     demo.add_argument("--merchant", action="store_true", help="chat as the merchant (admin commands)")
     demo.add_argument("--lang", default="", help="zh_CN or en (default: KAMIBOT_DEFAULT_LANGUAGE)")
+    tg = sub.add_parser("telegram").add_subparsers(dest="telegram_command", required=True)
+    hook = tg.add_parser("set-webhook", help="point Telegram at URL (…/telegram/webhook) with the secret token")
+    hook.add_argument("url")
     db = sub.add_parser("db").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply pending migrations")
     keys = sub.add_parser("keys").add_subparsers(dest="keys_command", required=True)
@@ -231,8 +234,19 @@ async def _catalog_product(shop: Shop, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _set_webhook(shop: Shop, args: argparse.Namespace) -> int:
+    from bot.telegram import set_webhook
+
+    if not args.url.startswith("https://"):
+        raise ValueError("Telegram only calls https:// webhook URLs")
+    await set_webhook(shop, args.url)
+    print(f"webhook set to {args.url}")
+    return 0
+
+
 _HANDLERS: dict[str, Callable[[Shop, argparse.Namespace], Awaitable[int]]] = {
     "demo.": _demo,
+    "telegram.set-webhook": _set_webhook,
     "keys.rotate": _rotate,
     "codes.import": _import,
     "codes.stock": _stock,

@@ -14,6 +14,7 @@ from fulfillment.errors import VaultError
 from fulfillment.orders import AllowAll, OrderService, RiskHook
 from fulfillment.payments import PaymentInbox, PaymentProvider, TestPaymentProvider
 from fulfillment.vault import Vault, key_checks, open_key_ring
+from handlers.context import ShopContext
 from storage.protocol import Store
 from storage.url import parse_database_url
 
@@ -34,6 +35,15 @@ class Shop:
 
     async def close(self) -> None:
         await self.store.close()
+
+
+def build_context(shop: Shop, merchants: dict[str, set[str]] | None = None) -> ShopContext:
+    """What the conversations of every channel share in this process."""
+    from locales import Translator
+
+    return ShopContext(shop.store, shop.catalog, shop.orders, shop.payments, shop.delivery, shop.vault,
+                       Translator(shop.settings.default_language), merchants or {}, shop.settings.display_timezone,
+                       shop.settings.support_contact)
 
 
 async def open_store(settings: Settings, migrate: bool = True) -> Store:

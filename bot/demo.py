@@ -9,13 +9,12 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
-from bot.composition import Shop
+from bot.composition import Shop, build_context
 from fulfillment.catalog import ShopFile
 from fulfillment.importer import ImportSource, import_codes
 from handlers.console.adapter import CHANNEL, ConsoleChannel, ConsoleChat
 from handlers.context import ShopContext
 from handlers.router import Conversation
-from locales import Translator
 
 MERCHANT_ID = "merchant"
 CUSTOMER_ID = "customer"
@@ -47,9 +46,7 @@ async def seed_demo(shop: Shop) -> bool:
 
 
 def make_context(shop: Shop, merchants: set[str]) -> ShopContext:
-    return ShopContext(shop.store, shop.catalog, shop.orders, shop.payments, shop.delivery, shop.vault,
-                       Translator(shop.settings.default_language), {CHANNEL: merchants},
-                       shop.settings.display_timezone)
+    return build_context(shop, {CHANNEL: merchants})
 
 
 async def run_demo(shop: Shop, merchant: bool, language: str = "") -> None:

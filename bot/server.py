@@ -1,27 +1,40 @@
-"""`kamibot run`: the Starlette app under uvicorn plus the background jobs, in one process."""
+"""`kamibot run`: the Starlette app under uvicorn, the background jobs and the chat channels, in one process."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import json
 import logging
 from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Lifespan
 
-from bot.composition import Shop, build_shop
+from bot.composition import Shop, build_context, build_shop
 from bot.jobs import JobStatus, run_jobs
 from bot.settings import Settings
 
 log = logging.getLogger("kamibot.server")
+MAX_WEBHOOK_BODY = 1024 * 1024
 
 
-def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None = None) -> Starlette:
+class WebhookSink(Protocol):
+    """What the webhook route needs from the Telegram runtime: its secret and a way to queue an update."""
+
+    secret: str
+
+    async def feed(self, data: dict[str, Any]) -> None: ...
+
+
+def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None = None,
+               telegram: WebhookSink | None = None) -> Starlette:
     async def health(request: Request) -> JSONResponse:
         stale = jobs.stale()
         body = {"status": "degraded" if stale else "ok", "schema": await shop.store.schema_version(),
@@ -29,28 +42,57 @@ def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None
                 "job_failures": jobs.failures}
         return JSONResponse(body, status_code=503 if stale else 200)
 
-    return Starlette(routes=[Route("/healthz", health)], lifespan=lifespan)
+    async def telegram_webhook(request: Request) -> Response:
+        # PTB's Starlette example does not check the secret token: we must (wrong or missing → 403)
+        given = request.headers.get("x-telegram-bot-api-secret-token", "")
+        if telegram is None or not telegram.secret or not hmac.compare_digest(given.encode(), telegram.secret.encode()):
+            return Response(status_code=403)
+        body = await request.body()
+        if len(body) > MAX_WEBHOOK_BODY:
+            return Response(status_code=413)
+        try:
+            data = json.loads(body)
+            if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+                raise ValueError("not an update")
+            await telegram.feed(data)
+        except (ValueError, TypeError, KeyError):
+            log.info("event=telegram.webhook_rejected reason=malformed")
+            return Response(status_code=400)
+        return Response(status_code=200)
+
+    routes = [Route("/healthz", health), Route("/telegram/webhook", telegram_webhook, methods=["POST"])]
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 async def serve(settings: Settings) -> int:
-    """Jobs live in the app's lifespan, so uvicorn's graceful shutdown (SIGTERM/SIGINT) stops them and
-    closes the store before it exits (uvicorn then re-raises the signal, as it documents)."""
+    """Jobs and channels live in the app's lifespan, so uvicorn's graceful shutdown (SIGTERM/SIGINT) stops them
+    and closes the store before it exits (uvicorn then re-raises the signal, as it documents)."""
     shop = await build_shop(settings)
     status = JobStatus()
+    ctx = build_context(shop, {"console": set(settings.merchant_ids)})
+    telegram = None
+    if settings.telegram.enabled:
+        from bot.telegram import build_telegram
+
+        telegram = build_telegram(shop, ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
+        if telegram is not None:
+            await telegram.start()
         jobs = asyncio.create_task(run_jobs(shop, stop, status))
         try:
             yield
         finally:
             stop.set()
             await jobs
+            if telegram is not None:
+                await telegram.stop()
             await shop.close()
             log.info("event=server.stopped")
 
-    app = create_app(shop, status, lifespan)
+    app = create_app(shop, status, lifespan, telegram)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
                                            log_level=settings.log_level.lower(), lifespan="on"))
     await server.serve()
