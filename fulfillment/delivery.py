@@ -145,7 +145,8 @@ class DeliveryWorker:
         order = await self.store.order_by_id(row.order_id)
         assert order is not None
         await self.providers[data["provider"]].refund(order, data["txn"], int(data["amount"]))
-        await self.store.refund(row.order_id, "automatic refund: could not fulfil", self.clock())
+        await self.store.refund(row.order_id, str(data.get("cause", "automatic refund: could not fulfil")),
+                                self.clock())
         channel = self.channels.get(row.channel)
         if channel is not None:
             await channel.deliver(await self.build(row.order_id, "refunded", row.id))

@@ -457,6 +457,11 @@ class SqliteStore:
         return [r[0] for r in await self._all(
             "SELECT id FROM payment_events WHERE applied_at IS NULL ORDER BY id LIMIT ?", (limit,))]
 
+    async def order_payment(self, order_id: int) -> tuple[str, str, int] | None:
+        r = await self._one("SELECT provider, provider_txn_id, amount FROM payment_events WHERE order_id = ?"
+                            " AND outcome IN ('allocated', 'failed', 'review') ORDER BY id LIMIT 1", (order_id,))
+        return (r[0], r[1], int(r[2])) if r else None
+
     # -- delivery outbox ---------------------------------------------------
     async def claim_outbox(self, now: datetime, lease_until: datetime, limit: int) -> list[OutboxRow]:
         return await self._tx(tx.claim_outbox, now, lease_until, limit)

@@ -262,10 +262,18 @@ def _outbox(db: sqlite3.Connection, oid: int, kind: str, channel: str, chat_id: 
 
 
 def enqueue(db: sqlite3.Connection, oid: int, kind: str, payload: str, now: datetime) -> int:
+    """Queue a row; a second deliver/refund row for the same order is not created (its id comes back)."""
     row = db.execute("SELECT channel, chat_id FROM orders WHERE id = ?", (oid,)).fetchone()
     if row is None:
         raise UnknownRecord(f"order {oid}")
-    return _outbox(db, oid, kind, row[0], row[1], payload, ts(now))
+    at = ts(now)
+    new = db.execute(
+        "INSERT INTO outbox (order_id, kind, channel, chat_id, payload, next_attempt_at, created_at)"
+        " VALUES (?,?,?,?,?,?,?) ON CONFLICT (order_id, kind) WHERE kind IN ('deliver', 'refund') DO NOTHING"
+        " RETURNING id", (oid, kind, row[0], row[1], payload, at, at)).fetchone()
+    if new is not None:
+        return int(new[0])
+    return int(db.execute("SELECT id FROM outbox WHERE order_id = ? AND kind = ?", (oid, kind)).fetchone()[0])
 
 
 def claim_outbox(db: sqlite3.Connection, now: datetime, lease_until: datetime, limit: int) -> list[OutboxRow]:

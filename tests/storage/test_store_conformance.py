@@ -272,3 +272,19 @@ async def test_concurrent_payments_keep_per_event_semantics(store):
     assert await store.pending_outbox() == 30
     again = await store.receive_payment(events[5], NOW)
     assert (again.outcome, again.event_id) == (PaymentOutcome.ALREADY_APPLIED, results[5].event_id)
+
+
+async def test_refund_row_is_queued_once_and_payment_found(store):
+    shop = await make_shop(store, codes=2)
+    order = await store.reserve(new_order(shop.sku), NOW)
+    await store.receive_payment(payment(order.ref, 1000, txn="tx-r"), NOW)
+    assert await store.order_payment(order.id) == ("test", "tx-r", 1000)
+    first = await store.enqueue_outbox(order.id, "refund", "{}", NOW)
+    second = await store.enqueue_outbox(order.id, "refund", "{}", NOW)
+    resend1 = await store.enqueue_outbox(order.id, "resend", "", NOW)
+    resend2 = await store.enqueue_outbox(order.id, "resend", "", NOW)
+    assert first == second
+    assert resend1 != resend2
+    assert await store.pending_outbox() == 1 + 1 + 2  # deliver, refund, two resends
+    with pytest.raises(UnknownRecord):
+        await store.enqueue_outbox(999_999, "resend", "", NOW)
