@@ -7,12 +7,13 @@ import shlex
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from fulfillment.aftersale import AfterSale
 from fulfillment.errors import BadPrice, BadQuantity, ImportRefused, UnknownOrder
 from fulfillment.importer import ImportSource, detect_kind, import_codes
 from fulfillment.reports import sales_report
 from handlers.context import ShopContext
-from handlers.render import sku_name
-from handlers.types import Incoming, Reply
+from handlers.render import order_line, sku_name
+from handlers.types import Button, Incoming, Reply
 from storage.records import Sku
 
 log = logging.getLogger("kamibot.merchant")
@@ -33,6 +34,7 @@ def _options(args: list[str]) -> dict[str, str]:
 class Merchant:
     def __init__(self, ctx: ShopContext) -> None:
         self.ctx = ctx
+        self.aftersale = AfterSale(ctx.store)
 
     def _t(self, lang: str, msgid: str, **params: object) -> str:
         return self.ctx.tr(lang, msgid, **params)
@@ -52,6 +54,13 @@ class Merchant:
             return await self.order(lang, args)
         if command == "report":
             return await self.report(lang, args)
+        if command == "refund":
+            return await self.refund_prompt(lang, args)
+        if command == "resend":
+            order = await self.aftersale.resend(args[0] if args else "", msg.user_id)
+            return [Reply(self._t(lang, "merchant.resend_queued", ref=order.ref))]
+        if command == "orders":
+            return await self.user_orders(msg, lang, args)
         return [Reply(self._t(lang, "merchant.help"))]
 
     async def stock(self, lang: str) -> list[Reply]:
@@ -142,6 +151,27 @@ class Merchant:
         for ev in await self.ctx.store.order_events(order.id):
             lines.append(f"{self.ctx.tr.when(lang, ev.at, self.ctx.timezone)} {ev.from_state or '-'} → "
                          f"{ev.to_state} ({ev.cause})")
+        return [Reply("\n".join(lines))]
+
+    async def refund_prompt(self, lang: str, args: list[str]) -> list[Reply]:
+        order = await self.aftersale.find(args[0] if args else "")
+        total = self.ctx.tr.money(lang, order.amount, order.currency)
+        button = Button(self._t(lang, "merchant.refund_button", ref=order.ref), f"mrefund:{order.ref}")
+        return [Reply(self._t(lang, "merchant.refund_confirm", ref=order.ref, total=total), [[button]])]
+
+    async def refund_confirmed(self, msg: Incoming, lang: str, ref: str) -> list[Reply]:
+        order = await self.aftersale.request_refund(ref, msg.user_id)
+        await self.ctx.delivery.run_once()
+        return [Reply(self._t(lang, "merchant.refund_queued", ref=order.ref))]
+
+    async def user_orders(self, msg: Incoming, lang: str, args: list[str]) -> list[Reply]:
+        user = (args[0] if args else "").lstrip("@")
+        channel = args[1] if len(args) > 1 else msg.channel
+        orders = await self.ctx.store.orders_for_user(channel, user, 20, 0)
+        lines = [self._t(lang, "merchant.user_orders", channel=channel, user=user)]
+        for order in orders:
+            sku = await self.ctx.store.sku_by_id(order.sku_id)
+            lines.append(order_line(self.ctx.tr, lang, order, sku, self.ctx.timezone))
         return [Reply("\n".join(lines))]
 
     async def report(self, lang: str, args: list[str]) -> list[Reply]:

@@ -12,7 +12,7 @@ from handlers.storefront import Storefront
 from handlers.types import Incoming, Reply
 
 log = logging.getLogger("kamibot.conversation")
-MERCHANT_COMMANDS = {"stock", "price", "sku", "import", "order", "report", "admin"}
+MERCHANT_COMMANDS = {"stock", "price", "sku", "import", "order", "report", "refund", "resend"}
 MAX_TEXT = 4096
 
 
@@ -75,6 +75,8 @@ class Conversation:
             return await self.store.orders(msg, lang, _int(arg or "0"))
         if kind == "codes":
             return await self.store.codes_again(msg, lang, arg)
+        if kind == "mrefund" and self.ctx.is_merchant(msg.channel, msg.user_id):
+            return await self.merchant.refund_confirmed(msg, lang, arg)
         if kind == "lang" and arg in ("zh_CN", "en"):
             return await self.store.set_language(msg, arg)
         return [Reply(self.ctx.tr(lang, "error.bad_input"))]
@@ -95,6 +97,8 @@ class Conversation:
         if command == "shop":
             return await self.store.categories(msg, lang)
         if command == "orders":
+            if rest.strip() and self.ctx.is_merchant(msg.channel, msg.user_id):
+                return await self.merchant.handle(msg, lang, "orders", rest.strip())
             return await self.store.orders(msg, lang, 0)
         if command == "help":
             return await self.store.help(msg, lang)

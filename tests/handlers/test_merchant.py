@@ -66,3 +66,40 @@ async def test_order_and_report_after_a_sale(demo):
     demo.out.clear()
     await demo.merchant.say("/report 7d")
     assert "genshin-60 · console · 1 orders · revenue CN¥6.00 · cost CN¥4.20 · profit CN¥1.80" in demo.out.text()
+
+
+async def _sold(demo):
+    import re
+
+    for step in ("/start", "1", "1", "1", "1", "1", "1", "1"):
+        await demo.customer.say(step)
+    return re.search(r"Order (K[0-9A-Z]{11})", demo.out.text()).group(1)
+
+
+async def test_refund_needs_the_confirm_button_and_happens_once(demo):
+    ref = await _sold(demo)
+    demo.out.clear()
+    await demo.merchant.say(f"/refund {ref}")
+    assert f"Refund order {ref} (CN¥6.00)" in demo.out.text()
+    order = await demo.shop.store.order_by_ref(ref)
+    assert order.state.value == "delivered"  # nothing happens before the press
+    replies = await demo.customer.conversation.handle(
+        __import__("handlers.types", fromlist=["Incoming"]).Incoming("console", "customer", "customer",
+                                                                      button=f"mrefund:{ref}", language="en"))
+    assert "Sorry, I did not understand that." in replies[0].text  # a customer cannot press it
+    await demo.merchant.say("1")
+    await demo.merchant.say(f"/refund {ref}")
+    await demo.merchant.say("1")  # a second press
+    assert (await demo.shop.store.order_by_ref(ref)).state.value == "refunded"
+    assert list(demo.shop.providers["test"].refunds.values()) == [600]
+    assert f"Order {ref} was refunded" in demo.out.text()
+
+
+async def test_resend_and_user_orders(demo):
+    ref = await _sold(demo)
+    demo.out.clear()
+    await demo.merchant.say(f"/resend {ref}")
+    assert f"Codes of order {ref}" in demo.out.text()
+    demo.out.clear()
+    await demo.merchant.say("/orders customer")
+    assert ref in demo.out.text()
