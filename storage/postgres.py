@@ -1,5 +1,7 @@
-"""PostgreSQL Store on asyncpg: a pool, numbered migrations under an advisory lock, compound verbs as
-PL/pgSQL functions (one round trip each: kb_reserve, kb_receive, kb_apply)."""
+"""PostgreSQL Store on asyncpg: a pool, numbered migrations under an advisory lock, and every compound verb
+as one PL/pgSQL function call, i.e. one round trip (kb_reserve, kb_transition, kb_expire, kb_record_payment,
+kb_receive, kb_apply_payment, kb_claim_outbox, kb_complete_outbox, kb_enqueue_outbox, kb_refund in
+migrations/postgres). Behaviour matches storage/sqlite_orders.py; the functions mirror its bodies."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from storage.records import (
 from storage.sqlite_orders import new_ref
 
 T = TypeVar("T")
-_MIGRATION_LOCK = 0x6B616D69  # "kami"
+_MIGRATION_LOCK = 0x6B616D69  # "kami"; the second key is the schema, so test schemas do not queue
 _ORDER_COLS = ("id, ref, channel, user_id, chat_id, sku_id, pool_id, quantity, units, amount, currency, state,"
                " created_at, expires_at, language")
 _PRODUCT = ("SELECT id, category_id, slug, name_en, name_zh, description_en, description_zh, instructions_en,"
@@ -61,11 +63,25 @@ def _code(r: asyncpg.Record, offset: int = 0) -> EncryptedCode:
 
 
 def _applied(r: asyncpg.Record) -> PaymentApplied:
-    return PaymentApplied(r["event_id"], PaymentOutcome(r["outcome"]), r["order_id"], r["detail"] or "")
+    return PaymentApplied(r[0], PaymentOutcome(r[1]), r[2], r[3] or "")
+
+
+def _aware(dt: datetime) -> datetime:
+    """asyncpg would read a naive datetime as local time; refuse it as SQLite's sqltime.ts does."""
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime: every time in kamibot is UTC-aware")
+    return dt
+
+
+def _store_error(exc: asyncpg.PostgresError) -> Exception | None:
+    """RAISE … USING ERRCODE = 'KB00n' in the functions maps to storage.errors."""
+    error = _STORE_ERRORS.get(getattr(exc, "sqlstate", "") or "")
+    return error(str(getattr(exc, "message", "") or exc)) if error is not None else None
 
 
 async def _retrying(op: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
-    """Deadlocks between claims of multi-use codes are resolved by PostgreSQL aborting one side: retry it."""
+    """A deadlock (two buyers waiting for each other's multi-use code) aborts one side's whole function call,
+    which is one transaction: run it again."""
     for attempt in range(attempts):
         try:
             return await op()
@@ -96,19 +112,29 @@ class PostgresStore:
             raise RuntimeError("store is not open")
         return self._pool
 
-    async def _call(self, sql: str, *args: Any) -> Any:
-        try:
-            return await self.pool.fetchrow(sql, *args)
-        except asyncpg.PostgresError as exc:
-            error = _STORE_ERRORS.get(getattr(exc, "sqlstate", ""))
-            if error is not None:
-                raise error(str(getattr(exc, "message", exc))) from None
-            raise
+    async def _call(self, sql: str, *args: Any) -> asyncpg.Record:
+        """One function call = one statement = one transaction = one round trip; its one result row."""
+        rows = await self._fetch(sql, *args)
+        return rows[0]
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async def once() -> list[asyncpg.Record]:
+            try:
+                rows: list[asyncpg.Record] = await self.pool.fetch(sql, *args)
+            except asyncpg.PostgresError as exc:
+                error = _store_error(exc)
+                if error is not None:
+                    raise error from None
+                raise
+            return rows
+
+        return await _retrying(once)
 
     # -- lifecycle ---------------------------------------------------------
     async def migrate(self) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            # several processes starting at once: one migrates, the others wait and find it done
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))", _MIGRATION_LOCK)
             await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
                                " name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
             current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
@@ -227,7 +253,8 @@ class PostgresStore:
 
     async def prices(self, sku_id: int) -> list[Price]:
         rows = await self.pool.fetch(
-            "SELECT sku_id, channel, currency, amount FROM prices WHERE sku_id = $1 ORDER BY channel", sku_id)
+            "SELECT sku_id, channel, currency, amount FROM prices WHERE sku_id = $1 ORDER BY channel COLLATE \"C\"",
+            sku_id)
         return [Price(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def stock_levels(self) -> list[StockLevel]:
@@ -260,11 +287,15 @@ class PostgresStore:
     async def insert_codes(self, batch_id: int, pool_id: int, codes: Sequence[NewCode]) -> InsertResult:
         """COPY straight into the vault; only when that meets a duplicate, go through a staging table and
         INSERT … ON CONFLICT DO NOTHING to tell duplicates within the batch from those already stored."""
+        for c in codes:
+            if c.expires_at is not None:
+                _aware(c.expires_at)
         async with self.pool.acquire() as conn, conn.transaction():
-            batch = await conn.fetchrow("SELECT unit_cost, currency FROM code_batches WHERE id = $1", batch_id)
-            if batch is None:
-                raise UnknownRecord(f"batch {batch_id}")
-            unit_cost, currency = batch
+            batch = await conn.fetchrow("SELECT b.unit_cost, b.currency, p.id FROM code_batches b"
+                                        " LEFT JOIN pools p ON p.id = $2 WHERE b.id = $1", batch_id, pool_id)
+            if batch is None or batch[2] is None:
+                raise UnknownRecord(f"batch {batch_id} or pool {pool_id}")
+            unit_cost, currency = batch[0], batch[1]
             try:
                 async with conn.transaction():  # a savepoint: a duplicate undoes only this attempt
                     await conn.copy_records_to_table(
@@ -273,32 +304,43 @@ class PostgresStore:
                                   c.expires_at, c.note, unit_cost, currency) for c in codes))
                 result, added = InsertResult(len(codes), 0, 0), sum(c.uses for c in codes)
             except asyncpg.exceptions.UniqueViolationError:
-                result, added = await self._insert_with_duplicates(conn, batch_id, pool_id, codes)
+                result, added = await self._insert_with_duplicates(conn, batch_id, pool_id, unit_cost, currency,
+                                                                   codes)
             await conn.execute("UPDATE pools SET available = available + $1 WHERE id = $2", added, pool_id)
         return result
 
     @staticmethod
     async def _insert_with_duplicates(conn: PoolConnectionProxy[asyncpg.Record], batch_id: int, pool_id: int,
-                                      codes: Sequence[NewCode]) -> tuple[InsertResult, int]:
+                                      unit_cost: int, currency: str, codes: Sequence[NewCode]
+                                      ) -> tuple[InsertResult, int]:
+        """The first occurrence of each code is inserted, in input order (allocation takes the oldest id first);
+        the rest are classified as sqlite._classify_duplicates does: a repeat within this call or of a code this
+        batch stored earlier is a duplicate in the batch, a first occurrence stored by another batch one in the
+        vault."""
         await conn.execute("CREATE TEMP TABLE IF NOT EXISTS kb_import (n INT, digest BYTEA, key_id TEXT,"
                            " nonce BYTEA, ciphertext BYTEA, uses BIGINT, expires_at TIMESTAMPTZ, note TEXT)"
                            " ON COMMIT DELETE ROWS")
         await conn.copy_records_to_table(
             "kb_import", records=((n, c.digest, c.key_id, c.nonce, c.ciphertext, c.uses, c.expires_at, c.note)
                                   for n, c in enumerate(codes)))
-        inserted = await conn.fetch(
-            "INSERT INTO codes (pool_id, batch_id, digest, key_id, nonce, ciphertext, uses_total, uses_left,"
-            " expires_at, note, unit_cost, cost_currency)"
-            " SELECT DISTINCT ON (k.digest) $1::bigint, b.id, k.digest, k.key_id, k.nonce, k.ciphertext, k.uses,"
-            " k.uses, k.expires_at, k.note, b.unit_cost, b.currency"
-            " FROM kb_import k JOIN code_batches b ON b.id = $2 ORDER BY k.digest, k.n"
-            " ON CONFLICT (digest) DO NOTHING RETURNING uses_total", pool_id, batch_id)
-        # staging rows whose code now belongs to this batch: the inserted first occurrences plus repeats
-        in_batch = await conn.fetchval("SELECT COUNT(*) FROM kb_import k JOIN codes c ON c.digest = k.digest"
-                                       " WHERE c.batch_id = $1", batch_id)
-        dup_batch = int(in_batch) - len(inserted)
-        result = InsertResult(len(inserted), len(codes) - len(inserted) - dup_batch, dup_batch)
-        return result, sum(r[0] for r in inserted)
+        ins = await conn.fetchrow(
+            "WITH ins AS (INSERT INTO codes (pool_id, batch_id, digest, key_id, nonce, ciphertext, uses_total,"
+            " uses_left, expires_at, note, unit_cost, cost_currency)"
+            " SELECT $1::bigint, $2::bigint, k.digest, k.key_id, k.nonce, k.ciphertext, k.uses, k.uses, k.expires_at,"
+            " k.note, $3::bigint, $4::text"
+            " FROM (SELECT DISTINCT ON (digest) * FROM kb_import ORDER BY digest, n) k ORDER BY k.n"
+            " ON CONFLICT (digest) DO NOTHING RETURNING uses_total)"
+            " SELECT COUNT(*), COALESCE(SUM(uses_total), 0) FROM ins", pool_id, batch_id, unit_cost, currency)
+        assert ins is not None
+        inserted, added = int(ins[0]), int(ins[1])
+        # a new statement: sees the rows just inserted, so every staged code has its owner
+        dup = await conn.fetchrow(
+            "SELECT COUNT(*) FILTER (WHERE f.first AND c.batch_id <> $1),"
+            " COUNT(*) FILTER (WHERE NOT f.first OR c.batch_id = $1)"
+            " FROM (SELECT digest, n = MIN(n) OVER (PARTITION BY digest) AS first FROM kb_import) f"
+            " JOIN codes c ON c.digest = f.digest", batch_id)
+        assert dup is not None
+        return InsertResult(inserted, int(dup[0]), int(dup[1]) - inserted), added
 
     async def finish_batch(self, batch_id: int, stats: BatchStats) -> None:
         await self.pool.execute(
@@ -324,27 +366,17 @@ class PostgresStore:
 
     # -- orders ------------------------------------------------------------
     async def reserve(self, order: NewOrder, now: datetime) -> Order:
-        r = await self._call("SELECT kb_reserve($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)", new_ref(), order.channel,
-                             order.user_id, order.chat_id, order.sku_id, order.quantity, order.amount, order.currency,
-                             order.expires_at, order.language, now)
-        found = await self.order_by_id(r[0])
-        assert found is not None
-        return found
+        ref = new_ref()
+        r = await self._call(f"SELECT {_ORDER_COLS} FROM kb_reserve($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)", ref,
+                             order.channel, order.user_id, order.chat_id, order.sku_id, order.quantity, order.amount,
+                             order.currency, _aware(order.expires_at), order.language, _aware(now))
+        return _order(r)
 
     async def transition(self, order_id: int, allowed_from: Sequence[OrderState], to: OrderState, cause: str,
                          now: datetime) -> bool:
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow("SELECT state, pool_id, quantity * units FROM orders WHERE id = $1 FOR UPDATE",
-                                      order_id)
-            if row is None or row[0] not in [s.value for s in allowed_from]:
-                return False
-            state, pool_id, uses = row
-            if state in ("reserved", "awaiting_payment") and to not in (
-                    OrderState.RESERVED, OrderState.AWAITING_PAYMENT, OrderState.REVIEW):
-                await conn.execute("UPDATE pools SET available = available + $1 WHERE id = $2", uses, pool_id)
-            await conn.execute("UPDATE orders SET state = $1, updated_at = $2 WHERE id = $3", to.value, now, order_id)
-            await conn.execute("SELECT kb_event($1, $2, $3, $4, $5)", order_id, state, to.value, cause, now)
-        return True
+        r = await self._call("SELECT kb_transition($1, $2, $3, $4, $5)", order_id,
+                             [OrderState(s).value for s in allowed_from], OrderState(to).value, cause, _aware(now))
+        return bool(r[0])
 
     async def order_by_id(self, order_id: int) -> Order | None:
         r = await self.pool.fetchrow(f"SELECT {_ORDER_COLS} FROM orders WHERE id = $1", order_id)
@@ -371,38 +403,27 @@ class PostgresStore:
         return [OrderItem(r[0], _code(r, 1), r[6]) for r in rows]
 
     async def expire_reservations(self, now: datetime, limit: int) -> list[int]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, state, pool_id, quantity * units FROM orders"
-                " WHERE state IN ('reserved', 'awaiting_payment') AND expires_at <= $1"
-                " ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED", now, limit)
-            for oid, state, pool_id, uses in rows:
-                await conn.execute("UPDATE pools SET available = available + $1 WHERE id = $2", uses, pool_id)
-                await conn.execute("UPDATE orders SET state = 'expired', updated_at = $1 WHERE id = $2", now, oid)
-                await conn.execute("SELECT kb_event($1, $2, 'expired', 'reservation ttl', $3)", oid, state, now)
-        return [r[0] for r in rows]
+        rows = await self._fetch("SELECT kb_expire($1, $2)", _aware(now), limit)
+        return [int(r[0]) for r in rows]
 
     # -- payments ----------------------------------------------------------
     async def record_payment(self, event: PaymentEventIn, now: datetime) -> tuple[int, bool]:
-        new_id = await self.pool.fetchval(
-            "INSERT INTO payment_events (provider, provider_txn_id, order_ref, amount, currency, fee, payer,"
-            " received_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (provider, provider_txn_id) DO NOTHING"
-            " RETURNING id", event.provider, event.provider_txn_id, event.order_ref, event.amount, event.currency,
-            event.fee, event.payer, event.received_at or now)
-        if new_id is not None:
-            return int(new_id), True
-        old = await self.pool.fetchval("SELECT id FROM payment_events WHERE provider = $1 AND provider_txn_id = $2",
-                                       event.provider, event.provider_txn_id)
-        return int(old), False
+        r = await self._call("SELECT event_id, fresh FROM kb_record_payment($1,$2,$3,$4,$5,$6,$7,$8)",
+                             event.provider, event.provider_txn_id, event.order_ref, event.amount, event.currency,
+                             event.fee, event.payer, _aware(event.received_at or now))
+        return int(r[0]), bool(r[1])
 
     async def receive_payment(self, event: PaymentEventIn, now: datetime) -> PaymentApplied:
-        r = await _retrying(lambda: self._call(
-            "SELECT * FROM kb_receive($1,$2,$3,$4,$5,$6,$7,$8,$9)", event.provider, event.provider_txn_id,
-            event.order_ref, event.amount, event.currency, event.fee, event.payer, event.received_at or now, now))
+        r = await self._call(
+            "SELECT event_id, outcome, order_id, detail FROM kb_receive($1,$2,$3,$4,$5,$6,$7,$8,$9)", event.provider,
+            event.provider_txn_id, event.order_ref, event.amount, event.currency, event.fee, event.payer,
+            _aware(event.received_at or now), _aware(now))
         return _applied(r)
 
     async def apply_payment(self, event_id: int, now: datetime) -> PaymentApplied:
-        return _applied(await _retrying(lambda: self._call("SELECT * FROM kb_apply($1, $2)", event_id, now)))
+        r = await self._call("SELECT event_id, outcome, order_id, detail FROM kb_apply_payment($1, $2)", event_id,
+                             _aware(now))
+        return _applied(r)
 
     async def unapplied_payments(self, limit: int) -> list[int]:
         rows = await self.pool.fetch("SELECT id FROM payment_events WHERE applied_at IS NULL ORDER BY id LIMIT $1",
@@ -416,95 +437,37 @@ class PostgresStore:
 
     # -- delivery outbox ---------------------------------------------------
     async def claim_outbox(self, now: datetime, lease_until: datetime, limit: int) -> list[OutboxRow]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "UPDATE outbox SET locked_until = $2, attempts = attempts + 1 WHERE id IN (SELECT id FROM outbox"
-                " WHERE status = 'pending' AND next_attempt_at <= $1 AND (locked_until IS NULL OR locked_until <= $1)"
-                " ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)"
-                " RETURNING id, order_id, kind, channel, chat_id, attempts, payload", now, lease_until, limit)
-            sending = [r[1] for r in rows if r[2] in ("deliver", "resend")]
-            if sending:
-                # conservative: once a send may have happened the codes count as shown
-                await conn.execute("UPDATE order_items SET revealed_at = $1 WHERE order_id = ANY($2::bigint[])"
-                                   " AND revealed_at IS NULL", now, sending)
-        return sorted((OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows), key=lambda o: o.id)
+        rows = await self._fetch("SELECT * FROM kb_claim_outbox($1, $2, $3)", _aware(now), _aware(lease_until), limit)
+        return [OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
 
     async def complete_outbox(self, outbox_id: int, now: datetime) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow("UPDATE outbox SET status = 'done', done_at = $1, locked_until = NULL"
-                                      " WHERE id = $2 AND status <> 'done' RETURNING order_id, kind", now, outbox_id)
-            if row is None or row[1] != "deliver":
-                return
-            moved = await conn.fetchval("UPDATE orders SET state = 'delivered', updated_at = $1 WHERE id = $2"
-                                        " AND state = 'delivering' RETURNING id", now, row[0])
-            if moved:
-                await conn.execute("SELECT kb_event($1, 'delivering', 'delivered', $2, $3)", row[0],
-                                   f"outbox {outbox_id} sent", now)
+        await self._call("SELECT kb_complete_outbox($1, $2)", outbox_id, _aware(now))
 
     async def retry_outbox(self, outbox_id: int, next_at: datetime, error: str) -> None:
         await self.pool.execute("UPDATE outbox SET locked_until = NULL, next_attempt_at = $1, last_error = $2"
-                                " WHERE id = $3", next_at, error[:200], outbox_id)
+                                " WHERE id = $3", _aware(next_at), error[:200], outbox_id)
 
     async def fail_outbox(self, outbox_id: int, now: datetime, error: str) -> None:
         await self.pool.execute("UPDATE outbox SET status = 'failed', locked_until = NULL, done_at = $1,"
-                                " last_error = $2 WHERE id = $3", now, error[:200], outbox_id)
+                                " last_error = $2 WHERE id = $3", _aware(now), error[:200], outbox_id)
 
     async def enqueue_outbox(self, order_id: int, kind: str, payload: str, now: datetime) -> int:
-        if await self.pool.fetchval("SELECT id FROM orders WHERE id = $1", order_id) is None:
-            raise UnknownRecord(f"order {order_id}")
-        oid = await self.pool.fetchval(
-            "INSERT INTO outbox (order_id, kind, channel, chat_id, payload, next_attempt_at, created_at)"
-            " SELECT id, $2, channel, chat_id, $3, $4, $4 FROM orders WHERE id = $1"
-            " ON CONFLICT (order_id, kind) WHERE kind IN ('deliver', 'refund') DO NOTHING RETURNING id",
-            order_id, kind, payload, now)
-        if oid is None:  # the one deliver/refund row of this order exists already
-            oid = await self.pool.fetchval("SELECT id FROM outbox WHERE order_id = $1 AND kind = $2", order_id, kind)
-        return int(oid)
+        r = await self._call("SELECT kb_enqueue_outbox($1, $2, $3, $4)", order_id, kind, payload, _aware(now))
+        return int(r[0])
 
     async def pending_outbox(self) -> int:
         return int(await self.pool.fetchval("SELECT COUNT(*) FROM outbox WHERE status = 'pending'"))
 
     # -- refunds and ledger ------------------------------------------------
     async def refund(self, order_id: int, cause: str, now: datetime) -> bool:
-        async with self.pool.acquire() as conn, conn.transaction():
-            o = await conn.fetchrow("SELECT state, sku_id, channel, amount, currency, pool_id, quantity * units"
-                                    " FROM orders WHERE id = $1 FOR UPDATE", order_id)
-            if o is None or o[0] not in ("paid", "delivering", "delivered", "failed", "review"):
-                return False
-            state, sku_id, channel, amount, currency, pool_id, uses = o
-            ledger: list[tuple[str, str, int]] = []
-            if await conn.fetchval("SELECT COUNT(*) FROM ledger WHERE order_id = $1 AND kind = 'sale'", order_id):
-                ledger.append(("refund", currency, -amount))
-            unshown = await conn.fetch(
-                "UPDATE order_items SET released = TRUE WHERE order_id = $1 AND revealed_at IS NULL AND NOT released"
-                " RETURNING code_id, unit_cost, cost_currency", order_id)
-            for code_id, cost, ccy in unshown:
-                await conn.execute("UPDATE codes SET uses_left = uses_left + 1 WHERE id = $1", code_id)
-                if cost:
-                    ledger.append(("cost_reversal", ccy, cost))
-            returned = len(unshown)
-            if unshown:
-                await conn.execute("UPDATE outbox SET status = 'cancelled' WHERE order_id = $1 AND status = 'pending'"
-                                   " AND kind IN ('deliver', 'resend')", order_id)
-            if state == "review":
-                before = await conn.fetchval("SELECT from_state FROM order_events WHERE order_id = $1"
-                                             " AND to_state = 'review' ORDER BY id DESC LIMIT 1", order_id)
-                held = await conn.fetchval("SELECT COUNT(*) FROM order_items WHERE order_id = $1", order_id)
-                if before in ("reserved", "awaiting_payment") and not held:
-                    returned += uses
-            if returned:
-                await conn.execute("UPDATE pools SET available = available + $1 WHERE id = $2", returned, pool_id)
-            await conn.executemany(
-                "INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7)",
-                [(order_id, sku_id, channel, kind, ccy, value, now) for kind, ccy, value in ledger])
-            await conn.execute("UPDATE orders SET state = 'refunded', updated_at = $1 WHERE id = $2", now, order_id)
-            await conn.execute("SELECT kb_event($1, $2, 'refunded', $3, $4)", order_id, state, cause, now)
-        return True
+        r = await self._call("SELECT kb_refund($1, $2, $3)", order_id, cause, _aware(now))
+        return bool(r[0])
 
     async def ledger(self, since: datetime, until: datetime) -> list[LedgerLine]:
+        # byte order like SQLite's, whatever the database collation
         rows = await self.pool.fetch(
             "SELECT sku_id, channel, kind, currency, SUM(amount), COUNT(DISTINCT order_id) FROM ledger"
-            " WHERE at >= $1 AND at < $2 GROUP BY sku_id, channel, kind, currency ORDER BY sku_id, channel, kind",
-            since, until)
+            " WHERE at >= $1 AND at < $2 GROUP BY sku_id, channel, kind, currency"
+            ' ORDER BY sku_id, channel COLLATE "C", kind COLLATE "C", currency COLLATE "C"',
+            _aware(since), _aware(until))
         return [LedgerLine(r[0], r[1], r[2], r[3], int(r[4]), r[5]) for r in rows]

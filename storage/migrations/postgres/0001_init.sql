@@ -170,18 +170,38 @@ CREATE TABLE ledger (
 );
 CREATE INDEX ledger_at ON ledger (at);
 
--- Compound verbs as functions: one round trip each (see storage/postgres.py for the Python side).
+-- Compound verbs as functions: one round trip each (storage/postgres.py is the Python side). They mirror
+-- storage/sqlite_orders.py statement for statement in effect. Row locks are always taken in the order
+-- payment event -> order -> outbox -> order items -> pool -> codes, so verbs do not deadlock each other
+-- (only the rare blocking wait for a multi-use code can; the Python side retries those).
 
-CREATE FUNCTION kb_event(p_order BIGINT, p_from TEXT, p_to TEXT, p_cause TEXT, p_at TIMESTAMPTZ) RETURNS VOID
-LANGUAGE sql AS $$
-    INSERT INTO order_events (order_id, from_state, to_state, cause, at) VALUES (p_order, p_from, p_to, p_cause, p_at);
-$$;
+-- Python's json.dumps(text) (ensure_ascii): the refund payload is byte-identical on both backends.
+CREATE FUNCTION kb_json_str(p TEXT) RETURNS TEXT LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    s TEXT := to_json(p)::text; r TEXT := ''; cp INT;
+BEGIN
+    IF octet_length(s) = length(s) THEN
+        RETURN s;
+    END IF;
+    FOR i IN 1..length(s) LOOP
+        cp := ascii(substr(s, i, 1));
+        IF cp < 128 THEN
+            r := r || chr(cp);
+        ELSIF cp < 65536 THEN
+            r := r || E'\\u' || lpad(to_hex(cp), 4, '0');
+        ELSE
+            cp := cp - 65536;  -- a UTF-16 surrogate pair, as Python writes it
+            r := r || E'\\u' || to_hex(55296 + (cp >> 10)) || E'\\u' || to_hex(56320 + (cp & 1023));
+        END IF;
+    END LOOP;
+    RETURN r;
+END $$;
 
 CREATE FUNCTION kb_reserve(p_ref TEXT, p_channel TEXT, p_user TEXT, p_chat TEXT, p_sku BIGINT, p_qty BIGINT,
                            p_amount BIGINT, p_currency TEXT, p_expires TIMESTAMPTZ, p_lang TEXT, p_now TIMESTAMPTZ)
-RETURNS BIGINT LANGUAGE plpgsql AS $$
+RETURNS orders LANGUAGE plpgsql AS $$
 DECLARE
-    v_pool BIGINT; v_units BIGINT; v_limit BIGINT; v_bought BIGINT; v_need BIGINT; v_id BIGINT;
+    v_pool BIGINT; v_units BIGINT; v_limit BIGINT; v_bought BIGINT; v_need BIGINT; o orders;
 BEGIN
     SELECT s.pool_id, s.units, s.per_user_limit INTO v_pool, v_units, v_limit
       FROM skus s JOIN products p ON p.id = s.product_id WHERE s.id = p_sku AND s.active AND p.active;
@@ -207,139 +227,329 @@ BEGIN
                         language, created_at, expires_at, updated_at)
     VALUES (p_ref, p_channel, p_user, p_chat, p_sku, v_pool, p_qty, v_units, p_amount, p_currency, 'reserved',
             p_lang, p_now, p_expires, p_now)
-    RETURNING id INTO v_id;
-    PERFORM kb_event(v_id, NULL, 'created', 'checkout', p_now);
-    PERFORM kb_event(v_id, 'created', 'reserved', 'stock held', p_now);
-    RETURN v_id;
+    RETURNING * INTO o;
+    INSERT INTO order_events (order_id, from_state, to_state, cause, at)
+    VALUES (o.id, NULL, 'created', 'checkout', p_now), (o.id, 'created', 'reserved', 'stock held', p_now);
+    RETURN o;
 END $$;
 
-CREATE FUNCTION kb_claim_use(p_pool BIGINT, p_now TIMESTAMPTZ, OUT code_id BIGINT, OUT use_no BIGINT,
-                             OUT unit_cost BIGINT, OUT cost_currency TEXT)
-LANGUAGE plpgsql AS $$
+CREATE FUNCTION kb_transition(p_order BIGINT, p_allowed TEXT[], p_to TEXT, p_cause TEXT, p_now TIMESTAMPTZ)
+RETURNS BOOLEAN LANGUAGE plpgsql AS $$
 DECLARE
-    v_id BIGINT;
+    v_state TEXT; v_pool BIGINT; v_uses BIGINT;
 BEGIN
-    -- first a code nobody else holds; under contention (few multi-use codes) wait for one instead of
-    -- reporting a false "out of stock"
-    SELECT c.id INTO v_id FROM codes c WHERE c.pool_id = p_pool AND c.uses_left > 0 AND c.status = 'available'
-       AND (c.expires_at IS NULL OR c.expires_at > p_now) ORDER BY c.id LIMIT 1 FOR UPDATE SKIP LOCKED;
-    FOR attempt IN 1..20 LOOP
-        EXIT WHEN v_id IS NOT NULL;
-        SELECT c.id INTO v_id FROM codes c WHERE c.pool_id = p_pool AND c.uses_left > 0 AND c.status = 'available'
-           AND (c.expires_at IS NULL OR c.expires_at > p_now) ORDER BY c.id LIMIT 1 FOR UPDATE;
-        EXIT WHEN v_id IS NOT NULL;
-        EXIT WHEN NOT EXISTS (SELECT 1 FROM codes c WHERE c.pool_id = p_pool AND c.uses_left > 0
-                              AND c.status = 'available' AND (c.expires_at IS NULL OR c.expires_at > p_now));
-    END LOOP;
-    IF v_id IS NULL THEN
+    SELECT state, pool_id, quantity * units INTO v_state, v_pool, v_uses FROM orders WHERE id = p_order FOR UPDATE;
+    IF NOT FOUND OR NOT (v_state = ANY (p_allowed)) THEN
+        RETURN FALSE;
+    END IF;
+    IF v_state IN ('reserved', 'awaiting_payment') AND p_to NOT IN ('reserved', 'awaiting_payment', 'review') THEN
+        -- leaving a reservation without paying hands the held uses back
+        UPDATE pools SET available = available + v_uses WHERE id = v_pool;
+    END IF;
+    UPDATE orders SET state = p_to, updated_at = p_now WHERE id = p_order;
+    INSERT INTO order_events (order_id, from_state, to_state, cause, at) VALUES (p_order, v_state, p_to, p_cause, p_now);
+    RETURN TRUE;
+END $$;
+
+CREATE FUNCTION kb_expire(p_now TIMESTAMPTZ, p_limit BIGINT) RETURNS SETOF BIGINT LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids BIGINT[]; v_states TEXT[]; r RECORD;
+BEGIN
+    -- orders another transaction holds (a payment being applied) are skipped, not waited for
+    SELECT array_agg(h.id ORDER BY h.expires_at, h.id), array_agg(h.state ORDER BY h.expires_at, h.id)
+      INTO v_ids, v_states
+      FROM (SELECT id, state, expires_at FROM orders
+             WHERE state IN ('reserved', 'awaiting_payment') AND expires_at <= p_now
+             ORDER BY expires_at, id LIMIT p_limit FOR UPDATE SKIP LOCKED) h;
+    IF v_ids IS NULL THEN
         RETURN;
     END IF;
-    UPDATE codes c SET uses_left = c.uses_left - 1 WHERE c.id = v_id AND c.uses_left > 0
-    RETURNING c.id, c.uses_total - c.uses_left, c.unit_cost, c.cost_currency
-    INTO code_id, use_no, unit_cost, cost_currency;
+    FOR r IN SELECT pool_id, SUM(quantity * units) AS uses FROM orders WHERE id = ANY (v_ids)
+              GROUP BY pool_id ORDER BY pool_id LOOP
+        UPDATE pools SET available = available + r.uses WHERE id = r.pool_id;
+    END LOOP;
+    UPDATE orders SET state = 'expired', updated_at = p_now WHERE id = ANY (v_ids);
+    INSERT INTO order_events (order_id, from_state, to_state, cause, at)
+    SELECT t.id, t.state, 'expired', 'reservation ttl', p_now
+      FROM unnest(v_ids, v_states) WITH ORDINALITY AS t(id, state, n) ORDER BY t.n;
+    RETURN QUERY SELECT t.id FROM unnest(v_ids) WITH ORDINALITY AS t(id, n) ORDER BY t.n;
 END $$;
 
-CREATE FUNCTION kb_finish(p_event BIGINT, p_outcome TEXT, p_order BIGINT, p_detail TEXT, p_now TIMESTAMPTZ,
-                          OUT event_id BIGINT, OUT outcome TEXT, OUT order_id BIGINT, OUT detail TEXT)
-LANGUAGE sql AS $$
-    UPDATE payment_events SET applied_at = p_now, outcome = p_outcome, order_id = p_order, detail = p_detail
-     WHERE id = p_event
-    RETURNING id, outcome, order_id, detail;
-$$;
+CREATE FUNCTION kb_record_payment(p_provider TEXT, p_txn TEXT, p_ref TEXT, p_amount BIGINT, p_currency TEXT,
+                                  p_fee BIGINT, p_payer TEXT, p_received TIMESTAMPTZ,
+                                  OUT event_id BIGINT, OUT fresh BOOLEAN)
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO payment_events (provider, provider_txn_id, order_ref, amount, currency, fee, payer, received_at)
+    VALUES (p_provider, p_txn, p_ref, p_amount, p_currency, p_fee, p_payer, p_received)
+    ON CONFLICT (provider, provider_txn_id) DO NOTHING RETURNING id INTO event_id;
+    fresh := event_id IS NOT NULL;
+    IF NOT fresh THEN
+        -- a new statement, a new snapshot: sees the row whose insert we waited for
+        SELECT e.id INTO event_id FROM payment_events e WHERE e.provider = p_provider AND e.provider_txn_id = p_txn;
+    END IF;
+END $$;
 
-CREATE FUNCTION kb_apply(p_event BIGINT, p_now TIMESTAMPTZ, OUT event_id BIGINT, OUT outcome TEXT,
-                         OUT order_id BIGINT, OUT detail TEXT)
+-- Apply one locked, unapplied payment event: mark paid, allocate, write items, ledger, events and the outbox row
+-- (invariant 2), or hold / fail it exactly as sqlite_orders._apply does.
+CREATE FUNCTION kb_apply_event(ev payment_events, p_now TIMESTAMPTZ,
+                               OUT event_id BIGINT, OUT outcome TEXT, OUT order_id BIGINT, OUT detail TEXT)
 LANGUAGE plpgsql AS $$
 DECLARE
-    ev payment_events%ROWTYPE; o orders%ROWTYPE; v_need BIGINT; v_taken BIGINT := 0; v_cause TEXT;
-    c RECORD; v_ok BOOLEAN := TRUE;
+    o orders; v_need BIGINT; v_taken BIGINT := 0; v_cause TEXT; v_ok BOOLEAN := TRUE; v_spins INT := 0;
+    v_code BIGINT; v_first BIGINT; v_k BIGINT; v_cost BIGINT; v_ccy TEXT;
+    v_codes BIGINT[] := '{}'; v_use_nos BIGINT[] := '{}'; v_costs BIGINT[] := '{}'; v_ccys TEXT[] := '{}';
+BEGIN
+    event_id := ev.id;
+    SELECT * INTO o FROM orders WHERE ref = ev.order_ref FOR UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'unknown_order'; detail := 'no such order';
+    ELSIF o.state NOT IN ('reserved', 'awaiting_payment', 'expired') THEN
+        outcome := 'review'; order_id := o.id; detail := 'payment for order in ' || o.state;
+    ELSIF ev.amount <> o.amount OR ev.currency <> o.currency THEN
+        -- a held reservation keeps its stock while the merchant reviews; refund hands it back
+        UPDATE orders SET state = 'review', updated_at = p_now WHERE id = o.id;
+        INSERT INTO order_events (order_id, from_state, to_state, cause, at)
+        VALUES (o.id, o.state, 'review', 'payment amount or currency mismatch', p_now);
+        outcome := 'review'; order_id := o.id; detail := 'amount or currency mismatch';
+    END IF;
+    IF outcome IS NOT NULL THEN
+        UPDATE payment_events SET applied_at = p_now, outcome = kb_apply_event.outcome,
+               order_id = kb_apply_event.order_id, detail = kb_apply_event.detail WHERE id = ev.id;
+        RETURN;
+    END IF;
+    order_id := o.id;
+    v_need := o.quantity * o.units;
+    v_cause := 'payment ' || ev.provider || ':' || ev.provider_txn_id;
+    IF o.state = 'expired' THEN
+        -- a late payment: its reservation was handed back, take the uses again if the pool still has them
+        UPDATE pools SET available = available - v_need WHERE id = o.pool_id AND available >= v_need;
+        v_ok := FOUND;
+    END IF;
+    WHILE v_ok AND v_taken < v_need LOOP
+        -- the oldest claimable code nobody else holds; as many of its uses as still needed
+        WITH c AS (SELECT id, uses_left FROM codes
+                    WHERE pool_id = o.pool_id AND uses_left > 0 AND status = 'available'
+                      AND (expires_at IS NULL OR expires_at > p_now)
+                    ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+        UPDATE codes SET uses_left = codes.uses_left - LEAST(c.uses_left, v_need - v_taken) FROM c
+         WHERE codes.id = c.id
+        RETURNING codes.id, codes.uses_total - c.uses_left, LEAST(c.uses_left, v_need - v_taken), codes.unit_cost,
+                  codes.cost_currency
+        INTO v_code, v_first, v_k, v_cost, v_ccy;
+        IF NOT FOUND THEN
+            -- every claimable code is held by other buyers (a few multi-use codes): wait for one rather
+            -- than report a false shortage
+            WITH c AS (SELECT id, uses_left FROM codes
+                        WHERE pool_id = o.pool_id AND uses_left > 0 AND status = 'available'
+                          AND (expires_at IS NULL OR expires_at > p_now)
+                        ORDER BY id LIMIT 1 FOR UPDATE)
+            UPDATE codes SET uses_left = codes.uses_left - LEAST(c.uses_left, v_need - v_taken) FROM c
+             WHERE codes.id = c.id
+            RETURNING codes.id, codes.uses_total - c.uses_left, LEAST(c.uses_left, v_need - v_taken), codes.unit_cost,
+                      codes.cost_currency
+            INTO v_code, v_first, v_k, v_cost, v_ccy;
+            IF NOT FOUND THEN
+                v_spins := v_spins + 1;
+                EXIT WHEN v_spins > 20 OR NOT EXISTS (
+                    SELECT 1 FROM codes WHERE pool_id = o.pool_id AND uses_left > 0 AND status = 'available'
+                       AND (expires_at IS NULL OR expires_at > p_now));
+                CONTINUE;
+            END IF;
+        END IF;
+        FOR i IN 1..v_k LOOP
+            v_codes := v_codes || v_code;
+            v_use_nos := v_use_nos || (v_first + i);
+            v_costs := v_costs || v_cost;
+            v_ccys := v_ccys || v_ccy;
+        END LOOP;
+        v_taken := v_taken + v_k;
+    END LOOP;
+    IF v_taken < v_need THEN
+        -- paid but the pool cannot serve it: put back what was taken, fail, queue the refund
+        UPDATE codes SET uses_left = codes.uses_left + t.n
+          FROM (SELECT u.code_id, COUNT(*) AS n FROM unnest(v_codes) AS u(code_id) GROUP BY u.code_id) t
+         WHERE codes.id = t.code_id;
+        UPDATE orders SET state = 'failed', updated_at = p_now WHERE id = o.id;
+        INSERT INTO order_events (order_id, from_state, to_state, cause, at)
+        VALUES (o.id, o.state, 'paid', v_cause, p_now), (o.id, 'paid', 'failed', 'out of stock after payment', p_now);
+        INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)
+        SELECT o.id, o.sku_id, o.channel, x.kind, ev.currency, x.amount, p_now
+          FROM (VALUES (1, 'sale', ev.amount), (2, 'fee', -ev.fee)) AS x(n, kind, amount)
+         WHERE x.n = 1 OR ev.fee <> 0 ORDER BY x.n;
+        INSERT INTO outbox (order_id, kind, channel, chat_id, payload, next_attempt_at, created_at)
+        VALUES (o.id, 'refund', o.channel, o.chat_id,
+                '{"provider": ' || kb_json_str(ev.provider) || ', "txn": ' || kb_json_str(ev.provider_txn_id)
+                || ', "amount": ' || ev.amount || '}', p_now, p_now);
+        outcome := 'failed'; detail := 'out of stock';
+        UPDATE payment_events SET applied_at = p_now, outcome = 'failed', order_id = o.id, detail = 'out of stock'
+         WHERE id = ev.id;
+        RETURN;
+    END IF;
+    INSERT INTO order_items (order_id, item_no, code_id, use_no, unit_cost, cost_currency)
+    SELECT o.id, t.n, t.code_id, t.use_no, t.cost, t.ccy
+      FROM unnest(v_codes, v_use_nos, v_costs, v_ccys) WITH ORDINALITY AS t(code_id, use_no, cost, ccy, n);
+    INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)
+    SELECT o.id, o.sku_id, o.channel, x.kind, x.currency, x.amount, p_now FROM (
+        SELECT -1 AS n, 'sale' AS kind, ev.currency AS currency, ev.amount AS amount
+        UNION ALL SELECT 0, 'fee', ev.currency, -ev.fee WHERE ev.fee <> 0
+        UNION ALL SELECT MIN(t.n), 'cost', t.ccy, -SUM(t.cost)::BIGINT
+                    FROM unnest(v_ccys, v_costs) WITH ORDINALITY AS t(ccy, cost, n)
+                   GROUP BY t.ccy HAVING SUM(t.cost) <> 0) x
+     ORDER BY x.n;
+    UPDATE orders SET state = 'delivering', updated_at = p_now WHERE id = o.id;
+    INSERT INTO order_events (order_id, from_state, to_state, cause, at)
+    VALUES (o.id, o.state, 'paid', v_cause, p_now), (o.id, 'paid', 'delivering', 'codes allocated', p_now);
+    INSERT INTO outbox (order_id, kind, channel, chat_id, payload, next_attempt_at, created_at)
+    VALUES (o.id, 'deliver', o.channel, o.chat_id, '', p_now, p_now);
+    outcome := 'allocated'; detail := '';
+    UPDATE payment_events SET applied_at = p_now, outcome = 'allocated', order_id = o.id, detail = ''
+     WHERE id = ev.id;
+END $$;
+
+CREATE FUNCTION kb_apply_payment(p_event BIGINT, p_now TIMESTAMPTZ,
+                                 OUT event_id BIGINT, OUT outcome TEXT, OUT order_id BIGINT, OUT detail TEXT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    ev payment_events;
 BEGIN
     SELECT * INTO ev FROM payment_events WHERE id = p_event FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'payment event %', p_event USING ERRCODE = 'KB001';
     END IF;
     IF ev.applied_at IS NOT NULL THEN
-        SELECT ev.id, 'already_applied', ev.order_id, COALESCE(ev.outcome, ev.detail)
-          INTO event_id, outcome, order_id, detail;
+        event_id := ev.id; outcome := 'already_applied'; order_id := ev.order_id;
+        detail := COALESCE(NULLIF(ev.outcome, ''), ev.detail);
         RETURN;
     END IF;
-    SELECT * INTO o FROM orders WHERE ref = ev.order_ref FOR UPDATE;
-    IF NOT FOUND THEN
-        SELECT * INTO event_id, outcome, order_id, detail FROM kb_finish(p_event, 'unknown_order', NULL, 'no such order', p_now);
-        RETURN;
-    END IF;
-    IF o.state NOT IN ('reserved', 'awaiting_payment', 'expired') THEN
-        SELECT * INTO event_id, outcome, order_id, detail
-          FROM kb_finish(p_event, 'review', o.id, 'payment for order in ' || o.state, p_now);
-        RETURN;
-    END IF;
-    IF ev.amount <> o.amount OR ev.currency <> o.currency THEN
-        -- a held reservation keeps its stock while the merchant reviews; refund hands it back
-        UPDATE orders SET state = 'review', updated_at = p_now WHERE id = o.id;
-        PERFORM kb_event(o.id, o.state, 'review', 'payment amount or currency mismatch', p_now);
-        SELECT * INTO event_id, outcome, order_id, detail
-          FROM kb_finish(p_event, 'review', o.id, 'amount or currency mismatch', p_now);
-        RETURN;
-    END IF;
-    v_need := o.quantity * o.units;
-    v_cause := 'payment ' || ev.provider || ':' || ev.provider_txn_id;
-    IF o.state = 'expired' THEN
-        UPDATE pools SET available = available - v_need WHERE id = o.pool_id AND available >= v_need;
-        v_ok := FOUND;
-    END IF;
-    IF v_ok THEN
-        FOR i IN 1..v_need LOOP
-            SELECT * INTO c FROM kb_claim_use(o.pool_id, p_now);
-            EXIT WHEN c.code_id IS NULL;
-            INSERT INTO order_items (order_id, item_no, code_id, use_no, unit_cost, cost_currency)
-            VALUES (o.id, i, c.code_id, c.use_no, c.unit_cost, c.cost_currency);
-            v_taken := i;
-        END LOOP;
-    END IF;
-    INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)
-    VALUES (o.id, o.sku_id, o.channel, 'sale', ev.currency, ev.amount, p_now);
-    IF ev.fee > 0 THEN
-        INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)
-        VALUES (o.id, o.sku_id, o.channel, 'fee', ev.currency, -ev.fee, p_now);
-    END IF;
-    PERFORM kb_event(o.id, o.state, 'paid', v_cause, p_now);
-    IF v_taken < v_need THEN
-        -- paid but the pool cannot serve it: put back what was taken, fail, queue the refund
-        UPDATE codes SET uses_left = uses_left + t.n
-          FROM (SELECT i.code_id, COUNT(*) AS n FROM order_items i WHERE i.order_id = o.id GROUP BY i.code_id) t
-         WHERE codes.id = t.code_id;
-        DELETE FROM order_items WHERE order_items.order_id = o.id;
-        UPDATE orders SET state = 'failed', updated_at = p_now WHERE id = o.id;
-        PERFORM kb_event(o.id, 'paid', 'failed', 'out of stock after payment', p_now);
-        INSERT INTO outbox (order_id, kind, channel, chat_id, payload, next_attempt_at, created_at)
-        VALUES (o.id, 'refund', o.channel, o.chat_id,
-                json_build_object('provider', ev.provider, 'txn', ev.provider_txn_id, 'amount', ev.amount)::text,
-                p_now, p_now);
-        SELECT * INTO event_id, outcome, order_id, detail FROM kb_finish(p_event, 'failed', o.id, 'out of stock', p_now);
-        RETURN;
-    END IF;
-    INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)
-    SELECT o.id, o.sku_id, o.channel, 'cost', i.cost_currency, -SUM(i.unit_cost), p_now
-      FROM order_items i WHERE i.order_id = o.id GROUP BY i.cost_currency HAVING SUM(i.unit_cost) <> 0;
-    UPDATE orders SET state = 'delivering', updated_at = p_now WHERE id = o.id;
-    PERFORM kb_event(o.id, 'paid', 'delivering', 'codes allocated', p_now);
-    INSERT INTO outbox (order_id, kind, channel, chat_id, payload, next_attempt_at, created_at)
-    VALUES (o.id, 'deliver', o.channel, o.chat_id, '', p_now, p_now);
-    SELECT * INTO event_id, outcome, order_id, detail FROM kb_finish(p_event, 'allocated', o.id, '', p_now);
+    SELECT * INTO event_id, outcome, order_id, detail FROM kb_apply_event(ev, p_now);
 END $$;
 
+-- record and apply in one transaction (the hot path); a repeated notification finds the first outcome
 CREATE FUNCTION kb_receive(p_provider TEXT, p_txn TEXT, p_ref TEXT, p_amount BIGINT, p_currency TEXT, p_fee BIGINT,
                            p_payer TEXT, p_received TIMESTAMPTZ, p_now TIMESTAMPTZ,
                            OUT event_id BIGINT, OUT outcome TEXT, OUT order_id BIGINT, OUT detail TEXT)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_id BIGINT;
+    ev payment_events;
 BEGIN
     INSERT INTO payment_events (provider, provider_txn_id, order_ref, amount, currency, fee, payer, received_at)
     VALUES (p_provider, p_txn, p_ref, p_amount, p_currency, p_fee, p_payer, p_received)
-    ON CONFLICT (provider, provider_txn_id) DO NOTHING RETURNING id INTO v_id;
-    IF v_id IS NULL THEN
-        SELECT id INTO v_id FROM payment_events WHERE provider = p_provider AND provider_txn_id = p_txn;
+    ON CONFLICT (provider, provider_txn_id) DO NOTHING RETURNING * INTO ev;
+    IF ev.id IS NOT NULL THEN
+        SELECT * INTO event_id, outcome, order_id, detail FROM kb_apply_event(ev, p_now);
+    ELSE
+        SELECT * INTO event_id, outcome, order_id, detail FROM kb_apply_payment(
+            (SELECT e.id FROM payment_events e WHERE e.provider = p_provider AND e.provider_txn_id = p_txn), p_now);
     END IF;
-    SELECT * INTO event_id, outcome, order_id, detail FROM kb_apply(v_id, p_now);
+END $$;
+
+-- due outbox rows, leased to the caller; rows other workers hold are skipped. Delivery rows mark their order's
+-- codes revealed: once a send may have happened the codes count as shown.
+CREATE FUNCTION kb_claim_outbox(p_now TIMESTAMPTZ, p_lease TIMESTAMPTZ, p_limit BIGINT)
+RETURNS TABLE (o_id BIGINT, o_order_id BIGINT, o_kind TEXT, o_channel TEXT, o_chat_id TEXT, o_attempts BIGINT,
+               o_payload TEXT)
+LANGUAGE sql AS $$
+    WITH claimed AS (
+        UPDATE outbox SET locked_until = p_lease, attempts = attempts + 1
+         WHERE id IN (SELECT id FROM outbox
+                       WHERE status = 'pending' AND next_attempt_at <= p_now
+                         AND (locked_until IS NULL OR locked_until <= p_now)
+                       ORDER BY id LIMIT p_limit FOR UPDATE SKIP LOCKED)
+        RETURNING id, order_id, kind, channel, chat_id, attempts, payload),
+    revealed AS (
+        UPDATE order_items SET revealed_at = p_now
+         WHERE order_id IN (SELECT c.order_id FROM claimed c WHERE c.kind IN ('deliver', 'resend'))
+           AND revealed_at IS NULL)
+    SELECT id, order_id, kind, channel, chat_id, attempts, payload FROM claimed ORDER BY id;
+$$;
+
+CREATE FUNCTION kb_complete_outbox(p_outbox BIGINT, p_now TIMESTAMPTZ) RETURNS VOID LANGUAGE plpgsql AS $$
+DECLARE
+    v_order BIGINT; v_kind TEXT;
+BEGIN
+    UPDATE outbox SET status = 'done', done_at = p_now, locked_until = NULL WHERE id = p_outbox AND status <> 'done'
+    RETURNING order_id, kind INTO v_order, v_kind;
+    IF NOT FOUND OR v_kind <> 'deliver' THEN
+        RETURN;
+    END IF;
+    UPDATE orders SET state = 'delivered', updated_at = p_now WHERE id = v_order AND state = 'delivering';
+    IF FOUND THEN
+        INSERT INTO order_events (order_id, from_state, to_state, cause, at)
+        VALUES (v_order, 'delivering', 'delivered', 'outbox ' || p_outbox || ' sent', p_now);
+    END IF;
+END $$;
+
+-- a second deliver/refund row for the same order is not created: the existing one's id comes back
+CREATE FUNCTION kb_enqueue_outbox(p_order BIGINT, p_kind TEXT, p_payload TEXT, p_now TIMESTAMPTZ)
+RETURNS BIGINT LANGUAGE plpgsql AS $$
+DECLARE
+    v_channel TEXT; v_chat TEXT; v_id BIGINT;
+BEGIN
+    SELECT channel, chat_id INTO v_channel, v_chat FROM orders WHERE id = p_order;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'order %', p_order USING ERRCODE = 'KB001';
+    END IF;
+    INSERT INTO outbox (order_id, kind, channel, chat_id, payload, next_attempt_at, created_at)
+    VALUES (p_order, p_kind, v_channel, v_chat, p_payload, p_now, p_now)
+    ON CONFLICT (order_id, kind) WHERE kind IN ('deliver', 'refund') DO NOTHING
+    RETURNING id INTO v_id;
+    IF v_id IS NULL THEN
+        SELECT id INTO v_id FROM outbox WHERE order_id = p_order AND kind = p_kind;
+    END IF;
+    RETURN v_id;
+END $$;
+
+-- mark refunded, write refund ledger lines, return never-shown uses to stock (sqlite_orders.refund)
+CREATE FUNCTION kb_refund(p_order BIGINT, p_cause TEXT, p_now TIMESTAMPTZ) RETURNS BOOLEAN LANGUAGE plpgsql AS $$
+DECLARE
+    o orders; v_back BIGINT; v_before TEXT; r RECORD;
+    v_codes BIGINT[]; v_costs BIGINT[]; v_ccys TEXT[];
+BEGIN
+    SELECT * INTO o FROM orders WHERE id = p_order FOR UPDATE;
+    IF NOT FOUND OR o.state NOT IN ('paid', 'delivering', 'delivered', 'failed', 'review') THEN
+        RETURN FALSE;
+    END IF;
+    IF EXISTS (SELECT 1 FROM ledger WHERE ledger.order_id = o.id AND kind = 'sale') THEN
+        INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)
+        VALUES (o.id, o.sku_id, o.channel, 'refund', o.currency, -o.amount, p_now);
+    END IF;
+    -- the delivery rows first (lock order outbox -> items, as claim_outbox takes them)
+    PERFORM 1 FROM outbox WHERE outbox.order_id = o.id AND status = 'pending' AND kind IN ('deliver', 'resend')
+      ORDER BY id FOR UPDATE;
+    WITH rel AS (UPDATE order_items SET released = TRUE
+                  WHERE order_items.order_id = o.id AND revealed_at IS NULL AND NOT released
+                 RETURNING item_no, code_id, unit_cost, cost_currency)
+    SELECT array_agg(code_id ORDER BY item_no), array_agg(unit_cost ORDER BY item_no),
+           array_agg(cost_currency ORDER BY item_no)
+      INTO v_codes, v_costs, v_ccys FROM rel;
+    v_back := COALESCE(cardinality(v_codes), 0);
+    IF v_back > 0 THEN
+        INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)
+        SELECT o.id, o.sku_id, o.channel, 'cost_reversal', t.ccy, t.cost, p_now
+          FROM unnest(v_costs, v_ccys) WITH ORDINALITY AS t(cost, ccy, n) WHERE t.cost <> 0 ORDER BY t.n;
+        UPDATE outbox SET status = 'cancelled'
+         WHERE outbox.order_id = o.id AND status = 'pending' AND kind IN ('deliver', 'resend');
+    END IF;
+    IF o.state = 'review' THEN
+        SELECT from_state INTO v_before FROM order_events
+         WHERE order_events.order_id = o.id AND to_state = 'review' ORDER BY id DESC LIMIT 1;
+        IF v_before IN ('reserved', 'awaiting_payment')
+           AND NOT EXISTS (SELECT 1 FROM order_items WHERE order_items.order_id = o.id) THEN
+            v_back := v_back + o.quantity * o.units;
+        END IF;
+    END IF;
+    IF v_back > 0 THEN
+        UPDATE pools SET available = available + v_back WHERE id = o.pool_id;
+    END IF;
+    IF v_codes IS NOT NULL THEN
+        FOR r IN SELECT u.code_id, COUNT(*) AS n FROM unnest(v_codes) AS u(code_id)
+                  GROUP BY u.code_id ORDER BY u.code_id LOOP
+            UPDATE codes SET uses_left = uses_left + r.n WHERE id = r.code_id;
+        END LOOP;
+    END IF;
+    UPDATE orders SET state = 'refunded', updated_at = p_now WHERE id = o.id;
+    INSERT INTO order_events (order_id, from_state, to_state, cause, at)
+    VALUES (o.id, o.state, 'refunded', p_cause, p_now);
+    RETURN TRUE;
 END $$;

@@ -1,0 +1,200 @@
+"""The Telegram channel end to end: the real bot (PTB) against a fake Bot API server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+
+from bot.composition import Shop, build_context, build_shop
+from bot.demo import seed_demo
+from bot.jobs import JobStatus, run_jobs
+from bot.server import create_app
+from bot.settings import Settings, TelegramSettings
+from bot.telegram import TelegramRuntime, build_telegram
+from tests.fakes.telegram_bot_api import FakeTelegram
+
+CUSTOMER, OTHER, MERCHANT = 1001, 1002, 900
+SECRET = "webhook-secret-123"
+
+
+@dataclass
+class Bot:
+    shop: Shop
+    runtime: TelegramRuntime
+    fake: FakeTelegram
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def running_bot(tmp_path, fake: FakeTelegram, mode: str = "polling") -> AsyncIterator[Bot]:
+    tg = TelegramSettings(token=fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url,
+                          admin_ids=[MERCHANT], mode=mode, webhook_secret=SECRET, per_chat_interval_s=0.0)
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'shop.db'}", telegram=tg,
+                        default_language="en")
+    shop = await build_shop(settings)
+    await seed_demo(shop)
+    runtime = build_telegram(shop, build_context(shop))
+    stop, status = asyncio.Event(), JobStatus()
+    server = None
+    if mode == "webhook":
+        port = _free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(shop, status, telegram=runtime), host="127.0.0.1",
+                                               port=port, log_level="warning", lifespan="off"))
+        serving = asyncio.create_task(server.serve())
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+            await asyncio.sleep(0.02)
+        await runtime.app.bot.set_webhook(f"http://127.0.0.1:{port}/telegram/webhook", secret_token=SECRET)
+    await runtime.start()
+    jobs = asyncio.create_task(run_jobs(shop, stop, status, delivery_every=0.05, expire_every=0.2,
+                                        recover_every=0.5))
+    try:
+        yield Bot(shop, runtime, fake)
+    finally:
+        stop.set()
+        await jobs
+        await runtime.stop()
+        if server is not None:
+            server.should_exit = True
+            await serving
+        await shop.close()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    server = FakeTelegram()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def _texts(fake: FakeTelegram, chat: int) -> list[str]:
+    return [p["text"] for p in fake.sent("sendMessage") if int(p["chat_id"]) == chat]
+
+
+async def _say(fake: FakeTelegram, user: int, text: str, expect: str) -> dict:
+    fake.send_text(user, text)
+    return await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == user and expect in p["text"])
+
+
+async def _press(fake: FakeTelegram, user: int, data: str, expect: str, method: str = "sendMessage") -> dict:
+    fake.press_button(user, 1, data)
+    return await fake.wait_for(method, lambda p: int(p["chat_id"]) == user and expect in str(p.get("text", p)))
+
+
+async def _buy_to_invoice(fake: FakeTelegram, user: int = CUSTOMER) -> str:
+    await _say(fake, user, "/start", "Welcome")
+    await _press(fake, user, "shop", "Choose a category")
+    await _press(fake, user, "cat:1", "Choose a product")
+    product = await _press(fake, user, "prod:1", "Genshin")
+    assert "⭐ 45" in product["text"]
+    await _press(fake, user, "sku:1", "How many")
+    await _press(fake, user, "qty:1:1", "⭐ 45")
+    fake.press_button(user, 1, "buy:1:1:45")
+    invoice = await fake.wait_for("sendInvoice", lambda p: int(p["chat_id"]) == user)
+    assert invoice["currency"] == "XTR"
+    assert [int(p["amount"]) for p in invoice["prices"]] == [45]
+    assert invoice.get("provider_token") in (None, "")
+    return str(invoice["payload"])
+
+
+async def _pay(fake: FakeTelegram, user: int, ref: str, amount: int, charge: str) -> None:
+    query_id = fake.pre_checkout(user, ref, amount)
+    answer = await fake.wait_for("answerPreCheckoutQuery", lambda p: p["pre_checkout_query_id"] == query_id)
+    assert answer["ok"] in (True, "true", "True")
+    fake.successful_payment(user, ref, amount, charge)
+
+
+async def test_customer_buys_with_stars_and_gets_one_code_message(tmp_path, fake):
+    async with running_bot(tmp_path, fake) as bot:
+        ref = await _buy_to_invoice(fake)
+        await _pay(fake, CUSTOMER, ref, 45, "charge-1")
+        delivery = await fake.wait_for("sendMessage", lambda p: "<code>" in p["text"])
+        codes = re.findall(r"<code>([^<]+)</code>", delivery["text"])
+        assert len(codes) == 1
+        assert codes[0].startswith("GI60-")
+        assert "How to redeem" in delivery["text"]
+        assert delivery.get("parse_mode") == "HTML"
+        await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == MERCHANT and "Paid" in p["text"])
+        fake.successful_payment(CUSTOMER, ref, 45, "charge-1")  # Telegram repeats the update
+        await asyncio.sleep(0.5)
+        assert sum("<code>" in t for t in _texts(fake, CUSTOMER)) == 1
+        order = await bot.shop.store.order_by_ref(ref)
+        assert order.state.value == "delivered"
+        await _press(fake, CUSTOMER, "orders:0", ref)
+        again = await _press(fake, CUSTOMER, f"codes:{ref}", "<code>")
+        assert codes[0] in again["text"]
+
+
+async def test_pre_checkout_refuses_wrong_amount_cancelled_and_foreign_invoices(tmp_path, fake):
+    async with running_bot(tmp_path, fake):
+        ref = await _buy_to_invoice(fake)
+        for user, amount in ((CUSTOMER, 44), (OTHER, 45)):
+            query_id = fake.pre_checkout(user, ref, amount)
+            answer = await fake.wait_for("answerPreCheckoutQuery",
+                                         lambda p, q=query_id: p["pre_checkout_query_id"] == q)
+            assert answer["ok"] in (False, "false", "False")
+            assert "no longer valid" in answer["error_message"]
+        await _press(fake, CUSTOMER, f"cancel:{ref}", "cancelled")
+        query_id = fake.pre_checkout(CUSTOMER, ref, 45)
+        answer = await fake.wait_for("answerPreCheckoutQuery", lambda p: p["pre_checkout_query_id"] == query_id)
+        assert answer["ok"] in (False, "false", "False")
+
+
+async def test_payment_for_no_order_is_refunded_and_forged_buttons_reveal_nothing(tmp_path, fake):
+    async with running_bot(tmp_path, fake) as bot:
+        fake.successful_payment(CUSTOMER, "KNOSUCHORDER", 45, "charge-x")
+        refund = await fake.wait_for("refundStarPayment")
+        assert refund["telegram_payment_charge_id"] == "charge-x"
+        ref = await _buy_to_invoice(fake)
+        await _pay(fake, CUSTOMER, ref, 45, "charge-2")
+        await fake.wait_for("sendMessage", lambda p: "<code>" in p["text"])
+        answer = await _press(fake, OTHER, f"codes:{ref}", "Order not found")
+        assert "<code>" not in answer["text"]
+        await _press(fake, OTHER, "buy:1:99999:45", "not possible")
+        await _say(fake, OTHER, "/stock", "Unknown command")
+        assert await bot.shop.store.orders_for_user("telegram", str(OTHER), 5, 0) == []
+
+
+async def test_merchant_imports_by_document_and_refunds_in_stars(tmp_path, fake):
+    async with running_bot(tmp_path, fake) as bot:
+        fake.send_document(MERCHANT, "more.txt", b"NEW-1\nNEW-2\nNEW-1\n", "/import genshin-60")
+        summary = await fake.wait_for("sendMessage", lambda p: "imported" in p["text"])
+        assert "2 imported, 1 duplicates within the file" in summary["text"]
+        ref = await _buy_to_invoice(fake)
+        await _pay(fake, CUSTOMER, ref, 45, "charge-3")
+        await fake.wait_for("sendMessage", lambda p: "<code>" in p["text"])
+        await _say(fake, MERCHANT, f"/refund {ref}", "Refund order")
+        await _press(fake, MERCHANT, f"mrefund:{ref}", "on its way")
+        refund = await fake.wait_for("refundStarPayment")
+        assert (int(refund["user_id"]), refund["telegram_payment_charge_id"]) == (CUSTOMER, "charge-3")
+        await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == CUSTOMER and "refunded" in p["text"])
+        assert (await bot.shop.store.order_by_ref(ref)).state.value == "refunded"
+
+
+async def test_blocked_buyer_alerts_the_merchant_and_keeps_the_code(tmp_path, fake):
+    async with running_bot(tmp_path, fake) as bot:
+        ref = await _buy_to_invoice(fake)
+        fake.fail_chat(CUSTOMER, 403, "Forbidden: bot was blocked by the user")
+        await _pay(fake, CUSTOMER, ref, 45, "charge-4")
+        alert = await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == MERCHANT and "blocked" in p["text"])
+        assert ref in alert["text"]
+        assert len(await bot.shop.store.order_items((await bot.shop.store.order_by_ref(ref)).id)) == 1
+
+
+async def test_webhook_mode_sells_the_same_way(tmp_path, fake):
+    async with running_bot(tmp_path, fake, mode="webhook"):
+        ref = await _buy_to_invoice(fake)
+        await _pay(fake, CUSTOMER, ref, 45, "charge-5")
+        await fake.wait_for("sendMessage", lambda p: "<code>" in p["text"])

@@ -1,0 +1,288 @@
+"""A fake Telegram Bot API server on 127.0.0.1 for end-to-end tests: real wire format, recorded calls,
+injected updates (polling or webhook push) and injected failures (429 retry_after, 403 blocked)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+Params = dict[str, Any]
+BOT_ID = 424242
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        with contextlib.suppress(ValueError):
+            return json.loads(value)
+    return value
+
+
+class FakeTelegram:
+    token = "123456:TEST-token"
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.calls: list[tuple[str, Params]] = []
+        self.updates: list[dict[str, Any]] = []
+        self.files: dict[str, bytes] = {}
+        self.webhook: tuple[str, str] | None = None
+        self.refunded: set[str] = set()
+        self._faults: dict[str, list[tuple[int, str, int | None]]] = {}
+        self._blocked: dict[int, tuple[int, str]] = {}
+        self._ids = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: uvicorn.Server | None = None
+        self._serving: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/bot"
+
+    @property
+    def base_file_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/file/bot"
+
+    async def start(self) -> None:
+        app = Starlette(routes=[Route("/bot{token}/{method}", self._api, methods=["GET", "POST"]),
+                                Route("/file/bot{token}/{path:path}", self._file)])
+        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                     lifespan="off"))
+        self._serving = asyncio.create_task(self._server.serve())
+        while not self._server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._server is not None and self._serving is not None:
+            self._server.should_exit = True
+            await self._serving
+
+    # -- what tests read -----------------------------------------------------------------------
+    def sent(self, method: str) -> list[Params]:
+        return [p for m, p in self.calls if m == method]
+
+    async def wait_for(self, method: str, predicate: Callable[[Params], bool] | None = None,
+                       timeout: float = 10.0) -> Params:  # noqa: ASYNC109 - the deadline is part of the check
+        """The first recorded call of `method` matching predicate, waiting for it if needed."""
+        deadline = time.monotonic() + timeout
+        async with self._changed:
+            while True:
+                for m, p in self.calls:
+                    if m == method and (predicate is None or predicate(p)):
+                        return p
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {method} call matched within {timeout}s; calls: "
+                                         f"{[m for m, _ in self.calls][-30:]}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), left)
+
+    def fail_next(self, method: str, code: int, description: str, retry_after: int | None = None) -> None:
+        self._faults.setdefault(method, []).append((code, description, retry_after))
+
+    def fail_chat(self, chat_id: int, code: int, description: str) -> None:
+        self._blocked[chat_id] = (code, description)
+
+    # -- updates the tests inject --------------------------------------------------------------
+    @staticmethod
+    def _user(user_id: int, language_code: str) -> dict[str, Any]:
+        return {"id": user_id, "is_bot": False, "first_name": f"User{user_id}", "language_code": language_code}
+
+    def _message(self, user_id: int, language_code: str, **fields: Any) -> dict[str, Any]:
+        return {"message_id": next(self._ids), "date": int(time.time()),
+                "chat": {"id": user_id, "type": "private", "first_name": f"User{user_id}"},
+                "from": self._user(user_id, language_code), **fields}
+
+    def _inject(self, kind: str, payload: dict[str, Any]) -> int:
+        update_id = next(self._ids)
+        update = {"update_id": update_id, kind: payload}
+        if self.webhook is not None:
+            task = asyncio.get_running_loop().create_task(self._push(update))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self.updates.append(update)
+            asyncio.get_running_loop().create_task(self._notify())
+        return update_id
+
+    def send_text(self, user_id: int, text: str, language_code: str = "en") -> None:
+        command = text.split()[0] if text.startswith("/") else ""
+        entities = [{"type": "bot_command", "offset": 0, "length": len(command)}] if command else []
+        self._inject("message", self._message(user_id, language_code, text=text, entities=entities))
+
+    def press_button(self, user_id: int, message_id: int, data: str, language_code: str = "en") -> str:
+        query_id = f"cb{next(self._ids)}"
+        message = self._message(BOT_ID, language_code, text="…")
+        message["chat"] = {"id": user_id, "type": "private"}
+        message["message_id"] = message_id
+        self._inject("callback_query", {"id": query_id, "from": self._user(user_id, language_code),
+                                        "chat_instance": str(user_id), "data": data, "message": message})
+        return query_id
+
+    def pre_checkout(self, user_id: int, payload: str, total_amount: int, currency: str = "XTR") -> str:
+        query_id = f"pc{next(self._ids)}"
+        self._inject("pre_checkout_query", {"id": query_id, "from": self._user(user_id, "en"), "currency": currency,
+                                            "total_amount": total_amount, "invoice_payload": payload})
+        return query_id
+
+    def successful_payment(self, user_id: int, payload: str, total_amount: int, charge_id: str,
+                           currency: str = "XTR") -> None:
+        paid = {"currency": currency, "total_amount": total_amount, "invoice_payload": payload,
+                "telegram_payment_charge_id": charge_id, "provider_payment_charge_id": ""}
+        self._inject("message", self._message(user_id, "en", successful_payment=paid))
+
+    def send_document(self, user_id: int, filename: str, content: bytes, caption: str) -> None:
+        file_id = f"file{next(self._ids)}"
+        self.files[file_id] = content
+        document = {"file_id": file_id, "file_unique_id": file_id + "u", "file_name": filename,
+                    "file_size": len(content), "mime_type": "text/plain"}
+        self._inject("message", self._message(user_id, "en", document=document, caption=caption))
+
+    # -- the server side -------------------------------------------------------------------------
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _push(self, update: dict[str, Any]) -> None:
+        assert self.webhook is not None
+        url, secret = self.webhook
+        async with httpx.AsyncClient() as client:
+            for _ in range(5):
+                with contextlib.suppress(httpx.TransportError):
+                    response = await client.post(url, json=update,
+                                                 headers={"X-Telegram-Bot-Api-Secret-Token": secret})
+                    if response.status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
+
+    async def _params(self, request: Request) -> Params:
+        if request.headers.get("content-type", "").startswith("application/json"):
+            body = await request.body()
+            return dict(json.loads(body)) if body else {}
+        form = await request.form()
+        params: Params = {}
+        for key, value in form.multi_items():
+            if hasattr(value, "read"):
+                params[key] = {"filename": value.filename, "content": await value.read()}
+            else:
+                params[key] = _decode(value)
+        return params
+
+    async def _api(self, request: Request) -> Response:
+        method = request.path_params["method"]
+        params = await self._params(request)
+        if method != "getUpdates":
+            self.calls.append((method, params))
+            await self._notify()
+        fault = self._fault(method, params)
+        if fault is not None:
+            return fault
+        handler = getattr(self, f"_m_{method}", None)
+        result = await handler(params) if handler else True
+        if isinstance(result, Response):
+            return result
+        return JSONResponse({"ok": True, "result": result})
+
+    def _fault(self, method: str, params: Params) -> Response | None:
+        queued = self._faults.get(method)
+        if queued:
+            code, description, retry_after = queued.pop(0)
+            body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+            if retry_after is not None:
+                body["parameters"] = {"retry_after": retry_after}
+            return JSONResponse(body, status_code=code)
+        chat = params.get("chat_id")
+        if method.startswith("send") and chat is not None and int(chat) in self._blocked:
+            code, description = self._blocked[int(chat)]
+            return JSONResponse({"ok": False, "error_code": code, "description": description}, status_code=code)
+        return None
+
+    async def _file(self, request: Request) -> Response:
+        content = self.files.get(request.path_params["path"].rsplit("/", 1)[-1])
+        return Response(content, status_code=200) if content is not None else Response(status_code=404)
+
+    def _sent_message(self, params: Params, **fields: Any) -> dict[str, Any]:
+        message = self._message(BOT_ID, "en", **fields)
+        message["chat"] = {"id": int(params["chat_id"]), "type": "private"}
+        message["from"] = {"id": BOT_ID, "is_bot": True, "first_name": "Shop", "username": "kamibot_test_bot"}
+        return message
+
+    async def _m_getMe(self, params: Params) -> dict[str, Any]:
+        return {"id": BOT_ID, "is_bot": True, "first_name": "Shop", "username": "kamibot_test_bot",
+                "can_join_groups": False, "can_read_all_group_messages": False, "supports_inline_queries": False}
+
+    async def _m_getUpdates(self, params: Params) -> list[dict[str, Any]]:
+        offset = int(params.get("offset") or 0)
+        self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        deadline = time.monotonic() + min(float(params.get("timeout") or 0), 1.0)
+        async with self._changed:
+            while not self.updates and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), max(deadline - time.monotonic(), 0.01))
+        return list(self.updates)
+
+    async def _m_setWebhook(self, params: Params) -> bool:
+        self.webhook = (str(params["url"]), str(params.get("secret_token") or ""))
+        return True
+
+    async def _m_deleteWebhook(self, params: Params) -> bool:
+        self.webhook = None
+        return True
+
+    async def _m_getWebhookInfo(self, params: Params) -> dict[str, Any]:
+        return {"url": self.webhook[0] if self.webhook else "", "has_custom_certificate": False,
+                "pending_update_count": len(self.updates)}
+
+    async def _m_sendMessage(self, params: Params) -> dict[str, Any]:
+        return self._sent_message(params, text=str(params.get("text", "")))
+
+    async def _m_editMessageText(self, params: Params) -> dict[str, Any]:
+        return self._sent_message(params, text=str(params.get("text", "")))
+
+    async def _m_sendInvoice(self, params: Params) -> dict[str, Any]:
+        total = sum(int(p["amount"]) for p in params.get("prices", []))
+        invoice = {"title": params["title"], "description": params["description"], "start_parameter": "",
+                   "currency": params["currency"], "total_amount": total}
+        return self._sent_message(params, invoice=invoice)
+
+    async def _m_sendDocument(self, params: Params) -> dict[str, Any]:
+        doc = params.get("document") or {}
+        file_id = f"sent{next(self._ids)}"
+        return self._sent_message(params, caption=str(params.get("caption", "")),
+                                  document={"file_id": file_id, "file_unique_id": file_id,
+                                            "file_name": doc.get("filename", "file")})
+
+    async def _m_getFile(self, params: Params) -> dict[str, Any]:
+        file_id = str(params["file_id"])
+        return {"file_id": file_id, "file_unique_id": file_id + "u", "file_size": len(self.files.get(file_id, b"")),
+                "file_path": f"documents/{file_id}"}
+
+    async def _m_refundStarPayment(self, params: Params) -> Any:
+        charge = str(params["telegram_payment_charge_id"])
+        if charge in self.refunded:
+            return JSONResponse({"ok": False, "error_code": 400, "description": "Bad Request: CHARGE_ALREADY_REFUNDED"},
+                                status_code=400)
+        self.refunded.add(charge)
+        return True
