@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from storage.records import HOLDING_STATES, OrderState, PaymentApplied, PaymentEventIn, PaymentOutcome
+from storage.sqlite_orders import number_uses
 from storage.sqltime import ts
 
 _CHUNK = 400  # stay well under SQLite's host-parameter limit
@@ -82,19 +83,20 @@ def plan(db: sqlite3.Connection, events: Sequence[PaymentEventIn]) -> tuple[list
     return fast, slow
 
 
-def _claim(db: sqlite3.Connection, pool_id: int, need: int, at: str) -> list[tuple[int, int, int, str]]:
-    """`need` uses from distinct codes per round (a multi-use code gives one use per round)."""
-    taken: list[tuple[int, int, int, str]] = []
+def _claim(db: sqlite3.Connection, pool_id: int, need: int, at: str) -> list[tuple[int, int, str]]:
+    """`need` uses (code id, unit cost, cost currency) from distinct codes per round (a multi-use code gives
+    one use per round); use numbers are given afterwards for the whole batch (sqlite_orders.number_uses)."""
+    taken: list[tuple[int, int, str]] = []
     while len(taken) < need:
         rows = db.execute(
             "UPDATE codes SET uses_left = uses_left - 1 WHERE id IN (SELECT id FROM codes WHERE pool_id = ?"
             " AND uses_left > 0 AND status = 'available' AND (expires_at IS NULL OR expires_at > ?)"
-            " ORDER BY id LIMIT ?) RETURNING id, uses_total - uses_left, unit_cost, cost_currency",
+            " ORDER BY id LIMIT ?) RETURNING id, unit_cost, cost_currency",
             (pool_id, at, need - len(taken)),
         ).fetchall()
         if not rows:
             break
-        taken.extend(sorted((r[0], r[1], r[2], r[3]) for r in rows))
+        taken.extend(sorted((r[0], r[1], r[2]) for r in rows))
     return taken
 
 
@@ -108,11 +110,17 @@ def apply_fast(db: sqlite3.Connection, fast: list[_Plan], now: datetime) -> dict
     for p in fast:
         by_pool.setdefault(p.pool_id, []).append(p)
     items, ledger, updates, events, outbox = [], [], [], [], []
+    claims: dict[int, list[tuple[int, int, int, str]]] = {}
     for pool_id, plans in by_pool.items():
         need = sum(p.need for p in plans)
-        taken = _claim(db, pool_id, need, at)
-        if len(taken) < need:
+        raw = _claim(db, pool_id, need, at)
+        if len(raw) < need:
             raise Shortage(f"pool {pool_id}")
+        claims[pool_id] = [(cid, 0, cost, ccy) for cid, cost, ccy in raw]
+    flat = [c[0] for pool_claims in claims.values() for c in pool_claims]
+    numbers = iter(number_uses(db, flat))
+    for pool_id, plans in by_pool.items():
+        taken = [(cid, next(numbers), cost, ccy) for cid, _, cost, ccy in claims[pool_id]]
         for p in plans:
             mine, taken = taken[: p.need], taken[p.need :]
             e = p.event

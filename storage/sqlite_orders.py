@@ -147,8 +147,30 @@ def _finish_event(db: sqlite3.Connection, event_id: int, outcome: PaymentOutcome
 _CLAIM_ONE = (
     "UPDATE codes SET uses_left = uses_left - 1 WHERE id = (SELECT id FROM codes WHERE pool_id = ?"
     " AND uses_left > 0 AND status = 'available' AND (expires_at IS NULL OR expires_at > ?) ORDER BY id LIMIT 1)"
-    " RETURNING id, uses_total - uses_left, unit_cost, cost_currency"
+    " RETURNING id, unit_cost, cost_currency"
 )
+
+
+def number_uses(db: sqlite3.Connection, code_ids: list[int]) -> list[int]:
+    """Use numbers for claimed uses (one code id per use, in order): the smallest numbers no live item of
+    that code holds. Not `uses_total - uses_left`: a refund can hand back a use from the middle."""
+    live: dict[int, set[int]] = {cid: set() for cid in code_ids}
+    distinct = sorted(live)
+    for i in range(0, len(distinct), 400):
+        part = distinct[i : i + 400]
+        marks = ",".join("?" * len(part))
+        for cid, use_no in db.execute(
+            f"SELECT code_id, use_no FROM order_items WHERE NOT released AND code_id IN ({marks})", part
+        ):
+            live[cid].add(use_no)
+    numbers = []
+    for cid in code_ids:
+        n = 1
+        while n in live[cid]:
+            n += 1
+        live[cid].add(n)
+        numbers.append(n)
+    return numbers
 
 
 def _claim_uses(db: sqlite3.Connection, pool_id: int, need: int, at: str) -> list[tuple[int, int, int, str]]:
@@ -156,13 +178,14 @@ def _claim_uses(db: sqlite3.Connection, pool_id: int, need: int, at: str) -> lis
 
     Under BEGIN IMMEDIATE nobody else writes, so the sub-select and the decrement cannot race.
     """
-    taken: list[tuple[int, int, int, str]] = []
+    claimed: list[tuple[int, int, str]] = []
     for _ in range(need):
         row = db.execute(_CLAIM_ONE, (pool_id, at)).fetchone()
         if row is None:
             break
-        taken.append((row[0], row[1], row[2], row[3]))
-    return taken
+        claimed.append((row[0], row[1], row[2]))
+    numbers = number_uses(db, [c[0] for c in claimed])
+    return [(cid, n, cost, ccy) for (cid, cost, ccy), n in zip(claimed, numbers, strict=True)]
 
 
 def apply_payment(db: sqlite3.Connection, event_id: int, now: datetime) -> PaymentApplied:

@@ -288,3 +288,23 @@ async def test_refund_row_is_queued_once_and_payment_found(store):
     assert await store.pending_outbox() == 1 + 1 + 2  # deliver, refund, two resends
     with pytest.raises(UnknownRecord):
         await store.enqueue_outbox(999_999, "resend", "", NOW)
+
+
+@pytest.mark.parametrize("together", [False, True])
+async def test_a_refunded_use_of_a_multi_use_code_is_sold_again_without_collision(store, together):
+    import asyncio
+
+    shop = await make_shop(store, codes=1, uses=3)
+    a, b, c = [await store.reserve(new_order(shop.sku, user=u), NOW) for u in ("a", "b", "c")]
+    for o in (a, b, c):
+        await store.receive_payment(payment(o.ref, 1000), NOW)
+    assert await store.refund(b.id, "merchant", NOW)  # never shown: use 2 goes back to stock
+    d = await store.reserve(new_order(shop.sku, user="d"), NOW)
+    if together:  # the batch path of SQLite and concurrent calls on PostgreSQL
+        results = await asyncio.gather(store.receive_payment(payment(d.ref, 1000), NOW))
+    else:
+        results = [await store.receive_payment(payment(d.ref, 1000), NOW)]
+    assert [r.outcome for r in results] == [PaymentOutcome.ALLOCATED]
+    live = sorted([i.use_no for o in (a, c, d) for i in await store.order_items(o.id)])
+    assert live == [1, 2, 3]
+    assert [i.use_no for i in await store.order_items(d.id)] == [2]

@@ -297,7 +297,7 @@ CREATE FUNCTION kb_apply_event(ev payment_events, p_now TIMESTAMPTZ,
 LANGUAGE plpgsql AS $$
 DECLARE
     o orders; v_need BIGINT; v_taken BIGINT := 0; v_cause TEXT; v_ok BOOLEAN := TRUE; v_spins INT := 0;
-    v_code BIGINT; v_first BIGINT; v_k BIGINT; v_cost BIGINT; v_ccy TEXT;
+    v_code BIGINT; v_first BIGINT; v_k BIGINT; v_cost BIGINT; v_ccy TEXT; v_n BIGINT;
     v_codes BIGINT[] := '{}'; v_use_nos BIGINT[] := '{}'; v_costs BIGINT[] := '{}'; v_ccys TEXT[] := '{}';
 BEGIN
     event_id := ev.id;
@@ -334,7 +334,7 @@ BEGIN
                     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
         UPDATE codes SET uses_left = codes.uses_left - LEAST(c.uses_left, v_need - v_taken) FROM c
          WHERE codes.id = c.id
-        RETURNING codes.id, codes.uses_total - c.uses_left, LEAST(c.uses_left, v_need - v_taken), codes.unit_cost,
+        RETURNING codes.id, codes.uses_total, LEAST(c.uses_left, v_need - v_taken), codes.unit_cost,
                   codes.cost_currency
         INTO v_code, v_first, v_k, v_cost, v_ccy;
         IF NOT FOUND THEN
@@ -346,7 +346,7 @@ BEGIN
                         ORDER BY id LIMIT 1 FOR UPDATE)
             UPDATE codes SET uses_left = codes.uses_left - LEAST(c.uses_left, v_need - v_taken) FROM c
              WHERE codes.id = c.id
-            RETURNING codes.id, codes.uses_total - c.uses_left, LEAST(c.uses_left, v_need - v_taken), codes.unit_cost,
+            RETURNING codes.id, codes.uses_total, LEAST(c.uses_left, v_need - v_taken), codes.unit_cost,
                       codes.cost_currency
             INTO v_code, v_first, v_k, v_cost, v_ccy;
             IF NOT FOUND THEN
@@ -357,9 +357,14 @@ BEGIN
                 CONTINUE;
             END IF;
         END IF;
-        FOR i IN 1..v_k LOOP
+        -- use numbers: the smallest ones no live item of this code holds (a refund can free a middle one);
+        -- the code row is locked by us, and one order visits a code once
+        FOR v_n IN SELECT g FROM generate_series(1, v_first) AS g
+                    WHERE NOT EXISTS (SELECT 1 FROM order_items i
+                                       WHERE i.code_id = v_code AND i.use_no = g AND NOT i.released)
+                    ORDER BY g LIMIT v_k LOOP
             v_codes := v_codes || v_code;
-            v_use_nos := v_use_nos || (v_first + i);
+            v_use_nos := v_use_nos || v_n;
             v_costs := v_costs || v_cost;
             v_ccys := v_ccys || v_ccy;
         END LOOP;
