@@ -198,3 +198,35 @@ async def test_webhook_mode_sells_the_same_way(tmp_path, fake):
         ref = await _buy_to_invoice(fake)
         await _pay(fake, CUSTOMER, ref, 45, "charge-5")
         await fake.wait_for("sendMessage", lambda p: "<code>" in p["text"])
+
+
+async def test_wrong_amount_payment_is_held_for_review_and_merchant_told(tmp_path, fake):
+    async with running_bot(tmp_path, fake) as bot:
+        ref = await _buy_to_invoice(fake)
+        fake.successful_payment(CUSTOMER, ref, 44, "charge-6")  # a payment update that does not match
+        await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == MERCHANT and "held for review" in p["text"])
+        told = await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == CUSTOMER and "checked" in p["text"])
+        assert "<code>" not in told["text"]
+        assert (await bot.shop.store.order_by_ref(ref)).state.value == "review"
+
+
+async def test_merchant_documents_that_are_not_text_or_too_big_import_nothing(tmp_path, fake):
+    async with running_bot(tmp_path, fake) as bot:
+        before = await bot.shop.store.count_codes()
+        fake.send_document(MERCHANT, "codes.txt", "卡密".encode("gbk") + b"\n", "/import genshin-60")
+        await fake.wait_for("sendMessage", lambda p: "not UTF-8" in p["text"])
+        fake.send_document(MERCHANT, "huge.txt", b"X-1\n", "/import genshin-60", file_size=25 * 1024 * 1024)
+        await fake.wait_for("sendMessage", lambda p: "larger than 20 MB" in p["text"])
+        fake.send_document(CUSTOMER, "codes.txt", b"A-1\n", "/import genshin-60")  # not a merchant
+        await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == CUSTOMER and "Unknown command" in p["text"])
+        assert await bot.shop.store.count_codes() == before
+
+
+async def test_names_with_markup_characters_are_escaped(tmp_path, fake):
+    async with running_bot(tmp_path, fake) as bot:
+        await _say(fake, MERCHANT, "/sku genshin-60 \"name_en=<b>60</b> & *gems*_[x]\"", "saved")
+        await _say(fake, CUSTOMER, "/start", "Welcome")
+        await _press(fake, CUSTOMER, "sku:1", "How many")
+        shown = [p for p in fake.sent("sendMessage") if int(p["chat_id"]) == CUSTOMER][-1]
+        assert "&lt;b&gt;60&lt;/b&gt; &amp; *gems*_[x]" in shown["text"]
+        assert (await bot.shop.store.sku_by_id(1)).name_en == "<b>60</b> & *gems*_[x]"

@@ -153,11 +153,12 @@ class FakeTelegram:
                 "telegram_payment_charge_id": charge_id, "provider_payment_charge_id": ""}
         self._inject("message", self._message(user_id, "en", successful_payment=paid))
 
-    def send_document(self, user_id: int, filename: str, content: bytes, caption: str) -> None:
+    def send_document(self, user_id: int, filename: str, content: bytes, caption: str,
+                      file_size: int | None = None) -> None:
         file_id = f"file{next(self._ids)}"
         self.files[file_id] = content
         document = {"file_id": file_id, "file_unique_id": file_id + "u", "file_name": filename,
-                    "file_size": len(content), "mime_type": "text/plain"}
+                    "file_size": len(content) if file_size is None else file_size, "mime_type": "text/plain"}
         self._inject("message", self._message(user_id, "en", document=document, caption=caption))
 
     # -- the server side -------------------------------------------------------------------------
