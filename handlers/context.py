@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from fulfillment.catalog import CatalogService
 from fulfillment.delivery import DeliveryWorker
@@ -30,6 +31,18 @@ class ShopContext:
     def language(self, channel: str, user_id: str, platform_language: str) -> str:
         chosen = self.languages.get((channel, user_id))
         return chosen or normalise_language(platform_language, self.tr.default)
+
+    async def load_language(self, channel: str, user_id: str) -> None:
+        """Bring a language chosen earlier (perhaps in another process) into this process's cache."""
+        if (channel, user_id) not in self.languages:
+            stored = await self.store.user_language(channel, user_id)
+            if stored:
+                self.languages[(channel, user_id)] = stored
+
+    async def choose_language(self, channel: str, user_id: str, chat_id: str, language: str) -> None:
+        self.languages[(channel, user_id)] = language
+        await self.store.touch_user(channel, user_id, chat_id, datetime.now(UTC))
+        await self.store.set_user_language(channel, user_id, language)
 
     def is_merchant(self, channel: str, user_id: str) -> bool:
         return user_id in self.merchants.get(channel, set())

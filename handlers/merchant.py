@@ -19,6 +19,7 @@ from storage.records import Sku
 log = logging.getLogger("kamibot.merchant")
 SKU_FIELDS = {"name_en": str, "name_zh": str, "min": int, "max": int, "limit": int, "units": int, "active": bool}
 PERIODS = {"today": 1, "7d": 7, "30d": 30}
+READ_ONLY = {"stock", "order", "orders", "report"}
 
 
 def _options(args: list[str]) -> dict[str, str]:
@@ -42,6 +43,8 @@ class Merchant:
     async def handle(self, msg: Incoming, lang: str, command: str, rest: str) -> list[Reply]:
         args = shlex.split(rest) if rest else []
         log.info("event=merchant.command channel=%s user=%s command=%s", msg.channel, msg.user_id, command)
+        if command not in READ_ONLY:  # every merchant action is audited (file contents never are)
+            await self.ctx.store.audit(msg.channel, msg.user_id, command, rest[:200], datetime.now(UTC))
         if command == "stock":
             return await self.stock(lang)
         if command == "price":
@@ -161,6 +164,7 @@ class Merchant:
 
     async def refund_confirmed(self, msg: Incoming, lang: str, ref: str) -> list[Reply]:
         order = await self.aftersale.request_refund(ref, msg.user_id)
+        await self.ctx.store.audit(msg.channel, msg.user_id, "refund.confirmed", order.ref, datetime.now(UTC))
         await self.ctx.delivery.run_once()
         return [Reply(self._t(lang, "merchant.refund_queued", ref=order.ref))]
 

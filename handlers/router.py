@@ -29,6 +29,7 @@ class Conversation:
         self.merchant = Merchant(ctx)
 
     async def handle(self, msg: Incoming) -> list[Reply]:
+        await self.ctx.load_language(msg.channel, msg.user_id)
         lang = self.ctx.language(msg.channel, msg.user_id, msg.language)
         try:
             if msg.button:

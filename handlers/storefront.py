@@ -6,6 +6,8 @@ any process can answer any press.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from handlers.context import ShopContext
 from handlers.render import delivery_reply, order_line, product_name, sku_name, stock_label
 from handlers.types import Button, Incoming, Invoice, Reply
@@ -29,6 +31,9 @@ class Storefront:
         return [Reply(self._t(lang, "menu.welcome"), rows)]
 
     async def start(self, msg: Incoming, lang: str, payload: str) -> list[Reply]:
+        # deep links: /start sku_<id> opens a product, /start ref_<user> records who sent this customer
+        referrer = payload[4:64] if payload.startswith("ref_") else ""
+        await self.ctx.store.touch_user(msg.channel, msg.user_id, msg.chat_id, datetime.now(UTC), referrer)
         if payload.startswith("sku_") and payload[4:].isdigit():
             return await self.sku(msg, lang, int(payload[4:]))
         return await self.menu(msg, lang)
@@ -173,5 +178,5 @@ class Storefront:
         return [Reply(self._t(lang, "language.pick"), choices)]
 
     async def set_language(self, msg: Incoming, choice: str) -> list[Reply]:
-        self.ctx.languages[(msg.channel, msg.user_id)] = choice
+        await self.ctx.choose_language(msg.channel, msg.user_id, msg.chat_id, choice)
         return await self.menu(msg, choice)

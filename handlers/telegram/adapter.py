@@ -34,7 +34,7 @@ from handlers.context import ShopContext
 from handlers.router import Conversation
 from handlers.telegram.channel import CHANNEL, TelegramAlerts, TelegramSender
 from handlers.types import Attachment, Incoming, Reply
-from storage.records import PaymentEventIn, PaymentOutcome
+from storage.records import Order, PaymentEventIn, PaymentOutcome
 
 log = logging.getLogger("kamibot.telegram")
 MAX_DOWNLOAD = 20 * 1024 * 1024  # bots can download files up to 20 MB
@@ -163,10 +163,11 @@ class TelegramBot:
         result = await self.ctx.payments.receive(event)
         if result.outcome == PaymentOutcome.ALLOCATED:
             await self.ctx.delivery.run_once()  # the codes leave now, not at the worker's next tick
-            if self.notify_paid and result.order_id is not None:
-                order = await self.ctx.store.order_by_id(result.order_id)
-                if order is not None:
+            order = await self.ctx.store.order_by_id(result.order_id) if result.order_id else None
+            if order is not None:
+                if self.notify_paid:
                     await self.alerts.order_paid(order)
+                await self._low_stock(order)
             return
         lang = self._lang(update)
         if result.outcome == PaymentOutcome.FAILED:
@@ -180,6 +181,13 @@ class TelegramBot:
         if result.outcome != PaymentOutcome.ALREADY_APPLIED:
             await self.send_all(str(message.chat_id), [Reply(self.ctx.tr(lang, f"pay.result.{result.outcome.value}",
                                                                          ref=paid.invoice_payload))])
+
+    async def _low_stock(self, order: Order) -> None:
+        """Tell the merchant when this sale took the pool across its low-stock mark (once per crossing)."""
+        level = next((lv for lv in await self.ctx.store.stock_levels() if lv.pool_id == order.pool_id), None)
+        used = order.quantity * order.units
+        if level is not None and level.available <= level.low_stock < level.available + used:
+            await self.alerts.notify("merchant.alert_low_stock", pool=level.pool_slug, available=level.available)
 
     async def on_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message

@@ -66,4 +66,4 @@ async def test_healthz_reports_stale_jobs_with_503(shop):
     assert bad.status_code == 503
     assert bad.json()["stale_jobs"] == ["delivery"]
     assert good.status_code == 200
-    assert good.json()["schema"] == 1
+    assert good.json()["schema"] == 2

@@ -32,7 +32,7 @@ def test_run_serves_health_and_stops_on_sigterm(tmp_path):
                 time.sleep(0.1)
         assert body is not None, proc.stderr.read() if proc.poll() is not None else "no answer"
         assert body["status"] == "ok"
-        assert body["schema"] == 1
+        assert body["schema"] == 2
         assert (tmp_path / "vault.key").exists()
     finally:
         proc.send_signal(signal.SIGTERM)

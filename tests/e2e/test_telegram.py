@@ -230,3 +230,13 @@ async def test_names_with_markup_characters_are_escaped(tmp_path, fake):
         shown = [p for p in fake.sent("sendMessage") if int(p["chat_id"]) == CUSTOMER][-1]
         assert "&lt;b&gt;60&lt;/b&gt; &amp; *gems*_[x]" in shown["text"]
         assert (await bot.shop.store.sku_by_id(1)).name_en == "<b>60</b> & *gems*_[x]"
+
+
+async def test_merchant_is_told_when_a_sale_crosses_the_low_stock_mark(tmp_path, fake):
+    async with running_bot(tmp_path, fake) as bot:
+        pool = await bot.shop.store.pool_by_slug("genshin-60")
+        await bot.shop.store.upsert_pool(pool.slug, pool.name, 29)  # 30 codes: the first sale crosses 29
+        ref = await _buy_to_invoice(fake)
+        await _pay(fake, CUSTOMER, ref, 45, "charge-7")
+        alert = await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == MERCHANT and "Low stock" in p["text"])
+        assert "genshin-60 has 29 left" in alert["text"]

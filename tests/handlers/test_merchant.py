@@ -103,3 +103,10 @@ async def test_resend_and_user_orders(demo):
     demo.out.clear()
     await demo.merchant.say("/orders customer")
     assert ref in demo.out.text()
+
+
+async def test_merchant_changes_are_audited_and_reads_are_not(demo):
+    await demo.merchant.say("/stock")
+    await demo.merchant.say("/price genshin-60 650")
+    entries = await demo.shop.store.audit_entries(10)
+    assert [(e[1], e[2], e[3], e[4]) for e in entries] == [("console", "merchant", "price", "genshin-60 650")]

@@ -113,3 +113,17 @@ async def test_contact_button_shows_the_merchant_contact(demo):
     await demo.customer.say("/start")
     await demo.customer.say("4")
     assert "Just write your question here" in demo.out.text()
+
+
+async def test_chosen_language_survives_a_restart(demo):
+    from bot.demo import make_context
+    from handlers.router import Conversation
+    from handlers.types import Incoming
+
+    await demo.customer.say("/start")
+    await demo.customer.say("/language")
+    await demo.customer.say("1")  # 简体中文
+    fresh = make_context(demo.shop, set())  # another process: an empty language cache
+    replies = await Conversation(fresh).handle(Incoming("console", "customer", "customer", text="/start",
+                                                        language="en"))
+    assert replies[0].text.startswith("欢迎光临")

@@ -308,3 +308,20 @@ async def test_a_refunded_use_of_a_multi_use_code_is_sold_again_without_collisio
     live = sorted([i.use_no for o in (a, c, d) for i in await store.order_items(o.id)])
     assert live == [1, 2, 3]
     assert [i.use_no for i in await store.order_items(d.id)] == [2]
+
+
+async def test_customers_language_referrer_blocking_and_audit(store):
+    await store.touch_user("telegram", "20", "20", NOW, referrer="20")  # oneself is no referrer
+    await store.touch_user("telegram", "10", "10", NOW, referrer="99")
+    await store.touch_user("telegram", "10", "10b", NOW, referrer="77")  # the first referrer stays
+    await store.touch_user("wechat", "o1", "o1", NOW)
+    await store.set_user_language("telegram", "10", "zh_CN")
+    assert await store.user_language("telegram", "10") == "zh_CN"
+    assert await store.user_language("telegram", "20") is None
+    assert await store.user_language("telegram", "nobody") is None
+    await store.set_user_blocked("telegram", "20", True)
+    assert await store.reachable_users("telegram", "", 10) == [("10", "10b")]
+    assert await store.reachable_users("telegram", "10", 10) == []
+    await store.audit("telegram", "900", "price", "genshin-60 650", NOW)
+    entries = await store.audit_entries(5)
+    assert [(e[1], e[2], e[3], e[4]) for e in entries] == [("telegram", "900", "price", "genshin-60 650")]
