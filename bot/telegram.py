@@ -13,6 +13,7 @@ from bot.composition import Shop
 from handlers.context import ShopContext
 from handlers.router import Conversation
 from handlers.telegram.adapter import PerUserOrder, TelegramBot
+from handlers.telegram.broadcast import TelegramBroadcaster
 from handlers.telegram.channel import CHANNEL, StarsProvider, TelegramAlerts, TelegramChannel, TelegramSender
 from handlers.telegram.pacing import Pacer
 
@@ -61,6 +62,8 @@ def build_telegram(shop: Shop, ctx: ShopContext) -> TelegramRuntime:
     shop.channels[CHANNEL] = TelegramChannel(ctx, sender)
     shop.providers["telegram"] = StarsProvider(app.bot)
     shop.delivery.alerts = alerts
+    ctx.broadcasters[CHANNEL] = TelegramBroadcaster(shop.store, sender)
+    ctx.senders[CHANNEL] = sender.send
     return TelegramRuntime(app, adapter, t.mode, t.webhook_secret.get_secret_value())
 
 

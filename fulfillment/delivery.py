@@ -97,6 +97,9 @@ class DeliveryWorker:
                 await self._send(row)
         except PermanentFailure as exc:
             await self.store.fail_outbox(row.id, self.clock(), type(exc).__name__)
+            order = await self.store.order_by_id(row.order_id)
+            if order is not None:  # no more broadcasts to a chat that blocked the bot
+                await self.store.set_user_blocked(order.channel, order.user_id, True)
             log.warning("event=delivery.undeliverable outbox_id=%s order_id=%s", row.id, row.order_id)
             await self._alert(row, "undeliverable")
             return

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from fulfillment.catalog import CatalogService
 from fulfillment.delivery import DeliveryWorker
@@ -27,6 +30,10 @@ class ShopContext:
     timezone: str = "Asia/Shanghai"
     support_contact: str = ""
     languages: dict[tuple[str, str], str] = field(default_factory=dict)  # (channel, user) -> chosen language
+    broadcasters: dict[str, Any] = field(default_factory=dict)  # channel -> object with async broadcast(text, report)
+    #: channel -> send(chat_id, Reply): for messages that answer nobody's message (progress reports)
+    senders: dict[str, Callable[[str, Any], Awaitable[None]]] = field(default_factory=dict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def language(self, channel: str, user_id: str, platform_language: str) -> str:
         chosen = self.languages.get((channel, user_id))

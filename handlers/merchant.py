@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shlex
 from dataclasses import replace
@@ -64,6 +65,8 @@ class Merchant:
             return [Reply(self._t(lang, "merchant.resend_queued", ref=order.ref))]
         if command == "orders":
             return await self.user_orders(msg, lang, args)
+        if command == "broadcast":
+            return await self.broadcast(msg, lang, rest)
         return [Reply(self._t(lang, "merchant.help"))]
 
     async def stock(self, lang: str) -> list[Reply]:
@@ -177,6 +180,22 @@ class Merchant:
             sku = await self.ctx.store.sku_by_id(order.sku_id)
             lines.append(order_line(self.ctx.tr, lang, order, sku, self.ctx.timezone))
         return [Reply("\n".join(lines))]
+
+    async def broadcast(self, msg: Incoming, lang: str, text: str) -> list[Reply]:
+        broadcaster = self.ctx.broadcasters.get(msg.channel)
+        if broadcaster is None or not text.strip():
+            return [Reply(self._t(lang, "merchant.broadcast_unavailable"))]
+        reply_to = self.ctx.senders.get(msg.channel)
+
+        async def report(sent: int, unreachable: int, finished: bool) -> None:
+            msgid = "merchant.broadcast_done" if finished else "merchant.broadcast_progress"
+            if reply_to is not None:
+                await reply_to(msg.chat_id, Reply(self._t(lang, msgid, sent=sent, unreachable=unreachable)))
+
+        task = asyncio.create_task(broadcaster.broadcast(text.strip(), report))
+        self.ctx.background.add(task)
+        task.add_done_callback(self.ctx.background.discard)
+        return [Reply(self._t(lang, "merchant.broadcast_started"))]
 
     async def report(self, lang: str, args: list[str]) -> list[Reply]:
         days = PERIODS.get(args[0] if args else "today")

@@ -12,7 +12,7 @@ from handlers.storefront import Storefront
 from handlers.types import Incoming, Reply
 
 log = logging.getLogger("kamibot.conversation")
-MERCHANT_COMMANDS = {"stock", "price", "sku", "import", "order", "report", "refund", "resend"}
+MERCHANT_COMMANDS = {"stock", "price", "sku", "import", "order", "report", "refund", "resend", "broadcast"}
 MAX_TEXT = 4096
 
 

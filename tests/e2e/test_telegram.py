@@ -240,3 +240,20 @@ async def test_merchant_is_told_when_a_sale_crosses_the_low_stock_mark(tmp_path,
         await _pay(fake, CUSTOMER, ref, 45, "charge-7")
         alert = await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == MERCHANT and "Low stock" in p["text"])
         assert "genshin-60 has 29 left" in alert["text"]
+
+
+async def test_broadcast_reaches_every_reachable_customer_once_and_reports(tmp_path, fake):
+    async with running_bot(tmp_path, fake) as bot:
+        customers = [2001, 2002, 2003, 2004]
+        for user in customers:
+            await _say(fake, user, "/start", "Welcome")
+        fake.fail_chat(2003, 403, "Forbidden: bot was blocked by the user")
+        await _say(fake, MERCHANT, "/broadcast New codes in stock <b>today</b>!", "Broadcast started")
+        done = await fake.wait_for("sendMessage", lambda p: "Broadcast finished" in p["text"])
+        assert "3 sent, 1 unreachable" in done["text"]
+        got = [int(p["chat_id"]) for p in fake.sent("sendMessage") if "New codes in stock" in p["text"]]
+        assert sorted(got) == customers  # 2003 was tried once and failed
+        assert "&lt;b&gt;today&lt;/b&gt;" in next(p for p in fake.sent("sendMessage")
+                                                   if "New codes" in p["text"])["text"]
+        assert ("2003", "2003") not in await bot.shop.store.reachable_users("telegram", "", 100)
+        await _say(fake, OTHER, "/broadcast spam", "Unknown command")

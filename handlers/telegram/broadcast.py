@@ -1,0 +1,52 @@
+"""/broadcast for Telegram: every reachable customer once, paced to Telegram's limits, retry_after honoured,
+blocked users marked, progress reported to the merchant's chat."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from fulfillment.delivery import PermanentFailure, RetryLater
+from handlers.telegram.channel import CHANNEL, TelegramSender
+from handlers.types import Reply
+from storage.protocol import Store
+
+log = logging.getLogger("kamibot.broadcast")
+Report = Callable[[int, int, bool], Awaitable[None]]  # (sent, unreachable, finished)
+PAGE = 500
+PROGRESS_EVERY = 100
+
+
+class TelegramBroadcaster:
+    def __init__(self, store: Store, sender: TelegramSender) -> None:
+        self.store = store
+        self.sender = sender
+
+    async def broadcast(self, text: str, report: Report) -> None:
+        sent = unreachable = 0
+        after = ""
+        while users := await self.store.reachable_users(CHANNEL, after, PAGE):
+            for user_id, chat_id in users:
+                if await self._send(chat_id, text):
+                    sent += 1
+                else:
+                    unreachable += 1
+                    await self.store.set_user_blocked(CHANNEL, user_id, True)
+                if (sent + unreachable) % PROGRESS_EVERY == 0:
+                    await report(sent, unreachable, False)
+            after = users[-1][0]
+        log.info("event=broadcast.done sent=%s unreachable=%s", sent, unreachable)
+        await report(sent, unreachable, True)
+
+    async def _send(self, chat_id: str, text: str) -> bool:
+        for _ in range(5):
+            try:
+                await self.sender.send(chat_id, Reply(text))
+            except RetryLater as exc:  # Telegram 429: wait exactly as long as asked
+                await asyncio.sleep(exc.seconds)
+                continue
+            except PermanentFailure:
+                return False
+            return True
+        return False
