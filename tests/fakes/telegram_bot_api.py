@@ -53,6 +53,9 @@ class FakeTelegram:
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: uvicorn.Server | None = None
         self._serving: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+        #: called with (method, params, monotonic time) for every call: benchmarks measure latency with it
+        self.listener: Callable[[str, Params, float], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -75,6 +78,8 @@ class FakeTelegram:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._client is not None:
+            await self._client.aclose()
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             await self._serving
@@ -169,14 +174,15 @@ class FakeTelegram:
     async def _push(self, update: dict[str, Any]) -> None:
         assert self.webhook is not None
         url, secret = self.webhook
-        async with httpx.AsyncClient() as client:
-            for _ in range(5):
-                with contextlib.suppress(httpx.TransportError):
-                    response = await client.post(url, json=update,
-                                                 headers={"X-Telegram-Bot-Api-Secret-Token": secret})
-                    if response.status_code == 200:
-                        return
-                await asyncio.sleep(0.1)
+        if self._client is None:
+            self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
+        for _ in range(5):
+            with contextlib.suppress(httpx.TransportError):
+                headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
+                response = await self._client.post(url, json=update, headers=headers)
+                if response.status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
 
     async def _params(self, request: Request) -> Params:
         if request.headers.get("content-type", "").startswith("application/json"):
@@ -196,6 +202,8 @@ class FakeTelegram:
         params = await self._params(request)
         if method != "getUpdates":
             self.calls.append((method, params))
+            if self.listener is not None:
+                self.listener(method, params, time.monotonic())
             await self._notify()
         fault = self._fault(method, params)
         if fault is not None:
