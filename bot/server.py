@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -67,6 +68,9 @@ def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None
 async def serve(settings: Settings) -> int:
     """Jobs and channels live in the app's lifespan, so uvicorn's graceful shutdown (SIGTERM/SIGINT) stops them
     and closes the store before it exits (uvicorn then re-raises the signal, as it documents)."""
+    # SQLite work runs in aiosqlite's thread and gives up the GIL per statement; with the default 5 ms switch
+    # interval a busy event loop makes each of those statements wait up to 5 ms (the convoy effect)
+    sys.setswitchinterval(0.0005)
     shop = await build_shop(settings)
     status = JobStatus()
     ctx = build_context(shop, {"console": set(settings.merchant_ids)})

@@ -17,7 +17,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from telegram import LabeledPrice, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, Update
 from telegram.ext import (
     Application,
     BaseUpdateProcessor,
@@ -126,14 +126,20 @@ class TelegramBot:
                 log.warning("event=telegram.reply_dropped chat=%s reason=%s", chat_id, type(exc).__name__)
 
     async def _invoice(self, chat_id: str, reply: Reply) -> None:
+        """One message: the invoice carries the order text and, under its Pay button, the Cancel button."""
         inv = reply.invoice
         assert inv is not None
-        await self.sender.send(chat_id, Reply(reply.text, reply.buttons))
+        lang = self.ctx.language(CHANNEL, chat_id, "")
+        pay = InlineKeyboardButton(self.ctx.tr(lang, "pay.stars_button", total=self.ctx.tr.money(
+            lang, inv.amount, inv.currency)), pay=True)  # the first button of an invoice must be the Pay button
+        rows = [[pay], *([InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in reply.buttons)]
         await self.sender.pacer.wait(chat_id)
         # Stars: currency XTR and no provider token (https://core.telegram.org/bots/api#sendinvoice)
-        await self.app.bot.send_invoice(int(chat_id), title=inv.title[:32], description=inv.description[:255],
-                                        payload=inv.order_ref, currency=inv.currency,
-                                        prices=[LabeledPrice(inv.title[:32], inv.amount)])
+        async with self.sender.in_flight:
+            await self.app.bot.send_invoice(int(chat_id), title=inv.title[:32], description=reply.text[:255],
+                                            payload=inv.order_ref, currency=inv.currency,
+                                            prices=[LabeledPrice(inv.title[:32], inv.amount)],
+                                            reply_markup=InlineKeyboardMarkup(rows))
 
     async def on_pre_checkout(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.pre_checkout_query

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 
@@ -24,14 +25,17 @@ CHANNEL = "telegram"
 class TelegramSender:
     """Every message the bot sends goes through here: pacing, HTML, documents, error mapping."""
 
-    def __init__(self, bot: Bot, pacer: Pacer) -> None:
+    def __init__(self, bot: Bot, pacer: Pacer, in_flight: int = 32) -> None:
         self.bot = bot
         self.pacer = pacer
+        # httpcore's pool does work quadratic in the requests queued inside it; keep that queue short
+        self.in_flight = asyncio.Semaphore(in_flight)
 
     async def send(self, chat_id: str, reply: Reply) -> None:
         await self.pacer.wait(chat_id)
         try:
-            await self._send(chat_id, reply)
+            async with self.in_flight:
+                await self._send(chat_id, reply)
         except RetryAfter as exc:
             delay = exc.retry_after
             raise RetryLater(delay.total_seconds() if hasattr(delay, "total_seconds") else float(delay)) from None
