@@ -156,8 +156,9 @@ async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         port = _free_port()
         env = _env(data, fake, mode, port)
         _prepare_shop(env, data, args.burst + args.rate * args.seconds + 100)
+        log = (data / "bot.log").open("w")
         bot = subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env,  # noqa: ASYNC220 - starts at once
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.DEVNULL, stderr=log)
         try:
             await fake.wait_for("getMe", timeout=30)
             if mode == "webhook":
@@ -171,6 +172,10 @@ async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         finally:
             bot.send_signal(signal.SIGTERM)
             bot.communicate(timeout=30)
+            log.close()
+            warnings = [line for line in (data / "bot.log").read_text().splitlines() if "WARNING" in line
+                        or "ERROR" in line]
+            print(f"{mode}: {len(warnings)} warning lines; first: {warnings[:3]}", file=sys.stderr)
             await fake.stop()
     return result
 
