@@ -147,6 +147,18 @@ async def steady(fake: FakeTelegram, watch: Watch, rate: int, seconds: int) -> d
             "exactly_one_code_each": all(len(watch.codes[u]) == 1 for u in users)}
 
 
+async def _until_healthy(port: int) -> None:
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        for _ in range(300):
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise SystemExit("the bot's HTTP server did not come up")
+
+
 async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     fake = FakeTelegram()
     await fake.start()
@@ -162,8 +174,8 @@ async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         try:
             await fake.wait_for("getMe", timeout=30)
             if mode == "webhook":
+                await _until_healthy(port)  # uvicorn binds after the bot's own start
                 fake.webhook = (f"http://127.0.0.1:{port}/telegram/webhook", SECRET)
-                await asyncio.sleep(1.0)  # uvicorn comes up after the bot's own start
             else:
                 await fake.wait_for("deleteWebhook", timeout=30)
             result: dict[str, Any] = {"burst": await burst(fake, watch, args.burst)}

@@ -54,6 +54,7 @@ class FakeTelegram:
         self._server: uvicorn.Server | None = None
         self._serving: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
+        self._push_slots = asyncio.Semaphore(40)
         #: called with (method, params, monotonic time) for every call: benchmarks measure latency with it
         self.listener: Callable[[str, Params, float], None] | None = None
 
@@ -175,14 +176,16 @@ class FakeTelegram:
         assert self.webhook is not None
         url, secret = self.webhook
         if self._client is None:
-            self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
-        for _ in range(5):
-            with contextlib.suppress(httpx.TransportError):
-                headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
-                response = await self._client.post(url, json=update, headers=headers)
-                if response.status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
+            self._client = httpx.AsyncClient(timeout=30.0)
+        # like Telegram's setWebhook max_connections (default 40): at most 40 pushes in flight
+        async with self._push_slots:
+            for _ in range(5):
+                with contextlib.suppress(httpx.TransportError):
+                    headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
+                    response = await self._client.post(url, json=update, headers=headers)
+                    if response.status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
 
     async def _params(self, request: Request) -> Params:
         if request.headers.get("content-type", "").startswith("application/json"):
