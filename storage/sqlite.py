@@ -42,6 +42,8 @@ from storage.records import (
     Sku,
     StockLevel,
 )
+from storage.sqlite_customers import Customers
+from storage.sqlite_vault import insert_codes as _insert_codes
 from storage.sqltime import from_ts, ts
 
 T = TypeVar("T")
@@ -61,16 +63,6 @@ def _product(r: Sequence[Any]) -> Product:
 
 def _sku(r: Sequence[Any]) -> Sku:
     return Sku(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]))
-
-
-def _touch_user(db: sqlite3.Connection, channel: str, user_id: str, chat_id: str, now: datetime,
-                referrer: str) -> None:
-    at = ts(now)
-    db.execute(
-        "INSERT INTO users (channel, user_id, chat_id, referrer, first_seen, last_seen) VALUES (?,?,?,?,?,?)"
-        " ON CONFLICT (channel, user_id) DO UPDATE SET chat_id = excluded.chat_id, last_seen = excluded.last_seen,"
-        " referrer = COALESCE(users.referrer, excluded.referrer)",
-        (channel, user_id, chat_id, referrer if referrer and referrer != user_id else None, at, at))
 
 
 def _run_batch(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]
@@ -133,45 +125,7 @@ def _in_tx(fn: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
-class _Customers:
-    """Customer and audit verbs of SqliteStore (mixed in)."""
-
-    _tx: Callable[..., Any]
-    _one: Callable[..., Any]
-    _all: Callable[..., Any]
-
-    async def touch_user(self, channel: str, user_id: str, chat_id: str, now: datetime, referrer: str = "") -> None:
-        await self._tx(_touch_user, channel, user_id, chat_id, now, referrer)
-
-    async def set_user_language(self, channel: str, user_id: str, language: str) -> None:
-        await self._tx(lambda db: db.execute("UPDATE users SET language = ? WHERE channel = ? AND user_id = ?",
-                                             (language, channel, user_id)))
-
-    async def user_language(self, channel: str, user_id: str) -> str | None:
-        r = await self._one("SELECT language FROM users WHERE channel = ? AND user_id = ?", (channel, user_id))
-        return str(r[0]) if r and r[0] else None
-
-    async def set_user_blocked(self, channel: str, user_id: str, blocked: bool) -> None:
-        await self._tx(lambda db: db.execute("UPDATE users SET blocked = ? WHERE channel = ? AND user_id = ?",
-                                             (int(blocked), channel, user_id)))
-
-    async def reachable_users(self, channel: str, after: str, limit: int) -> list[tuple[str, str]]:
-        rows = await self._all("SELECT user_id, chat_id FROM users WHERE channel = ? AND blocked = 0 AND user_id > ?"
-                               " ORDER BY user_id LIMIT ?", (channel, after, limit))
-        return [(r[0], r[1]) for r in rows]
-
-    async def audit(self, channel: str, actor: str, action: str, detail: str, now: datetime) -> None:
-        await self._tx(lambda db: db.execute(
-            "INSERT INTO audit_log (at, channel, actor, action, detail) VALUES (?,?,?,?,?)",
-            (ts(now), channel, actor, action, detail[:500])))
-
-    async def audit_entries(self, limit: int) -> list[tuple[datetime, str, str, str, str]]:
-        rows = await self._all("SELECT at, channel, actor, action, detail FROM audit_log ORDER BY id DESC LIMIT ?",
-                               (limit,))
-        return [(from_ts(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
-
-
-class SqliteStore(_Customers):
+class SqliteStore(Customers):
     """One connection per process; its thread serialises this process's transactions."""
 
     def __init__(self, path: Path, busy_timeout_ms: int = 30_000, cache_kib: int = 32_768) -> None:
@@ -543,51 +497,3 @@ class SqliteStore(_Customers):
             " WHERE at >= ? AND at < ? GROUP BY sku_id, channel, kind, currency ORDER BY sku_id, channel, kind",
             (ts(since), ts(until)))
         return [LedgerLine(*r) for r in rows]
-
-
-def _insert_codes(db: sqlite3.Connection, batch_id: int, pool_id: int, codes: Sequence[NewCode]) -> InsertResult:
-    now = ts(datetime.now(UTC))
-    max_before = db.execute("SELECT COALESCE(MAX(id), 0) FROM codes").fetchone()[0]
-    unit_cost, currency = db.execute("SELECT unit_cost, currency FROM code_batches WHERE id = ?",
-                                     (batch_id,)).fetchone()
-    before = db.total_changes
-    db.executemany(
-        "INSERT INTO codes (pool_id, batch_id, digest, key_id, nonce, ciphertext, uses_total, uses_left,"
-        " expires_at, note, unit_cost, cost_currency, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-        " ON CONFLICT (digest) DO NOTHING",
-        ((pool_id, batch_id, c.digest, c.key_id, c.nonce, c.ciphertext, c.uses, c.uses,
-          ts(c.expires_at) if c.expires_at else None, c.note, unit_cost, currency, now) for c in codes),
-    )
-    inserted = db.total_changes - before
-    if inserted == len(codes):
-        added = sum(c.uses for c in codes)
-        dup_vault = dup_batch = 0
-    else:
-        added, dup_vault, dup_batch = _classify_duplicates(db, batch_id, max_before, codes)
-    db.execute("UPDATE pools SET available = available + ? WHERE id = ?", (added, pool_id))
-    return InsertResult(inserted, dup_vault, dup_batch)
-
-
-def _classify_duplicates(db: sqlite3.Connection, batch_id: int, max_before: int,
-                         codes: Sequence[NewCode]) -> tuple[int, int, int]:
-    """(uses added, duplicates of the vault, duplicates within this batch) for a chunk with collisions."""
-    owner: dict[bytes, tuple[int, int]] = {}
-    for i in range(0, len(codes), 500):
-        chunk = [c.digest for c in codes[i : i + 500]]
-        marks = ",".join("?" * len(chunk))
-        for digest, row_batch, row_id in db.execute(
-            f"SELECT digest, batch_id, id FROM codes WHERE digest IN ({marks})", chunk
-        ):
-            owner[bytes(digest)] = (row_batch, row_id)
-    seen: set[bytes] = set()
-    added = dup_vault = dup_batch = 0
-    for c in codes:
-        row_batch, row_id = owner[c.digest]
-        if c.digest in seen or (row_batch == batch_id and row_id <= max_before):
-            dup_batch += 1
-        elif row_batch != batch_id:
-            dup_vault += 1
-        else:
-            added += c.uses
-        seen.add(c.digest)
-    return added, dup_vault, dup_batch
