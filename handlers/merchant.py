@@ -8,7 +8,10 @@ import shlex
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from pydantic import ValidationError
+
 from fulfillment.aftersale import AfterSale
+from fulfillment.catalog import ShopFile
 from fulfillment.errors import BadPrice, BadQuantity, ImportRefused, UnknownOrder
 from fulfillment.importer import ImportSource, detect_kind, import_codes
 from fulfillment.reports import sales_report
@@ -100,10 +103,34 @@ class Merchant:
                                      min=s.min_qty, max=s.max_qty, limit=s.per_user_limit or "-",
                                      active="✓" if s.active else "✗", prices=prices or "-"))
             return [Reply("\n".join(lines))]
+        if args[0] == "new":
+            return await self.sku_create(lang, args[1:])
         sku = await self.ctx.catalog.find_sku(args[0])
         changed = self._edit(sku, _options(args[1:]))
         await self.ctx.store.upsert_sku(changed)
         return [Reply(self._t(lang, "merchant.sku_saved", sku=sku.slug))]
+
+    async def sku_create(self, lang: str, args: list[str]) -> list[Reply]:
+        """/sku new SLUG product=P pool=POOL name_en=… name_zh=… [units= min= max= limit=]"""
+        if not args:
+            raise BadQuantity("usage: /sku new SLUG product=P pool=POOL name_en=… name_zh=…")
+        opts = _options(args[1:])
+        spec: dict[str, object] = {"slug": args[0]}
+        for key in ("product", "pool", "name_en", "name_zh"):
+            if key not in opts:
+                raise BadQuantity(f"missing {key}=")
+            spec[key] = opts.pop(key)
+        numbers = {"units": "units", "min": "min_qty", "max": "max_qty", "limit": "per_user_limit"}
+        for key, value in opts.items():
+            if key not in numbers or not value.isdigit():
+                raise BadQuantity(f"unknown field or not a whole number: {key}")
+            spec[numbers[key]] = int(value)
+        try:
+            shop_file = ShopFile.model_validate({"sku": [spec]})
+        except ValidationError as exc:
+            raise BadQuantity(str(exc.errors()[0]["msg"])) from None
+        await self.ctx.catalog.apply(shop_file)
+        return [Reply(self._t(lang, "merchant.sku_saved", sku=args[0]))]
 
     @staticmethod
     def _edit(sku: Sku, opts: dict[str, str]) -> Sku:

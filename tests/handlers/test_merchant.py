@@ -110,3 +110,17 @@ async def test_merchant_changes_are_audited_and_reads_are_not(demo):
     await demo.merchant.say("/price genshin-60 650")
     entries = await demo.shop.store.audit_entries(10)
     assert [(e[1], e[2], e[3], e[4]) for e in entries] == [("console", "merchant", "price", "genshin-60 650")]
+
+
+async def test_sku_can_be_created_in_chat_and_bad_fields_change_nothing(demo):
+    await demo.merchant.say("/sku new genshin-120 product=genshin-crystals pool=genshin-60 name_en='120 crystals'"
+                            " name_zh='120 结晶' units=2 max=4")
+    sku = await demo.shop.store.sku_by_slug("genshin-120")
+    assert (sku.units, sku.max_qty, sku.name_zh) == (2, 4, "120 结晶")
+    await demo.merchant.say("/sku new genshin-999 product=nope pool=genshin-60 name_en=x name_zh=x")
+    await demo.merchant.say("/sku new genshin-998 product=genshin-crystals pool=genshin-60 name_en=x")
+    await demo.merchant.say("/sku new genshin-997 product=genshin-crystals pool=genshin-60 name_en=x name_zh=x"
+                            " units=-1")
+    assert await demo.shop.store.sku_by_slug("genshin-999") is None
+    assert await demo.shop.store.sku_by_slug("genshin-998") is None
+    assert await demo.shop.store.sku_by_slug("genshin-997") is None
