@@ -109,22 +109,6 @@ def _bulk_payments(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], t
         outcomes[idx[n]] = (True, applied)
 
 
-def _in_tx(fn: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a transaction body: BEGIN IMMEDIATE, run, COMMIT; ROLLBACK on any error."""
-
-    def run(db: sqlite3.Connection, *args: Any) -> T:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db, *args)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
-
-    return run
-
-
 class SqliteStore(Customers):
     """One connection per process; its thread serialises this process's transactions."""
 

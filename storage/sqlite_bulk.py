@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from storage.records import HOLDING_STATES, OrderState, PaymentApplied, PaymentEventIn, PaymentOutcome
-from storage.sqlite_orders import number_uses
+from storage.sqlite_orders import number_uses, take_uses
 from storage.sqltime import ts
 
 _CHUNK = 400  # stay well under SQLite's host-parameter limit
@@ -83,23 +83,6 @@ def plan(db: sqlite3.Connection, events: Sequence[PaymentEventIn]) -> tuple[list
     return fast, slow
 
 
-def _claim(db: sqlite3.Connection, pool_id: int, need: int, at: str) -> list[tuple[int, int, str]]:
-    """`need` uses (code id, unit cost, cost currency) from distinct codes per round (a multi-use code gives
-    one use per round); use numbers are given afterwards for the whole batch (sqlite_orders.number_uses)."""
-    taken: list[tuple[int, int, str]] = []
-    while len(taken) < need:
-        rows = db.execute(
-            "UPDATE codes SET uses_left = uses_left - 1 WHERE id IN (SELECT id FROM codes WHERE pool_id = ?"
-            " AND uses_left > 0 AND status = 'available' AND (expires_at IS NULL OR expires_at > ?)"
-            " ORDER BY id LIMIT ?) RETURNING id, unit_cost, cost_currency",
-            (pool_id, at, need - len(taken)),
-        ).fetchall()
-        if not rows:
-            break
-        taken.extend(sorted((r[0], r[1], r[2]) for r in rows))
-    return taken
-
-
 class Shortage(Exception):
     """A pool could not serve its held reservations: undo the fast path, go one by one."""
 
@@ -113,7 +96,7 @@ def apply_fast(db: sqlite3.Connection, fast: list[_Plan], now: datetime) -> dict
     claims: dict[int, list[tuple[int, int, int, str]]] = {}
     for pool_id, plans in by_pool.items():
         need = sum(p.need for p in plans)
-        raw = _claim(db, pool_id, need, at)
+        raw = take_uses(db, pool_id, need, at)
         if len(raw) < need:
             raise Shortage(f"pool {pool_id}")
         claims[pool_id] = [(cid, 0, cost, ccy) for cid, cost, ccy in raw]

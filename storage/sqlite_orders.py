@@ -144,13 +144,6 @@ def _finish_event(db: sqlite3.Connection, event_id: int, outcome: PaymentOutcome
     return PaymentApplied(event_id, outcome, order_id, detail)
 
 
-_CLAIM_ONE = (
-    "UPDATE codes SET uses_left = uses_left - 1 WHERE id = (SELECT id FROM codes WHERE pool_id = ?"
-    " AND uses_left > 0 AND status = 'available' AND (expires_at IS NULL OR expires_at > ?) ORDER BY id LIMIT 1)"
-    " RETURNING id, unit_cost, cost_currency"
-)
-
-
 def number_uses(db: sqlite3.Connection, code_ids: list[int]) -> list[int]:
     """Use numbers for claimed uses (one code id per use, in order): the smallest numbers no live item of
     that code holds. Not `uses_total - uses_left`: a refund can hand back a use from the middle."""
@@ -173,17 +166,27 @@ def number_uses(db: sqlite3.Connection, code_ids: list[int]) -> list[int]:
     return numbers
 
 
-def _claim_uses(db: sqlite3.Connection, pool_id: int, need: int, at: str) -> list[tuple[int, int, int, str]]:
-    """Take `need` uses (code id, use no, unit cost, cost currency), oldest codes first, one use per step.
-
-    Under BEGIN IMMEDIATE nobody else writes, so the sub-select and the decrement cannot race.
-    """
-    claimed: list[tuple[int, int, str]] = []
-    for _ in range(need):
-        row = db.execute(_CLAIM_ONE, (pool_id, at)).fetchone()
-        if row is None:
+def take_uses(db: sqlite3.Connection, pool_id: int, need: int, at: str) -> list[tuple[int, int, str]]:
+    """`need` uses (code id, unit cost, cost currency), oldest codes first, one use of each distinct code per
+    round (a multi-use code gives one use per round). Under BEGIN IMMEDIATE nobody else writes, so the
+    sub-select and the decrement cannot race. Use numbers come afterwards from `number_uses`."""
+    taken: list[tuple[int, int, str]] = []
+    while len(taken) < need:
+        rows = db.execute(
+            "UPDATE codes SET uses_left = uses_left - 1 WHERE id IN (SELECT id FROM codes WHERE pool_id = ?"
+            " AND uses_left > 0 AND status = 'available' AND (expires_at IS NULL OR expires_at > ?)"
+            " ORDER BY id LIMIT ?) RETURNING id, unit_cost, cost_currency",
+            (pool_id, at, need - len(taken)),
+        ).fetchall()
+        if not rows:
             break
-        claimed.append((row[0], row[1], row[2]))
+        taken.extend(sorted((r[0], r[1], r[2]) for r in rows))
+    return taken
+
+
+def _claim_uses(db: sqlite3.Connection, pool_id: int, need: int, at: str) -> list[tuple[int, int, int, str]]:
+    """Take `need` uses as (code id, use no, unit cost, cost currency)."""
+    claimed = take_uses(db, pool_id, need, at)
     numbers = number_uses(db, [c[0] for c in claimed])
     return [(cid, n, cost, ccy) for (cid, cost, ccy), n in zip(claimed, numbers, strict=True)]
 
