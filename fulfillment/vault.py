@@ -150,12 +150,16 @@ class Vault:
     def _aad(key_id: str, digest: bytes) -> bytes:
         return b"kamibot/code/v1|" + key_id.encode() + b"|" + digest
 
+    def _encrypt(self, code: str, digest: bytes) -> tuple[str, bytes, bytes]:
+        """(key id, nonce, ciphertext) under the active key, bound to `digest` by the associated data."""
+        kid = self._ring.active
+        nonce = os.urandom(12)
+        return kid, nonce, self._cipher(kid).encrypt(nonce, code.encode("utf-8"), self._aad(kid, digest))
+
     def seal(self, code: str, uses: int = 1, **extra: object) -> NewCode:
         """Encrypt an already normalised code."""
         digest = self.digest(code)
-        kid = self._ring.active
-        nonce = os.urandom(12)
-        ct = self._cipher(kid).encrypt(nonce, code.encode("utf-8"), self._aad(kid, digest))
+        kid, nonce, ct = self._encrypt(code, digest)
         return NewCode(digest, kid, nonce, ct, uses, **extra)  # type: ignore[arg-type]
 
     def seal_many(self, codes: list[str]) -> list[NewCode]:
@@ -174,10 +178,7 @@ class Vault:
         return out
 
     def reseal(self, row: EncryptedCode) -> EncryptedCode:
-        code = self.open(row)
-        kid = self._ring.active
-        nonce = secrets.token_bytes(12)
-        ct = self._cipher(kid).encrypt(nonce, code.encode("utf-8"), self._aad(kid, row.digest))
+        kid, nonce, ct = self._encrypt(self.open(row), row.digest)
         return EncryptedCode(row.id, row.digest, kid, nonce, ct)
 
     def open(self, row: EncryptedCode) -> str:
