@@ -23,7 +23,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,16 +33,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.fakes.loopback import free_port  # noqa: E402
 from tests.fakes.telegram_bot_api import FakeTelegram  # noqa: E402
 
 SECRET = "bench-secret"
 CODE = re.compile(r"<code>([^<]+)</code>")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(data: Path, fake: FakeTelegram, mode: str, port: int) -> dict[str, str]:
@@ -165,7 +159,7 @@ async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     watch = Watch(fake)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        port = _free_port()
+        port = free_port()
         env = _env(data, fake, mode, port)
         _prepare_shop(env, data, args.burst + args.rate * args.seconds + 100)
         log = (data / "bot.log").open("w")

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import signal
-import socket
 import time
 
 import httpx
 
 from tests.e2e.procs import settings_env, spawn
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.fakes.loopback import free_port
 
 
 def test_run_serves_health_and_stops_on_sigterm(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**settings_env(tmp_path, f"sqlite:///{tmp_path / 'shop.db'}"), "KAMIBOT_HTTP_PORT": str(port),
            "KAMIBOT_LOG_LEVEL": "INFO"}
     proc = spawn("bot", "run", env=env)

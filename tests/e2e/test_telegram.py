@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-import uvicorn
 
 from bot.composition import Shop, build_context, build_shop
 from bot.demo import seed_demo
@@ -18,6 +16,7 @@ from bot.jobs import JobStatus, run_jobs
 from bot.server import create_app
 from bot.settings import Settings, TelegramSettings
 from bot.telegram import TelegramRuntime, build_telegram
+from tests.fakes.loopback import free_port, serve, shut
 from tests.fakes.telegram_bot_api import FakeTelegram
 
 CUSTOMER, OTHER, MERCHANT = 1001, 1002, 900
@@ -31,12 +30,6 @@ class Bot:
     fake: FakeTelegram
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def running_bot(tmp_path, fake: FakeTelegram, mode: str = "polling") -> AsyncIterator[Bot]:
     tg = TelegramSettings(token=fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url,
@@ -47,14 +40,10 @@ async def running_bot(tmp_path, fake: FakeTelegram, mode: str = "polling") -> As
     await seed_demo(shop)
     runtime = build_telegram(shop, build_context(shop))
     stop, status = asyncio.Event(), JobStatus()
-    server = None
+    served = None
     if mode == "webhook":
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(shop, status, telegram=runtime), host="127.0.0.1",
-                                               port=port, log_level="warning", lifespan="off"))
-        serving = asyncio.create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-            await asyncio.sleep(0.02)
+        port = free_port()
+        served = await serve(create_app(shop, status, telegram=runtime), port)
         await runtime.app.bot.set_webhook(f"http://127.0.0.1:{port}/telegram/webhook", secret_token=SECRET)
     await runtime.start()
     jobs = asyncio.create_task(run_jobs(shop, stop, status, delivery_every=0.05, expire_every=0.2,
@@ -65,9 +54,8 @@ async def running_bot(tmp_path, fake: FakeTelegram, mode: str = "polling") -> As
         stop.set()
         await jobs
         await runtime.stop()
-        if server is not None:
-            server.should_exit = True
-            await serving
+        if served is not None:
+            await shut(*served)
         await shop.close()
 
 

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,14 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.fakes.loopback import free_port, serve, shut
+
 Params = dict[str, Any]
 BOT_ID = 424242
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _decode(value: Any) -> Any:
@@ -40,7 +35,7 @@ class FakeTelegram:
     token = "123456:TEST-token"
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.calls: list[tuple[str, Params]] = []
         self.updates: list[dict[str, Any]] = []
         self.files: dict[str, bytes] = {}
@@ -70,11 +65,7 @@ class FakeTelegram:
     async def start(self) -> None:
         app = Starlette(routes=[Route("/bot{token}/{method}", self._api, methods=["GET", "POST"]),
                                 Route("/file/bot{token}/{path:path}", self._file)])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                     lifespan="off"))
-        self._serving = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-            await asyncio.sleep(0.01)
+        self._server, self._serving = await serve(app, self.port)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -82,8 +73,7 @@ class FakeTelegram:
         if self._client is not None:
             await self._client.aclose()
         if self._server is not None and self._serving is not None:
-            self._server.should_exit = True
-            await self._serving
+            await shut(self._server, self._serving)
 
     # -- what tests read -----------------------------------------------------------------------
     def sent(self, method: str) -> list[Params]:
