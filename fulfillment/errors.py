@@ -37,6 +37,12 @@ class NoPrice(ShopError):
     message_id = "error.no_price"
 
 
+class PriceChanged(ShopError):
+    """The customer confirmed a price that is no longer the SKU's price."""
+
+    message_id = "shop.price_changed"
+
+
 class BadPrice(ShopError):
     message_id = "error.bad_price"
 

@@ -8,7 +8,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from fulfillment.errors import BadQuantity, LimitReached, NoPrice, NotAllowed, OutOfStock, UnknownOrder, UnknownSku
+from fulfillment.errors import (
+    BadQuantity,
+    LimitReached,
+    NoPrice,
+    NotAllowed,
+    OutOfStock,
+    PriceChanged,
+    UnknownOrder,
+    UnknownSku,
+)
 from fulfillment.wholenumbers import parse_whole
 from storage import errors as store_errors
 from storage.protocol import Store
@@ -54,6 +63,8 @@ class CheckoutRequest:
     quantity: int
     language: str = "en"
     ip: str = ""
+    #: the unit price the customer confirmed; a different current price refuses the checkout
+    seen_unit_price: int | None = None
 
 
 class RiskHook(Protocol):
@@ -93,6 +104,8 @@ class OrderService:
         price = next((p for p in await self.store.prices(sku.id) if p.channel == req.channel), None)
         if price is None:
             raise NoPrice(f"sku {sku.id} has no {req.channel} price")
+        if req.seen_unit_price is not None and req.seen_unit_price != price.amount:
+            raise PriceChanged(f"sku {sku.id} price changed")
         await self.risk.before_reservation(req, sku)
         now = self.clock()
         new = NewOrder(req.channel, req.user_id, req.chat_id, sku.id, quantity, price.amount * quantity,

@@ -111,15 +111,15 @@ class Storefront:
 
     async def buy(self, msg: Incoming, lang: str, sku_id: int, quantity: int,
                   seen_price: int | None = None) -> list[Reply]:
+        from fulfillment.errors import PriceChanged
         from fulfillment.orders import CheckoutRequest
 
-        price = await self._price(sku_id, msg.channel)
-        if seen_price is not None and price is not None and price[0] != seen_price:
+        try:
+            order = await self.ctx.orders.checkout(CheckoutRequest(msg.channel, msg.user_id, msg.chat_id, sku_id,
+                                                                   quantity, lang, seen_unit_price=seen_price))
+        except PriceChanged:
             again = await self.confirm(msg, lang, sku_id, quantity)
             return [Reply(self._t(lang, "shop.price_changed") + "\n" + again[0].text, again[0].buttons)]
-
-        order = await self.ctx.orders.checkout(CheckoutRequest(msg.channel, msg.user_id, msg.chat_id, sku_id,
-                                                               quantity, lang))
         sku = await self.ctx.store.sku_by_id(sku_id)
         assert sku is not None
         await self.ctx.orders.await_payment(order)
