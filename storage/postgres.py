@@ -15,6 +15,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from storage.errors import InsufficientStock, PurchaseLimitReached, SchemaTooNew, UnknownRecord
 from storage.migrations import migrations
+from storage.postgres_shared import PgSharedState
 from storage.records import (
     BatchStats,
     Category,
@@ -92,7 +93,7 @@ async def _retrying(op: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
     raise AssertionError("unreachable")
 
 
-class PostgresStore:
+class PostgresStore(PgSharedState):
     def __init__(self, dsn: str, schema: str | None = None, min_size: int = 2, max_size: int = 20) -> None:
         self.dsn = dsn
         self.schema = schema

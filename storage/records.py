@@ -229,3 +229,29 @@ class BatchStats:
     duplicate_in_vault: int = 0
     duplicate_in_batch: int = 0
     invalid: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RiskDecisionRecord:
+    """One risk decision as logged (the fingerprint is already a keyed hash, never the payer's identity)."""
+
+    at: datetime
+    stage: str
+    channel: str
+    user_id: str
+    decision: str
+    score: int
+    reasons: str = ""
+    ip: str = ""
+    fingerprint: str = ""
+    order_id: int | None = None
+    sku_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserStats:
+    """What the risk rules know of a customer from the database."""
+
+    first_seen: datetime | None
+    paid_orders: int
+    refunded_orders: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -325,3 +326,67 @@ async def test_customers_language_referrer_blocking_and_audit(store):
     await store.audit("telegram", "900", "price", "genshin-60 650", NOW)
     entries = await store.audit_entries(5)
     assert [(e[1], e[2], e[3], e[4]) for e in entries] == [("telegram", "900", "price", "genshin-60 650")]
+
+
+async def test_claim_once_is_first_wins_until_expiry(store):
+    later = NOW + timedelta(minutes=5)
+    assert await store.claim_once("wechat.msg", "m1", later, NOW)
+    assert not await store.claim_once("wechat.msg", "m1", later, NOW)  # the retry
+    assert await store.claim_once("wechat.evt", "m1", later, NOW)  # scopes are separate
+    results = await asyncio.gather(*(store.claim_once("nonce", "n", later, NOW) for _ in range(8)))
+    assert sorted(results) == [False] * 7 + [True]
+    # once expired, the key can be claimed again (and pruning removes only the expired)
+    assert await store.claim_once("wechat.msg", "m1", later + timedelta(minutes=5), later)
+    assert await store.prune_once_keys(later + timedelta(seconds=1)) == 2
+
+
+async def test_kv_values_expire_and_leases_have_one_holder(store):
+    soon, later = NOW + timedelta(seconds=30), NOW + timedelta(minutes=5)
+    await store.kv_put("wechat.token", "t1", soon)
+    assert await store.kv_get("wechat.token", NOW) == "t1"
+    assert await store.kv_get("wechat.token", later) is None
+    await store.kv_put("wechat.token", "t2", None)
+    assert await store.kv_get("wechat.token", later) == "t2"
+    assert await store.kv_get("missing", NOW) is None
+    assert await store.try_lease("refresh", "p1", soon, NOW)
+    assert not await store.try_lease("refresh", "p2", soon, NOW)
+    assert await store.try_lease("refresh", "p1", later, NOW)  # the holder extends
+    assert await store.try_lease("refresh", "p2", later + timedelta(minutes=1), later)  # expired: taken over
+    await store.release_lease("refresh", "p1")  # not the holder: nothing happens
+    assert not await store.try_lease("refresh", "p1", later, NOW + timedelta(minutes=5, seconds=30))
+    await store.release_lease("refresh", "p2")
+    assert await store.try_lease("refresh", "p1", later, NOW)
+
+
+async def test_risk_rules_lists_decisions_and_user_stats(store):
+    from storage.records import RiskDecisionRecord
+
+    assert await store.latest_risk_rules() is None
+    await store.save_risk_rules("a = 1", "file", NOW)
+    await store.save_risk_rules("a = 2", "telegram:900", NOW)
+    assert await store.latest_risk_rules() == "a = 2"
+    await store.set_risk_list("ip", "10.0.0.0/8", "block", "farm", NOW)
+    await store.set_risk_list("user", "telegram:5", "allow", "", NOW)
+    await store.set_risk_list("ip", "10.0.0.0/8", "allow", "moved", NOW)
+    await store.set_risk_list("user", "telegram:5", None, "", NOW)
+    assert await store.risk_lists() == [("ip", "10.0.0.0/8", "allow")]
+    for i, decision in enumerate(["allow", "deny", "review"]):
+        await store.record_risk_decision(RiskDecisionRecord(NOW, "checkout", "telegram", "7", decision, 10 * i,
+                                                            "r1,r2", ip="1.2.3.4", order_id=40 + i))
+    by_user = await store.risk_decisions("user", "telegram:7", 2)
+    assert [d.decision for d in by_user] == ["review", "deny"]
+    assert (by_user[0].at, by_user[0].reasons) == (NOW, "r1,r2")
+    assert [d.order_id for d in await store.risk_decisions("ip", "1.2.3.4", 10)] == [42, 41, 40]
+    assert [d.score for d in await store.risk_decisions("order", "41", 10)] == [10]
+    assert await store.risk_decisions("user", "wechat:7", 10) == []
+    with pytest.raises(ValueError, match="filter"):
+        await store.risk_decisions("sku", "1", 1)
+    shop = await make_shop(store, codes=3)
+    await store.touch_user("console", "u1", "u1", NOW)
+    paid = await store.reserve(new_order(shop.sku, user="u1"), NOW)
+    await store.receive_payment(payment(paid.ref, 1000), NOW)
+    await store.reserve(new_order(shop.sku, user="u1"), NOW)  # unpaid: not counted
+    await store.refund(paid.id, "merchant", NOW)
+    stats = await store.user_stats("console", "u1")
+    assert (stats.first_seen, stats.paid_orders, stats.refunded_orders) == (NOW, 1, 1)
+    assert (await store.user_stats("console", "nobody")).first_seen is None

@@ -1,0 +1,118 @@
+"""SQLite state shared between processes (claim-once keys, values with expiry, leases) and the risk tables:
+a mixin of SqliteStore."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from storage.records import RiskDecisionRecord, UserStats
+from storage.sqltime import from_ts, ts
+
+_PAID = ("paid", "delivering", "delivered", "refunded")
+
+
+def _claim_once(db: sqlite3.Connection, scope: str, key: str, expires_at: datetime, now: datetime) -> bool:
+    db.execute("DELETE FROM once_keys WHERE scope = ? AND key = ? AND expires_at <= ?", (scope, key, ts(now)))
+    cur = db.execute("INSERT INTO once_keys (scope, key, expires_at) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                     (scope, key, ts(expires_at)))
+    return cur.rowcount == 1
+
+
+def _try_lease(db: sqlite3.Connection, name: str, holder: str, until: datetime, now: datetime) -> bool:
+    cur = db.execute(
+        "INSERT INTO leases (name, holder, until) VALUES (?,?,?) ON CONFLICT (name) DO UPDATE"
+        " SET holder = excluded.holder, until = excluded.until WHERE leases.holder = excluded.holder"
+        " OR leases.until <= ?", (name, holder, ts(until), ts(now)))
+    return cur.rowcount == 1
+
+
+class SharedState:
+    """Claim-once keys, kv, leases and risk verbs of SqliteStore (mixed in)."""
+
+    _tx: Callable[..., Any]
+    _one: Callable[..., Any]
+    _all: Callable[..., Any]
+
+    async def claim_once(self, scope: str, key: str, expires_at: datetime, now: datetime) -> bool:
+        return bool(await self._tx(_claim_once, scope, key, expires_at, now))
+
+    async def prune_once_keys(self, now: datetime) -> int:
+        return int(await self._tx(lambda db: db.execute("DELETE FROM once_keys WHERE expires_at <= ?",
+                                                        (ts(now),)).rowcount))
+
+    async def kv_get(self, key: str, now: datetime) -> str | None:
+        r = await self._one("SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                            (key, ts(now)))
+        return str(r[0]) if r else None
+
+    async def kv_put(self, key: str, value: str, expires_at: datetime | None) -> None:
+        await self._tx(lambda db: db.execute(
+            "INSERT INTO kv (key, value, expires_at) VALUES (?,?,?) ON CONFLICT (key) DO UPDATE"
+            " SET value = excluded.value, expires_at = excluded.expires_at",
+            (key, value, ts(expires_at) if expires_at else None)))
+
+    async def try_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool:
+        return bool(await self._tx(_try_lease, name, holder, until, now))
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._tx(lambda db: db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder)))
+
+    # -- risk ----------------------------------------------------------------
+    async def save_risk_rules(self, body: str, actor: str, now: datetime) -> int:
+        return int(await self._tx(lambda db: db.execute(
+            "INSERT INTO risk_rules (at, actor, body) VALUES (?,?,?)", (ts(now), actor, body)).lastrowid))
+
+    async def latest_risk_rules(self) -> str | None:
+        r = await self._one("SELECT body FROM risk_rules ORDER BY id DESC LIMIT 1")
+        return str(r[0]) if r else None
+
+    async def set_risk_list(self, kind: str, value: str, list_name: str | None, note: str, now: datetime) -> None:
+        """Put a value on the block or allow list of its kind; list_name None removes it."""
+        if list_name is None:
+            await self._tx(lambda db: db.execute("DELETE FROM risk_lists WHERE kind = ? AND value = ?",
+                                                 (kind, value)))
+            return
+        await self._tx(lambda db: db.execute(
+            "INSERT INTO risk_lists (kind, value, list, note, at) VALUES (?,?,?,?,?) ON CONFLICT (kind, value)"
+            " DO UPDATE SET list = excluded.list, note = excluded.note, at = excluded.at",
+            (kind, value, list_name, note[:200], ts(now))))
+
+    async def risk_lists(self) -> list[tuple[str, str, str]]:
+        rows = await self._all("SELECT kind, value, list FROM risk_lists ORDER BY kind, value")
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def record_risk_decision(self, d: RiskDecisionRecord) -> int:
+        return int(await self._tx(lambda db: db.execute(
+            "INSERT INTO risk_decisions (at, stage, channel, user_id, ip, fingerprint, order_id, sku_id, decision,"
+            " score, reasons) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (ts(d.at), d.stage, d.channel, d.user_id, d.ip, d.fingerprint, d.order_id, d.sku_id, d.decision,
+             d.score, d.reasons[:500])).lastrowid))
+
+    async def risk_decisions(self, field: str, value: str, limit: int) -> list[RiskDecisionRecord]:
+        """Latest decisions by user (`channel:user_id`), ip or order id."""
+        where, params = _decision_filter(field, value)
+        rows = await self._all(
+            "SELECT at, stage, channel, user_id, decision, score, reasons, ip, fingerprint, order_id, sku_id"
+            f" FROM risk_decisions WHERE {where} ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [RiskDecisionRecord(from_ts(r[0]), *r[1:]) for r in rows]
+
+    async def user_stats(self, channel: str, user_id: str) -> UserStats:
+        seen = await self._one("SELECT first_seen FROM users WHERE channel = ? AND user_id = ?", (channel, user_id))
+        counts = await self._one(
+            "SELECT COUNT(*) FILTER (WHERE state IN (?,?,?,?)), COUNT(*) FILTER (WHERE state = 'refunded')"
+            " FROM orders WHERE channel = ? AND user_id = ?", (*_PAID, channel, user_id))
+        return UserStats(from_ts(seen[0]) if seen else None, int(counts[0]), int(counts[1]))
+
+
+def _decision_filter(field: str, value: str) -> tuple[str, tuple[Any, ...]]:
+    if field == "user":
+        channel, _, user_id = value.partition(":")
+        return "channel = ? AND user_id = ?", (channel, user_id)
+    if field == "ip":
+        return "ip = ?", (value,)
+    if field == "order":
+        return "order_id = ?", (int(value),)
+    raise ValueError(f"unknown decision filter {field!r}")
