@@ -32,7 +32,7 @@ class PgSharedState:
             "INSERT INTO once_keys (scope, key, expires_at) VALUES ($1,$2,$3) ON CONFLICT (scope, key) DO UPDATE"
             " SET expires_at = excluded.expires_at WHERE once_keys.expires_at <= $4 RETURNING 1",
             scope, key, _aware(expires_at), _aware(now))
-        return row == 1
+        return bool(row == 1)
 
     async def prune_once_keys(self, now: datetime) -> int:
         status = await self.pool.execute("DELETE FROM once_keys WHERE expires_at <= $1", _aware(now))
@@ -54,7 +54,7 @@ class PgSharedState:
             "INSERT INTO leases (name, holder, until) VALUES ($1,$2,$3) ON CONFLICT (name) DO UPDATE"
             " SET holder = excluded.holder, until = excluded.until WHERE leases.holder = excluded.holder"
             " OR leases.until <= $4 RETURNING 1", name, holder, _aware(until), _aware(now))
-        return row == 1
+        return bool(row == 1)
 
     async def release_lease(self, name: str, holder: str) -> None:
         await self.pool.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", name, holder)
