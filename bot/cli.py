@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     tg = sub.add_parser("telegram").add_subparsers(dest="telegram_command", required=True)
     hook = tg.add_parser("set-webhook", help="point Telegram at URL (…/telegram/webhook) with the secret token")
     hook.add_argument("url")
+    wx = sub.add_parser("wechat").add_subparsers(dest="wechat_command", required=True)
+    wx_menu = wx.add_parser("menu", help="the Official Account custom menu").add_subparsers(dest="menu_command",
+                                                                                          required=True)
+    wx_menu.add_parser("sync", help="create the menu (Shop, My orders, Help) with POST /cgi-bin/menu/create")
     db = sub.add_parser("db").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply pending migrations")
     keys = sub.add_parser("keys").add_subparsers(dest="keys_command", required=True)
@@ -109,7 +113,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _sub(args: argparse.Namespace) -> str:
-    return str(getattr(args, f"{args.command}_command", "") or "")
+    sub = str(getattr(args, f"{args.command}_command", "") or "")
+    return f"{sub} {args.menu_command}" if sub == "menu" and getattr(args, "menu_command", "") else sub
 
 
 async def _demo(shop: Shop, args: argparse.Namespace) -> int:
@@ -244,7 +249,16 @@ async def _set_webhook(shop: Shop, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _wechat_menu_sync(shop: Shop, args: argparse.Namespace) -> int:
+    from bot.wechat import sync_menu
+
+    menu = await sync_menu(shop)
+    print("menu created: " + ", ".join(b["name"] for b in menu["button"]))
+    return 0
+
+
 _HANDLERS: dict[str, Callable[[Shop, argparse.Namespace], Awaitable[int]]] = {
+    "wechat.menu sync": _wechat_menu_sync,
     "demo.": _demo,
     "telegram.set-webhook": _set_webhook,
     "keys.rotate": _rotate,

@@ -8,14 +8,14 @@ import hmac
 import json
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Lifespan
 
 from bot.composition import Shop, build_context, build_shop
@@ -35,7 +35,7 @@ class WebhookSink(Protocol):
 
 
 def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None = None,
-               telegram: WebhookSink | None = None) -> Starlette:
+               telegram: WebhookSink | None = None, wechat_routes: Sequence[BaseRoute] = ()) -> Starlette:
     async def health(request: Request) -> JSONResponse:
         stale = jobs.stale()
         body = {"status": "degraded" if stale else "ok", "schema": await shop.store.schema_version(),
@@ -62,6 +62,7 @@ def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None
         return Response(status_code=200)
 
     routes = [Route("/healthz", health), Route("/telegram/webhook", telegram_webhook, methods=["POST"])]
+    routes += wechat_routes  # GET/POST /wechat when the Official Account is configured (bot/wechat.py)
     return Starlette(routes=routes, lifespan=lifespan)
 
 
@@ -79,6 +80,11 @@ async def serve(settings: Settings) -> int:
         from bot.telegram import build_telegram
 
         telegram = build_telegram(shop, ctx)
+    wechat = None
+    if settings.wechat.enabled:
+        from bot.wechat import build_wechat
+
+        wechat = build_wechat(shop, ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -93,10 +99,12 @@ async def serve(settings: Settings) -> int:
             await jobs
             if telegram is not None:
                 await telegram.stop()
+            if wechat is not None:
+                await wechat.stop()
             await shop.close()
             log.info("event=server.stopped")
 
-    app = create_app(shop, status, lifespan, telegram)
+    app = create_app(shop, status, lifespan, telegram, wechat.routes() if wechat is not None else ())
     server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
                                            log_level=settings.log_level.lower(), lifespan="on"))
     await server.serve()

@@ -30,6 +30,24 @@ class TelegramSettings(BaseModel):
         return bool(self.token.get_secret_value())
 
 
+class WeChatSettings(BaseModel):
+    """KAMIBOT_WECHAT__*: the WeChat Official Account channel is on when app_id and token are set."""
+
+    app_id: str = ""
+    app_secret: SecretStr = SecretStr("")
+    #: the callback Token configured in the Official Account console (signs every callback)
+    token: SecretStr = SecretStr("")
+    #: 43 characters; empty = plaintext mode only (safe/compatible mode needs it)
+    encoding_aes_key: SecretStr = SecretStr("")
+    admin_openids: list[str] = Field(default_factory=list)
+    #: another API server (tests point it at a fake on 127.0.0.1)
+    api_base_url: str = "https://api.weixin.qq.com"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.app_id and self.token.get_secret_value())
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KAMIBOT_", env_nested_delimiter="__", env_file=".env",
                                       env_file_encoding="utf-8", extra="ignore")
@@ -50,6 +68,7 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=1, le=65_535)
     support_contact: str = ""
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    wechat: WeChatSettings = Field(default_factory=WeChatSettings)
     log_level: str = "INFO"
     log_json: bool = False
 

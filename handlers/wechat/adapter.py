@@ -1,0 +1,205 @@
+"""WeChat callbacks in, passive replies out: authenticate, de-duplicate, map to Incoming, answer within 5 s.
+
+WeChat waits 5 s for the HTTP answer and then retries the same message (three times in all). The
+conversation gets `passive_budget_s` (3 s); if it is slower the callback is answered `success` at
+once and the replies follow as customer-service messages. Retries are recognised by MsgId (events by
+FromUserName + CreateTime) with a claim shared by all processes, so a retry never orders twice.
+https://developers.weixin.qq.com/doc/offiaccount/Message_Management/Passive_user_reply_message.html
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from wechatpy.parser import parse_message
+from wechatpy.replies import TextReply
+
+from fulfillment.delivery import PermanentFailure, RetryLater
+from fulfillment.errors import ShopError
+from handlers.context import ShopContext
+from handlers.router import Conversation
+from handlers.types import Incoming, Reply
+from handlers.wechat.callback import CallbackCrypto, Opened
+from handlers.wechat.channel import CHANNEL, WeChatSender
+from handlers.wechat.numbering import ButtonMemory
+from handlers.wechat.paste_import import PasteImport
+from handlers.wechat.render import Rendered, WeChatRenderer
+from handlers.wechat.safe_xml import BadXml
+
+log = logging.getLogger("kamibot.wechat")
+#: typed words that press a menu button (Chinese and English), case-insensitive
+KEYWORDS = {"菜单": "menu", "menu": "menu", "开始": "menu", "start": "menu", "商店": "shop", "shop": "shop",
+            "购买": "shop", "buy": "shop", "订单": "orders:0", "我的订单": "orders:0", "orders": "orders:0",
+            "帮助": "help", "help": "help", "语言": "language", "language": "language"}
+#: custom-menu CLICK keys (kamibot wechat menu sync) → buttons
+CLICKS = {"shop": "shop", "orders": "orders:0", "help": "help"}
+SILENT_EVENTS = {"view", "location", "templatesendjobfinish", "masssendjobfinish", "scan"}
+EXTRA_MESSAGE_DELAY_S = 1.0  # lets the passive reply reach the user before the customer-service rest
+
+
+def _cdata_safe(text: str) -> str:
+    """wechatpy puts the text in CDATA as is; a "]]>" inside would end it early."""
+    return text.replace("]]>", "]]]]><![CDATA[>")
+
+
+class WeChatBot:
+    def __init__(self, ctx: ShopContext, conversation: Conversation, crypto: CallbackCrypto,
+                 sender: WeChatSender | None, renderer: WeChatRenderer, memory: ButtonMemory,
+                 passive_budget_s: float = 3.0, dedupe_for: timedelta = timedelta(minutes=10)) -> None:
+        self.ctx = ctx
+        self.conversation = conversation
+        self.crypto = crypto
+        self.sender = sender
+        self.renderer = renderer
+        self.memory = memory
+        self.paste = PasteImport(ctx)
+        self.passive_budget_s = passive_budget_s
+        self.dedupe_for = dedupe_for
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: Counter[str] = Counter()
+
+    def verify(self, query: Mapping[str, str]) -> str:
+        return self.crypto.verify_url(query)
+
+    async def receive(self, query: Mapping[str, str], body: bytes) -> str:
+        """The HTTP answer to one callback. Raises Forged (403) or BadXml (400) before anything is processed."""
+        opened = self.crypto.open(query, body)
+        message = parse_message(opened.xml)
+        openid = str(message.source or "")
+        if not openid:
+            raise BadXml("no FromUserName")
+        now = datetime.now(UTC)
+        key = self._dedupe_key(opened.fields)
+        if not await self.ctx.store.claim_once("wechat.callback", key, now + self.dedupe_for, now):
+            log.info("event=wechat.retry_ignored kind=%s", key.split(":", 1)[0])
+            return "success"  # WeChat's retry of a message already being answered
+        task = asyncio.create_task(self._answer(message, openid, opened.fields.get("MsgType", "").lower()))
+        try:
+            rendered = await asyncio.wait_for(asyncio.shield(task), self.passive_budget_s)
+        except TimeoutError:
+            log.info("event=wechat.answer_deferred")
+            self._background(self._send_later(task, openid))
+            return "success"
+        if not rendered.messages or not rendered.messages[0]:
+            return "success"
+        if len(rendered.messages) > 1:
+            self._background(self._send(openid, rendered.messages[1:], EXTRA_MESSAGE_DELAY_S))
+        return self._passive(message, rendered.messages[0], opened, query)
+
+    @staticmethod
+    def _dedupe_key(fields: dict[str, str]) -> str:
+        msg_id = fields.get("MsgId", "")
+        if fields.get("MsgType") == "event" or not msg_id:
+            # WeChat's rule is FromUserName + CreateTime; the event and its key keep two different events of
+            # one second (subscribe, then a menu click) apart while a retry stays identical
+            parts = (fields.get("FromUserName", ""), fields.get("CreateTime", ""), fields.get("Event", ""),
+                     fields.get("EventKey", ""))
+            return ("event:" + ":".join(parts))[:200]
+        return f"msg:{msg_id[:32]}"
+
+    def _passive(self, message: Any, text: str, opened: Opened, query: Mapping[str, str]) -> str:
+        timestamp = int(time.time())
+        xml = str(TextReply(source=message.target, target=message.source, content=_cdata_safe(text),
+                            time=timestamp).render())
+        if opened.encrypted:
+            return self.crypto.seal(xml, query.get("nonce", ""), str(timestamp))
+        return xml
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self.ctx.background.add(task)
+        task.add_done_callback(self.ctx.background.discard)
+
+    async def _send_later(self, task: asyncio.Task[Rendered], openid: str) -> None:
+        try:
+            rendered = await task
+        except Exception:  # noqa: BLE001 - already logged by _answer's caller path; nothing to send
+            log.exception("event=wechat.answer_failed")
+            return
+        await self._send(openid, rendered.messages, 0.0)
+
+    async def _send(self, openid: str, messages: list[str], delay: float) -> None:
+        if self.sender is None:
+            log.warning("event=wechat.reply_dropped reason=no_api")
+            return
+        if delay:
+            await asyncio.sleep(delay)
+        for text in messages:
+            try:
+                await self.sender.send_text(openid, text)
+            except (PermanentFailure, RetryLater, Exception) as exc:  # noqa: BLE001 - a lost reply is logged only
+                log.warning("event=wechat.reply_dropped reason=%s", type(exc).__name__)
+                return
+
+    async def _answer(self, message: Any, openid: str, kind: str) -> Rendered:
+        """One user's messages are answered in order (the numbers of one answer feed the next)."""
+        lock = self._locks.setdefault(openid, asyncio.Lock())
+        self._users[openid] += 1
+        try:
+            async with lock:
+                return await self._turn(message, openid, kind)
+        finally:
+            self._users[openid] -= 1
+            if not self._users[openid]:
+                del self._users[openid], self._locks[openid]
+
+    async def _turn(self, message: Any, openid: str, kind: str) -> Rendered:
+        await self.ctx.load_language(CHANNEL, openid)
+        lang = self.ctx.language(CHANNEL, openid, "")
+        replies = await self._replies(message, openid, lang, kind)
+        if replies is None:
+            return Rendered([])
+        rendered = self.renderer.render(replies, self.ctx.language(CHANNEL, openid, ""))
+        await self.memory.remember(openid, rendered.buttons)
+        return rendered
+
+    async def _replies(self, message: Any, openid: str, lang: str, kind: str) -> list[Reply] | None:
+        if kind == "text":
+            return await self._text(str(message.content or ""), openid, lang)
+        if kind == "event":
+            return await self._event(message, openid, lang)
+        # image, voice, video, location, link, file …: we only read text
+        return [Reply(self.ctx.tr(lang, "wechat.unsupported"))]
+
+    def _incoming(self, openid: str, **fields: str) -> Incoming:
+        return Incoming(CHANNEL, openid, openid, **fields)
+
+    async def _text(self, text: str, openid: str, lang: str) -> list[Reply]:
+        text = text.strip()
+        pressed = await self.memory.press(openid, text)
+        try:
+            if self.ctx.is_merchant(CHANNEL, openid) and self.paste.wants(text):
+                return await self.paste.handle(self._incoming(openid, text=text), lang)
+            if pressed is not None and self.paste.owns(pressed):
+                return await self.paste.press(self._incoming(openid, button=pressed), lang)
+        except ShopError as exc:
+            return [Reply(self.ctx.tr(lang, exc.message_id) + f"\n({exc})")]  # merchants only: details help
+        if pressed is None:
+            pressed = KEYWORDS.get(text.lower())
+        if pressed is not None:
+            return await self.conversation.handle(self._incoming(openid, button=pressed))
+        return await self.conversation.handle(self._incoming(openid, text=text))
+
+    async def _event(self, message: Any, openid: str, lang: str) -> list[Reply] | None:
+        event = str(getattr(message, "event", "") or "").lower()
+        if event in ("subscribe", "subscribe_scan"):
+            await self.ctx.store.set_user_blocked(CHANNEL, openid, False)
+            key = str(getattr(message, "scene_id", "") or "")
+            start = "/start" + (f" {key}" if key.startswith(("sku_", "ref_")) else "")
+            replies = await self.conversation.handle(self._incoming(openid, text=start))
+            return [Reply(self.ctx.tr(lang, "wechat.welcome")), *replies]
+        if event == "unsubscribe":
+            await self.ctx.store.set_user_blocked(CHANNEL, openid, True)
+            return None
+        if event == "click":
+            button = CLICKS.get(str(getattr(message, "key", "") or ""))
+            return await self.conversation.handle(self._incoming(openid, button=button)) if button else None
+        if event not in SILENT_EVENTS:
+            log.info("event=wechat.event_ignored kind=%s", event[:32])
+        return None

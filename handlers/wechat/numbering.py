@@ -1,0 +1,36 @@
+"""Numbered buttons across messages: the user's next "1" presses button 1 of the last answer.
+
+Kept in the shared store by openid (any process may answer the next message), for a short while.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from storage.protocol import Store
+
+
+class ButtonMemory:
+    def __init__(self, store: Store, ttl: timedelta = timedelta(minutes=30),
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.clock = clock
+
+    @staticmethod
+    def _key(openid: str) -> str:
+        return f"wechat:buttons:{openid}"
+
+    async def remember(self, openid: str, buttons: list[str]) -> None:
+        await self.store.kv_put(self._key(openid), json.dumps(buttons), self.clock() + self.ttl)
+
+    async def press(self, openid: str, number: str) -> str | None:
+        """The data of button `number` of the last answer, or None (no such number, or it expired)."""
+        if not number.isdigit() or len(number) > 3:
+            return None
+        raw = await self.store.kv_get(self._key(openid), self.clock())
+        buttons = json.loads(raw) if raw else []
+        index = int(number) - 1
+        return str(buttons[index]) if 0 <= index < len(buttons) else None
