@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from bot.composition import Shop
@@ -49,12 +49,16 @@ async def _every(name: str, seconds: float, tick: Callable[[], Awaitable[int]], 
 
 
 async def run_jobs(shop: Shop, stop: asyncio.Event, status: JobStatus, *, delivery_every: float = 0.2,
-                   expire_every: float = 10, recover_every: float = 30) -> None:
-    """Recover first (a crash may have left payments unapplied), then tick until `stop`."""
+                   expire_every: float = 10, recover_every: float = 30,
+                   extra: Sequence[tuple[str, float, Callable[[], Awaitable[int]]]] = ()) -> None:
+    """Recover first (a crash may have left payments unapplied), then tick until `stop`.
+
+    `extra` are (name, seconds, tick) jobs of optional features, e.g. WeChat Pay reconciliation."""
     await shop.payments.apply_pending()
     log.info("event=jobs.started")
     await asyncio.gather(
         _every("delivery", delivery_every, shop.delivery.run_once, stop, status),
         _every("expire", expire_every, shop.orders.expire_due, stop, status),
         _every("payments", recover_every, shop.payments.apply_pending, stop, status),
+        *(_every(name, seconds, tick, stop, status) for name, seconds, tick in extra),
     )

@@ -85,18 +85,26 @@ async def serve(settings: Settings) -> int:
         from bot.wechat import build_wechat
 
         wechat = build_wechat(shop, ctx)
+    wechatpay = None
+    if settings.wechatpay.enabled:  # registers the "wechatpay" provider; its routes and job are added below
+        from bot.wechatpay import WeChatPay
+
+        wechatpay = WeChatPay.build(shop)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
         if telegram is not None:
             await telegram.start()
-        jobs = asyncio.create_task(run_jobs(shop, stop, status))
+        jobs = asyncio.create_task(run_jobs(shop, stop, status,
+                                            extra=[wechatpay.job()] if wechatpay is not None else []))
         try:
             yield
         finally:
             stop.set()
             await jobs
+            if wechatpay is not None:
+                await wechatpay.aclose()
             if telegram is not None:
                 await telegram.stop()
             if wechat is not None:
@@ -105,6 +113,8 @@ async def serve(settings: Settings) -> int:
             log.info("event=server.stopped")
 
     app = create_app(shop, status, lifespan, telegram, wechat.routes() if wechat is not None else ())
+    if wechatpay is not None:
+        app.router.routes.extend(wechatpay.routes())  # GET /pay/wechat/{order_ref}, POST /pay/wechat/notify
     server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
                                            log_level=settings.log_level.lower(), lifespan="on"))
     await server.serve()

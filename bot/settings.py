@@ -48,6 +48,59 @@ class WeChatSettings(BaseModel):
         return bool(self.app_id and self.token.get_secret_value())
 
 
+class WeChatPaySettings(BaseModel):
+    """KAMIBOT_WECHATPAY__*: WeChat Pay APIv3 (JSAPI page and Native QR); on when mchid, keys and URLs are set."""
+
+    mchid: str = ""
+    #: the Official Account's AppID the payments are made under
+    app_id: str = ""
+    #: the 32-byte APIv3 key (decrypts notifications)
+    api_v3_key: SecretStr = SecretStr("")
+    merchant_serial_no: str = ""
+    #: PEM RSA private key of the merchant API certificate (apiclient_key.pem)
+    merchant_key_file: Path | None = None
+    #: "WeChat Pay public key" mode: PUB_KEY_ID_… and its PEM file
+    public_key_id: str = ""
+    public_key_file: Path | None = None
+    #: platform-certificate mode: PEM certificate files (both modes may be set during a switch)
+    platform_cert_files: list[Path] = Field(default_factory=list)
+    api_base_url: str = "https://api.mch.weixin.qq.com"
+    #: where WeChat Pay posts notifications, e.g. https://shop.example.com/pay/wechat/notify
+    notify_url: str = ""
+    #: the public base URL of this server, for pay links, e.g. https://shop.example.com
+    public_url: str = ""
+    #: signs pay links; empty = derived from the APIv3 key (HMAC, one-way)
+    link_secret: SecretStr = SecretStr("")
+    link_ttl_seconds: int = Field(1800, ge=60, le=86_400)
+    reconcile_every_seconds: float = Field(60.0, gt=0)
+
+    @field_validator("api_v3_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value().encode()) != 32:
+            raise ValueError("the APIv3 key must be 32 bytes")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.mchid and self.app_id and self.api_v3_key.get_secret_value() and self.merchant_serial_no
+                    and self.merchant_key_file and self.notify_url and self.public_url
+                    and ((self.public_key_id and self.public_key_file) or self.platform_cert_files))
+
+
+class RiskSettings(BaseModel):
+    """KAMIBOT_RISK__*: the rule engine over every checkout; limits shared through Redis when redis_url is set."""
+
+    enabled: bool = True
+    #: a rules TOML used until a merchant saves rules (the database copy wins); empty = shipped defaults
+    rules_file: Path | None = None
+    #: Redis unreachable or slower than check_timeout_ms: keep counting in-process (open) or refuse (closed)
+    redis_policy: Literal["fail_open", "fail_closed"] = "fail_open"
+    check_timeout_ms: int = Field(300, ge=10, le=5_000)
+    #: proxies whose X-Forwarded-For is believed (addresses or CIDR); nobody else's
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KAMIBOT_", env_nested_delimiter="__", env_file=".env",
                                       env_file_encoding="utf-8", extra="ignore")
@@ -68,6 +121,8 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=1, le=65_535)
     support_contact: str = ""
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    risk: RiskSettings = Field(default_factory=RiskSettings)
+    wechatpay: WeChatPaySettings = Field(default_factory=WeChatPaySettings)
     wechat: WeChatSettings = Field(default_factory=WeChatSettings)
     log_level: str = "INFO"
     log_json: bool = False

@@ -1,0 +1,225 @@
+"""A fake WeChat Pay APIv3 server on 127.0.0.1: checks our request signatures, signs its responses with the
+platform key, keeps transactions and refunds, and sends signed, encrypted notifications to our notify URL."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric import rsa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fulfillment.wechatpay_crypto import (
+    encrypt_resource,
+    notification_message,
+    parse_authorization,
+    request_message,
+    rsa_sign,
+    rsa_verify,
+)
+
+
+@dataclass
+class FakeWeChatPay:
+    mchid: str
+    app_id: str
+    api_v3_key: bytes
+    merchant_public_key: rsa.RSAPublicKey
+    merchant_serial_no: str
+    platform_key: rsa.RSAPrivateKey
+    platform_serial: str  # PUB_KEY_ID_… (public-key mode) or a certificate serial in hex
+    notify_url: str = ""
+    refund_status: str = "SUCCESS"  # what a new refund answers: SUCCESS or PROCESSING
+    transactions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+    # -- signing ---------------------------------------------------------------
+    def sign_headers(self, body: str, *, timestamp: int | None = None, nonce: str | None = None,
+                     serial: str | None = None, key: rsa.RSAPrivateKey | None = None) -> dict[str, str]:
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        nonce = nonce or secrets.token_hex(16)
+        signature = rsa_sign(key or self.platform_key, notification_message(ts, nonce, body))
+        return {"Wechatpay-Timestamp": ts, "Wechatpay-Nonce": nonce, "Wechatpay-Signature": signature,
+                "Wechatpay-Serial": serial or self.platform_serial,
+                "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048"}
+
+    def _answer(self, data: dict[str, Any] | None, status: int = 200) -> Response:
+        body = json.dumps(data, ensure_ascii=False) if data is not None else ""
+        headers = self.sign_headers(body)
+        if data is None:
+            return Response(status_code=204, headers=headers)
+        return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+    @staticmethod
+    def _error(status: int, code: str, message: str) -> Response:
+        return JSONResponse({"code": code, "message": message}, status_code=status)
+
+    def _verify(self, request: Request, body: str) -> str | None:
+        """Our Authorization header: schema, mchid, serial, fresh timestamp, RSA signature."""
+        fields = parse_authorization(request.headers.get("authorization", ""))
+        url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if not fields or fields.get("mchid") != self.mchid or fields.get("serial_no") != self.merchant_serial_no:
+            return "bad authorization header"
+        if not fields.get("timestamp", "").isdigit() or abs(time.time() - int(fields["timestamp"])) > 300:
+            return "stale timestamp"
+        message = request_message(request.method, url, fields["timestamp"], fields.get("nonce_str", ""), body)
+        if not rsa_verify(self.merchant_public_key, message, fields.get("signature", "")):
+            return "signature does not verify"
+        return None
+
+    # -- notifications -----------------------------------------------------------
+    def notification(self, event_type: str, resource: dict[str, Any], **sign: Any) -> tuple[dict[str, str], bytes]:
+        """A signed notification with the resource encrypted under the APIv3 key, as WeChat Pay sends it."""
+        nonce = secrets.token_hex(6)  # 12 characters: the AES-GCM nonce
+        original = "refund" if event_type.startswith("REFUND.") else "transaction"
+        associated = original
+        envelope = {
+            "id": secrets.token_hex(18), "create_time": time.strftime("%Y-%m-%dT%H:%M:%S+08:00"),
+            "event_type": event_type, "resource_type": "encrypt-resource", "summary": "summary",
+            "resource": {"algorithm": "AEAD_AES_256_GCM", "original_type": original, "associated_data": associated,
+                         "nonce": nonce, "ciphertext": encrypt_resource(
+                             self.api_v3_key, nonce, json.dumps(resource, ensure_ascii=False).encode(), associated)},
+        }
+        body = json.dumps(envelope)
+        headers = self.sign_headers(body, **sign) | {"Content-Type": "application/json"}
+        return headers, body.encode()
+
+    async def send(self, headers: dict[str, str], body: bytes) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await client.post(self.notify_url, content=body, headers=headers)
+
+    def pay(self, ref: str, openid: str = "", amount: int | None = None, state: str = "SUCCESS") -> dict[str, Any]:
+        """The customer pays (or not): the transaction's state changes as WeChat Pay's would."""
+        tx = self.transactions.setdefault(ref, self._new_transaction(ref, amount or 0, "NATIVE", openid))
+        tx["trade_state"] = state
+        if amount is not None:
+            tx["amount"]["total"] = tx["amount"]["payer_total"] = amount
+        if state == "SUCCESS":
+            tx["transaction_id"] = tx.get("transaction_id") or "42" + secrets.token_hex(13)
+            tx["success_time"] = time.strftime("%Y-%m-%dT%H:%M:%S+08:00")
+            tx["payer"] = {"openid": openid or tx["payer"].get("openid") or "o" + secrets.token_hex(8)}
+        return dict(tx)
+
+    async def notify_paid(self, ref: str, openid: str = "") -> httpx.Response:
+        tx = self.pay(ref, openid)
+        return await self.send(*self.notification("TRANSACTION.SUCCESS", tx))
+
+    async def notify_refund(self, out_refund_no: str) -> httpx.Response:
+        refund = self.refunds[out_refund_no]
+        refund["status"] = "SUCCESS"
+        resource = {"mchid": self.mchid, "out_trade_no": refund["out_trade_no"],
+                    "transaction_id": refund["transaction_id"], "out_refund_no": out_refund_no,
+                    "refund_id": refund["refund_id"], "refund_status": "SUCCESS",
+                    "success_time": time.strftime("%Y-%m-%dT%H:%M:%S+08:00"), "user_received_account": "支付用户零钱",
+                    "amount": {"total": refund["amount"]["total"], "refund": refund["amount"]["refund"],
+                               "payer_total": refund["amount"]["total"], "payer_refund": refund["amount"]["refund"]}}
+        return await self.send(*self.notification("REFUND.SUCCESS", resource))
+
+    def _new_transaction(self, ref: str, total: int, trade_type: str, openid: str) -> dict[str, Any]:
+        return {"appid": self.app_id, "mchid": self.mchid, "out_trade_no": ref, "trade_type": trade_type,
+                "trade_state": "NOTPAY", "trade_state_desc": "", "bank_type": "OTHERS", "attach": "",
+                "payer": {"openid": openid} if openid else {},
+                "amount": {"total": total, "payer_total": total, "currency": "CNY", "payer_currency": "CNY"}}
+
+    # -- API -----------------------------------------------------------------------
+    async def _body(self, request: Request) -> tuple[str, Response | None]:
+        body = (await request.body()).decode()
+        problem = self._verify(request, body)
+        self.calls.append((request.method, request.url.path))
+        if problem:
+            self.rejected.append(problem)
+            return body, self._error(401, "SIGN_ERROR", problem)
+        return body, None
+
+    async def prepay(self, request: Request) -> Response:
+        raw, failed = await self._body(request)
+        if failed:
+            return failed
+        kind = request.path_params["kind"]
+        if kind not in ("jsapi", "native"):
+            return self._error(404, "NOT_FOUND", "no such trade type here")
+        data = json.loads(raw)
+        amount = data.get("amount") or {}
+        missing = [k for k in ("appid", "mchid", "description", "out_trade_no", "notify_url") if not data.get(k)]
+        if missing or not isinstance(amount.get("total"), int) or (kind == "jsapi" and not data["payer"]["openid"]):
+            return self._error(400, "PARAM_ERROR", f"missing {missing}")
+        if data["mchid"] != self.mchid or data["appid"] != self.app_id:
+            return self._error(400, "APPID_MCHID_NOT_MATCH", "appid and mchid do not match")
+        ref = data["out_trade_no"]
+        tx = self.transactions.get(ref)
+        if tx is not None and tx["trade_state"] == "SUCCESS":
+            return self._error(400, "ORDERPAID", "order paid")
+        if tx is None:
+            tx = self.transactions[ref] = self._new_transaction(ref, amount["total"], kind.upper(),
+                                                                (data.get("payer") or {}).get("openid", ""))
+            tx["prepay_id"] = "wx" + secrets.token_hex(14)
+            tx["code_url"] = "weixin://wxpay/bizpayurl?pr=" + secrets.token_hex(4)
+        if kind == "jsapi":
+            return self._answer({"prepay_id": tx["prepay_id"]})
+        return self._answer({"code_url": tx["code_url"]})
+
+    async def query(self, request: Request) -> Response:
+        _, failed = await self._body(request)
+        if failed:
+            return failed
+        if request.query_params.get("mchid") != self.mchid:
+            return self._error(400, "PARAM_ERROR", "mchid")
+        tx = self.transactions.get(request.path_params["ref"])
+        if tx is None:
+            return self._error(404, "ORDER_NOT_EXIST", "order does not exist")
+        return self._answer({k: v for k, v in tx.items() if k not in ("prepay_id", "code_url")})
+
+    async def close(self, request: Request) -> Response:
+        raw, failed = await self._body(request)
+        if failed:
+            return failed
+        if json.loads(raw).get("mchid") != self.mchid:
+            return self._error(400, "PARAM_ERROR", "mchid")
+        tx = self.transactions.get(request.path_params["ref"])
+        if tx is None:
+            return self._error(404, "ORDER_NOT_EXIST", "order does not exist")
+        if tx["trade_state"] == "SUCCESS":
+            return self._error(400, "ORDERPAID", "order paid")
+        tx["trade_state"] = "CLOSED"
+        return self._answer(None)
+
+    async def refund(self, request: Request) -> Response:
+        raw, failed = await self._body(request)
+        if failed:
+            return failed
+        data = json.loads(raw)
+        existing = self.refunds.get(data.get("out_refund_no", ""))
+        if existing is not None:
+            return self._answer(existing)
+        tx = next((t for t in self.transactions.values() if t.get("transaction_id") == data.get("transaction_id")
+                   and t["trade_state"] in ("SUCCESS", "REFUND")), None)
+        if tx is None:
+            return self._error(404, "RESOURCE_NOT_EXISTS", "transaction does not exist")
+        amount = data["amount"]
+        if amount["total"] != tx["amount"]["total"] or not 0 < amount["refund"] <= amount["total"]:
+            return self._error(400, "INVALID_REQUEST", "refund amount")
+        tx["trade_state"] = "REFUND"
+        refund = {"refund_id": "50" + secrets.token_hex(13), "out_refund_no": data["out_refund_no"],
+                  "transaction_id": tx["transaction_id"], "out_trade_no": tx["out_trade_no"], "channel": "ORIGINAL",
+                  "status": self.refund_status, "create_time": time.strftime("%Y-%m-%dT%H:%M:%S+08:00"),
+                  "amount": {"total": amount["total"], "refund": amount["refund"], "currency": "CNY",
+                             "payer_total": amount["total"], "payer_refund": amount["refund"]}}
+        self.refunds[data["out_refund_no"]] = refund
+        return self._answer(refund)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/v3/pay/transactions/{kind:str}", self.prepay, methods=["POST"]),
+            Route("/v3/pay/transactions/out-trade-no/{ref}", self.query, methods=["GET"]),
+            Route("/v3/pay/transactions/out-trade-no/{ref}/close", self.close, methods=["POST"]),
+            Route("/v3/refund/domestic/refunds", self.refund, methods=["POST"]),
+        ])
