@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     product.add_argument("--instructions-en", default="")
     product.add_argument("--instructions-zh", default="")
     product.add_argument("--pool", default="", help="also create a stock pool with this slug")
+    faq = sub.add_parser("faq").add_subparsers(dest="faq_command", required=True)
+    classify = faq.add_parser("classify", help='print {"intent": …, "confidence": …} as one JSON line per text')
+    classify.add_argument("text", nargs="?", default=None)
+    classify.add_argument("--file", default=None, help="one text per line (- for stdin): one JSON line each")
+    classify.add_argument("--intents", default=None, help="FAQ TOML file (default: the built-in intents)")
     return p
 
 
@@ -100,6 +105,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await store.close()
         return 0
+    if args.command == "faq":
+        return _faq_classify(args)
     if args.command == "run":
         from bot.server import serve
 
@@ -115,6 +122,25 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def _sub(args: argparse.Namespace) -> str:
     sub = str(getattr(args, f"{args.command}_command", "") or "")
     return f"{sub} {args.menu_command}" if sub == "menu" and getattr(args, "menu_command", "") else sub
+
+
+def _faq_classify(args: argparse.Namespace) -> int:
+    """The FAQ matcher outside the chat (no database): evaluate texts or a merchant's TOML file."""
+    from handlers.faq import FaqMatcher
+
+    if (args.text is None) == (args.file is None):
+        raise ValueError("faq classify: give either TEXT or --file PATH")
+    matcher = FaqMatcher.from_toml(Path(args.intents)) if args.intents else FaqMatcher.default()
+    if args.file is None:
+        texts: list[str] = [args.text]
+    elif args.file == "-":
+        texts = sys.stdin.read().splitlines()
+    else:
+        texts = Path(args.file).read_text(encoding="utf-8").splitlines()
+    for text in texts:
+        match = matcher.classify(text)
+        print(json.dumps({"intent": match.intent, "confidence": match.confidence}, ensure_ascii=False))
+    return 0
 
 
 async def _demo(shop: Shop, args: argparse.Namespace) -> int:
