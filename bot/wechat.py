@@ -88,8 +88,6 @@ class WeChatRuntime:
 def build_wechat(shop: Shop, ctx: ShopContext, *, pay_link: Callable[[Invoice], str] | None = None,
                  passive_budget_s: float = 3.0, http: httpx.AsyncClient | None = None) -> WeChatRuntime:
     w = shop.settings.wechat
-    # request URLs carry the access token (and the app secret when fetching one): keep httpx's INFO lines out
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     http = http or httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=3.0))
     api = WeChatApi(shop.store, http, w.api_base_url, w.app_id, w.app_secret.get_secret_value())
     renderer = WeChatRenderer(ctx.tr, pay_link)
@@ -119,6 +117,5 @@ async def sync_menu(shop: Shop) -> dict[str, Any]:
     tr = Translator(shop.settings.default_language)
     menu = menu_definition(tr, shop.settings.default_language)
     async with httpx.AsyncClient(timeout=10.0) as http:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
         await WeChatApi(shop.store, http, w.api_base_url, w.app_id, w.app_secret.get_secret_value()).create_menu(menu)
     return menu

@@ -70,10 +70,13 @@ class WeChatBot:
     async def receive(self, query: Mapping[str, str], body: bytes) -> str:
         """The HTTP answer to one callback. Raises Forged (403) or BadXml (400) before anything is processed."""
         opened = self.crypto.open(query, body)
-        message = parse_message(opened.xml)
-        openid = str(message.source or "")
-        if not openid:
-            raise BadXml("no FromUserName")
+        openid = opened.fields.get("FromUserName", "")
+        if not openid or not opened.fields.get("MsgType") or not opened.fields.get("CreateTime", "").isdigit():
+            raise BadXml("no FromUserName, MsgType or CreateTime")
+        try:
+            message = parse_message(opened.xml)
+        except (KeyError, TypeError, ValueError, AttributeError):  # a field of the wrong shape (CreateTime "x")
+            raise BadXml("unreadable message") from None
         now = datetime.now(UTC)
         key = self._dedupe_key(opened.fields)
         if not await self.ctx.store.claim_once("wechat.callback", key, now + self.dedupe_for, now):

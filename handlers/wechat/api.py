@@ -8,6 +8,8 @@ Error codes: https://developers.weixin.qq.com/doc/offiaccount/Getting_Started/Gl
 from __future__ import annotations
 
 import json
+import logging
+import re
 from typing import Any
 
 import httpx
@@ -17,6 +19,25 @@ from storage.protocol import Store
 
 TOKEN_INVALID = {40001, 40014, 42001}  # invalid credential, invalid token, token expired
 OUTSIDE_WINDOW, UNSUBSCRIBED = 45015, 43004
+
+
+_SECRET_PARAMS = re.compile(r"((?:access_token|secret)=)[^&\s\"']+")
+
+
+class RedactSecrets(logging.Filter):
+    """httpx logs every request URL at INFO; WeChat puts the access token (and the app secret) in it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "access_token=" in message or "secret=" in message:
+            record.msg, record.args = _SECRET_PARAMS.sub(r"\1***", message), ()
+        return True
+
+
+def redact_http_logs() -> None:
+    httpx_log = logging.getLogger("httpx")
+    if not any(isinstance(f, RedactSecrets) for f in httpx_log.filters):
+        httpx_log.addFilter(RedactSecrets())
 
 
 class WeChatApiError(Exception):
@@ -39,6 +60,7 @@ class WeChatApi:
         self.app_id = app_id
         self._secret = app_secret
         self.tokens = SharedAccessToken(store, app_id, self.fetch_token, wait_s=token_wait_s)
+        redact_http_logs()
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:

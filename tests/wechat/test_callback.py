@@ -104,6 +104,10 @@ async def test_oversized_and_malformed_bodies_are_rejected(wx):
     assert (await wx.post(callback(big))).status_code == 413
     assert (await wx.post(callback("<xml><unclosed></xml>"))).status_code == 400
     assert (await wx.post(callback("not xml at all"))).status_code == 400
+    assert (await wx.post(callback("<xml/>"))).status_code == 400
+    assert (await wx.post(callback("<notxml><MsgType>text</MsgType></notxml>"))).status_code == 400
+    odd = f"<xml><FromUserName>{CUSTOMER}</FromUserName><MsgType>text</MsgType><CreateTime>x</CreateTime></xml>"
+    assert (await wx.post(callback(odd))).status_code == 400  # no MsgId and no usable time: cannot be deduped
     assert await _unclaimed(wx, 119)
 
 
@@ -150,3 +154,9 @@ async def test_same_event_retried_is_answered_once(wx):
     answers = [await wx.push(xml) for _ in range(3)]
     assert answers[0].startswith("Thanks for following!")
     assert answers[1:] == ["", ""]
+
+
+async def test_other_events_are_acknowledged_silently(wx):
+    for event in ("VIEW", "LOCATION", "TEMPLATESENDJOBFINISH", "some_future_event"):
+        assert await wx.event(CUSTOMER, event, "x") == "", event
+    assert await wx.event(CUSTOMER, "CLICK", "not-a-menu-key") == ""
