@@ -116,11 +116,13 @@ def write_key_files(tmp_path: Path, keys: Keys, mode: str) -> WeChatPaySettings:
     (tmp_path / "apiclient_key.pem").write_bytes(_pem_private(keys.merchant))
     common = dict(mchid=MCHID, app_id=APP_ID, api_v3_key=API_V3_KEY, merchant_serial_no=MERCHANT_SERIAL,
                   merchant_key_file=tmp_path / "apiclient_key.pem")
-    if mode == "public_key":
+    if mode in ("public_key", "both"):  # both: a shop switching from certificates to the public key
         (tmp_path / "pub_key.pem").write_bytes(_pem_public(keys.platform))
-        return WeChatPaySettings(**common, public_key_id=PUB_KEY_ID, public_key_file=tmp_path / "pub_key.pem")
-    (tmp_path / "wechatpay_cert.pem").write_bytes(keys.certificate.public_bytes(serialization.Encoding.PEM))
-    return WeChatPaySettings(**common, platform_cert_files=[tmp_path / "wechatpay_cert.pem"])
+        common |= dict(public_key_id=PUB_KEY_ID, public_key_file=tmp_path / "pub_key.pem")
+    if mode in ("certificate", "both"):
+        (tmp_path / "wechatpay_cert.pem").write_bytes(keys.certificate.public_bytes(serialization.Encoding.PEM))
+        common |= dict(platform_cert_files=[tmp_path / "wechatpay_cert.pem"])
+    return WeChatPaySettings(**common)
 
 
 @contextlib.asynccontextmanager
@@ -139,7 +141,7 @@ async def bench(store: object, tmp_path: Path, keys: Keys, mode: str = "public_k
     for sku in (seeded.sku, seeded.big):
         await shop.store.set_price(Price(sku.id, "wechat", "CNY", 1000 * sku.units))
     fake = FakeWeChatPay(MCHID, APP_ID, API_V3_KEY.encode(), keys.merchant.public_key(), MERCHANT_SERIAL,
-                         keys.platform, PUB_KEY_ID if mode == "public_key" else keys.cert_serial,
+                         keys.platform, keys.cert_serial if mode == "certificate" else PUB_KEY_ID,
                          notify_url=wxs.notify_url)
     wx = WeChatPay(shop, load_config(wxs), link_key(wxs), reconcile_min_age=timedelta(0))
     app = create_app(shop, JobStatus())

@@ -1,0 +1,74 @@
+"""Merchant /refund of a WeChat-paid order: the v3 refund API is called, and the ledger records the refund when
+WeChat Pay confirms it (a synchronous SUCCESS or the REFUND.SUCCESS notification, whichever comes first)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fulfillment.aftersale import AfterSale
+from fulfillment.wechatpay import out_refund_no
+from storage.records import OrderState
+
+
+async def _delivered(env, openid="o-buyer-1"):
+    order = await env.checkout(openid)
+    assert (await env.get(env.link(order, openid))).status_code == 200
+    assert (await env.fake.notify_paid(order.ref, openid)).status_code == 204
+    await env.shop.delivery.drain()
+    assert (await env.order(order)).state == OrderState.DELIVERED
+    return order
+
+
+async def _ledger(env, kind):
+    now = env.wx.clock()
+    return [line for line in await env.shop.store.ledger(now - timedelta(days=1), now + timedelta(days=1))
+            if line.kind == kind]
+
+
+async def test_merchant_refund_calls_v3_refund_api_and_records_the_refund(env):
+    order = await _delivered(env)
+    await AfterSale(env.shop.store).request_refund(order.ref, "merchant-1")
+    await env.shop.delivery.drain()
+    refund = env.fake.refunds[out_refund_no(order)]
+    txn = env.fake.transactions[order.ref]["transaction_id"]
+    assert refund["transaction_id"] == txn
+    assert refund["amount"]["refund"] == refund["amount"]["total"] == 1000
+    assert (await env.order(order)).state == OrderState.REFUNDED
+    assert [(line.amount, line.currency) for line in await _ledger(env, "refund")] == [(-1000, "CNY")]
+    assert env.channel.sent[-1].kind == "refunded"
+    # the REFUND.SUCCESS notification that follows records nothing twice
+    assert (await env.fake.notify_refund(out_refund_no(order))).status_code == 204
+    assert [line.amount for line in await _ledger(env, "refund")] == [-1000]
+
+
+async def test_processing_refund_is_recorded_by_the_refund_notification(env):
+    order = await _delivered(env)
+    env.fake.refund_status = "PROCESSING"
+    await AfterSale(env.shop.store).request_refund(order.ref, "merchant-1")
+    await env.shop.delivery.drain()
+    assert out_refund_no(order) in env.fake.refunds
+    assert (await env.order(order)).state == OrderState.DELIVERED  # not yet: WeChat Pay has not confirmed
+    assert await _ledger(env, "refund") == []
+    response = await env.fake.notify_refund(out_refund_no(order))
+    assert response.status_code == 204
+    assert (await env.order(order)).state == OrderState.REFUNDED
+    assert [line.amount for line in await _ledger(env, "refund")] == [-1000]
+    # the worker's retry finds the same refund (same out_refund_no), now SUCCESS: one refund, one ledger line
+    later = env.shop.delivery.clock() + timedelta(seconds=120)
+    env.shop.delivery.clock = lambda: later
+    await env.shop.delivery.drain()
+    assert len(env.fake.refunds) == 1
+    assert [line.amount for line in await _ledger(env, "refund")] == [-1000]
+    assert env.channel.sent[-1].kind == "refunded"
+
+
+async def test_refund_notification_for_another_transaction_is_rejected(env):
+    order = await _delivered(env)
+    env.fake.refund_status = "PROCESSING"
+    await AfterSale(env.shop.store).request_refund(order.ref, "merchant-1")
+    await env.shop.delivery.drain()
+    env.fake.refunds[out_refund_no(order)]["transaction_id"] = "4200000000000000000000000099"
+    response = await env.fake.notify_refund(out_refund_no(order))
+    assert response.status_code == 400
+    assert (await env.order(order)).state == OrderState.DELIVERED
+    assert await _ledger(env, "refund") == []
