@@ -23,6 +23,7 @@ from wechatpy.replies import TextReply
 from fulfillment.delivery import PermanentFailure, RetryLater
 from fulfillment.errors import ShopError
 from handlers.context import ShopContext
+from handlers.render import delivery_reply
 from handlers.router import Conversation
 from handlers.types import Incoming, Reply
 from handlers.wechat.callback import CallbackCrypto, Opened
@@ -31,6 +32,7 @@ from handlers.wechat.numbering import ButtonMemory
 from handlers.wechat.paste_import import PasteImport
 from handlers.wechat.render import Rendered, WeChatRenderer
 from handlers.wechat.safe_xml import BadXml
+from handlers.wechat.undelivered import Undelivered
 
 log = logging.getLogger("kamibot.wechat")
 #: typed words that press a menu button (Chinese and English), case-insensitive
@@ -59,6 +61,7 @@ class WeChatBot:
         self.renderer = renderer
         self.memory = memory
         self.paste = PasteImport(ctx)
+        self.undelivered = sender.undelivered if sender is not None else Undelivered(ctx.store)
         self.passive_budget_s = passive_budget_s
         self.dedupe_for = dedupe_for
         self._locks: dict[str, asyncio.Lock] = {}
@@ -146,7 +149,11 @@ class WeChatBot:
         self._users[openid] += 1
         try:
             async with lock:
-                return await self._turn(message, openid, kind)
+                try:
+                    return await self._turn(message, openid, kind)
+                except Exception:  # noqa: BLE001 - the user gets an apology, the log the class and trace
+                    log.exception("event=wechat.answer_failed")
+                    return Rendered([self.ctx.tr(self.ctx.language(CHANNEL, openid, ""), "error.generic")])
         finally:
             self._users[openid] -= 1
             if not self._users[openid]:
@@ -158,9 +165,20 @@ class WeChatBot:
         replies = await self._replies(message, openid, lang, kind)
         if replies is None:
             return Rendered([])
+        replies = [*await self._held_back(openid, lang), *replies]
         rendered = self.renderer.render(replies, self.ctx.language(CHANNEL, openid, ""))
         await self.memory.remember(openid, rendered.buttons)
         return rendered
+
+    async def _held_back(self, openid: str, lang: str) -> list[Reply]:
+        """Codes a customer-service message could not carry (45015/43004) ride on this answer."""
+        replies = []
+        for order_id in await self.undelivered.take(openid):
+            delivery = await self.ctx.delivery.build(order_id, "resend")
+            if delivery.order.user_id == openid and delivery.order.channel == CHANNEL:
+                replies.append(delivery_reply(self.ctx.tr, delivery, lang))
+                log.info("event=wechat.delivered_on_reply order_id=%s", order_id)
+        return replies
 
     async def _replies(self, message: Any, openid: str, lang: str, kind: str) -> list[Reply] | None:
         if kind == "text":
@@ -170,8 +188,8 @@ class WeChatBot:
         # image, voice, video, location, link, file …: we only read text
         return [Reply(self.ctx.tr(lang, "wechat.unsupported"))]
 
-    def _incoming(self, openid: str, **fields: str) -> Incoming:
-        return Incoming(CHANNEL, openid, openid, **fields)
+    def _incoming(self, openid: str, text: str = "", button: str = "") -> Incoming:
+        return Incoming(CHANNEL, openid, openid, text=text, button=button)
 
     async def _text(self, text: str, openid: str, lang: str) -> list[Reply]:
         text = text.strip()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -42,8 +43,9 @@ def _same(given: str, expected: str) -> bool:
 
 
 class CallbackCrypto:
-    def __init__(self, token: str, app_id: str, encoding_aes_key: str = "") -> None:
+    def __init__(self, token: str, app_id: str, encoding_aes_key: str = "", max_age_s: int = 300) -> None:
         self.token = token
+        self.max_age_s = max_age_s  # a captured callback replayed later than this is refused
         self.app_id = app_id
         self.aes_key = encoding_aes_key
         if encoding_aes_key:
@@ -68,6 +70,10 @@ class CallbackCrypto:
     def open(self, query: Mapping[str, str], body: bytes) -> Opened:
         """Raises Forged (403) or BadXml (400); returns the message fields only when authentic."""
         self._check(query, "signature")
+        stamp = query.get("timestamp", "")
+        if not stamp.isdigit() or abs(time.time() - int(stamp)) > self.max_age_s:
+            # MsgIds are remembered longer than this window, so a replay is either refused here or deduplicated
+            raise Forged("timestamp outside the window")
         outer = parse_flat(body)
         if query.get("encrypt_type", "raw") != "aes":
             try:

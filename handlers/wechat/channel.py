@@ -17,6 +17,7 @@ from handlers.types import Reply
 from handlers.wechat.access_token import TokenUnavailable
 from handlers.wechat.api import OUTSIDE_WINDOW, UNSUBSCRIBED, WeChatApi, WeChatApiError, WeChatUnavailable
 from handlers.wechat.render import WeChatRenderer
+from handlers.wechat.undelivered import Undelivered
 from storage.records import Order
 
 log = logging.getLogger("kamibot.wechat")
@@ -27,10 +28,12 @@ RETRY_AFTER_S = 5.0
 class WeChatSender:
     """fulfillment.delivery.Channel for WeChat, and `send(openid, Reply)` for messages nobody asked for."""
 
-    def __init__(self, ctx: ShopContext, api: WeChatApi, renderer: WeChatRenderer) -> None:
+    def __init__(self, ctx: ShopContext, api: WeChatApi, renderer: WeChatRenderer,
+                 undelivered: Undelivered | None = None) -> None:
         self.ctx = ctx
         self.api = api
         self.renderer = renderer
+        self.undelivered = undelivered or Undelivered(ctx.store)
 
     async def send_text(self, openid: str, text: str) -> None:
         try:
@@ -52,7 +55,12 @@ class WeChatSender:
     async def deliver(self, delivery: Delivery) -> None:
         lang = self.ctx.language(CHANNEL, delivery.order.user_id, delivery.order.language)
         text = self.renderer.delivery(delivery_reply(self.ctx.tr, delivery, lang), lang)
-        await self.send_text(delivery.order.chat_id, text)
+        try:
+            await self.send_text(delivery.order.chat_id, text)
+        except PermanentFailure:
+            if delivery.kind != "refunded":
+                await self.undelivered.add(delivery.order.user_id, delivery.order.id)
+            raise
         log.info("event=wechat.delivered order_id=%s kind=%s", delivery.order.id, delivery.kind)
 
 

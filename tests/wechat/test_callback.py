@@ -37,6 +37,14 @@ async def test_forged_signature_is_refused_and_nothing_is_processed(wx):
     assert await wx.shop.store.kv_get(f"wechat:buttons:{CUSTOMER}", datetime.now(UTC)) is None
 
 
+async def test_a_correctly_signed_but_old_callback_is_refused(wx):
+    xml = message_xml(CUSTOMER, "menu", msg_id=120)
+    old, nonce = str(int(time.time()) - 3600), "n1"
+    params = {"signature": sign("callbacktoken123", old, nonce), "timestamp": old, "nonce": nonce}
+    assert (await wx.client.post("/wechat", params=params, content=xml.encode())).status_code == 403
+    assert await _unclaimed(wx, 120)
+
+
 async def test_forged_msg_signature_in_safe_mode_is_refused(wx):
     cb = callback(message_xml(CUSTOMER, "menu", msg_id=112), safe=True)
     cb.params["msg_signature"] = sign("not-our-token", cb.params["timestamp"], cb.params["nonce"], "x")

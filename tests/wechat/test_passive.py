@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from bot.wechat import AlertsFanOut
 from tests.e2e.conftest import db_url  # noqa: F401 - the SQLite file / PostgreSQL database fixture
 from tests.fakes.wechat_api import callback, message_xml
 from tests.wechat.conftest import ADMIN, CUSTOMER, reply_text, running
@@ -65,3 +66,33 @@ async def test_same_msg_id_in_two_processes_three_times_makes_one_order(tmp_path
         orders = await a.shop.store.orders_for_user("wechat", CUSTOMER, 10, 0)
         assert len(orders) == 1
         assert orders[0].quantity == 2
+
+
+async def test_a_failing_conversation_gets_an_apology_not_a_500(wx, caplog):
+    async def broken(msg):
+        raise RuntimeError("a bug")
+
+    wx.runtime.bot.conversation.handle = broken
+    assert await wx.say(CUSTOMER, "shop") == "Something went wrong. Please try again."
+    assert "event=wechat.answer_failed" in caplog.text
+
+
+async def test_delivery_problems_reach_telegram_and_wechat_merchants_alike(wx):
+    class Recorded:
+        def __init__(self):
+            self.refs = []
+
+        async def delivery_failed(self, order, reason):
+            self.refs.append(order.ref)
+
+    telegram_side = Recorded()
+    wx.shop.delivery.alerts = AlertsFanOut(telegram_side, wx.runtime.alerts)
+    for n in ("menu", "1", "1", "1", "1", "1"):
+        await wx.say(CUSTOMER, n)
+    ref = REF.search(await wx.say(CUSTOMER, "1")).group(0)
+    wx.fake.fail_send(43004)
+    order = await wx.shop.store.order_by_ref(ref)
+    await wx.shop.payments.receive(wx.shop.providers["test"].pay(order))
+    await wx.shop.delivery.run_once()
+    assert telegram_side.refs == [ref]
+    assert ref in wx.fake.to(ADMIN)[0]

@@ -73,11 +73,15 @@ async def test_outside_the_48h_window_the_order_keeps_its_codes_and_the_merchant
     assert ref in alert[0]
     assert "48-hour" in alert[0]
     assert CODE.findall(alert[0]) == []  # the merchant is told, the codes are not in the notice
-    # the customer's next message reopens the window: My orders shows the codes
-    orders = await wx.say(CUSTOMER, "orders")
-    assert ref in orders
-    codes = await wx.say(CUSTOMER, "1")
-    assert len(CODE.findall(codes)) == 1
+    # the customer's next message reopens the window: its answer carries the codes, once
+    answer = await wx.say(CUSTOMER, "hello")
+    assert ref in answer
+    assert len(CODE.findall(answer)) == 1
+    assert answer.endswith("Reply 5 → 🌐 Language")  # and the answer to "hello" itself follows
+    assert CODE.findall(await wx.say(CUSTOMER, "hello")) == []
+    # and My orders keeps showing them
+    assert ref in await wx.say(CUSTOMER, "orders")
+    assert len(CODE.findall(await wx.say(CUSTOMER, "1"))) == 1
     assert await wx.shop.store.pending_outbox() == 0
 
 
