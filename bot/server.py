@@ -83,8 +83,10 @@ async def serve(settings: Settings) -> int:
     wechat = None
     if settings.wechat.enabled:
         from bot.wechat import build_wechat
+        from bot.wechatpay import invoice_pay_link
 
-        wechat = build_wechat(shop, ctx)
+        wechat = build_wechat(shop, ctx,
+                              pay_link=invoice_pay_link(settings) if settings.wechatpay.enabled else None)
     wechatpay = None
     if settings.wechatpay.enabled:  # registers the "wechatpay" provider; its routes and job are added below
         from bot.wechatpay import WeChatPay

@@ -30,12 +30,14 @@ from fulfillment.wechatpay import WeChatPayClient, WeChatPayConfig, WeChatPayErr
 from fulfillment.wechatpay_crypto import PlatformKeys, jsapi_pay_sign, load_private_key, nonce_str
 from fulfillment.wechatpay_notify import NotifyRejected, WeChatPayNotifications
 from fulfillment.wechatpay_reconcile import WatchList, WeChatPayReconciler
+from handlers.types import Invoice
 from locales import Translator, normalise_language
 from storage.records import HOLDING_STATES, Order, OrderState
 
 log = logging.getLogger("kamibot.wechatpay")
 MAX_NOTIFY_BODY = 64 * 1024
 PREPAY_KEEP = timedelta(hours=2) - timedelta(minutes=5)  # a prepay_id lives two hours
+WECHAT_CHANNEL = "wechat"  # orders from the Official Account carry the buyer's openid as user id
 PAID_STATES = (OrderState.PAID, OrderState.DELIVERING, OrderState.DELIVERED)
 PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
@@ -54,17 +56,25 @@ def link_signature(key: bytes, order_ref: str, openid: str, exp: int) -> str:
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
-def pay_link(settings: Settings, order_ref: str, openid: str, *, now: datetime | None = None) -> str:
-    """The signed, expiring pay-page link for an order and its buyer's openid (send it in the chat)."""
+def pay_link(settings: Settings, order_ref: str, openid: str = "", *, now: datetime | None = None) -> str:
+    """The signed, expiring pay-page link for an order and its buyer's openid (send it in the chat).
+
+    Without an openid the page uses the order's own user id when the order came from the WeChat channel
+    (there the user id is the openid); the signature binds whichever openid the link carries."""
     cfg = settings.wechatpay
     exp = int((now or datetime.now(UTC)).timestamp()) + cfg.link_ttl_seconds
     sig = link_signature(link_key(cfg), order_ref, openid, exp)
-    return (f"{cfg.public_url.rstrip('/')}/pay/wechat/{quote(order_ref, safe='')}"
-            f"?openid={quote(openid, safe='')}&exp={exp}&sig={sig}")
+    who = f"openid={quote(openid, safe='')}&" if openid else ""
+    return f"{cfg.public_url.rstrip('/')}/pay/wechat/{quote(order_ref, safe='')}?{who}exp={exp}&sig={sig}"
+
+
+def invoice_pay_link(settings: Settings) -> Callable[[Invoice], str]:
+    """The seam handlers/wechat/render.py asks for: an invoice (order) → its signed pay-page link."""
+    return lambda invoice: pay_link(settings, invoice.order_ref)
 
 
 def link_valid(key: bytes, order_ref: str, openid: str, exp: str, sig: str, now: datetime) -> bool:
-    if not exp.isdigit() or not openid or int(exp) < now.timestamp():
+    if not exp.isdigit() or int(exp) < now.timestamp():
         return False
     return hmac.compare_digest(link_signature(key, order_ref, openid, int(exp)).encode(), sig.encode())
 
@@ -174,9 +184,11 @@ class WeChatPay:
         if (order.state not in HOLDING_STATES or order.expires_at <= now
                 or order.currency != self.config.currency):
             return self._message(lang, "wxpay.not_payable", 409)
-        inside = "MicroMessenger" in request.headers.get("user-agent", "")
+        payer = openid or (order.user_id if order.channel == WECHAT_CHANNEL else "")
+        # JSAPI needs the payer's openid; inside WeChat without one the QR still works (long press to scan)
+        inside = "MicroMessenger" in request.headers.get("user-agent", "") and bool(payer)
         try:
-            prepay = await self._prepay(order, openid if inside else "", lang)
+            prepay = await self._prepay(order, payer if inside else "", lang)
         except WeChatPayError as exc:
             log.warning("event=wechatpay.prepay_failed order_id=%s code=%s", order.id, exc.code)
             if exc.code == "ORDERPAID":

@@ -151,9 +151,9 @@ async def bench(store: object, tmp_path: Path, keys: Keys, mode: str = "public_k
     try:
         yield Bench(settings, shop, fake, wx, seeded, app_url, channel, keys)
     finally:
+        await wx.aclose()
         await shut(*app_server)
         await shut(*fake_server)
-        await wx.aclose()
 
 
 @pytest.fixture

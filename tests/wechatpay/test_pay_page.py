@@ -114,3 +114,18 @@ async def test_paid_order_page_says_already_paid(env):
     assert response.status_code == 200
     assert "此订单已支付" in response.text
     assert _prepays(env) == 1
+
+
+async def test_invoice_link_without_openid_pays_as_the_wechat_order_owner(env):
+    from bot.wechatpay import invoice_pay_link
+    from handlers.types import Invoice
+
+    order = await env.checkout("o-owner")
+    link = invoice_pay_link(env.settings)(Invoice(order.ref, "100 gems", "", order.amount, order.currency))
+    assert "openid=" not in link
+    response = await env.get(link, ua=WECHAT_UA)
+    assert response.status_code == 200
+    assert "getBrandWCPayRequest" in response.text
+    assert env.fake.transactions[order.ref]["payer"] == {"openid": "o-owner"}
+    tampered = link.replace("?", "?openid=o-attacker&")
+    assert (await env.get(tampered, ua=WECHAT_UA)).status_code == 403

@@ -72,3 +72,21 @@ async def test_refund_notification_for_another_transaction_is_rejected(env):
     assert response.status_code == 400
     assert (await env.order(order)).state == OrderState.DELIVERED
     assert await _ledger(env, "refund") == []
+
+
+async def test_late_payment_without_stock_is_refunded_through_wechat_pay(env):
+    late = await env.checkout("o-late")
+    assert (await env.get(env.link(late, "o-late"))).status_code == 200
+    env.shop.orders.clock = lambda: late.expires_at + timedelta(seconds=1)
+    await env.shop.orders.expire_due()  # its stock goes back to the pool …
+    whale = await env.checkout("o-whale", qty=10)  # … and is sold to someone else
+    assert (await env.fake.send(*env.fake.notification(
+        "TRANSACTION.SUCCESS", env.fake.pay(whale.ref, "o-whale", amount=10_000)))).status_code == 204
+    response = await env.fake.notify_paid(late.ref, "o-late")  # the late payer's money arrives
+    assert response.status_code == 204
+    assert (await env.order(late)).state == OrderState.FAILED
+    await env.shop.delivery.drain()
+    assert env.fake.refunds[out_refund_no(late)]["amount"]["refund"] == 1000
+    assert (await env.order(late)).state == OrderState.REFUNDED
+    assert [line.amount for line in await _ledger(env, "refund")] == [-1000]
+    assert await env.shop.store.order_items(late.id) == []

@@ -94,3 +94,13 @@ async def test_no_secret_in_logs_or_answers(env, caplog):
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("kamibot"))
     assert "o-buyer-1" not in ours  # no openid either: payers are logged by order id only
     assert env.link(order).split("sig=")[1] not in ours
+
+
+async def test_build_registers_the_provider_for_the_delivery_worker(env):
+    built = WeChatPay.build(env.shop)
+    try:
+        assert env.shop.providers["wechatpay"] is built.provider
+        assert env.shop.delivery.providers["wechatpay"] is built.provider
+        assert {route.path for route in built.routes()} == {"/pay/wechat/notify", "/pay/wechat/{order_ref}"}
+    finally:
+        await built.aclose()
