@@ -85,6 +85,7 @@ class WeChatPayReconciler:
         self.batch = batch
         self.clock = clock
         self.holder = secrets.token_hex(8)
+        self._offset = 0
 
     async def run_once(self) -> int:
         """One pass over the watch list by the lease holder; returns how many orders were settled."""
@@ -95,7 +96,11 @@ class WeChatPayReconciler:
             done: set[str] = set()
             due = [ref for ref, at in (await self.watch.refs()).items()
                    if now.timestamp() - float(at) >= self.min_age.total_seconds()]
-            for ref in due[: self.batch]:
+            # rotate through a long list so unpaid live orders at its head do not starve the rest
+            start = self._offset % len(due) if due else 0
+            chunk = (due[start:] + due[:start])[: self.batch]
+            self._offset = start + len(chunk)
+            for ref in chunk:
                 if await self._settle(ref):
                     done.add(ref)
             await self.watch.remove(done)

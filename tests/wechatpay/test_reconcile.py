@@ -93,3 +93,14 @@ async def test_watch_list_updates_from_many_pages_at_once_lose_nothing(env):
     pages = await asyncio.gather(*(env.get(env.link(o, f"o-{i}")) for i, o in enumerate(orders)))
     assert [p.status_code for p in pages] == [200] * 8
     assert set(await env.wx.watch.refs()) == {o.ref for o in orders}
+
+
+async def test_long_watch_list_is_worked_through_in_turns(env):
+    unpaid = [await _prepaid(env, f"o-{i}") for i in range(4)]
+    paid = await _prepaid(env, "o-payer")
+    env.fake.pay(paid.ref, "o-payer")
+    env.wx.reconciler.batch = 2
+    for _ in range(3):
+        await env.wx.reconciler.run_once()
+    assert (await env.order(paid)).state == OrderState.DELIVERING
+    assert set(await env.wx.watch.refs()) == {o.ref for o in unpaid}
