@@ -26,7 +26,7 @@ def stem(word: str) -> str:
     word = _SLANG.get(word, word)
     if "'" in word:
         return word
-    for suffix, keep in (("ing", 5), ("ed", 4), ("es", 5), ("s", 4)):
+    for suffix, keep in (("ing", 4), ("ed", 4), ("es", 5), ("s", 4)):
         if word.endswith(suffix) and len(word) - len(suffix) >= keep - 1 and not word.endswith("ss"):
             word = word[: -len(suffix)]
             break

@@ -80,11 +80,19 @@ class MatcherSettings:
     threshold: float = 0.5  # below it the answer is "unknown": ask or hand over
     acting_threshold: float = 0.6  # code_invalid / not_received / refund need more
     min_margin: float = 0.08  # a near tie between two intents is not an answer
+    acting_margin: float = 0.15  # … and a smaller lead than this is not enough to act on
+    # An acting intent also needs one of these words (or an order number) in the message: "工资还没发" is not
+    # about an order. Chinese ones are searched as written, English ones as whole (stemmed) words.
+    shop_words: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            if f.name == "shop_words":
+                if isinstance(value, str) or not all(isinstance(v, str) and v.strip() for v in value):
+                    raise FaqFileError("[matcher] shop_words must be a list of non-empty strings")
+                object.__setattr__(self, f.name, tuple(value))
+            elif isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
                 raise FaqFileError(f"[matcher] {f.name} must be a number between 0 and 1")
 
 
@@ -147,15 +155,19 @@ def check_unique(entries: tuple[FaqEntry, ...]) -> None:
 
 def dump_toml(entries: tuple[FaqEntry, ...], settings: MatcherSettings) -> str:
     """TOML text that parse_toml reads back to the same entries and settings."""
-    out = ["[matcher]"] + [f"{f.name} = {getattr(settings, f.name)!r}" for f in fields(MatcherSettings)]
+    out = ["[matcher]"] + [f"{f.name} = {_value(getattr(settings, f.name))}" for f in fields(MatcherSettings)]
     for entry in entries:
         out += ["", "[[intent]]", f"id = {_string(entry.id)}"]
         for name in _LISTS:
             values = getattr(entry, name)
             if values:
-                out.append(f"{name} = [{', '.join(_string(v) for v in values)}]")
+                out.append(f"{name} = {_value(values)}")
         out += [f"{name} = {_string(getattr(entry, name))}" for name in _TEXTS if getattr(entry, name)]
     return "\n".join(out) + "\n"
+
+
+def _value(value: float | tuple[str, ...]) -> str:
+    return f"[{', '.join(_string(v) for v in value)}]" if isinstance(value, tuple) else repr(value)
 
 
 def _string(value: str) -> str:

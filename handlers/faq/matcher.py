@@ -32,8 +32,10 @@ from handlers.faq.entries import (
     dump_toml,
     parse_toml,
 )
+from handlers.faq.keywords import GAP, Phrase, denied_at, sequence_found
 
 _KEYWORD_BASE = 0.7  # a keyword alone is strong evidence; the rest of the score is how much it explains
+_NEAR_KEYWORD_BASE = 0.6  # a keyword with one character more or less ("已兑换" for "已被兑换")
 _RECALL_WEIGHT = 1.5
 _UNSEEN_WEIGHT = 0.6  # share of the mean feature weight given to message words no entry knows
 
@@ -58,7 +60,7 @@ class _Pattern:
     keyword: bool
     cjk: frozenset[str]  # CJK words + bigrams (+ placeholders)
     latin: frozenset[str]  # stemmed Latin words
-    phrase: str  # a Chinese keyword as searched in the compact text ("" otherwise)
+    phrase: Phrase | None  # a Chinese keyword as searched in the compact text
     sequence: tuple[str, ...]  # an English keyword's words in order
 
 
@@ -94,6 +96,8 @@ class FaqMatcher:
         self._by_id = {e.id: e for e in self.entries}
         self._index = _build_index(self.entries)
         self._typos: dict[str, str] = {}
+        self._shop_words = tuple(
+            tx.compact(w) if not w.isascii() else stem_words([w.lower()])[0] for w in self.settings.shop_words)
 
     # -- construction ---------------------------------------------------------------------------------
 
@@ -132,24 +136,38 @@ class FaqMatcher:
 
     def classify(self, text: str) -> Match:
         refs = tx.order_refs(text)
-        ranked = sorted(self.scores(text).items(), key=lambda kv: kv[1], reverse=True)
+        msg = self._message(text)
+        ranked = sorted(self._scores(msg).items(), key=lambda kv: kv[1], reverse=True)
         matter = [kv for kv in ranked if kv[0] not in SOCIAL_INTENTS and kv[1] >= self._needed(kv[0])]
         if matter:
             ranked = matter  # "退款 谢谢", "hi my code is invalid": the politeness is not the question
         best, top = ranked[0] if ranked else (UNKNOWN, 0.0)
         runner, second = ranked[1] if len(ranked) > 1 else (UNKNOWN, 0.0)
         margin = top - second
-        intent = best if top >= self._needed(best) and margin >= self.settings.min_margin else UNKNOWN
-        if intent in ACTING_INTENTS and runner in ACTING_INTENTS and second >= self.settings.threshold:
-            intent = UNKNOWN  # evidence for two different actions ("退款还没到账"): ask, do not act
+        s = self.settings
+        intent = best if top >= self._needed(best) and margin >= s.min_margin else UNKNOWN
+        if intent in ACTING_INTENTS and (
+            margin < s.acting_margin  # a close second: ask, do not act
+            or (runner in ACTING_INTENTS and second >= s.threshold)  # two actions ("退款还没到账")
+            or not (refs or self._about_the_shop(msg))  # "工资还没发" is not about an order
+        ):
+            intent = UNKNOWN
         return Match(intent, round(top, 4), refs, round(margin, 4), best, runner)
+
+    def _about_the_shop(self, msg: _Message) -> bool:
+        if tx.CODE in msg.compact:
+            return True
+        return any(w in msg.compact if not w.isascii() else any(x.startswith(w) for x in msg.latin)
+                   for w in self._shop_words)
 
     def _needed(self, intent: str) -> float:
         return self.settings.acting_threshold if intent in ACTING_INTENTS else self.settings.threshold
 
     def scores(self, text: str) -> dict[str, float]:
         """Each intent's score in 0..1 (intents without any matching feature are left out)."""
-        msg = self._message(text)
+        return self._scores(self._message(text))
+
+    def _scores(self, msg: _Message) -> dict[str, float]:
         idx = self._index
         touched: dict[int, float] = defaultdict(float)
         for f in msg.cjk | msg.latin:
@@ -157,21 +175,25 @@ class FaqMatcher:
                 touched[p] += idx.weight[f]
         best: dict[int, float] = {}
         keywords: dict[int, list[_Pattern]] = defaultdict(list)
-        for pat in _phrases_found(msg.compact, [idx.patterns[p] for p in idx.phrases]):
-            keywords[pat.intent].append(pat)
+        near: dict[int, list[_Pattern]] = defaultdict(list)
+        for pat, exact in _phrases_found(msg.compact, [idx.patterns[p] for p in idx.phrases]):
+            (keywords if exact else near)[pat.intent].append(pat)
         for p, shared in touched.items():
             pat = idx.patterns[p]
             if pat.keyword:
-                if not pat.phrase and _sequence_found(pat.sequence, msg):
+                if not pat.phrase and sequence_found(pat.sequence, msg.sequence, msg.negated):
                     keywords[pat.intent].append(pat)
                 continue
             score = self._example_score(pat, msg, shared)
             if score > best.get(pat.intent, 0.0):
                 best[pat.intent] = score
+        base = _KEYWORD_BASE
+        if not keywords:  # near forms only count where no keyword is written out: they are guesses
+            keywords, base = near, _NEAR_KEYWORD_BASE
         for intent, pats in keywords.items():
             # all of an intent's keywords found explain the message together: "有没有真人客服" is more human
             # than price_stock because 真人 and 客服 both say so
-            score = _KEYWORD_BASE + (1 - _KEYWORD_BASE) * self._explained(pats, msg)
+            score = base + (1 - base) * self._explained(pats, msg)
             best[intent] = max(best.get(intent, 0.0), score)
         return {self.entries[i].id: score for i, score in best.items()}
 
@@ -206,53 +228,34 @@ class FaqMatcher:
     def _spell(self, word: str) -> str:
         """A Latin word mapped to the entries' closest word when it looks like a typo of it."""
         idx = self._index
-        if word in idx.weight or len(word) < 4 or word.isdigit():
+        if word in idx.weight or len(word) < 3 or word.isdigit():
             return word
         if word not in self._typos:
             if len(self._typos) > 50_000:  # bounded: typos are a long tail
                 self._typos.clear()
-            hit = process.extractOne(word, idx.latin_vocab, scorer=fuzz.ratio, score_cutoff=75)
+            # one letter off in a 4+ letter word; a 3-letter word only gains one ("cod" → code)
+            cutoff = 75 if len(word) > 3 else 85
+            hit = process.extractOne(word, idx.latin_vocab, scorer=fuzz.ratio, score_cutoff=cutoff)
             self._typos[word] = hit[0] if hit else word
         return self._typos[word]
 
 
-def _phrases_found(compact: str, phrases: list[_Pattern]) -> list[_Pattern]:
-    """Chinese keywords in the text, not negated ("不用退款"), and not inside a longer keyword of another
-    intent that overlaps them ("没收到货" is 没收到, not 到货)."""
-    hits: list[tuple[int, int, _Pattern]] = []
+def _phrases_found(compact: str, phrases: list[_Pattern]) -> list[tuple[_Pattern, bool]]:
+    """Chinese keywords in the text, not denied ("不用退款"), and not inside a longer keyword of another
+    intent that overlaps them ("没收到货" is 没收到, not 到货); with whether the match was exact."""
+    hits: list[tuple[int, int, bool, _Pattern]] = []
     for pat in phrases:
-        at = compact.find(pat.phrase)
-        if at >= 0 and not any(compact[max(0, at - len(n)) : at] == n for n in NEGATORS):
-            hits.append((at, at + len(pat.phrase), pat))
-    return [pat for start, end, pat in hits if not any(
+        assert pat.phrase is not None
+        found = pat.phrase.find(compact)
+        if found and not denied_at(compact, found[0]):
+            hits.append((*found, pat))
+    return [(pat, exact) for start, end, exact, pat in hits if not any(
         other.intent != pat.intent and end2 - start2 > end - start and start2 < end and start < end2
-        for start2, end2, other in hits)]
-
-
-def _sequence_found(words: tuple[str, ...], msg: _Message) -> bool:
-    """An English keyword's words in order, at most one other word between two of them, not negated
-    (unless the keyword itself says no: "didn't get", "no code")."""
-    if not words:
-        return False
-    denies = any(w in NEGATORS for w in words)
-    seq = msg.sequence
-    for start, word in enumerate(seq):
-        if word != words[0] or (start in msg.negated and not denies):
-            continue
-        at, ok = start, True
-        for want in words[1:]:
-            nxt = next((j for j in range(at + 1, min(at + 3, len(seq))) if seq[j] == want), -1)
-            if nxt < 0:
-                ok = False
-                break
-            at = nxt
-        if ok:
-            return True
-    return False
+        for start2, end2, _, other in hits)]
 
 
 def _accounts_for(pat: _Pattern, unit: str) -> bool:
-    if unit in pat.latin or unit in pat.cjk or (pat.phrase and unit in pat.phrase):
+    if unit in pat.latin or unit in pat.cjk or (pat.phrase and unit in pat.phrase.text):
         return True
     return len(unit) > 2 and all(unit[i : i + 2] in pat.cjk for i in range(len(unit) - 1))
 
@@ -280,7 +283,10 @@ def _build_index(entries: tuple[FaqEntry, ...]) -> _Index:
 def _pattern(intent: int, source: str, *, keyword: bool) -> _Pattern:
     words, bigrams, latin = tx.features(tx.normalise(source))
     compact = tx.compact(source)
-    phrase = compact if keyword and not compact.isascii() else ""
+    if keyword and not compact.isascii():
+        phrase: Phrase | None = Phrase.of(GAP.join(tx.compact(part) for part in source.split(GAP)))
+    else:
+        phrase = None
     stems = stem_words(latin)
     sequence = tuple(stems) if keyword and not phrase else ()
     return _Pattern(intent, keyword, frozenset(words) | bigrams, frozenset(stems), phrase, sequence)

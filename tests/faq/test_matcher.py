@@ -122,6 +122,25 @@ def test_a_denied_refund_is_not_a_refund(matcher, text):
     assert matcher.classify(text).intent != "refund"
 
 
+def test_an_action_needs_the_message_to_be_about_the_shop(matcher):
+    assert matcher.classify("这个月工资还没发").intent == UNKNOWN
+    assert matcher.classify(f"还没发 {new_ref()}").intent == "not_received"
+
+
+def test_a_chinese_keyword_with_one_character_more_or_less_is_found():
+    hours = FaqEntry("hours", examples_zh=("几点开门",), keywords_zh=("营业时间",), answer_zh="9-21")
+    post = FaqEntry("post", examples_zh=("发什么快递",), keywords_zh=("快递公司",), answer_zh="顺丰")
+    matcher = FaqMatcher([hours, post])
+    assert matcher.classify("你们营业的时间").intent == "hours"  # one put in
+    assert matcher.classify("营时间是多少").intent == "hours"  # one dropped
+    assert matcher.classify("营业的具体时间").intent == UNKNOWN  # two put in: not the keyword any more
+
+
+def test_a_keyword_with_a_gap_spans_a_few_characters_only(matcher):
+    assert matcher.classify("付款的时候一直失败").intent == "payment_help"  # 付款*失败
+    assert matcher.classify("付款的时候我那个网络很差然后失败").intent == UNKNOWN
+
+
 def test_politeness_around_a_question_does_not_hide_it(matcher):
     assert matcher.classify("你好 我付了款没收到卡密 谢谢").intent == "not_received"
     assert matcher.classify("thanks").intent == "thanks"
