@@ -37,20 +37,22 @@ class Phrase:
             inserted = re.compile(gaps)
         return cls(text, dropped, inserted)
 
-    def find(self, compact: str) -> tuple[int, int, bool] | None:
-        """(start, end, exact) of the phrase or a near form in the text, or None."""
+    def find(self, compact: str) -> tuple[int, int] | None:
+        """(start, end) of the phrase as written in the text, or None."""
         if self.gapped:
             found = self.gapped.search(compact)
-            return (found.start(), found.end(), True) if found else None
+            return (found.start(), found.end()) if found else None
         at = compact.find(self.text)
-        if at >= 0:
-            return at, at + len(self.text), True
+        return (at, at + len(self.text)) if at >= 0 else None
+
+    def find_near(self, compact: str) -> tuple[int, int] | None:
+        """(start, end) of a near form of the phrase in the text, or None."""
         for near in self.dropped:
             at = compact.find(near)
             if at >= 0:
-                return at, at + len(near), False
+                return at, at + len(near)
         found = self.inserted.search(compact) if self.inserted else None
-        return (found.start(), found.end(), False) if found else None
+        return (found.start(), found.end()) if found else None
 
 
 def denied_at(compact: str, at: int) -> bool:

@@ -80,7 +80,9 @@ class _Index:
     postings: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     weight: dict[str, float] = field(default_factory=dict)
     latin_vocab: list[str] = field(default_factory=list)
-    phrases: list[int] = field(default_factory=list)  # patterns that are Chinese keyword phrases
+    phrases: list[tuple[Phrase, _Pattern]] = field(default_factory=list)  # the Chinese keywords
+    phrase_starts: dict[str, list[tuple[Phrase, _Pattern]]] = field(default_factory=dict)  # by first character
+    totals: list[float] = field(default_factory=list)  # each pattern's summed feature weight
     unseen: float = 1.0
 
 
@@ -175,21 +177,25 @@ class FaqMatcher:
                 touched[p] += idx.weight[f]
         best: dict[int, float] = {}
         keywords: dict[int, list[_Pattern]] = defaultdict(list)
-        near: dict[int, list[_Pattern]] = defaultdict(list)
-        for pat, exact in _phrases_found(msg.compact, [idx.patterns[p] for p in idx.phrases]):
-            (keywords if exact else near)[pat.intent].append(pat)
+        chinese = not msg.compact.isascii()
+        starting = {c for c in msg.compact if c in idx.phrase_starts} if chinese else set()
+        candidates = [ph for c in starting for ph in idx.phrase_starts[c]]
+        for pat in _phrases_found(msg.compact, candidates, near=False):
+            keywords[pat.intent].append(pat)
         for p, shared in touched.items():
             pat = idx.patterns[p]
             if pat.keyword:
                 if not pat.phrase and sequence_found(pat.sequence, msg.sequence, msg.negated):
                     keywords[pat.intent].append(pat)
                 continue
-            score = self._example_score(pat, msg, shared)
+            score = self._example_score(pat, msg, shared / idx.totals[p] if idx.totals[p] else 0.0)
             if score > best.get(pat.intent, 0.0):
                 best[pat.intent] = score
         base = _KEYWORD_BASE
-        if not keywords:  # near forms only count where no keyword is written out: they are guesses
-            keywords, base = near, _NEAR_KEYWORD_BASE
+        if not keywords and chinese:  # near forms only count where no keyword is written out: they are guesses
+            base = _NEAR_KEYWORD_BASE
+            for pat in _phrases_found(msg.compact, idx.phrases, near=True):
+                keywords[pat.intent].append(pat)
         for intent, pats in keywords.items():
             # all of an intent's keywords found explain the message together: "有没有真人客服" is more human
             # than price_stock because 真人 and 客服 both say so
@@ -197,9 +203,7 @@ class FaqMatcher:
             best[intent] = max(best.get(intent, 0.0), score)
         return {self.entries[i].id: score for i, score in best.items()}
 
-    def _example_score(self, pat: _Pattern, msg: _Message, shared: float) -> float:
-        total = sum(self._index.weight[f] for f in pat.cjk | pat.latin)
-        recall = shared / total if total else 0.0
+    def _example_score(self, pat: _Pattern, msg: _Message, recall: float) -> float:
         precision = self._explained([pat], msg)
         b2 = _RECALL_WEIGHT**2  # F-beta: containing all of an example counts more than being all of one
         return 0.0 if recall + precision == 0 else (1 + b2) * recall * precision / (b2 * precision + recall)
@@ -222,8 +226,8 @@ class FaqMatcher:
         latin = [self._spell(word) for word in stemmed]
         negated = {j for i, word in enumerate(stemmed) if word in NEGATORS for j in range(i + 1, i + 4)}
         units = tuple(dict.fromkeys(words)) + tuple(dict.fromkeys(latin))
-        return _Message(frozenset(words) | bigrams, frozenset(latin), units, tx.compact(text), tuple(latin),
-                        frozenset(negated))
+        return _Message(frozenset(words) | bigrams, frozenset(latin), units, tx.compact(norm, normalised=True),
+                        tuple(latin), frozenset(negated))
 
     def _spell(self, word: str) -> str:
         """A Latin word mapped to the entries' closest word when it looks like a typo of it."""
@@ -240,18 +244,17 @@ class FaqMatcher:
         return self._typos[word]
 
 
-def _phrases_found(compact: str, phrases: list[_Pattern]) -> list[tuple[_Pattern, bool]]:
-    """Chinese keywords in the text, not denied ("不用退款"), and not inside a longer keyword of another
-    intent that overlaps them ("没收到货" is 没收到, not 到货); with whether the match was exact."""
-    hits: list[tuple[int, int, bool, _Pattern]] = []
-    for pat in phrases:
-        assert pat.phrase is not None
-        found = pat.phrase.find(compact)
+def _phrases_found(compact: str, phrases: list[tuple[Phrase, _Pattern]], *, near: bool) -> list[_Pattern]:
+    """Chinese keywords in the text (or, with `near`, their near forms), not denied ("不用退款"), and not
+    inside a longer keyword of another intent that overlaps them ("没收到货" is 没收到, not 到货)."""
+    hits: list[tuple[int, int, _Pattern]] = []
+    for phrase, pat in phrases:
+        found = phrase.find_near(compact) if near else phrase.find(compact)
         if found and not denied_at(compact, found[0]):
             hits.append((*found, pat))
-    return [(pat, exact) for start, end, exact, pat in hits if not any(
+    return [pat for start, end, pat in hits if not any(
         other.intent != pat.intent and end2 - start2 > end - start and start2 < end and start < end2
-        for start2, end2, _, other in hits)]
+        for start2, end2, other in hits)]
 
 
 def _accounts_for(pat: _Pattern, unit: str) -> bool:
@@ -272,9 +275,12 @@ def _build_index(entries: tuple[FaqEntry, ...]) -> _Index:
         for f in pat.cjk | pat.latin:
             idx.postings[f].append(p)
             owners[f].add(pat.intent)
-    idx.phrases = [p for p, pat in enumerate(idx.patterns) if pat.phrase]
+    idx.phrases = [(pat.phrase, pat) for pat in idx.patterns if pat.phrase]
+    for phrase, pat in idx.phrases:
+        idx.phrase_starts.setdefault(phrase.text[0], []).append((phrase, pat))
     n = len(entries)
     idx.weight = {f: math.log(1 + n / len(who)) for f, who in owners.items()}
+    idx.totals = [sum(idx.weight[f] for f in pat.cjk | pat.latin) for pat in idx.patterns]
     idx.unseen = _UNSEEN_WEIGHT * (sum(idx.weight.values()) / len(idx.weight) if idx.weight else 1.0)
     idx.latin_vocab = sorted(f for f in idx.weight if f.isascii() and f not in (tx.ORDER, tx.CODE))
     return idx

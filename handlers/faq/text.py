@@ -100,9 +100,9 @@ def normalise(text: str) -> str:
     return text[:MAX_CHARS]
 
 
-def compact(text: str) -> str:
+def compact(text: str, *, normalised: bool = False) -> str:
     """Normalised text without spaces or punctuation: what Chinese keywords are searched in."""
-    return "".join(_TOKEN.findall(normalise(text)))
+    return "".join(_TOKEN.findall(text if normalised else normalise(text)))
 
 
 def features(normalised: str) -> tuple[list[str], set[str], list[str]]:
