@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
 import re
+import shutil
+import stat
 import tempfile
 import unicodedata
 import warnings
@@ -79,7 +82,13 @@ def _cache_dir() -> str:
     uid = os.getuid() if hasattr(os, "getuid") else 0
     path = os.path.join(tempfile.gettempdir(), f"kamibot-jieba-{uid}")
     os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
+    info = os.lstat(path)
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o077:
+        return path
+    # someone else made (or links) that name: load from a fresh private directory, removed at exit
+    fresh = tempfile.mkdtemp(prefix="kamibot-jieba-")
+    atexit.register(shutil.rmtree, fresh, ignore_errors=True)
+    return fresh
 
 
 def load_tokenizer() -> None:

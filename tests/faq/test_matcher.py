@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -227,3 +228,18 @@ def test_loading_jieba_is_silent_and_caches_only_in_the_temp_dir(tmp_path):
     assert list(work.iterdir()) == []
     written = [p.relative_to(temp).as_posix() for p in temp.rglob("*") if p.is_file()]
     assert written == [f"kamibot-jieba-{os.getuid()}/jieba.cache"]
+
+
+def test_a_cache_directory_others_can_write_is_not_used(tmp_path, monkeypatch):
+    from handlers.faq.text import _cache_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    shared = tmp_path / f"kamibot-jieba-{os.getuid()}"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    used = Path(_cache_dir())
+    assert used != shared
+    assert used.parent == tmp_path
+    assert used.stat().st_mode & 0o077 == 0
+    shared.chmod(0o700)
+    assert Path(_cache_dir()) == shared
