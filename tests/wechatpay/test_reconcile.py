@@ -104,3 +104,13 @@ async def test_long_watch_list_is_worked_through_in_turns(env):
         await env.wx.reconciler.run_once()
     assert (await env.order(paid)).state == OrderState.DELIVERING
     assert set(await env.wx.watch.refs()) == {o.ref for o in unpaid}
+
+
+async def test_job_and_notification_racing_for_one_payment_deliver_once(env):
+    order = await _prepaid(env)
+    headers, body = env.fake.notification("TRANSACTION.SUCCESS", env.fake.pay(order.ref, "o-buyer-1"))
+    answered, _ = await asyncio.gather(env.fake.send(headers, body), env.wx.reconciler.run_once())
+    assert answered.status_code == 204
+    await env.shop.delivery.drain()
+    assert [d.order.id for d in env.channel.sent] == [order.id]
+    assert len(await env.shop.store.order_items(order.id)) == 1
