@@ -15,6 +15,7 @@ from fulfillment.orders import AllowAll, OrderService, RiskHook
 from fulfillment.payments import PaymentInbox, PaymentProvider, TestPaymentProvider
 from fulfillment.vault import Vault, key_checks, open_key_ring
 from handlers.context import ShopContext
+from risk.engine import RiskEngine
 from storage.protocol import Store
 from storage.url import parse_database_url
 
@@ -32,8 +33,11 @@ class Shop:
     delivery: DeliveryWorker
     providers: dict[str, PaymentProvider]
     channels: dict[str, Channel] = field(default_factory=dict)
+    risk: RiskEngine | None = None
 
     async def close(self) -> None:
+        if self.risk is not None:
+            await self.risk.close()
         await self.store.close()
 
 
@@ -43,7 +47,7 @@ def build_context(shop: Shop, merchants: dict[str, set[str]] | None = None) -> S
 
     return ShopContext(shop.store, shop.catalog, shop.orders, shop.payments, shop.delivery, shop.vault,
                        Translator(shop.settings.default_language), merchants or {}, shop.settings.display_timezone,
-                       shop.settings.support_contact)
+                       shop.settings.support_contact, risk=shop.risk)
 
 
 async def open_store(settings: Settings, migrate: bool = True) -> Store:
@@ -91,14 +95,21 @@ async def build_shop(settings: Settings, *, store: Store | None = None, risk: Ri
     checkpoints = checkpoints or NoCheckpoints()
     providers = providers if providers is not None else {"test": TestPaymentProvider()}
     channels: dict[str, Channel] = {}
+    engine: RiskEngine | None = None
+    if risk is None and settings.risk.enabled:
+        from bot.risk import EngineHook, build_engine
+
+        engine = await build_engine(settings, store)
+        risk = EngineHook(engine, lambda who: vault.digest(who).hex()[:32])
     return Shop(
         settings=settings,
         store=store,
         vault=vault,
         catalog=CatalogService(store),
         orders=OrderService(store, risk or AllowAll(), timedelta(seconds=settings.reservation_ttl_seconds)),
-        payments=PaymentInbox(store, checkpoints),
+        payments=PaymentInbox(store, checkpoints, risk=risk),
         delivery=DeliveryWorker(store, vault, channels, providers, checkpoints),
         providers=providers,
         channels=channels,
+        risk=engine,
     )

@@ -55,6 +55,18 @@ class PaymentRejected(ShopError):
     message_id = "error.payment_rejected"
 
 
+class RiskDenied(ShopError):
+    """Refused by a risk rule; the customer reads a polite message, the merchant the rule ids."""
+
+    message_id = "error.risk_denied"
+
+
+class RiskChallenge(ShopError):
+    """A cool-down before the order may continue (`seconds` is how long to wait)."""
+
+    message_id = "error.risk_challenge"
+
+
 class ImportRefused(ShopError):
     message_id = "error.import_refused"
 

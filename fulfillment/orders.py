@@ -35,7 +35,8 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     S.DELIVERING: frozenset({S.DELIVERED, S.REFUNDED}),
     S.DELIVERED: frozenset({S.REFUNDED}),
     S.EXPIRED: frozenset({S.PAID, S.REVIEW}),  # a late payment is still honoured when stock allows
-    S.REVIEW: frozenset({S.REFUNDED, S.REJECTED}),
+    # approved by the merchant: back to where it was held from, then its payment is applied
+    S.REVIEW: frozenset({S.REFUNDED, S.REJECTED, S.RESERVED, S.AWAITING_PAYMENT, S.EXPIRED}),
     S.FAILED: frozenset({S.REFUNDED}),
     S.REJECTED: frozenset(),
     S.REFUNDED: frozenset(),
@@ -65,19 +66,38 @@ class CheckoutRequest:
     ip: str = ""
     #: the unit price the customer confirmed; a different current price refuses the checkout
     seen_unit_price: int | None = None
+    #: a keyed payment fingerprint when the channel knows one before payment (order API card fingerprint)
+    fingerprint: str = ""
 
 
 class RiskHook(Protocol):
-    """Seam for the risk module (issue #6): raise a ShopError to refuse, return to allow."""
+    """How the order flow asks the risk module (wired by the composition root; fulfillment never imports risk).
 
-    async def before_reservation(self, request: CheckoutRequest, sku: Sku) -> None: ...
+    Each check raises a ShopError to refuse; a returned non-empty tuple holds the order for merchant review.
+    """
+
+    async def before_reservation(self, request: CheckoutRequest, sku: Sku, amount: int,
+                                 currency: str) -> tuple[str, ...]: ...
+    async def on_reserved(self, order: Order, review: tuple[str, ...]) -> None: ...
+    async def before_payment(self, order: Order, ip: str, fingerprint: str) -> None: ...
+    async def before_delivery(self, order: Order, fingerprint: str) -> tuple[str, ...]: ...
 
 
 class AllowAll:
-    """The risk seam until the rule engine lands: allows every checkout."""
+    """No risk checks (tests of other concerns, and shops that run without the rule engine)."""
 
-    async def before_reservation(self, request: CheckoutRequest, sku: Sku) -> None:
+    async def before_reservation(self, request: CheckoutRequest, sku: Sku, amount: int,
+                                 currency: str) -> tuple[str, ...]:
+        return ()
+
+    async def on_reserved(self, order: Order, review: tuple[str, ...]) -> None:
         return None
+
+    async def before_payment(self, order: Order, ip: str, fingerprint: str) -> None:
+        return None
+
+    async def before_delivery(self, order: Order, fingerprint: str) -> tuple[str, ...]:
+        return ()
 
 
 def parse_quantity(raw: object) -> int:
@@ -106,7 +126,7 @@ class OrderService:
             raise NoPrice(f"sku {sku.id} has no {req.channel} price")
         if req.seen_unit_price is not None and req.seen_unit_price != price.amount:
             raise PriceChanged(f"sku {sku.id} price changed")
-        await self.risk.before_reservation(req, sku)
+        review = await self.risk.before_reservation(req, sku, price.amount * quantity, price.currency)
         now = self.clock()
         new = NewOrder(req.channel, req.user_id, req.chat_id, sku.id, quantity, price.amount * quantity,
                        price.currency, now + self.ttl, req.language)
@@ -119,6 +139,8 @@ class OrderService:
             raise LimitReached("per-user limit", limit=sku.per_user_limit) from None
         except store_errors.UnknownRecord:
             raise UnknownSku(f"sku {sku.id}") from None
+        if review:
+            await self.risk.on_reserved(order, review)
         log.info("event=order.reserved order_id=%s sku_id=%s quantity=%s channel=%s",
                  order.id, sku.id, quantity, req.channel)
         return order
@@ -144,8 +166,8 @@ class OrderService:
         assert refreshed is not None
         return refreshed
 
-    async def check_payable(self, ref: str, amount: int, currency: str) -> Order:
-        """Pre-checkout: the reservation must be alive and the amount must match."""
+    async def check_payable(self, ref: str, amount: int, currency: str, ip: str = "", fingerprint: str = "") -> Order:
+        """Pre-checkout / pay page: the reservation must be alive, the amount must match, risk must allow."""
         order = await self.store.order_by_ref(ref)
         if order is None:
             raise UnknownOrder(ref)
@@ -153,7 +175,17 @@ class OrderService:
             raise NotAllowed(f"order {order.id} is {order.state}")
         if (order.amount, order.currency) != (amount, currency):
             raise NotAllowed(f"order {order.id} amount mismatch")
+        await self.risk.before_payment(order, ip, fingerprint)
         return order
+
+    async def approve_review(self, order_id: int, actor: str) -> bool:
+        """The merchant approved a held order: its held payment is applied (allocation + delivery outbox)."""
+        event_id = await self.store.reopen_review(order_id, f"approved by {actor}", self.clock())
+        if event_id is None:
+            return False
+        result = await self.store.apply_payment(event_id, self.clock())
+        log.info("event=order.review_approved order_id=%s outcome=%s", order_id, result.outcome.value)
+        return True
 
     async def expire_due(self, limit: int = 500) -> int:
         expired = await self.store.expire_reservations(self.clock(), limit)

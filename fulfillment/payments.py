@@ -11,7 +11,7 @@ from typing import Protocol
 from fulfillment.checkpoints import PAYMENT_RECORDED, Checkpoints, NoCheckpoints
 from fulfillment.errors import PaymentRejected
 from storage.protocol import Store
-from storage.records import Order, PaymentApplied, PaymentEventIn
+from storage.records import PAYABLE_STATES, Order, OrderState, PaymentApplied, PaymentEventIn
 
 log = logging.getLogger("kamibot.payments")
 MAX_AMOUNT = 10**12
@@ -43,6 +43,10 @@ class TestPaymentProvider:
         return "refund_" + provider_txn_id
 
 
+class DeliveryRisk(Protocol):
+    async def before_delivery(self, order: Order, fingerprint: str) -> tuple[str, ...]: ...
+
+
 def validate_event(event: PaymentEventIn) -> None:
     if not event.provider or not event.provider_txn_id or not event.order_ref:
         raise PaymentRejected("payment event lacks provider, transaction id or order")
@@ -58,13 +62,16 @@ class PaymentInbox:
     """Every provider notification passes here: record idempotently, then apply once."""
 
     def __init__(self, store: Store, checkpoints: Checkpoints | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), risk: DeliveryRisk | None = None) -> None:
         self.store = store
+        self.risk = risk
         self.checkpoints = checkpoints or NoCheckpoints()
         self.clock = clock
 
     async def receive(self, event: PaymentEventIn) -> PaymentApplied:
         validate_event(event)
+        if self.risk is not None:
+            await self._risk_hold(event)
         try:
             result = await self.store.receive_payment(event, self.clock())
         except Exception:
@@ -77,6 +84,18 @@ class PaymentInbox:
         log.info("event=payment.%s payment_event=%s provider=%s order_id=%s",
                  result.outcome.value, result.event_id, event.provider, result.order_id)
         return result
+
+    async def _risk_hold(self, event: PaymentEventIn) -> None:
+        """After payment, before delivery: a held order goes to review first, so its payment is recorded but
+        nothing is allocated or sent until the merchant decides (a retry of the event finds it held)."""
+        assert self.risk is not None
+        order = await self.store.order_by_ref(event.order_ref)
+        if order is None or order.state not in PAYABLE_STATES:
+            return
+        reasons = await self.risk.before_delivery(order, event.payer)
+        if reasons:
+            await self.store.transition(order.id, list(PAYABLE_STATES), OrderState.REVIEW,
+                                        "risk review: " + ",".join(reasons)[:200], self.clock())
 
     async def apply_pending(self, limit: int = 500) -> int:
         """Recovery: events recorded before a crash but never applied."""

@@ -14,6 +14,7 @@ from fulfillment.orders import OrderService
 from fulfillment.payments import PaymentInbox
 from fulfillment.vault import Vault
 from locales import Translator, normalise_language
+from risk.engine import RiskEngine
 from storage.protocol import Store
 
 
@@ -34,6 +35,8 @@ class ShopContext:
     #: channel -> send(chat_id, Reply): for messages that answer nobody's message (progress reports)
     senders: dict[str, Callable[[str, Any], Awaitable[None]]] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    #: the rule engine (merchant /risk commands, review decisions, chat flood control); None when disabled
+    risk: RiskEngine | None = None
 
     def language(self, channel: str, user_id: str, platform_language: str) -> str:
         chosen = self.languages.get((channel, user_id))
@@ -50,6 +53,15 @@ class ShopContext:
         self.languages[(channel, user_id)] = language
         await self.store.touch_user(channel, user_id, chat_id, datetime.now(UTC))
         await self.store.set_user_language(channel, user_id, language)
+
+    def spawn(self, work: Awaitable[Any]) -> None:
+        """Background work that must outlive the reply (kept referenced until done)."""
+        async def run() -> None:
+            await work
+
+        task = asyncio.get_running_loop().create_task(run())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def is_merchant(self, channel: str, user_id: str) -> bool:
         return user_id in self.merchants.get(channel, set())

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from fulfillment.errors import ShopError
 from handlers.context import ShopContext
 from handlers.merchant import Merchant
+from handlers.risk_admin import MerchantRisk
 from handlers.storefront import Storefront
 from handlers.types import Incoming, Reply
 
 log = logging.getLogger("kamibot.conversation")
 MERCHANT_COMMANDS = {"stock", "price", "sku", "import", "order", "report", "refund", "resend", "broadcast"}
+RISK_COMMANDS = {"risk", "approve", "reject"}
 MAX_TEXT = 4096
 
 
@@ -27,10 +30,20 @@ class Conversation:
         self.ctx = ctx
         self.store = Storefront(ctx)
         self.merchant = Merchant(ctx)
+        self.risk = MerchantRisk(ctx)
+        self._flood_told: set[tuple[str, str]] = set()
 
     async def handle(self, msg: Incoming) -> list[Reply]:
         await self.ctx.load_language(msg.channel, msg.user_id)
         lang = self.ctx.language(msg.channel, msg.user_id, msg.language)
+        if not await self._within_flood_limit(msg):
+            # one notice per flood, then silence: a flooding user must not spend the bot's platform quota
+            who = (msg.channel, msg.user_id)
+            if who in self._flood_told:
+                return []
+            self._flood_told.add(who)
+            return [Reply(self.ctx.tr(lang, "risk.slow_down"))]
+        self._flood_told.discard((msg.channel, msg.user_id))
         try:
             if msg.button:
                 return await self._button(msg, lang)
@@ -38,13 +51,19 @@ class Conversation:
         except ShopError as exc:
             log.info("event=conversation.refused channel=%s user=%s error=%s", msg.channel, msg.user_id,
                      exc.message_id)
-            params = {k: v for k, v in exc.params.items() if k in ("min", "max", "available", "limit", "sku", "line")}
+            params = {k: v for k, v in exc.params.items() if k in ("min", "max", "available", "limit", "sku", "line",
+                                                                 "seconds")}
             text = self.ctx.tr(lang, exc.message_id, **params)
             if self.ctx.is_merchant(msg.channel, msg.user_id) and str(exc) != exc.message_id:
                 text += f"\n({exc})"  # merchants see the detail; it never contains codes or keys
             return [Reply(text)]
         except ValueError:
             return [Reply(self.ctx.tr(lang, "error.bad_input"))]
+
+    async def _within_flood_limit(self, msg: Incoming) -> bool:
+        if self.ctx.risk is None or self.ctx.is_merchant(msg.channel, msg.user_id):
+            return True
+        return await self.ctx.risk.allow_message(msg.channel, msg.user_id)
 
     async def _button(self, msg: Incoming, lang: str) -> list[Reply]:
         kind, _, arg = msg.button.partition(":")
@@ -57,12 +76,9 @@ class Conversation:
         }
         if kind in simple:
             return await simple[kind]()
-        if kind == "cat":
-            return await self.store.category(msg, lang, _int(arg))
-        if kind == "prod":
-            return await self.store.product(msg, lang, _int(arg))
-        if kind == "sku":
-            return await self.store.sku(msg, lang, _int(arg))
+        by_id = {"cat": self.store.category, "prod": self.store.product, "sku": self.store.sku}
+        if kind in by_id:
+            return await by_id[kind](msg, lang, _int(arg))
         if kind == "qty":
             sku_id, _, qty = arg.partition(":")
             return await self.store.confirm(msg, lang, _int(sku_id), _int(qty))
@@ -70,14 +86,14 @@ class Conversation:
             parts = arg.split(":")
             seen = _int(parts[2]) if len(parts) == 3 else None
             return await self.store.buy(msg, lang, _int(parts[0]), _int(parts[1] if len(parts) > 1 else ""), seen)
-        if kind == "cancel":
-            return await self.store.cancel(msg, lang, arg)
+        by_ref = {"cancel": self.store.cancel, "codes": self.store.codes_again}
+        if kind in by_ref:
+            return await by_ref[kind](msg, lang, arg)
         if kind == "orders":
             return await self.store.orders(msg, lang, _int(arg or "0"))
-        if kind == "codes":
-            return await self.store.codes_again(msg, lang, arg)
-        if kind == "mrefund" and self.ctx.is_merchant(msg.channel, msg.user_id):
-            return await self.merchant.refund_confirmed(msg, lang, arg)
+        merchant_buttons = {"mrefund": self.merchant.refund_confirmed, "rv": self.risk.button}
+        if kind in merchant_buttons and self.ctx.is_merchant(msg.channel, msg.user_id):
+            return await merchant_buttons[kind](msg, lang, arg)
         if kind == "lang" and arg in ("zh_CN", "en"):
             return await self.store.set_language(msg, arg)
         return [Reply(self.ctx.tr(lang, "error.bad_input"))]
@@ -88,6 +104,12 @@ class Conversation:
             return await self.store.menu(msg, lang)
         command, _, rest = text[1:].partition(" ")
         command = command.split("@", 1)[0].lower()
+        if command in RISK_COMMANDS and self.ctx.is_merchant(msg.channel, msg.user_id):
+            await self.ctx.store.audit(msg.channel, msg.user_id, command, rest.strip()[:200], datetime.now(UTC))
+            if command == "risk":
+                return await self.risk.risk(msg, lang, rest.strip())
+            handler = self.risk.approve if command == "approve" else self.risk.reject
+            return await handler(msg, lang, rest.strip())
         if command in MERCHANT_COMMANDS:
             if not self.ctx.is_merchant(msg.channel, msg.user_id):
                 # answered like any unknown command: nothing tells a stranger that admin commands exist

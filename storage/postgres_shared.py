@@ -11,6 +11,7 @@ import asyncpg
 from storage.records import RiskDecisionRecord, UserStats
 
 _PAID = ["paid", "delivering", "delivered", "refunded"]
+_HELD_FROM = ("reserved", "awaiting_payment", "expired")
 
 
 def _aware(dt: datetime) -> datetime:
@@ -95,6 +96,24 @@ class PgSharedState:
             "SELECT at, stage, channel, user_id, decision, score, reasons, ip, fingerprint, order_id, sku_id"
             f" FROM risk_decisions WHERE {where} ORDER BY id DESC LIMIT ${len(params) + 1}", *params, limit)
         return [RiskDecisionRecord(*r) for r in rows]
+
+    async def reopen_review(self, order_id: int, cause: str, now: datetime) -> int | None:
+        """Approve a held order: back to the state it was held from, its held payment made applicable again."""
+        at = _aware(now)
+        async with self.pool.acquire() as conn, conn.transaction():
+            state = await conn.fetchval("SELECT state FROM orders WHERE id = $1 FOR UPDATE", order_id)
+            ev = await conn.fetchval("SELECT id FROM payment_events WHERE order_id = $1 AND outcome = 'review'"
+                                     " ORDER BY id LIMIT 1", order_id)
+            before = await conn.fetchval("SELECT from_state FROM order_events WHERE order_id = $1"
+                                         " AND to_state = 'review' ORDER BY id DESC LIMIT 1", order_id)
+            if state != "review" or ev is None or before not in _HELD_FROM:
+                return None
+            await conn.execute("UPDATE orders SET state = $1, updated_at = $2 WHERE id = $3", before, at, order_id)
+            await conn.execute("INSERT INTO order_events (order_id, from_state, to_state, cause, at)"
+                               " VALUES ($1, 'review', $2, $3, $4)", order_id, before, cause, at)
+            await conn.execute("UPDATE payment_events SET applied_at = NULL, outcome = NULL, detail = $1"
+                               " WHERE id = $2", "approved after review", ev)
+            return int(ev)
 
     async def user_stats(self, channel: str, user_id: str) -> UserStats:
         seen = await self.pool.fetchval("SELECT first_seen FROM users WHERE channel = $1 AND user_id = $2",

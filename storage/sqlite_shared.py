@@ -12,6 +12,7 @@ from storage.records import RiskDecisionRecord, UserStats
 from storage.sqltime import from_ts, ts
 
 _PAID = ("paid", "delivering", "delivered", "refunded")
+_HELD_FROM = ("reserved", "awaiting_payment", "expired")
 
 
 def _claim_once(db: sqlite3.Connection, scope: str, key: str, expires_at: datetime, now: datetime) -> bool:
@@ -27,6 +28,24 @@ def _try_lease(db: sqlite3.Connection, name: str, holder: str, until: datetime, 
         " SET holder = excluded.holder, until = excluded.until WHERE leases.holder = excluded.holder"
         " OR leases.until <= ?", (name, holder, ts(until), ts(now)))
     return cur.rowcount == 1
+
+
+def _reopen_review(db: sqlite3.Connection, order_id: int, cause: str, now: datetime) -> int | None:
+    """Approve a held order: back to the state it was held from, its held payment made applicable again."""
+    at = ts(now)
+    row = db.execute("SELECT state FROM orders WHERE id = ?", (order_id,)).fetchone()
+    ev = db.execute("SELECT id FROM payment_events WHERE order_id = ? AND outcome = 'review' ORDER BY id LIMIT 1",
+                    (order_id,)).fetchone()
+    before = db.execute("SELECT from_state FROM order_events WHERE order_id = ? AND to_state = 'review'"
+                        " ORDER BY id DESC LIMIT 1", (order_id,)).fetchone()
+    if row is None or row[0] != "review" or ev is None or before is None or before[0] not in _HELD_FROM:
+        return None
+    db.execute("UPDATE orders SET state = ?, updated_at = ? WHERE id = ?", (before[0], at, order_id))
+    db.execute("INSERT INTO order_events (order_id, from_state, to_state, cause, at) VALUES (?,?,?,?,?)",
+               (order_id, "review", before[0], cause, at))
+    db.execute("UPDATE payment_events SET applied_at = NULL, outcome = NULL, detail = ? WHERE id = ?",
+               ("approved after review", ev[0]))
+    return int(ev[0])
 
 
 class SharedState:
@@ -98,6 +117,10 @@ class SharedState:
             "SELECT at, stage, channel, user_id, decision, score, reasons, ip, fingerprint, order_id, sku_id"
             f" FROM risk_decisions WHERE {where} ORDER BY id DESC LIMIT ?", (*params, limit))
         return [RiskDecisionRecord(from_ts(r[0]), *r[1:]) for r in rows]
+
+    async def reopen_review(self, order_id: int, cause: str, now: datetime) -> int | None:
+        result: int | None = await self._tx(_reopen_review, order_id, cause, now)
+        return result
 
     async def user_stats(self, channel: str, user_id: str) -> UserStats:
         seen = await self._one("SELECT first_seen FROM users WHERE channel = ? AND user_id = ?", (channel, user_id))

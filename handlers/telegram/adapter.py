@@ -29,12 +29,13 @@ from telegram.ext import (
 )
 
 from fulfillment.delivery import PermanentFailure, RetryLater
-from fulfillment.errors import ShopError
+from fulfillment.errors import RiskChallenge, RiskDenied, ShopError
 from handlers.context import ShopContext
+from handlers.risk_admin import review_buttons
 from handlers.router import Conversation
 from handlers.telegram.channel import CHANNEL, TelegramAlerts, TelegramSender
 from handlers.types import Attachment, Incoming, Reply
-from storage.records import Order, PaymentEventIn, PaymentOutcome
+from storage.records import Order, OrderState, PaymentEventIn, PaymentOutcome
 
 log = logging.getLogger("kamibot.telegram")
 MAX_DOWNLOAD = 20 * 1024 * 1024  # bots can download files up to 20 MB
@@ -148,13 +149,18 @@ class TelegramBot:
         lang = self._lang(update)
         try:
             order = await asyncio.wait_for(
-                self.ctx.orders.check_payable(query.invoice_payload, query.total_amount, query.currency),
+                self.ctx.orders.check_payable(query.invoice_payload, query.total_amount, query.currency,
+                                              fingerprint=self._payer(query.from_user.id)),
                 PRE_CHECKOUT_BUDGET)
             if order.user_id != str(query.from_user.id) or order.channel != CHANNEL:
                 raise ShopError("invoice of another user")
         except (ShopError, TimeoutError) as exc:
             log.info("event=telegram.pre_checkout_refused reason=%s", type(exc).__name__)
-            await query.answer(ok=False, error_message=self.ctx.tr(lang, "pay.precheckout_refused"))
+            if isinstance(exc, RiskDenied | RiskChallenge):  # polite, and reveals no threshold
+                text = self.ctx.tr(lang, exc.message_id, seconds=exc.params.get("seconds", 60))
+            else:
+                text = self.ctx.tr(lang, "pay.precheckout_refused")
+            await query.answer(ok=False, error_message=text)
             return
         await query.answer(ok=True)
 
@@ -163,7 +169,7 @@ class TelegramBot:
         if message is None or message.successful_payment is None or message.from_user is None:
             return
         paid = message.successful_payment
-        payer = self.ctx.vault.digest(f"telegram:{message.from_user.id}").hex()[:32]
+        payer = self._payer(message.from_user.id)
         event = PaymentEventIn("telegram", paid.telegram_payment_charge_id, paid.invoice_payload, paid.total_amount,
                                paid.currency, payer=payer)
         result = await self.ctx.payments.receive(event)
@@ -182,11 +188,22 @@ class TelegramBot:
         if result.outcome == PaymentOutcome.UNKNOWN_ORDER:
             # money that matches no order goes straight back
             await self.app.bot.refund_star_payment(message.from_user.id, paid.telegram_payment_charge_id)
-        elif result.outcome == PaymentOutcome.REVIEW:
-            await self.alerts.notify("merchant.alert_review", ref=paid.invoice_payload)
+        elif result.outcome == PaymentOutcome.REVIEW and result.order_id is not None:
+            await self._review_notice(result.order_id, paid.invoice_payload)
         if result.outcome != PaymentOutcome.ALREADY_APPLIED:
             await self.send_all(str(message.chat_id), [Reply(self.ctx.tr(lang, f"pay.result.{result.outcome.value}",
                                                                          ref=paid.invoice_payload))])
+
+    def _payer(self, user_id: int) -> str:
+        """The keyed payment fingerprint of a Stars payer (the Telegram account pays)."""
+        return self.ctx.vault.digest(f"{CHANNEL}:{user_id}").hex()[:32]
+
+    async def _review_notice(self, order_id: int, ref: str) -> None:
+        """Held for review (a risk rule or a mismatching payment): the merchant decides with two buttons."""
+        events = await self.ctx.store.order_events(order_id)
+        cause = next((e.cause for e in reversed(events) if e.to_state == OrderState.REVIEW), "")
+        await self.alerts.notify("risk.alert_review", buttons=lambda lang: review_buttons(self.ctx.tr, lang, ref),
+                                 ref=ref, reasons=cause.removeprefix("risk review: "))
 
     async def _low_stock(self, order: Order) -> None:
         """Tell the merchant when this sale took the pool across its low-stock mark (once per crossing)."""

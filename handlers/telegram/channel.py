@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from collections.abc import Callable
 
 from telegram import Bot
 from telegram.constants import ParseMode
@@ -15,7 +16,7 @@ from handlers.context import ShopContext
 from handlers.render import delivery_reply
 from handlers.telegram.pacing import Pacer
 from handlers.telegram.render import fits, keyboard, to_html
-from handlers.types import Reply
+from handlers.types import Button, Reply
 from storage.records import Order
 
 log = logging.getLogger("kamibot.telegram")
@@ -96,11 +97,13 @@ class TelegramAlerts:
         self.sender = sender
         self.admin_ids = admin_ids
 
-    async def notify(self, msgid: str, **params: object) -> None:
+    async def notify(self, msgid: str, buttons: Callable[[str], list[list[Button]]] | None = None,
+                     **params: object) -> None:
         for admin in self.admin_ids:
             lang = self.ctx.language(CHANNEL, str(admin), "")
             try:
-                await self.sender.send(str(admin), Reply(self.ctx.tr(lang, msgid, **params)))
+                await self.sender.send(str(admin), Reply(self.ctx.tr(lang, msgid, **params),
+                                                         buttons(lang) if buttons else []))
             except Exception:  # noqa: BLE001 - a notice must never break the sale
                 log.warning("event=alert.undelivered admin=%s", admin)
 

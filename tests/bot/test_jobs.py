@@ -11,6 +11,7 @@ from bot.jobs import JobStatus, run_jobs
 from bot.server import create_app
 from fulfillment.delivery import Delivery
 from fulfillment.orders import CheckoutRequest
+from storage.migrations import migrations
 from storage.records import OrderState
 from tests.storage.seed import make_shop
 
@@ -66,4 +67,4 @@ async def test_healthz_reports_stale_jobs_with_503(shop):
     assert bad.status_code == 503
     assert bad.json()["stale_jobs"] == ["delivery"]
     assert good.status_code == 200
-    assert good.json()["schema"] == 2
+    assert good.json()["schema"] == migrations("sqlite")[-1][0]

@@ -7,6 +7,7 @@ import time
 
 import httpx
 
+from storage.migrations import migrations
 from tests.e2e.procs import settings_env, spawn
 from tests.fakes.loopback import free_port
 
@@ -26,7 +27,7 @@ def test_run_serves_health_and_stops_on_sigterm(tmp_path):
                 time.sleep(0.1)
         assert body is not None, proc.stderr.read() if proc.poll() is not None else "no answer"
         assert body["status"] == "ok"
-        assert body["schema"] == 2
+        assert body["schema"] == migrations("sqlite")[-1][0]
         assert (tmp_path / "vault.key").exists()
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,307 @@
+"""The rule engine: for one order at one stage, allow / challenge / review / deny with reasons.
+
+Stages: `reserve` (before stock is held: cheap limits and lists), `payment` (pre-checkout / pay page: full
+rules), `paid` (after the payment, before delivery: payer-fingerprint signals).  Counting rules become one
+batch of limiter operations (one Redis round trip); a deny rule over its threshold makes the limiter count
+nothing, so a refused attempt uses no quota.  Every decision is written to the decision log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from risk.limiters import Bucket, Count, Distinct, Limiter, LimiterUnavailable, Op
+from risk.netaddr import Network, in_networks, ip_key, parse_networks
+from risk.rules import SEVERITY, Rule, RuleBook, RulesError, default_rules_text, parse_rules, with_threshold
+from storage.protocol import Store
+from storage.records import RiskDecisionRecord, UserStats
+
+log = logging.getLogger("kamibot.risk")
+STATS_TTL_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What is known about one order attempt.  `fingerprint` is already a keyed hash; `ip` may be empty."""
+
+    channel: str
+    user_id: str
+    sku_id: int
+    amount: int
+    currency: str
+    quantity: int = 1
+    sku_slug: str = ""
+    ip: str = ""
+    fingerprint: str = ""
+    order_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: str  # allow | challenge | review | deny
+    score: int = 0
+    reasons: tuple[str, ...] = ()
+    #: challenge: seconds the customer still has to wait
+    retry_after_s: int = 0
+
+    @property
+    def allowed(self) -> bool:
+        return self.action == "allow"
+
+
+ALLOW = Decision("allow")
+
+
+@dataclass
+class _Lists:
+    block_users: set[str] = field(default_factory=set)
+    allow_users: set[str] = field(default_factory=set)
+    block_ips: list[Network] = field(default_factory=list)
+    allow_ips: list[Network] = field(default_factory=list)
+    block_fps: set[str] = field(default_factory=set)
+    allow_fps: set[str] = field(default_factory=set)
+
+
+def _dimension_values(s: Signals) -> dict[str, str]:
+    values = {"user": f"{s.channel}:{s.user_id}", "fp": s.fingerprint, "sku": str(s.sku_id), "global": "*"}
+    try:
+        values["ip"] = ip_key(s.ip) if s.ip else ""
+    except ValueError:
+        values["ip"] = ""  # a malformed address counts as none, never as a shared "" key
+    return values
+
+
+class DecisionLog:
+    """Decisions are written in the background (a check never waits for the database); flush() drains."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pending: list[RiskDecisionRecord] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, record: RiskDecisionRecord) -> None:
+        self._pending.append(record)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:500], self._pending[500:]
+            try:
+                await asyncio.gather(*(self.store.record_risk_decision(r) for r in batch))
+            except Exception:
+                log.exception("event=risk.decision_log_failed rows=%s", len(batch))
+
+    async def flush(self) -> None:
+        while self._task is not None and not self._task.done():
+            await self._task
+        if self._pending:
+            await self._drain()
+
+
+class RiskEngine:
+    def __init__(self, store: Store, limiter: Limiter, book: RuleBook | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.limiter = limiter
+        self.clock = clock
+        self.book = book or parse_rules(default_rules_text())
+        self.decisions = DecisionLog(store)
+        self._lists = _Lists()
+        self._stats: dict[tuple[str, str], tuple[float, UserStats]] = {}
+        self._compile_lists([])
+
+    # -- rules and lists -------------------------------------------------------
+    async def load(self) -> None:
+        """The rules in force: the latest saved in the database, else the shipped defaults; plus list entries."""
+        saved = await self.store.latest_risk_rules()
+        if saved is not None:
+            try:
+                self.book = parse_rules(saved)
+            except RulesError:
+                log.exception("event=risk.saved_rules_invalid keeping=defaults")
+        await self.reload_lists()
+
+    async def reload_lists(self) -> None:
+        self._compile_lists(await self.store.risk_lists())
+
+    def _compile_lists(self, entries: list[tuple[str, str, str]]) -> None:
+        base = self.book.lists
+        lists = _Lists(set(base.block_users), set(base.allow_users), [], [], set(base.block_fps),
+                       set(base.allow_fps))
+        block_ips, allow_ips = list(base.block_ips), list(base.allow_ips)
+        for kind, value, which in entries:
+            if kind == "ip":
+                (block_ips if which == "block" else allow_ips).append(value)
+            elif kind in ("user", "fp"):
+                getattr(lists, f"{which}_{kind}s").add(value)
+        lists.block_ips = parse_networks(block_ips)
+        lists.allow_ips = parse_networks(allow_ips)
+        self._lists = lists
+
+    async def replace_rules(self, text: str, actor: str) -> RuleBook:
+        """Validate, save (audited) and apply a whole rules file; on error nothing changes."""
+        book = parse_rules(text)
+        now = datetime.now(UTC)
+        await self.store.save_risk_rules(text, actor, now)
+        await self.store.audit("risk", actor, "risk.rules", f"{len(book.rules)} rules", now)
+        self.book = book
+        await self.reload_lists()
+        return book
+
+    async def set_threshold(self, rule_id: str, threshold: int, actor: str) -> RuleBook:
+        current = await self.store.latest_risk_rules() or default_rules_text()
+        return await self.replace_rules(with_threshold(current, rule_id, threshold), actor)
+
+    async def set_list(self, kind: str, value: str, which: str | None, actor: str) -> None:
+        if kind not in ("user", "ip", "fp") or which not in ("block", "allow", None):
+            raise ValueError("list kind must be user, ip or fp")
+        if kind == "ip":
+            parse_networks([value])
+        now = datetime.now(UTC)
+        await self.store.set_risk_list(kind, value, which, "", now)
+        await self.store.audit("risk", actor, f"risk.{which or 'unlist'}", f"{kind} {value}", now)
+        await self.reload_lists()
+
+    # -- evaluation --------------------------------------------------------------
+    async def evaluate(self, stage: str, s: Signals) -> Decision:
+        try:
+            decision = await self._evaluate(stage, s)
+        except LimiterUnavailable:
+            decision = Decision("deny", 0, ("limiter_unavailable",))
+        self.decisions.add(RiskDecisionRecord(
+            datetime.fromtimestamp(self.clock(), UTC), stage, s.channel, s.user_id, decision.action,
+            decision.score, ",".join(decision.reasons), s.ip, s.fingerprint, s.order_id, s.sku_id))
+        if decision.action != "allow":
+            log.info("event=risk.%s stage=%s channel=%s user=%s order_id=%s reasons=%s", decision.action, stage,
+                     s.channel, s.user_id, s.order_id, ",".join(decision.reasons))
+        return decision
+
+    def _listed(self, s: Signals) -> Decision | None:
+        user = f"{s.channel}:{s.user_id}"
+        lists = self._lists
+        if user in lists.block_users:
+            return Decision("deny", 100, ("blocklist:user",))
+        if in_networks(s.ip, lists.block_ips):
+            return Decision("deny", 100, ("blocklist:ip",))
+        if s.fingerprint and s.fingerprint in lists.block_fps:
+            return Decision("deny", 100, ("blocklist:fp",))
+        if user in lists.allow_users or (s.fingerprint and s.fingerprint in lists.allow_fps):
+            return Decision("allow", 0, ("allowlist",))
+        if in_networks(s.ip, lists.allow_ips):
+            return Decision("allow", 0, ("allowlist",))
+        return None
+
+    async def _evaluate(self, stage: str, s: Signals) -> Decision:
+        listed = self._listed(s)
+        if listed is not None:
+            return listed
+        now = self.clock()
+        values = _dimension_values(s)
+        ops: list[Op] = []
+        owners: list[tuple[str, Rule]] = []
+        hits: list[tuple[str, Rule]] = []
+        stats: UserStats | None = None
+        for rule_id, rule in self.book.rules.items():
+            if not rule.enabled or rule.run_at != stage or (rule.skus and s.sku_slug not in rule.skus):
+                continue
+            dim = values[rule.dimension]
+            if not dim:
+                continue
+            if rule.kind in ("new_user", "refund_ratio"):
+                stats = stats or await self._user_stats(s.channel, s.user_id, now)
+                if self._stats_hit(rule, s, stats, now):
+                    hits.append((rule_id, rule))
+                continue
+            op = self._op(rule_id, rule, s, dim, values)
+            if op is None:
+                continue
+            ops.append(op)
+            owners.append((rule_id, rule))
+        if ops:
+            outcome = await self.limiter.apply(ops, now)
+            for (rule_id, rule), value, exceeded in zip(owners, outcome.values, outcome.exceeded, strict=True):
+                if exceeded or value > rule.threshold:
+                    hits.append((rule_id, rule))
+        if not hits:
+            return ALLOW
+        action = max((r.action for _, r in hits), key=SEVERITY.__getitem__)
+        decision = Decision(action, min(100, sum(r.score for _, r in hits)), tuple(rid for rid, _ in hits))
+        if action == "challenge":
+            return await self._challenge(s, decision, now)
+        return decision
+
+    @staticmethod
+    def _op(rule_id: str, rule: Rule, s: Signals, dim: str, values: dict[str, str]) -> Op | None:
+        limit = rule.threshold if rule.action == "deny" else None  # only deny rules stop the counting
+        if rule.kind == "velocity":
+            return Count(f"v:{rule_id}:{dim}", rule.window_s, 1, limit)
+        if rule.kind == "amount":
+            return Count(f"a:{rule_id}:{dim}", rule.window_s, s.amount, limit) if s.currency == rule.currency else None
+        assert rule.of is not None
+        member = values[rule.of]
+        return Distinct(f"d:{rule_id}:{dim}", member, rule.window_s, limit) if member else None
+
+    @staticmethod
+    def _stats_hit(rule: Rule, s: Signals, stats: UserStats, now: float) -> bool:
+        if rule.kind == "new_user":
+            if rule.min_amount and s.amount < rule.min_amount.get(s.currency, s.amount + 1):
+                return False
+            if stats.first_seen is None:
+                return True
+            return now - stats.first_seen.timestamp() < rule.threshold * 60
+        # refund_ratio
+        if stats.paid_orders < rule.min_orders:
+            return False
+        return stats.refunded_orders * 100 >= rule.threshold * stats.paid_orders
+
+    async def _user_stats(self, channel: str, user_id: str, now: float) -> UserStats:
+        key = (channel, user_id)
+        cached = self._stats.get(key)
+        if cached is not None and now - cached[0] < STATS_TTL_S:
+            return cached[1]
+        stats = await self.store.user_stats(channel, user_id)
+        if len(self._stats) > 50_000:
+            self._stats.clear()
+        self._stats[key] = (now, stats)
+        return stats
+
+    async def _challenge(self, s: Signals, decision: Decision, now: float) -> Decision:
+        """A cool-down: the first challenged attempt starts it; once it has passed the order may continue."""
+        key = f"risk.challenge:{s.channel}:{s.user_id}"
+        at = datetime.fromtimestamp(now, UTC)
+        ready = await self.store.kv_get(key, at)
+        if ready is None:
+            cooldown = self.book.challenge_cooldown_s
+            await self.store.kv_put(key, str(now + cooldown), at + timedelta(seconds=cooldown + 3600))
+            return Decision("challenge", decision.score, decision.reasons, cooldown)
+        wait = float(ready) - now
+        if wait > 0:
+            return Decision("challenge", decision.score, decision.reasons, int(wait) + 1)
+        return Decision("allow", decision.score, (*decision.reasons, "challenge_passed"))
+
+    async def allow_message(self, channel: str, user_id: str) -> bool:
+        """Chat flood control: a token bucket per user, so one user cannot spend the bot's platform quota."""
+        book = self.book
+        op = Bucket(f"chat:{channel}:{user_id}", book.chat_per_minute / 60, book.chat_burst)
+        try:
+            return (await self.limiter.apply([op], self.clock())).allowed
+        except LimiterUnavailable:
+            return True  # flood control never silences customers because the shared limiter is down
+
+    # -- review hold ---------------------------------------------------------------
+    async def hold_for_review(self, order_id: int, reasons: tuple[str, ...]) -> None:
+        at = datetime.fromtimestamp(self.clock(), UTC)
+        await self.store.kv_put(f"risk.review:{order_id}", ",".join(reasons) or "review", at + timedelta(days=7))
+
+    async def review_reasons(self, order_id: int) -> str | None:
+        return await self.store.kv_get(f"risk.review:{order_id}", datetime.fromtimestamp(self.clock(), UTC))
+
+    async def close(self) -> None:
+        await self.decisions.flush()
+        await self.limiter.close()

@@ -1,0 +1,44 @@
+"""The configured policy when the shared limiter (Redis) is unreachable or slow: fail open onto an in-process
+limiter, or fail closed.  Each check is time-boxed; an outage is logged once when it starts and once when it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.exceptions import RedisError
+
+from risk.limiters import Limiter, LimiterUnavailable, Op, Outcome
+
+log = logging.getLogger("kamibot.risk")
+
+
+class FailoverLimiter:
+    def __init__(self, primary: Limiter, fallback: Limiter | None, timeout_s: float = 0.5) -> None:
+        self.primary = primary
+        self.fallback = fallback  # None: fail closed
+        self.timeout_s = timeout_s
+        self.down = False
+        self.outages = 0
+
+    async def apply(self, ops: list[Op], now: float, commit: bool = True) -> Outcome:
+        try:
+            outcome = await asyncio.wait_for(self.primary.apply(ops, now, commit), self.timeout_s)
+        except (RedisError, OSError, TimeoutError) as exc:
+            if not self.down:
+                self.down = True
+                self.outages += 1
+                log.warning("event=risk.limiter_down policy=%s error=%s",
+                            "fail_open" if self.fallback else "fail_closed", type(exc).__name__)
+            if self.fallback is None:
+                raise LimiterUnavailable("shared limiter unavailable") from None
+            return await self.fallback.apply(ops, now, commit)
+        if self.down:
+            self.down = False
+            log.warning("event=risk.limiter_recovered")
+        return outcome
+
+    async def close(self) -> None:
+        await self.primary.close()
+        if self.fallback is not None:
+            await self.fallback.close()

@@ -1,0 +1,167 @@
+"""Rate limiters behind one interface: sliding-window counts and sums, distinct members per window, token buckets.
+
+A check is a batch of operations applied atomically: every operation computes the value it *would* have;
+if none exceeds its limit (and `commit` is asked) all of them are counted, otherwise none is — a refused
+attempt does not use up anybody's quota.  `MemoryLimiter` (one process) and `RedisLimiter` (one Lua script,
+one round trip, shared by all processes) implement the same arithmetic; one conformance suite runs on both.
+
+Sliding windows use the two-bucket estimate (the previous fixed window weighted by how much of it still
+overlaps the sliding one): O(1) memory per key, exact while a key has no previous window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """Events (cost 1) or amounts (cost = amount) of `key` within the last `window_s` seconds."""
+
+    key: str
+    window_s: int
+    cost: int = 1
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Distinct:
+    """Distinct members of `key` within the current fixed window of `window_s` seconds (users per IP per day)."""
+
+    key: str
+    member: str
+    window_s: int
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """Token bucket: `burst` tokens, refilled at `rate` per second; an operation takes `cost` tokens."""
+
+    key: str
+    rate: float
+    burst: int
+    cost: int = 1
+
+
+Op = Count | Distinct | Bucket
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    #: per operation: the count/sum/distinct number including this attempt; for buckets the tokens left after it
+    values: tuple[int, ...]
+    exceeded: tuple[bool, ...]
+    committed: bool
+
+    @property
+    def allowed(self) -> bool:
+        return not any(self.exceeded)
+
+
+class LimiterUnavailable(Exception):
+    """The shared backend could not answer (in time)."""
+
+
+class Limiter(Protocol):
+    async def apply(self, ops: list[Op], now: float, commit: bool = True) -> Outcome: ...
+    async def close(self) -> None: ...
+
+
+def validate(ops: list[Op]) -> None:
+    for op in ops:
+        if not op.key or len(op.key) > 512:
+            raise ValueError("limiter key must be 1-512 characters")
+        if isinstance(op, Count | Distinct) and op.window_s <= 0:
+            raise ValueError("window must be positive")
+        if isinstance(op, Count) and op.cost < 0:
+            raise ValueError("cost must not be negative")
+        if isinstance(op, Bucket) and (op.rate <= 0 or op.burst <= 0 or op.cost <= 0):
+            raise ValueError("bucket rate, burst and cost must be positive")
+        if not isinstance(op, Bucket) and op.limit is not None and op.limit < 0:
+            raise ValueError("limit must not be negative")
+
+
+class MemoryLimiter:
+    """In-process backend (the embedded default): dicts with lazy expiry, pruned every few thousand checks."""
+
+    PRUNE_EVERY = 4096
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[float, float]] = {}  # key:bucket -> (value, expires_at)
+        self._sets: dict[str, tuple[set[str], float]] = {}
+        self._buckets: dict[str, tuple[float, float, float]] = {}  # key -> (tokens, at, expires_at)
+        self._ops = 0
+
+    async def apply(self, ops: list[Op], now: float, commit: bool = True) -> Outcome:
+        validate(ops)
+        values: list[int] = []
+        exceeded: list[bool] = []
+        for op in ops:
+            value, over = self._peek(op, now)
+            values.append(value)
+            exceeded.append(over)
+        ok = commit and not any(exceeded)
+        if ok:
+            for op in ops:
+                self._commit(op, now)
+        self._ops += 1
+        if self._ops % self.PRUNE_EVERY == 0:
+            self.prune(now)
+        return Outcome(tuple(values), tuple(exceeded), ok)
+
+    def _count(self, key: str, now: float) -> float:
+        entry = self._counts.get(key)
+        return entry[0] if entry and entry[1] > now else 0.0
+
+    def _peek(self, op: Op, now: float) -> tuple[int, bool]:
+        if isinstance(op, Count):
+            b = math.floor(now / op.window_s)
+            elapsed = now - b * op.window_s
+            estimate = (self._count(f"{op.key}:{b}", now)
+                        + self._count(f"{op.key}:{b - 1}", now) * (1 - elapsed / op.window_s) + op.cost)
+            return math.floor(estimate), op.limit is not None and estimate > op.limit
+        if isinstance(op, Distinct):
+            entry = self._sets.get(f"{op.key}:{math.floor(now / op.window_s)}")
+            members = entry[0] if entry and entry[1] > now else set()
+            n = len(members) + (op.member not in members)
+            return n, op.limit is not None and n > op.limit
+        tokens = self._tokens(op, now)
+        return math.floor(tokens - op.cost), tokens < op.cost
+
+    def _tokens(self, op: Bucket, now: float) -> float:
+        entry = self._buckets.get(op.key)
+        if entry is None or entry[2] <= now:
+            return float(op.burst)
+        tokens, at, _ = entry
+        return min(float(op.burst), tokens + max(0.0, now - at) * op.rate)
+
+    def _commit(self, op: Op, now: float) -> None:
+        if isinstance(op, Count):
+            key = f"{op.key}:{math.floor(now / op.window_s)}"
+            b_end = (math.floor(now / op.window_s) + 2) * op.window_s
+            self._counts[key] = (self._count(key, now) + op.cost, b_end)
+        elif isinstance(op, Distinct):
+            b = math.floor(now / op.window_s)
+            key = f"{op.key}:{b}"
+            entry = self._sets.get(key)
+            if entry is None or entry[1] <= now:
+                entry = (set(), (b + 1) * op.window_s)
+                self._sets[key] = entry
+            entry[0].add(op.member)
+        else:
+            tokens = self._tokens(op, now) - op.cost
+            self._buckets[op.key] = (tokens, now, now + op.burst / op.rate + 1)
+
+    def prune(self, now: float) -> None:
+        self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+        self._sets = {k: v for k, v in self._sets.items() if v[1] > now}
+        self._buckets = {k: v for k, v in self._buckets.items() if v[2] > now}
+
+    def size(self) -> int:
+        return len(self._counts) + len(self._sets) + len(self._buckets)
+
+    async def close(self) -> None:
+        return None
