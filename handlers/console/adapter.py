@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fulfillment.delivery import Delivery
+from fulfillment.errors import ShopError
 from fulfillment.payments import TestPaymentProvider
 from handlers.context import ShopContext
 from handlers.render import delivery_reply
@@ -96,8 +97,13 @@ class ConsoleChat:
         if order is None or order.user_id != self.user_id:
             self.write(self.ctx.tr(self.ctx.language(CHANNEL, self.user_id, self.language), "error.unknown_order"))
             return
-        result = await self.ctx.payments.receive(self.provider.pay(order))
         lang = self.ctx.language(CHANNEL, self.user_id, self.language)
+        try:  # what Telegram's pre-checkout and the WeChat pay page check before any money moves
+            await self.ctx.orders.check_payable(ref, order.amount, order.currency)
+        except ShopError as exc:
+            self.write(self.ctx.tr(lang, exc.message_id, seconds=exc.params.get("seconds", 60)))
+            return
+        result = await self.ctx.payments.receive(self.provider.pay(order))
         text = self.ctx.tr(lang, f"pay.result.{result.outcome.value}", ref=ref)
         await self._show([Reply(text, [[Button(self.ctx.tr(lang, "menu.orders"), "orders:0"),
                                          Button(self.ctx.tr(lang, "menu.shop"), "shop")]])])
