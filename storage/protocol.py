@@ -21,6 +21,7 @@ from storage.records import (
     LedgerLine,
     NewCode,
     NewOrder,
+    NewTicket,
     Order,
     OrderEvent,
     OrderItem,
@@ -34,6 +35,7 @@ from storage.records import (
     RiskDecisionRecord,
     Sku,
     StockLevel,
+    Ticket,
     UserStats,
 )
 
@@ -174,4 +176,22 @@ class Store(Protocol):
     async def reopen_review(self, order_id: int, cause: str, now: datetime) -> int | None:
         """Merchant approved a held order: restore the state it was held from and make its held payment
         applicable again (apply_payment then allocates); the payment event id, or None if nothing is held."""
+        ...
+
+    # -- after-sales tickets ---------------------------------------------------
+    async def open_ticket(self, ticket: NewTicket, now: datetime) -> Ticket:
+        """Open a ticket, or update (and reopen) the live one of the same customer, kind, order and code."""
+        ...
+
+    async def ticket_by_id(self, ticket_id: int) -> Ticket | None: ...
+    async def live_tickets(self, limit: int) -> list[Ticket]:
+        """Tickets not closed (open or answered), oldest first."""
+        ...
+
+    async def answer_ticket(self, ticket_id: int, text: str, now: datetime) -> Ticket | None:
+        """A merchant answered: state answered, text kept; None for an unknown or closed ticket."""
+        ...
+
+    async def close_ticket(self, ticket_id: int, now: datetime) -> bool:
+        """True when this call closed it (False: unknown or already closed)."""
         ...

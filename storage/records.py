@@ -255,3 +255,38 @@ class UserStats:
     first_seen: datetime | None
     paid_orders: int
     refunded_orders: int
+
+
+TICKET_KINDS = ("human", "refund", "bad_code")
+TICKET_STATES = ("open", "answered", "closed")
+TICKET_TEXT_MAX = 500
+
+
+@dataclass(frozen=True, slots=True)
+class NewTicket:
+    """A customer's after-sales question for a person: the code by its id only, never in clear."""
+
+    channel: str
+    user_id: str
+    chat_id: str
+    kind: str  # human | refund | bad_code
+    text: str = ""  # the latest message, cut to TICKET_TEXT_MAX characters by the store
+    order_id: int | None = None
+    code_id: int | None = None
+    language: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    id: int
+    channel: str
+    user_id: str
+    chat_id: str
+    kind: str
+    order_id: int | None
+    code_id: int | None
+    state: str  # open | answered | closed
+    language: str
+    last_message: str
+    created_at: datetime
+    updated_at: datetime
