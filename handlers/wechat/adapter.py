@@ -167,7 +167,7 @@ class WeChatBot:
             return Rendered([])
         replies = [*await self._held_back(openid, lang), *replies]
         rendered = self.renderer.render(replies, self.ctx.language(CHANNEL, openid, ""))
-        await self.memory.remember(openid, rendered.buttons)
+        await self.memory.remember(openid, rendered.buttons, rendered.quantity_sku)
         return rendered
 
     async def _held_back(self, openid: str, lang: str) -> list[Reply]:

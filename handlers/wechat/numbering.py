@@ -23,14 +23,20 @@ class ButtonMemory:
     def _key(openid: str) -> str:
         return f"wechat:buttons:{openid}"
 
-    async def remember(self, openid: str, buttons: list[str]) -> None:
-        await self.store.kv_put(self._key(openid), json.dumps(buttons), self.clock() + self.ttl)
+    async def remember(self, openid: str, buttons: dict[str, str], quantity_sku: str = "") -> None:
+        value = json.dumps({"n": buttons, "qty": quantity_sku}, separators=(",", ":"))
+        await self.store.kv_put(self._key(openid), value, self.clock() + self.ttl)
 
     async def press(self, openid: str, number: str) -> str | None:
-        """The data of button `number` of the last answer, or None (no such number, or it expired)."""
-        if not number.isdigit() or len(number) > 3:
+        """The button data `number` stands for in the last answer, or None (no such number, or it expired)."""
+        if not number.isdigit() or len(number) > 4:
             return None
         raw = await self.store.kv_get(self._key(openid), self.clock())
-        buttons = json.loads(raw) if raw else []
-        index = int(number) - 1
-        return str(buttons[index]) if 0 <= index < len(buttons) else None
+        if not raw:
+            return None
+        last = json.loads(raw)
+        if number in last["n"]:
+            return str(last["n"][number])
+        if last["qty"] and int(number) > 0:  # a quantity without a button of its own; checkout checks its range
+            return f"qty:{last['qty']}:{int(number)}"
+        return None

@@ -19,7 +19,8 @@ MAX_BYTES = 2048
 @dataclass
 class Rendered:
     messages: list[str]  # each ≤ MAX_BYTES
-    buttons: list[str] = field(default_factory=list)  # button data by number - 1
+    buttons: dict[str, str] = field(default_factory=dict)  # the number to reply → button data
+    quantity_sku: str = ""  # the quantity step: any number N the user replies means "N of this SKU"
 
 
 def _size(text: str) -> int:
@@ -72,17 +73,36 @@ class WeChatRenderer:
         return [line for line in lines if line]
 
     def render(self, replies: list[Reply], lang: str) -> Rendered:
-        """One turn: every reply's text, then its buttons numbered on from the previous reply's."""
-        buttons: list[str] = []
+        """One turn: every reply's text, then its buttons numbered on from the previous reply's.
+
+        In the quantity step the number IS the quantity ("4" buys 4, not the fourth button) and the one
+        other button (Back) is 0, which is never a quantity."""
+        rendered = Rendered([])
         parts: list[str] = []
         for reply in replies:
             lines = self.body(reply, lang)
-            for row in reply.buttons:
-                for button in row:
-                    buttons.append(button.data)
-                    lines.append(self.tr(lang, "wechat.button_line", number=len(buttons), label=button.label))
+            flat = [b for row in reply.buttons for b in row]
+            quantities = [b for b in flat if b.data.startswith("qty:")]
+            if quantities:
+                rendered.quantity_sku = quantities[0].data.split(":")[1]
+                lines.append(self.tr(lang, "wechat.quantity_hint", example=quantities[0].label))
+            for button in flat:
+                if button in quantities:
+                    rendered.buttons[button.data.rsplit(":", 1)[1]] = button.data
+                    continue
+                number = "0" if quantities and len(flat) - len(quantities) == 1 else self._next(rendered.buttons)
+                rendered.buttons[number] = button.data
+                lines.append(self.tr(lang, "wechat.button_line", number=number, label=button.label))
             parts.append("\n".join(lines))
-        return Rendered(split_text("\n\n".join(p for p in parts if p)), buttons)
+        rendered.messages = split_text("\n\n".join(p for p in parts if p))
+        return rendered
+
+    @staticmethod
+    def _next(taken: dict[str, str]) -> str:
+        number = 1
+        while str(number) in taken:
+            number += 1
+        return str(number)
 
     def delivery(self, reply: Reply, lang: str) -> str:
         """A delivery as ONE message: as many codes as fit, then where to find the rest."""

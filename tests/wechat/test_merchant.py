@@ -30,8 +30,8 @@ async def test_pasted_codes_are_imported_only_after_confirmation(wx):
 async def test_one_confirmation_pressed_twice_at_once_imports_once(wx):
     before = await _stock(wx, "genshin-60")
     await wx.say(ADMIN, "/import genshin-60\nTWICE-0001\nTWICE-0002")
-    buttons = json.loads(await wx.shop.store.kv_get(f"wechat:buttons:{ADMIN}", datetime.now(UTC)))
-    press = Incoming("wechat", ADMIN, ADMIN, button=buttons[0])
+    buttons = json.loads(await wx.shop.store.kv_get(f"wechat:buttons:{ADMIN}", datetime.now(UTC)))["n"]
+    press = Incoming("wechat", ADMIN, ADMIN, button=buttons["1"])
     paste = wx.runtime.bot.paste
     answers = await asyncio.gather(paste.press(press, "en"), paste.press(press, "en"))  # e.g. two processes
     texts = sorted(a[0].text for a in answers)

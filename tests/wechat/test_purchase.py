@@ -30,8 +30,9 @@ async def test_whole_dialog_by_numbers_reaches_the_checkout_reply(wx):
     assert "Game top-ups" in shop
     assert "Reply 1 → Genshin Impact Genesis Crystals" in cats
     assert "60 crystals · CN¥6.00" in products
-    assert "Reply 1 → 1" in sku
-    assert "Reply 1 → " in quantity
+    assert "Reply the quantity as a number" in sku
+    assert "Reply 0 → « Back" in sku
+    assert "Buy 1 × 60 crystals" in quantity
     ref = REF.search(checkout).group(0)
     assert "CN¥6.00" in checkout
     assert "online payment is not set up yet" in checkout
@@ -46,6 +47,23 @@ async def test_checkout_reply_carries_the_pay_link_when_a_provider_gives_one(tmp
         *_, checkout = await _checkout(wx)
     ref = REF.search(checkout).group(0)
     assert f"Pay CN¥6.00 here: https://shop.example/pay/wechat/{ref}?s=x" in checkout
+
+
+async def test_a_typed_quantity_without_its_own_button_is_bought(wx):
+    await wx.say(CUSTOMER, "menu")
+    for n in ("1", "1", "1", "1"):
+        await wx.say(CUSTOMER, n)
+    assert "Buy 4 × 60 crystals for CN¥24.00?" in await wx.say(CUSTOMER, "4")  # quick buttons are 1, 2, 3, 5
+    ref = REF.search(await wx.say(CUSTOMER, "1")).group(0)
+    assert (await wx.shop.store.order_by_ref(ref)).quantity == 4
+
+
+async def test_a_quantity_out_of_range_is_refused_at_checkout(wx):
+    await wx.say(CUSTOMER, "menu")
+    for n in ("1", "1", "1", "1", "99"):
+        await wx.say(CUSTOMER, n)
+    assert "not possible" in await wx.say(CUSTOMER, "1")
+    assert await wx.shop.store.orders_for_user("wechat", CUSTOMER, 10, 0) == []
 
 
 async def test_paid_order_is_delivered_as_one_customer_service_message_with_codes_one_per_line(wx):
@@ -77,7 +95,7 @@ async def test_outside_the_48h_window_the_order_keeps_its_codes_and_the_merchant
     answer = await wx.say(CUSTOMER, "hello")
     assert ref in answer
     assert len(CODE.findall(answer)) == 1
-    assert answer.endswith("Reply 5 → 🌐 Language")  # and the answer to "hello" itself follows
+    assert answer.index(ref) < answer.rindex("Reply 1 → ")  # and the answer to "hello" itself follows
     assert CODE.findall(await wx.say(CUSTOMER, "hello")) == []
     # and My orders keeps showing them
     assert ref in await wx.say(CUSTOMER, "orders")

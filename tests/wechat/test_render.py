@@ -28,7 +28,15 @@ def test_buttons_are_numbered_across_the_replies_of_one_answer():
     replies = [Reply("A", [[Button("一", "shop"), Button("二", "help")]]), Reply("B", [[Button("三", "menu")]])]
     rendered = WeChatRenderer(TR).render(replies, "zh_CN")
     assert rendered.messages == ["A\n回复 1 → 一\n回复 2 → 二\n\nB\n回复 3 → 三"]
-    assert rendered.buttons == ["shop", "help", "menu"]
+    assert rendered.buttons == {"1": "shop", "2": "help", "3": "menu"}
+
+
+def test_in_the_quantity_step_the_number_is_the_quantity_and_back_is_zero():
+    quick = [Button(str(q), f"qty:7:{q}") for q in (1, 2, 3, 5)]
+    rendered = WeChatRenderer(TR).render([Reply("购买数量？（1–8）", [quick, [Button("返回", "prod:3")]])], "zh_CN")
+    assert rendered.messages == ["购买数量？（1–8）\n回复数字即可选择数量，例如 1。\n回复 0 → 返回"]
+    assert rendered.buttons == {"1": "qty:7:1", "2": "qty:7:2", "3": "qty:7:3", "5": "qty:7:5", "0": "prod:3"}
+    assert rendered.quantity_sku == "7"
 
 
 def test_invoice_without_a_pay_link_says_payment_is_not_configured():
