@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fulfillment.catalog import CatalogService
 from fulfillment.delivery import DeliveryWorker
@@ -16,6 +16,9 @@ from fulfillment.vault import Vault
 from locales import Translator, normalise_language
 from risk.engine import RiskEngine
 from storage.protocol import Store
+
+if TYPE_CHECKING:
+    from handlers.faq import FaqMatcher
 
 
 @dataclass
@@ -37,6 +40,8 @@ class ShopContext:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     #: the rule engine (merchant /risk commands, review decisions, chat flood control); None when disabled
     risk: RiskEngine | None = None
+    #: the after-sales FAQ matcher; None: built once per process on first use (handlers.aftersales.faq_matcher)
+    faq: FaqMatcher | None = None
 
     def language(self, channel: str, user_id: str, platform_language: str) -> str:
         chosen = self.languages.get((channel, user_id))

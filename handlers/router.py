@@ -7,10 +7,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from fulfillment.errors import ShopError
+from handlers.aftersales import AfterSales
 from handlers.context import ShopContext
 from handlers.merchant import Merchant
 from handlers.risk_admin import MerchantRisk
 from handlers.storefront import Storefront
+from handlers.tickets_admin import TICKET_COMMANDS, MerchantTickets
 from handlers.types import Incoming, Reply
 
 log = logging.getLogger("kamibot.conversation")
@@ -31,6 +33,8 @@ class Conversation:
         self.store = Storefront(ctx)
         self.merchant = Merchant(ctx)
         self.risk = MerchantRisk(ctx)
+        self.after = AfterSales(ctx, self.store)
+        self.tickets = MerchantTickets(ctx)
         self._flood_told: set[tuple[str, str]] = set()
 
     async def handle(self, msg: Incoming) -> list[Reply]:
@@ -91,6 +95,8 @@ class Conversation:
             return await by_ref[kind](msg, lang, arg)
         if kind == "orders":
             return await self.store.orders(msg, lang, _int(arg or "0"))
+        if kind in ("human", "badcode"):  # after-sales: talk to a person, report a code as bad
+            return await self.after.button(msg, lang, kind, arg)
         merchant_buttons = {"mrefund": self.merchant.refund_confirmed, "rv": self.risk.button}
         if kind in merchant_buttons and self.ctx.is_merchant(msg.channel, msg.user_id):
             return await merchant_buttons[kind](msg, lang, arg)
@@ -98,18 +104,34 @@ class Conversation:
             return await self.store.set_language(msg, arg)
         return [Reply(self.ctx.tr(lang, "error.bad_input"))]
 
+    async def _free_text(self, msg: Incoming, lang: str, text: str) -> list[Reply]:
+        if not text or self.ctx.is_merchant(msg.channel, msg.user_id):
+            return await self.store.menu(msg, lang)
+        return await self.after.answer(msg, lang, text)  # a customer's question: the after-sales assistant
+
+    async def _risk_or_tickets(self, msg: Incoming, lang: str, command: str, rest: str) -> list[Reply] | None:
+        """Merchant risk and ticket commands; None: not one of them (or not a merchant)."""
+        if not self.ctx.is_merchant(msg.channel, msg.user_id):
+            return None
+        if command in TICKET_COMMANDS:
+            return await self.tickets.handle(msg, lang, command, rest)
+        if command not in RISK_COMMANDS:
+            return None
+        await self.ctx.store.audit(msg.channel, msg.user_id, command, rest[:200], datetime.now(UTC))
+        if command == "risk":
+            return await self.risk.risk(msg, lang, rest)
+        handler = self.risk.approve if command == "approve" else self.risk.reject
+        return await handler(msg, lang, rest)
+
     async def _text(self, msg: Incoming, lang: str) -> list[Reply]:
         text = msg.text.strip()[:MAX_TEXT]
         if not text.startswith("/"):
-            return await self.store.menu(msg, lang)
+            return await self._free_text(msg, lang, text)
         command, _, rest = text[1:].partition(" ")
         command = command.split("@", 1)[0].lower()
-        if command in RISK_COMMANDS and self.ctx.is_merchant(msg.channel, msg.user_id):
-            await self.ctx.store.audit(msg.channel, msg.user_id, command, rest.strip()[:200], datetime.now(UTC))
-            if command == "risk":
-                return await self.risk.risk(msg, lang, rest.strip())
-            handler = self.risk.approve if command == "approve" else self.risk.reject
-            return await handler(msg, lang, rest.strip())
+        handled = await self._risk_or_tickets(msg, lang, command, rest.strip())
+        if handled is not None:
+            return handled
         if command in MERCHANT_COMMANDS:
             if not self.ctx.is_merchant(msg.channel, msg.user_id):
                 # answered like any unknown command: nothing tells a stranger that admin commands exist

@@ -1,0 +1,268 @@
+"""The after-sales assistant: a customer's free text is classified (handlers.faq) and answered from the
+customer's own orders; where the answer is an action it is done — a resend, a push of the delivery outbox,
+a ticket to the merchant — and where the matcher is unsure, the customer is asked instead of guessed for.
+
+Refunds are never made here: a refund question shows the policy and opens a ticket for a person.
+Only the asker's own orders are looked at; another customer's order number is answered as unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from handlers.context import ShopContext
+from handlers.faq import FaqMatcher, Match
+from handlers.render import order_line, product_name
+from handlers.storefront import Storefront
+from handlers.tickets_admin import mask_codes, notify_merchants
+from handlers.types import Button, Incoming, Reply
+from storage.records import NewTicket, Order, OrderState, Ticket
+
+log = logging.getLogger("kamibot.aftersales")
+RECENT = 10  # how many of the customer's latest orders an answer looks at
+MAX_REFS = 5  # order numbers answered from one message
+MAX_REPORT_BUTTONS = 5
+RESEND_PAUSE = timedelta(minutes=5)  # one customer-triggered resend per order in this time
+S = OrderState
+PAID_STATES = (S.PAID, S.DELIVERING, S.DELIVERED, S.REVIEW)
+WITH_CODES = (S.DELIVERING, S.DELIVERED)
+REFUNDABLE = (S.PAID, S.DELIVERING, S.DELIVERED, S.REVIEW, S.FAILED)
+
+_lock = threading.Lock()
+_default: list[FaqMatcher] = []
+
+
+def _build_default() -> FaqMatcher:
+    with _lock:
+        if not _default:
+            _default.append(FaqMatcher.default())
+        return _default[0]
+
+
+async def faq_matcher(ctx: ShopContext) -> FaqMatcher:
+    """The context's matcher; without one, the built-in one, built once per process (off the event loop)."""
+    if ctx.faq is None:
+        ctx.faq = _default[0] if _default else await asyncio.to_thread(_build_default)
+    return ctx.faq
+
+
+class AfterSales:
+    def __init__(self, ctx: ShopContext, storefront: Storefront) -> None:
+        self.ctx = ctx
+        self.store = storefront
+
+    def _t(self, lang: str, msgid: str, **params: object) -> str:
+        return self.ctx.tr(lang, msgid, **params)
+
+    # -- buttons offered in answers --------------------------------------------------
+    def _shop(self, lang: str) -> Button:
+        return Button(self._t(lang, "menu.shop"), "shop")
+
+    def _orders(self, lang: str) -> Button:
+        return Button(self._t(lang, "menu.orders"), "orders:0")
+
+    def _human(self, lang: str) -> Button:
+        return Button(self._t(lang, "after.button_human"), "human")
+
+    # -- entry points ----------------------------------------------------------------
+    async def answer(self, msg: Incoming, lang: str, text: str) -> list[Reply]:
+        """Free text from a customer."""
+        match = (await faq_matcher(self.ctx)).classify(text)
+        log.info("event=aftersales.intent channel=%s user=%s intent=%s best=%s confidence=%s refs=%s",
+                 msg.channel, msg.user_id, match.intent, match.best, match.confidence, len(match.order_refs))
+        handlers: dict[str, Callable[[Incoming, str, Match, str], Awaitable[list[Reply]]]] = {
+            "order_status": self.order_status,
+            "not_received": self.not_received,
+            "code_invalid": self.code_invalid,
+            "refund": self.refund,
+            "human": self.human,
+            "how_to_redeem": self.how_to_redeem,
+        }
+        handler = handlers.get(match.intent)
+        if handler is not None:
+            return await handler(msg, lang, match, text)
+        simple = {
+            "payment_help": (self._t(lang, "after.payment_help"), [[self._shop(lang), self._orders(lang)]]),
+            "price_stock": (self._t(lang, "after.price_stock"), [[self._shop(lang)]]),
+            "invoice": (self._t(lang, "after.invoice"), [[self._human(lang), self._orders(lang)]]),
+            "greeting": (self._t(lang, "after.greeting"), [[self._shop(lang), self._orders(lang)]]),
+            "thanks": (self._t(lang, "after.thanks"), []),
+        }
+        if match.intent in simple:
+            body, rows = simple[match.intent]
+            return [Reply(body, rows)]
+        entry = (await faq_matcher(self.ctx)).entry(match.intent)
+        if entry is not None and not entry.builtin and entry.answer(lang):
+            return [Reply(entry.answer(lang), [[self._shop(lang), self._human(lang)]])]
+        return self.unclear(lang)
+
+    async def button(self, msg: Incoming, lang: str, kind: str, arg: str) -> list[Reply]:
+        if kind == "human":
+            return await self.human(msg, lang, Match("human", 1.0), "")
+        ref, _, item = arg.partition(":")
+        return await self.report_bad_code(msg, lang, ref.upper(), int(item) if item.isdigit() else 0)
+
+    def unclear(self, lang: str) -> list[Reply]:
+        rows = [[self._shop(lang), self._orders(lang)], [self._human(lang)]]
+        return [Reply(self._t(lang, "after.unclear"), rows)]
+
+    # -- the customer's orders -------------------------------------------------------
+    def _owns(self, msg: Incoming, order: Order | None) -> bool:
+        return order is not None and order.user_id == msg.user_id and order.channel == msg.channel
+
+    async def _own(self, msg: Incoming, ref: str) -> Order | None:
+        order = await self.ctx.store.order_by_ref(ref.upper())
+        return order if order is not None and self._owns(msg, order) else None
+
+    async def _asked(self, msg: Incoming, refs: Sequence[str]) -> tuple[list[Order], list[str]]:
+        """The customer's own orders among the numbers in the text, and the numbers that are not theirs."""
+        mine, unknown = [], []
+        for ref in refs[:MAX_REFS]:
+            order = await self._own(msg, ref)
+            if order is None:
+                unknown.append(ref)
+            else:
+                mine.append(order)
+        return mine, unknown
+
+    async def _latest(self, msg: Incoming, states: Sequence[OrderState]) -> Order | None:
+        for order in await self.ctx.store.orders_for_user(msg.channel, msg.user_id, RECENT, 0):
+            if order.state in states:
+                return order
+        return None
+
+    async def _target(self, msg: Incoming, match: Match, states: Sequence[OrderState]
+                      ) -> tuple[Order | None, list[str]]:
+        """The order a question is about: a number in the text (the customer's own), else the latest one in
+        `states`, else the latest one at all; with the asked numbers that are not the customer's."""
+        mine, unknown = await self._asked(msg, match.order_refs)
+        if mine:
+            return mine[0], unknown
+        if unknown:
+            return None, unknown
+        order = await self._latest(msg, states)
+        if order is None:
+            recent = await self.ctx.store.orders_for_user(msg.channel, msg.user_id, 1, 0)
+            order = recent[0] if recent else None
+        return order, []
+
+    def _unknown(self, lang: str, refs: Sequence[str]) -> list[Reply]:
+        text = "\n".join(self._t(lang, "after.order_unknown", ref=ref) for ref in refs)
+        return [Reply(text, [[self._orders(lang), self._human(lang)]])]
+
+    def _no_orders(self, lang: str) -> list[Reply]:
+        return [Reply(self._t(lang, "after.no_orders"), [[self._shop(lang), self._human(lang)]])]
+
+    # -- intents ---------------------------------------------------------------------
+    async def order_status(self, msg: Incoming, lang: str, match: Match, text: str) -> list[Reply]:
+        if not match.order_refs:
+            return await self.store.orders(msg, lang, 0)
+        mine, unknown = await self._asked(msg, match.order_refs)
+        lines = [self._t(lang, "after.status_title")]
+        rows = []
+        for order in mine:
+            sku = await self.ctx.store.sku_by_id(order.sku_id)
+            lines.append(order_line(self.ctx.tr, lang, order, sku, self.ctx.timezone))
+            if order.state in WITH_CODES:
+                rows.append([Button(self._t(lang, "orders.show_codes", ref=order.ref), f"codes:{order.ref}")])
+        lines += [self._t(lang, "after.order_unknown", ref=ref) for ref in unknown]
+        rows.append([self._orders(lang), self._human(lang)])
+        return [Reply("\n".join(lines), rows)]
+
+    async def not_received(self, msg: Incoming, lang: str, match: Match, text: str) -> list[Reply]:
+        order, unknown = await self._target(msg, match, PAID_STATES)
+        if order is None:
+            return self._unknown(lang, unknown) if unknown else self._no_orders(lang)
+        now = datetime.now(UTC)
+        if order.state == S.DELIVERED:
+            if not await self.ctx.store.claim_once("after.resend", order.ref, now + RESEND_PAUSE, now):
+                return [Reply(self._t(lang, "after.resent_recently", ref=order.ref), [[self._human(lang)]])]
+            await self.ctx.store.enqueue_outbox(order.id, "resend", "", now)
+            self.ctx.spawn(self.ctx.delivery.run_once())
+            log.info("event=aftersales.resend order_id=%s channel=%s user=%s", order.id, msg.channel, msg.user_id)
+            return [Reply(self._t(lang, "after.resent", ref=order.ref))]
+        if order.state in (S.PAID, S.DELIVERING):
+            self.ctx.spawn(self.ctx.delivery.run_once())  # push the outbox now rather than at the next poll
+            return [Reply(self._t(lang, "after.on_the_way", ref=order.ref))]
+        if order.state == S.REVIEW:
+            return [Reply(self._t(lang, "after.in_review", ref=order.ref), [[self._human(lang)]])]
+        if order.state in (S.CREATED, S.RESERVED, S.AWAITING_PAYMENT):
+            return [Reply(self._t(lang, "after.not_paid", ref=order.ref), [[self._shop(lang), self._orders(lang)]])]
+        if order.state == S.EXPIRED:
+            return [Reply(self._t(lang, "after.expired", ref=order.ref), [[self._shop(lang)]])]
+        if order.state == S.REFUNDED:
+            return [Reply(self._t(lang, "after.refunded", ref=order.ref), [[self._shop(lang)]])]
+        return [Reply(self._t(lang, "after.failed", ref=order.ref, state=self._t(lang, f"state.{order.state.value}")),
+                      [[self._human(lang)]])]
+
+    async def code_invalid(self, msg: Incoming, lang: str, match: Match, text: str) -> list[Reply]:
+        order, unknown = await self._target(msg, match, WITH_CODES)
+        if order is None and unknown:
+            return self._unknown(lang, unknown)
+        if order is None or order.state not in WITH_CODES:
+            return [Reply(self._t(lang, "after.no_delivered"), [[self._orders(lang), self._human(lang)]])]
+        codes = await self.store.codes_again(msg, lang, order.ref)
+        items = await self.ctx.store.order_items(order.id)
+        if len(items) <= 1:
+            rows = [[Button(self._t(lang, "after.button_report"), f"badcode:{order.ref}:1")]]
+        else:  # several codes: which one?
+            rows = [[Button(self._t(lang, "after.button_report_item", item=item.item_no),
+                            f"badcode:{order.ref}:{item.item_no}")] for item in items[:MAX_REPORT_BUTTONS]]
+        rows.append([self._human(lang)])
+        return [Reply(self._t(lang, "after.code_intro", ref=order.ref)), *codes,
+                Reply(self._t(lang, "after.code_report_prompt"), rows)]
+
+    async def report_bad_code(self, msg: Incoming, lang: str, ref: str, item_no: int) -> list[Reply]:
+        order = await self._own(msg, ref)
+        if order is None:
+            return [Reply(self._t(lang, "error.unknown_order"))]
+        if order.state not in WITH_CODES:
+            return [Reply(self._t(lang, "orders.no_codes", ref=order.ref))]
+        items = {item.item_no: item for item in await self.ctx.store.order_items(order.id)}
+        item = items.get(item_no or 1)
+        if item is None:
+            return [Reply(self._t(lang, "error.bad_input"))]
+        ticket = await self._open(msg, lang, "bad_code", "", order, item.code.id)
+        return [Reply(self._t(lang, "after.bad_code_ticket", ticket=ticket.id, ref=order.ref),
+                      [[self._orders(lang)]])]
+
+    async def refund(self, msg: Incoming, lang: str, match: Match, text: str) -> list[Reply]:
+        order, unknown = await self._target(msg, match, REFUNDABLE)
+        if order is None and unknown:
+            return self._unknown(lang, unknown)
+        policy = self._t(lang, "after.refund_policy")
+        if order is None or order.state not in REFUNDABLE:
+            ticket = await self._open(msg, lang, "refund", text, None)
+            return [Reply(policy + "\n\n" + self._t(lang, "after.refund_ticket", ticket=ticket.id))]
+        ticket = await self._open(msg, lang, "refund", text, order)
+        return [Reply(policy + "\n\n" + self._t(lang, "after.refund_ticket_order", ticket=ticket.id, ref=order.ref))]
+
+    async def human(self, msg: Incoming, lang: str, match: Match, text: str) -> list[Reply]:
+        mine, _ = await self._asked(msg, match.order_refs)
+        ticket = await self._open(msg, lang, "human", text, mine[0] if mine else None)
+        return [Reply(self._t(lang, "after.human_ticket", ticket=ticket.id))]
+
+    async def how_to_redeem(self, msg: Incoming, lang: str, match: Match, text: str) -> list[Reply]:
+        lines = [self._t(lang, "after.how_to_redeem")]
+        order, _ = await self._target(msg, match, WITH_CODES)
+        if order is not None and order.state in WITH_CODES:
+            sku = await self.ctx.store.sku_by_id(order.sku_id)
+            product = await self.ctx.store.product_by_id(sku.product_id) if sku else None
+            instructions = (product.instructions_zh if lang == "zh_CN" else product.instructions_en) if product else ""
+            if product is not None and instructions:
+                lines.append(self._t(lang, "after.redeem_product", name=product_name(product, lang),
+                                     instructions=instructions))
+        return [Reply("\n".join(lines), [[self._orders(lang), self._human(lang)]])]
+
+    # -- tickets ---------------------------------------------------------------------
+    async def _open(self, msg: Incoming, lang: str, kind: str, text: str, order: Order | None,
+                    code_id: int | None = None) -> Ticket:
+        ticket = await self.ctx.store.open_ticket(NewTicket(
+            msg.channel, msg.user_id, msg.chat_id, kind, mask_codes(text),
+            order.id if order else None, code_id, lang), datetime.now(UTC))
+        await notify_merchants(self.ctx, ticket)
+        return ticket
