@@ -64,7 +64,8 @@ class WeChatRuntime:
             return Response(status_code=403)
 
     async def callback(self, request: Request) -> Response:
-        if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:
             return Response(status_code=413)
         body = b""
         async for chunk in request.stream():  # a lying or absent Content-Length is capped here

@@ -20,7 +20,6 @@ from typing import Any
 from wechatpy.parser import parse_message
 from wechatpy.replies import TextReply
 
-from fulfillment.delivery import PermanentFailure, RetryLater
 from fulfillment.errors import ShopError
 from handlers.context import ShopContext
 from handlers.render import delivery_reply
@@ -139,7 +138,7 @@ class WeChatBot:
         for text in messages:
             try:
                 await self.sender.send_text(openid, text)
-            except (PermanentFailure, RetryLater, Exception) as exc:  # noqa: BLE001 - a lost reply is logged only
+            except Exception as exc:  # noqa: BLE001 - PermanentFailure, RetryLater, …: a lost reply is logged only
                 log.warning("event=wechat.reply_dropped reason=%s", type(exc).__name__)
                 return
 
@@ -210,10 +209,10 @@ class WeChatBot:
     async def _event(self, message: Any, openid: str, lang: str) -> list[Reply] | None:
         event = str(getattr(message, "event", "") or "").lower()
         if event in ("subscribe", "subscribe_scan"):
-            await self.ctx.store.set_user_blocked(CHANNEL, openid, False)
-            key = str(getattr(message, "scene_id", "") or "")
+            key = str(getattr(message, "scene_id", "") or "")  # a QR code's scene: sku_<id> or ref_<user>
             start = "/start" + (f" {key}" if key.startswith(("sku_", "ref_")) else "")
-            replies = await self.conversation.handle(self._incoming(openid, text=start))
+            replies = await self.conversation.handle(self._incoming(openid, text=start))  # remembers the user
+            await self.ctx.store.set_user_blocked(CHANNEL, openid, False)  # following again makes them reachable
             return [Reply(self.ctx.tr(lang, "wechat.welcome")), *replies]
         if event == "unsubscribe":
             await self.ctx.store.set_user_blocked(CHANNEL, openid, True)

@@ -139,8 +139,18 @@ async def test_subscribe_welcomes_with_the_numbered_menu_and_click_events_open_i
 
 async def test_unsubscribe_is_answered_with_nothing_and_marks_the_user_unreachable(wx):
     await wx.event(CUSTOMER, "subscribe")
+    assert CUSTOMER in [u for u, _ in await wx.shop.store.reachable_users("wechat", "", 10)]
     assert await wx.event(CUSTOMER, "unsubscribe") == ""
     assert CUSTOMER not in [u for u, _ in await wx.shop.store.reachable_users("wechat", "", 10)]
+    await wx.push(message_xml(CUSTOMER, msg_type="event", event="subscribe", create_time=int(time.time()) + 1))
+    assert CUSTOMER in [u for u, _ in await wx.shop.store.reachable_users("wechat", "", 10)]
+
+
+async def test_scanning_a_product_qr_code_to_follow_opens_that_product(wx):
+    sku = await wx.shop.store.sku_by_slug("genshin-60")
+    text = await wx.event(CUSTOMER, "subscribe", f"qrscene_sku_{sku.id}")
+    assert text.startswith("Thanks for following!")
+    assert "How many? (1–5)" in text
 
 
 async def test_keywords_in_chinese_and_english_press_the_menu_buttons(wx):
