@@ -47,6 +47,7 @@ class FakeWeChat:
     rejected: list[tuple[str, int]] = field(default_factory=list)  # (touser, errcode) of refused sends
     menus: list[dict[str, Any]] = field(default_factory=list)
     valid_tokens: set[str] = field(default_factory=set)
+    calls: list[str] = field(default_factory=list)  # every API path called, in order
     send_faults: list[int] = field(default_factory=list)
     _server: Any = None
     _task: Any = None
@@ -82,6 +83,7 @@ class FakeWeChat:
 
     # -- the API --------------------------------------------------------------------------------
     async def _token(self, request: Request) -> JSONResponse:
+        self.calls.append(request.url.path)
         q = request.query_params
         if q.get("grant_type") != "client_credential" or q.get("appid") != APP_ID or q.get("secret") != APP_SECRET:
             return JSONResponse({"errcode": 40125, "errmsg": "invalid appsecret"})
@@ -96,6 +98,7 @@ class FakeWeChat:
         return request.query_params.get("access_token", "") in self.valid_tokens
 
     async def _send(self, request: Request) -> JSONResponse:
+        self.calls.append(request.url.path)
         if not self._authorised(request):
             return JSONResponse({"errcode": 40001, "errmsg": "invalid credential"})
         body = json.loads(await request.body())
@@ -113,6 +116,7 @@ class FakeWeChat:
         return JSONResponse({"errcode": 0, "errmsg": "ok"})
 
     async def _menu(self, request: Request) -> JSONResponse:
+        self.calls.append(request.url.path)
         if not self._authorised(request):
             return JSONResponse({"errcode": 40001, "errmsg": "invalid credential"})
         self.menus.append(json.loads((await request.body()).decode("utf-8")))

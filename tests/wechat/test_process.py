@@ -71,4 +71,5 @@ async def test_menu_sync_creates_shop_orders_help_click_menu(tmp_path, fake):
                                       {"type": "click", "name": "My orders", "key": "orders"},
                                       {"type": "click", "name": "Help", "key": "help"}]}]
     assert fake.token_fetches == 1
+    assert fake.calls == ["/cgi-bin/token", "/cgi-bin/menu/create"]
     assert APP_SECRET not in err.decode() + out.decode()
