@@ -1,5 +1,6 @@
 """After-sales tickets on the merchant side: the notice relayed to the merchants when a customer opens one, and
-the merchant commands /tickets (the open ones), /reply TICKET TEXT (to the customer's chat), /close TICKET.
+the merchant commands /tickets (the open ones), /reply TICKET TEXT (to the customer's chat), /close TICKET,
+/replace ORDER [ITEM] (a new code from stock for a code reported bad; the bad one quarantined).
 
 Codes never appear here: a bad-code ticket names the code by its id, and customer text is masked
 (`mask_codes`) before it is stored or relayed.
@@ -11,13 +12,16 @@ import logging
 import re
 from datetime import UTC, datetime
 
+from fulfillment.aftersale import AfterSale
+from fulfillment.errors import NotAllowed
 from handlers.context import ShopContext
 from handlers.faq import order_refs
 from handlers.types import Incoming, Reply
-from storage.records import Ticket
+from storage.errors import InsufficientStock
+from storage.records import OrderState, Ticket
 
 log = logging.getLogger("kamibot.tickets")
-TICKET_COMMANDS = {"tickets", "reply", "close"}
+TICKET_COMMANDS = {"tickets", "reply", "close", "replace"}
 LIST_LIMIT = 20
 PREVIEW = 80
 #: where a ticket notice goes besides the merchants of the customer's own channel
@@ -95,6 +99,7 @@ def _ticket_id(text: str) -> int:
 class MerchantTickets:
     def __init__(self, ctx: ShopContext) -> None:
         self.ctx = ctx
+        self.aftersale = AfterSale(ctx.store)
 
     def _t(self, lang: str, msgid: str, **params: object) -> str:
         return self.ctx.tr(lang, msgid, **params)
@@ -102,9 +107,12 @@ class MerchantTickets:
     async def handle(self, msg: Incoming, lang: str, command: str, rest: str) -> list[Reply]:
         if command == "tickets":
             return await self.list_open(lang)
+        if command == "replace":
+            await self.ctx.store.audit(msg.channel, msg.user_id, command, rest[:40], datetime.now(UTC))
+            return await self.replace(msg, lang, rest.split())
         number, _, text = rest.strip().partition(" ")
         if not number or not number.lstrip("#").isdigit() or (command == "reply" and not text.strip()):
-            return [Reply(self._t(lang, "ticket.usage"))]
+            return [Reply(self._t(lang, "ticket.usage_full"))]
         # the audit names the ticket only: a merchant's answer may carry a replacement code
         await self.ctx.store.audit(msg.channel, msg.user_id, command, f"ticket {_ticket_id(number)}",
                                    datetime.now(UTC))
@@ -124,7 +132,7 @@ class MerchantTickets:
                                  order=await _about(self.ctx, lang, t),
                                  when=self.ctx.tr.when(lang, t.updated_at, self.ctx.timezone),
                                  text=text or self._t(lang, "ticket.no_text")))
-        lines.append(self._t(lang, "ticket.usage"))
+        lines.append(self._t(lang, "ticket.usage_full"))
         return [Reply("\n".join(lines))]
 
     async def reply(self, msg: Incoming, lang: str, ticket_id: int, text: str) -> list[Reply]:
@@ -155,6 +163,49 @@ class MerchantTickets:
                 log.warning("event=ticket.close_notice_failed ticket=%s", ticket.id, exc_info=True)
         log.info("event=ticket.closed ticket=%s merchant=%s", ticket.id, msg.user_id)
         return [Reply(self._t(lang, "ticket.closed", ticket=ticket.id))]
+
+    async def replace(self, msg: Incoming, lang: str, args: list[str]) -> list[Reply]:
+        """A new code from stock for the code of a bad-code report (or the given item), in one store transaction;
+        the customer gets it through the outbox (a resend of the order) and the report is closed."""
+        if not args or len(args) > 2 or (len(args) == 2 and not args[1].isdigit()):
+            return [Reply(self._t(lang, "ticket.usage_full"))]
+        order = await self.aftersale.find(args[0])
+        if order.state not in (OrderState.DELIVERING, OrderState.DELIVERED):
+            raise NotAllowed(f"order {order.id} is {order.state}")
+        reports = [t for t in await self.ctx.store.live_tickets(LIST_LIMIT, order.id) if t.kind == "bad_code"]
+        items = await self.ctx.store.order_items(order.id)
+        if len(args) == 2:
+            code_ids = [i.code.id for i in items if i.item_no == int(args[1])]
+        elif reports:
+            code_ids = [t.code_id for t in reports if t.code_id is not None][:1]
+        else:
+            code_ids = [items[0].code.id] if len(items) == 1 else []
+        if not code_ids:
+            return [Reply(self._t(lang, "ticket.replace_which", ref=order.ref, count=len(items)))]
+        try:
+            done = await self.ctx.store.replace_code(order.id, code_ids[0], datetime.now(UTC))
+        except InsufficientStock:
+            return [Reply(self._t(lang, "ticket.replace_no_stock", ref=order.ref))]
+        if done is None:
+            return [Reply(self._t(lang, "ticket.replace_nothing", ref=order.ref))]
+        log.info("event=ticket.code_replaced order_id=%s old_code_id=%s new_code_id=%s merchant=%s", order.id,
+                 done.old_code_id, done.new_code_id, msg.user_id)
+        closed = []
+        for t in reports:
+            if t.code_id == done.old_code_id and await self.ctx.store.close_ticket(t.id, datetime.now(UTC)):
+                closed.append(f"#{t.id}")
+        send = self.ctx.senders.get(order.channel)
+        if send is not None:
+            await self.ctx.load_language(order.channel, order.user_id)
+            customer_lang = self.ctx.language(order.channel, order.user_id, order.language)
+            try:
+                await send(order.chat_id, Reply(self.ctx.tr(customer_lang, "ticket.replaced_customer",
+                                                            ref=order.ref)))
+            except Exception:  # noqa: BLE001 - the new code still goes out through the outbox
+                log.warning("event=ticket.replace_notice_failed order_id=%s", order.id, exc_info=True)
+        self.ctx.spawn(self.ctx.delivery.run_once())  # the resend row: the customer gets the new code now
+        return [Reply(self._t(lang, "ticket.replaced", ref=order.ref, old=done.old_code_id, new=done.new_code_id,
+                              tickets=", ".join(closed) or "-"))]
 
     async def _customer_language(self, ticket: Ticket) -> str:
         await self.ctx.load_language(ticket.channel, ticket.user_id)

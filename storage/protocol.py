@@ -16,6 +16,7 @@ from typing import Protocol
 from storage.records import (
     BatchStats,
     Category,
+    CodeReplaced,
     EncryptedCode,
     InsertResult,
     LedgerLine,
@@ -184,8 +185,8 @@ class Store(Protocol):
         ...
 
     async def ticket_by_id(self, ticket_id: int) -> Ticket | None: ...
-    async def live_tickets(self, limit: int) -> list[Ticket]:
-        """Tickets not closed (open or answered), oldest first."""
+    async def live_tickets(self, limit: int, order_id: int | None = None) -> list[Ticket]:
+        """Tickets not closed (open or answered), oldest first; only those about `order_id` if given."""
         ...
 
     async def answer_ticket(self, ticket_id: int, text: str, now: datetime) -> Ticket | None:
@@ -194,4 +195,11 @@ class Store(Protocol):
 
     async def close_ticket(self, ticket_id: int, now: datetime) -> bool:
         """True when this call closed it (False: unknown or already closed)."""
+        ...
+
+    async def replace_code(self, order_id: int, code_id: int, now: datetime) -> CodeReplaced | None:
+        """Replace a delivered code reported bad, in one transaction: the code quarantined (its unsold uses leave
+        the stock), its order item released without returning the use, a new use from the same pool as a new
+        item, its cost in the ledger and a resend outbox row. None when the order (delivering/delivered) has no
+        live item with that code, e.g. a second call. Raises InsufficientStock (nothing changes)."""
         ...

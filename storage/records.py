@@ -290,3 +290,15 @@ class Ticket:
     last_message: str
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CodeReplaced:
+    """A code reported bad was quarantined and its order item given a new use from the same pool."""
+
+    order_id: int
+    old_item_no: int
+    new_item_no: int
+    old_code_id: int
+    new_code_id: int
+    outbox_id: int  # the resend row that shows the customer the new code

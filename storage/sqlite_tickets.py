@@ -8,7 +8,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from storage.records import TICKET_KINDS, TICKET_TEXT_MAX, NewTicket, Ticket
+from storage.errors import InsufficientStock
+from storage.records import TICKET_KINDS, TICKET_TEXT_MAX, CodeReplaced, NewTicket, OrderState, Ticket
+from storage.sqlite_orders import _claim_uses, _outbox
 from storage.sqltime import from_ts, ts
 
 _COLS = ("id, channel, user_id, chat_id, kind, order_id, code_id, state, language, last_message, created_at,"
@@ -41,6 +43,40 @@ def _answer(db: sqlite3.Connection, ticket_id: int, text: str, now: datetime) ->
     return _ticket(row) if row else None
 
 
+def _replace(db: sqlite3.Connection, order_id: int, code_id: int, now: datetime) -> CodeReplaced | None:
+    """One transaction (the caller's savepoint): quarantine the code, release its item without returning the
+    use to stock, claim a new use from the same pool, book its cost and queue a resend."""
+    at = ts(now)
+    o = db.execute("SELECT state, pool_id, sku_id, channel, chat_id FROM orders WHERE id = ?", (order_id,)).fetchone()
+    if o is None or o[0] not in (OrderState.DELIVERING, OrderState.DELIVERED):
+        return None
+    state, pool_id, sku_id, channel, chat_id = o
+    item = db.execute("SELECT item_no FROM order_items WHERE order_id = ? AND code_id = ? AND released = 0"
+                      " ORDER BY item_no LIMIT 1", (order_id, code_id)).fetchone()
+    if item is None:
+        return None  # already replaced (or never this order's code): nothing changes
+    left = db.execute("UPDATE codes SET status = 'quarantined' WHERE id = ? AND status <> 'quarantined'"
+                      " RETURNING uses_left", (code_id,)).fetchone()
+    if left is not None and left[0]:  # the bad code's unsold uses leave the stock too
+        db.execute("UPDATE pools SET available = MAX(available - ?, 0) WHERE id = ?", (left[0], pool_id))
+    if db.execute("UPDATE pools SET available = available - 1 WHERE id = ? AND available >= 1",
+                  (pool_id,)).rowcount != 1:
+        raise InsufficientStock(f"pool {pool_id}")  # the savepoint rolls the quarantine back too
+    taken = _claim_uses(db, pool_id, 1, at)
+    if not taken:
+        raise InsufficientStock(f"pool {pool_id}")
+    new_code, use_no, cost, currency = taken[0]
+    db.execute("UPDATE order_items SET released = 1 WHERE order_id = ? AND item_no = ?", (order_id, item[0]))
+    new_no = int(db.execute("SELECT MAX(item_no) + 1 FROM order_items WHERE order_id = ?", (order_id,)).fetchone()[0])
+    db.execute("INSERT INTO order_items (order_id, item_no, code_id, use_no, unit_cost, cost_currency)"
+               " VALUES (?,?,?,?,?,?)", (order_id, new_no, new_code, use_no, cost, currency))
+    if cost:
+        db.execute("INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at) VALUES (?,?,?,?,?,?,?)",
+                   (order_id, sku_id, channel, "cost", currency, -cost, at))
+    outbox_id = _outbox(db, order_id, "resend", channel, chat_id, "", at)
+    return CodeReplaced(order_id, int(item[0]), new_no, code_id, int(new_code), outbox_id)
+
+
 def _close(db: sqlite3.Connection, ticket_id: int, now: datetime) -> bool:
     cur = db.execute("UPDATE tickets SET state = 'closed', updated_at = ? WHERE id = ? AND state <> 'closed'",
                      (ts(now), ticket_id))
@@ -64,8 +100,13 @@ class Tickets:
         r = await self._one(f"SELECT {_COLS} FROM tickets WHERE id = ?", (ticket_id,))
         return _ticket(r) if r else None
 
-    async def live_tickets(self, limit: int) -> list[Ticket]:
-        rows = await self._all(f"SELECT {_COLS} FROM tickets WHERE state <> 'closed' ORDER BY id LIMIT ?", (limit,))
+    async def live_tickets(self, limit: int, order_id: int | None = None) -> list[Ticket]:
+        if order_id is None:
+            rows = await self._all(f"SELECT {_COLS} FROM tickets WHERE state <> 'closed' ORDER BY id LIMIT ?",
+                                   (limit,))
+        else:
+            rows = await self._all(f"SELECT {_COLS} FROM tickets WHERE state <> 'closed' AND order_id = ?"
+                                   " ORDER BY id LIMIT ?", (order_id, limit))
         return [_ticket(r) for r in rows]
 
     async def answer_ticket(self, ticket_id: int, text: str, now: datetime) -> Ticket | None:
@@ -74,4 +115,8 @@ class Tickets:
 
     async def close_ticket(self, ticket_id: int, now: datetime) -> bool:
         result: bool = await self._tx(_close, ticket_id, now)
+        return result
+
+    async def replace_code(self, order_id: int, code_id: int, now: datetime) -> CodeReplaced | None:
+        result: CodeReplaced | None = await self._tx(_replace, order_id, code_id, now)
         return result

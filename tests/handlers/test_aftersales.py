@@ -306,3 +306,64 @@ async def test_report_button_of_someone_elses_order_is_refused(demo):
 def test_codes_are_masked_and_order_numbers_kept():
     text = "code GI60-ABCD-EFGH-JKLM and ab12cd34ef, order K7Q2M9XHA3BC, 卡密X7Y8Z9W0Q1无效, year 2026"
     assert mask_codes(text) == "code *** and ***, order K7Q2M9XHA3BC, 卡密***无效, year 2026"
+
+
+async def test_bad_code_report_then_merchant_replace_gives_the_customer_a_new_code(demo):
+    _relay(demo)
+    ref, code = await _bought(demo)
+    await demo.customer.say("my code does not work")
+    await demo.customer.say("1")  # ⚠️ Report this code as bad
+    number = int(re.search(r"ticket #(\d+)", demo.out.text()).group(1))
+    order = await demo.shop.store.order_by_ref(ref)
+    [old] = await demo.shop.store.order_items(order.id)
+    stock = {lv.pool_slug: lv.available for lv in await demo.shop.store.stock_levels()}["genshin-60"]
+    demo.out.clear()
+    await demo.merchant.say(f"/replace {ref}")
+    await _settle(demo)
+    text = demo.out.text()
+    assert f"Order {ref}: code id {old.code.id} quarantined" in text
+    assert f"Reports closed: #{number}." in text
+    assert f"[to {CUSTOMER_ID}] The merchant has replaced the code of order {ref}" in text
+    new_codes = CODE.findall(text)
+    assert len(new_codes) == 1
+    assert new_codes[0] != code
+    assert code not in text
+    [new] = await demo.shop.store.order_items(order.id)
+    assert new.code.id != old.code.id
+    assert (await demo.shop.store.ticket_by_id(number)).state == "closed"
+    assert {lv.pool_slug: lv.available for lv in await demo.shop.store.stock_levels()}["genshin-60"] == stock - 1
+    # the customer's "My orders" now shows only the new code
+    demo.out.clear()
+    await demo.customer.say("/orders")
+    await demo.customer.say("1")
+    assert CODE.findall(demo.out.text()) == new_codes
+    # a second /replace for the same order: no open report, one code → that one again is a new report's job
+    demo.out.clear()
+    await demo.merchant.say(f"/replace {ref} 1")
+    assert "has 1 codes and no open bad-code report" in demo.out.text()
+    assert await demo.shop.store.order_items(order.id) == [new]
+
+
+async def test_replace_is_unknown_to_customers_and_refused_without_stock(demo):
+    ref, _ = await _bought(demo)
+    demo.out.clear()
+    await demo.customer.say(f"/replace {ref}")
+    assert demo.out.text() == "Unknown command. Send /start for the menu."
+    order = await demo.shop.store.order_by_ref(ref)
+    [item] = await demo.shop.store.order_items(order.id)
+    pool = await demo.shop.store.pool_by_slug("genshin-60")
+    # empty the pool: every other code is sold
+    store = demo.shop.store
+    from tests.storage.seed import new_order, payment
+
+    sku = next(s for s in await store.skus() if s.pool_id == pool.id and s.units == 1)
+    while await store.pool_available(pool.id):
+        other = await store.reserve(new_order(sku, qty=1, user=f"bulk{await store.pool_available(pool.id)}"),
+                                    order.created_at)
+        await store.receive_payment(payment(other.ref, other.amount), order.created_at)
+    demo.out.clear()
+    await demo.merchant.say(f"/replace {ref}")
+    assert f"Order {ref}: no stock left in its pool for a replacement; nothing was changed." in demo.out.text()
+    assert await store.order_items(order.id) == [item]
+    await demo.merchant.say("/replace K23456789ABC")
+    assert "Order not found." in demo.out.text()

@@ -1,4 +1,4 @@
-"""After-sales tickets, run against every Store backend (SQLite and PostgreSQL) via the `store` fixture."""
+"""After-sales tickets and bad-code replacement on every Store backend (SQLite, PostgreSQL) via `store`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from storage.records import NewTicket
-from tests.storage.seed import NOW, make_shop, new_order
+from storage.errors import InsufficientStock
+from storage.records import NewTicket, PaymentOutcome
+from tests.storage.seed import NOW, fake_code, make_shop, new_order, payment
 
 
 async def test_open_ticket_round_trip_with_order_and_code_id(store):
@@ -79,3 +80,83 @@ async def test_concurrent_identical_questions_make_one_ticket(store):
 async def test_live_tickets_are_limited_and_oldest_first(store):
     ids = [(await store.open_ticket(NewTicket("console", f"u{i}", "c", "human", "hi"), NOW)).id for i in range(5)]
     assert [t.id for t in await store.live_tickets(3)] == ids[:3]
+
+
+async def _delivered(store, shop, user="u1", qty=1):
+    order = await store.reserve(new_order(shop.sku, qty=qty, user=user), NOW)
+    applied = await store.receive_payment(payment(order.ref, order.amount), NOW)
+    assert applied.outcome == PaymentOutcome.ALLOCATED
+    return order
+
+
+def _costs(lines):
+    return sum(line.amount for line in lines if line.kind == "cost")
+
+
+async def test_replace_code_quarantines_the_bad_one_and_gives_a_new_use(store):
+    shop = await make_shop(store, codes=4, unit_cost=50)
+    order = await _delivered(store, shop)
+    [old] = await store.order_items(order.id)
+    before = await store.pool_available(shop.pool.id)
+    cost_before = _costs(await store.ledger(NOW, NOW + timedelta(1)))
+    await store.claim_outbox(NOW, NOW + timedelta(minutes=1), 10)  # the first delivery went out
+    done = await store.replace_code(order.id, old.code.id, NOW)
+    assert done is not None
+    assert (done.order_id, done.old_item_no, done.new_item_no, done.old_code_id) == (order.id, 1, 2, old.code.id)
+    assert done.new_code_id != old.code.id
+    [new] = await store.order_items(order.id)  # only the live item is the order's code now
+    assert (new.item_no, new.code.id) == (2, done.new_code_id)
+    assert await store.pool_available(shop.pool.id) == before - 1
+    assert _costs(await store.ledger(NOW, NOW + timedelta(1))) == cost_before - 50
+    rows = await store.claim_outbox(NOW, NOW + timedelta(minutes=1), 10)
+    assert [(r.id, r.kind, r.order_id) for r in rows] == [(done.outbox_id, "resend", order.id)]
+    # a second call (a double press) changes nothing
+    assert await store.replace_code(order.id, old.code.id, NOW) is None
+    assert await store.pool_available(shop.pool.id) == before - 1
+    # the quarantined code is never sold again: buy everything that is left
+    rest = await _delivered(store, shop, user="u2", qty=before - 1)
+    sold = {i.code.id for i in await store.order_items(rest.id)}
+    assert old.code.id not in sold
+    assert done.new_code_id not in sold
+    assert await store.pool_available(shop.pool.id) == 0
+
+
+async def test_replace_code_without_stock_changes_nothing(store):
+    shop = await make_shop(store, codes=1, unit_cost=50)
+    order = await _delivered(store, shop)
+    [old] = await store.order_items(order.id)
+    ledger = await store.ledger(NOW, NOW + timedelta(1))
+    with pytest.raises(InsufficientStock):
+        await store.replace_code(order.id, old.code.id, NOW)
+    assert await store.order_items(order.id) == [old]
+    assert await store.ledger(NOW, NOW + timedelta(1)) == ledger
+    assert await store.pool_available(shop.pool.id) == 0
+    # stock arrives: the same report can be served now, and the quarantine happens with it
+    batch = await store.create_batch(shop.pool.id, "acme", 60, "CNY", "more")
+    await store.insert_codes(batch, shop.pool.id, [fake_code()])
+    done = await store.replace_code(order.id, old.code.id, NOW)
+    assert done is not None
+    assert _costs(await store.ledger(NOW, NOW + timedelta(1))) == -50 - 60
+
+
+async def test_replace_code_of_a_multi_use_code_takes_its_unsold_uses_out_of_stock(store):
+    shop = await make_shop(store, codes=2, uses=3, unit_cost=0)
+    order = await _delivered(store, shop)
+    [old] = await store.order_items(order.id)
+    assert await store.pool_available(shop.pool.id) == 5
+    done = await store.replace_code(order.id, old.code.id, NOW)
+    assert done is not None
+    assert done.new_code_id != old.code.id
+    assert await store.pool_available(shop.pool.id) == 2  # 2 unsold uses quarantined, 1 given as the new code
+    assert _costs(await store.ledger(NOW, NOW + timedelta(1))) == 0  # no zero-cost ledger lines
+
+
+async def test_replace_code_only_for_delivered_orders_and_their_own_codes(store):
+    shop = await make_shop(store, codes=3)
+    unpaid = await store.reserve(new_order(shop.sku), NOW)
+    paid = await _delivered(store, shop, user="u2")
+    [item] = await store.order_items(paid.id)
+    assert await store.replace_code(unpaid.id, item.code.id, NOW) is None
+    assert await store.replace_code(paid.id, item.code.id + 999, NOW) is None
+    assert await store.replace_code(999_999, item.code.id, NOW) is None
+    assert await store.order_items(paid.id) == [item]
