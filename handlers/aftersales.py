@@ -51,9 +51,11 @@ async def faq_matcher(ctx: ShopContext) -> FaqMatcher:
 
 
 class AfterSales:
-    def __init__(self, ctx: ShopContext, storefront: Storefront) -> None:
+    def __init__(self, ctx: ShopContext, storefront: Storefront,
+                 matcher: Callable[[], Awaitable[FaqMatcher]] | None = None) -> None:
         self.ctx = ctx
         self.store = storefront
+        self.matcher = matcher or (lambda: faq_matcher(ctx))  # with merchant entries: MerchantFaq.current
 
     def _t(self, lang: str, msgid: str, **params: object) -> str:
         return self.ctx.tr(lang, msgid, **params)
@@ -71,7 +73,8 @@ class AfterSales:
     # -- entry points ----------------------------------------------------------------
     async def answer(self, msg: Incoming, lang: str, text: str) -> list[Reply]:
         """Free text from a customer."""
-        match = (await faq_matcher(self.ctx)).classify(text)
+        matcher = await self.matcher()
+        match = matcher.classify(text)
         log.info("event=aftersales.intent channel=%s user=%s intent=%s best=%s confidence=%s refs=%s",
                  msg.channel, msg.user_id, match.intent, match.best, match.confidence, len(match.order_refs))
         handlers: dict[str, Callable[[Incoming, str, Match, str], Awaitable[list[Reply]]]] = {
@@ -95,7 +98,7 @@ class AfterSales:
         if match.intent in simple:
             body, rows = simple[match.intent]
             return [Reply(body, rows)]
-        entry = (await faq_matcher(self.ctx)).entry(match.intent)
+        entry = matcher.entry(match.intent)
         if entry is not None and not entry.builtin and entry.answer(lang):
             return [Reply(entry.answer(lang), [[self._shop(lang), self._human(lang)]])]
         return self.unclear(lang)

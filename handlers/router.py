@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from fulfillment.errors import ShopError
 from handlers.aftersales import AfterSales
 from handlers.context import ShopContext
+from handlers.faq_admin import MerchantFaq
 from handlers.merchant import Merchant
 from handlers.risk_admin import MerchantRisk
 from handlers.storefront import Storefront
@@ -33,7 +34,8 @@ class Conversation:
         self.store = Storefront(ctx)
         self.merchant = Merchant(ctx)
         self.risk = MerchantRisk(ctx)
-        self.after = AfterSales(ctx, self.store)
+        self.faq = MerchantFaq(ctx)
+        self.after = AfterSales(ctx, self.store, self.faq.current)
         self.tickets = MerchantTickets(ctx)
         self._flood_told: set[tuple[str, str]] = set()
 
@@ -110,9 +112,11 @@ class Conversation:
         return await self.after.answer(msg, lang, text)  # a customer's question: the after-sales assistant
 
     async def _risk_or_tickets(self, msg: Incoming, lang: str, command: str, rest: str) -> list[Reply] | None:
-        """Merchant risk and ticket commands; None: not one of them (or not a merchant)."""
+        """Merchant risk, ticket and FAQ commands; None: not one of them (or not a merchant)."""
         if not self.ctx.is_merchant(msg.channel, msg.user_id):
             return None
+        if command == "faq":
+            return await self.faq.handle(msg, lang, rest)
         if command in TICKET_COMMANDS:
             return await self.tickets.handle(msg, lang, command, rest)
         if command not in RISK_COMMANDS:

@@ -367,3 +367,56 @@ async def test_replace_is_unknown_to_customers_and_refused_without_stock(demo):
     assert await store.order_items(order.id) == [item]
     await demo.merchant.say("/replace K23456789ABC")
     assert "Order not found." in demo.out.text()
+
+
+async def test_merchant_edits_faq_entries_in_chat_and_every_process_answers_with_them(demo):
+    from bot.demo import make_context
+    from handlers.router import Conversation
+
+    await demo.merchant.say("/faq add hours when are you open | what are your opening hours | 什么时候营业 | 几点发货"
+                            " => We deliver day and night. | 全天自动发货。")
+    assert "FAQ entry hours saved (4 examples)" in demo.out.text()
+    demo.out.clear()
+    await demo.customer.say("when are you open")
+    assert "We deliver day and night." in demo.out.text()
+    demo.out.clear()
+    await demo.stranger.say("你们几点发货")
+    assert "全天自动发货。" in demo.out.text()
+    # another process (a fresh context on the same database) answers with the entry too
+    fresh = make_context(demo.shop, {MERCHANT_ID})
+    replies = await Conversation(fresh).handle(Incoming("console", "other", "other", text="what are your opening hours",
+                                                        language="en"))
+    assert replies[0].text == "We deliver day and night."
+    demo.out.clear()
+    await demo.merchant.say("/faq list")
+    assert "• hours: 什么时候营业 | 几点发货 | when are you open | what are your opening hours → " in demo.out.text()
+    # an edit replaces the entry; remove deletes it
+    await demo.merchant.say("/faq edit hours when are you open => Open 9 to 5.")
+    demo.out.clear()
+    await demo.customer.say("when are you open")
+    assert "Open 9 to 5." in demo.out.text()
+    await demo.merchant.say("/faq remove hours")
+    assert "FAQ entry hours removed." in demo.out.text()
+    demo.out.clear()
+    await demo.customer.say("when are you open")
+    assert "Open 9 to 5." not in demo.out.text()
+    demo.out.clear()
+    await demo.merchant.say("/faq list")
+    assert "No merchant FAQ entries yet." in demo.out.text()
+
+
+async def test_faq_edits_are_checked_and_merchant_only(demo):
+    for bad, error in (("/faq add refund money back => no", "'refund' is a built-in intent"),
+                       ("/faq add Bad-Id hello there => hi", "id must be lower-case"),
+                       ("/faq add hours when are you open", "expected: /faq add ID"),
+                       ("/faq add hours => only an answer", "has no examples")):
+        demo.out.clear()
+        await demo.merchant.say(bad)
+        assert "FAQ entry not saved:" in demo.out.text(), bad
+        assert error in demo.out.text(), bad
+    await demo.merchant.say("/faq remove nothing_here")
+    assert "There is no merchant FAQ entry nothing_here." in demo.out.text()
+    demo.out.clear()
+    await demo.customer.say("/faq add hours when are you open => never")
+    assert demo.out.text() == "Unknown command. Send /start for the menu."
+    assert await demo.shop.store.kv_get("faq.merchant_entries", datetime.now(UTC)) is None
