@@ -67,6 +67,27 @@ class _Lists:
     allow_fps: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    rule_id: str
+    rule: Rule
+    kind: str
+    dimension: str
+    of: str | None
+    window_s: int
+    limit: int | None  # only deny rules stop the counting
+    skus: frozenset[str]
+
+
+def _op(c: _Compiled, s: Signals, dim: str, values: dict[str, str]) -> Op | None:
+    if c.kind == "velocity":
+        return Count(f"v:{c.rule_id}:{dim}", c.window_s, 1, c.limit)
+    if c.kind == "amount":
+        return Count(f"a:{c.rule_id}:{dim}", c.window_s, s.amount, c.limit) if s.currency == c.rule.currency else None
+    member = values[c.of] if c.of else ""
+    return Distinct(f"d:{c.rule_id}:{dim}", member, c.window_s, c.limit) if member else None
+
+
 def _dimension_values(s: Signals) -> dict[str, str]:
     values = {"user": f"{s.channel}:{s.user_id}", "fp": s.fingerprint, "sku": str(s.sku_id), "global": "*"}
     try:
@@ -93,7 +114,7 @@ class DecisionLog:
         while self._pending:
             batch, self._pending = self._pending[:500], self._pending[500:]
             try:
-                await asyncio.gather(*(self.store.record_risk_decision(r) for r in batch))
+                await self.store.record_risk_decisions(batch)
             except Exception:
                 log.exception("event=risk.decision_log_failed rows=%s", len(batch))
 
@@ -110,11 +131,28 @@ class RiskEngine:
         self.store = store
         self.limiter = limiter
         self.clock = clock
+        self._by_stage: dict[str, list[_Compiled]] = {}
         self.book = book or parse_rules(default_rules_text())
         self.decisions = DecisionLog(store)
         self._lists = _Lists()
         self._stats: dict[tuple[str, str], tuple[float, UserStats]] = {}
         self._compile_lists([])
+
+    @property
+    def book(self) -> RuleBook:
+        return self._book
+
+    @book.setter
+    def book(self, book: RuleBook) -> None:
+        """Rules are compiled per stage once, so an evaluation does no parsing or validation."""
+        by_stage: dict[str, list[_Compiled]] = {}
+        for rule_id, r in book.rules.items():
+            if r.enabled:
+                by_stage.setdefault(r.run_at, []).append(_Compiled(
+                    rule_id, r, r.kind, r.dimension, r.of, r.window_s, r.threshold if r.action == "deny" else None,
+                    frozenset(r.skus)))
+        self._book = book
+        self._by_stage = by_stage
 
     # -- rules and lists -------------------------------------------------------
     async def load(self) -> None:
@@ -207,22 +245,22 @@ class RiskEngine:
         owners: list[tuple[str, Rule]] = []
         hits: list[tuple[str, Rule]] = []
         stats: UserStats | None = None
-        for rule_id, rule in self.book.rules.items():
-            if not rule.enabled or rule.run_at != stage or (rule.skus and s.sku_slug not in rule.skus):
+        for c in self._by_stage.get(stage, ()):
+            if c.skus and s.sku_slug not in c.skus:
                 continue
-            dim = values[rule.dimension]
+            dim = values[c.dimension]
             if not dim:
                 continue
-            if rule.kind in ("new_user", "refund_ratio"):
+            if c.kind in ("new_user", "refund_ratio"):
                 stats = stats or await self._user_stats(s.channel, s.user_id, now)
-                if self._stats_hit(rule, s, stats, now):
-                    hits.append((rule_id, rule))
+                if self._stats_hit(c.rule, s, stats, now):
+                    hits.append((c.rule_id, c.rule))
                 continue
-            op = self._op(rule_id, rule, s, dim, values)
+            op = _op(c, s, dim, values)
             if op is None:
                 continue
             ops.append(op)
-            owners.append((rule_id, rule))
+            owners.append((c.rule_id, c.rule))
         if ops:
             outcome = await self.limiter.apply(ops, now)
             for (rule_id, rule), value, exceeded in zip(owners, outcome.values, outcome.exceeded, strict=True):
@@ -235,17 +273,6 @@ class RiskEngine:
         if action == "challenge":
             return await self._challenge(s, decision, now)
         return decision
-
-    @staticmethod
-    def _op(rule_id: str, rule: Rule, s: Signals, dim: str, values: dict[str, str]) -> Op | None:
-        limit = rule.threshold if rule.action == "deny" else None  # only deny rules stop the counting
-        if rule.kind == "velocity":
-            return Count(f"v:{rule_id}:{dim}", rule.window_s, 1, limit)
-        if rule.kind == "amount":
-            return Count(f"a:{rule_id}:{dim}", rule.window_s, s.amount, limit) if s.currency == rule.currency else None
-        assert rule.of is not None
-        member = values[rule.of]
-        return Distinct(f"d:{rule_id}:{dim}", member, rule.window_s, limit) if member else None
 
     @staticmethod
     def _stats_hit(rule: Rule, s: Signals, stats: UserStats, now: float) -> bool:

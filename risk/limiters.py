@@ -72,8 +72,10 @@ class Limiter(Protocol):
 
 def validate(ops: list[Op]) -> None:
     for op in ops:
-        if not op.key or len(op.key) > 512:
-            raise ValueError("limiter key must be 1-512 characters")
+        if not op.key or len(op.key) > 512 or not op.key.isprintable() or "\t" in op.key:
+            raise ValueError("limiter key must be 1-512 printable characters")
+        if isinstance(op, Distinct) and (not op.member or not op.member.isprintable() or len(op.member) > 512):
+            raise ValueError("a distinct member must be 1-512 printable characters")
         if isinstance(op, Count | Distinct) and op.window_s <= 0:
             raise ValueError("window must be positive")
         if isinstance(op, Count) and op.cost < 0:

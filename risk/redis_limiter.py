@@ -6,43 +6,46 @@ The script mirrors `MemoryLimiter`'s arithmetic exactly.  Bucket keys are derive
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis.asyncio as aioredis
 
 from risk.limiters import Count, Distinct, Op, Outcome, validate
 
-# ARGV: now, commit, then 5 slots per op: type ('c' count, 'd' distinct, 'b' bucket) and its parameters
+# ARGV: now, commit flag, key prefix, and the operations as one string (an op per line, fields split by tabs):
+# packing the check as 4 arguments and answering with one string keeps the client's encode/parse work small.
 _SCRIPT = """
 local now = tonumber(ARGV[1])
 local commit = ARGV[2] == '1'
-local n = #KEYS
-local out = {0}
+local prefix = ARGV[3]
+local ops = {}
+for line in string.gmatch(ARGV[4], '[^\\n]+') do
+  local t, key, a, b, c = string.match(line, '^(%a)\\t([^\\t]+)\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)$')
+  ops[#ops + 1] = {t, prefix .. key, a, b, c}
+end
+local n = #ops
+local values, flags, state = {}, {}, {}
 local over = false
-local state = {}
 for i = 1, n do
-  local a = 3 + (i - 1) * 5
-  local t, key = ARGV[a], KEYS[i]
+  local t, key, a, b, c = ops[i][1], ops[i][2], ops[i][3], ops[i][4], ops[i][5]
   local value, exceeded = 0, 0
   if t == 'c' then
-    local w, cost, limit = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-    local b = math.floor(now / w)
-    local cur = tonumber(redis.call('GET', key .. ':' .. b) or '0')
-    local prev = tonumber(redis.call('GET', key .. ':' .. (b - 1)) or '0')
-    local est = cur + prev * (1 - (now - b * w) / w) + cost
+    local w, cost, limit = tonumber(a), tonumber(b), tonumber(c)
+    local bucket = math.floor(now / w)
+    local cur = tonumber(redis.call('GET', key .. ':' .. bucket) or '0')
+    local prev = tonumber(redis.call('GET', key .. ':' .. (bucket - 1)) or '0')
+    local est = cur + prev * (1 - (now - bucket * w) / w) + cost
     value = math.floor(est)
     if limit >= 0 and est > limit then exceeded = 1 end
-    state[i] = b
+    state[i] = bucket
   elseif t == 'd' then
-    local w, member, limit = tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3])
-    local b = math.floor(now / w)
-    local k = key .. ':' .. b
+    local w, limit = tonumber(a), tonumber(c)
+    local bucket = math.floor(now / w)
+    local k = key .. ':' .. bucket
     value = redis.call('SCARD', k)
-    if redis.call('SISMEMBER', k, member) == 0 then value = value + 1 end
+    if redis.call('SISMEMBER', k, b) == 0 then value = value + 1 end
     if limit >= 0 and value > limit then exceeded = 1 end
-    state[i] = b
+    state[i] = bucket
   else
-    local rate, burst, cost = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+    local rate, burst, cost = tonumber(a), tonumber(b), tonumber(c)
     local h = redis.call('HMGET', key, 'tokens', 'at')
     local tokens = burst
     if h[1] then tokens = math.min(burst, tonumber(h[1]) + math.max(0, now - tonumber(h[2])) * rate) end
@@ -51,41 +54,38 @@ for i = 1, n do
     state[i] = tokens
   end
   if exceeded == 1 then over = true end
-  out[1 + i] = value
-  out[1 + n + i] = exceeded
+  values[i] = string.format('%d', value)
+  flags[i] = exceeded
 end
+local committed = 0
 if commit and not over then
-  out[1] = 1
+  committed = 1
   for i = 1, n do
-    local a = 3 + (i - 1) * 5
-    local t, key = ARGV[a], KEYS[i]
+    local t, key, a, b, c = ops[i][1], ops[i][2], ops[i][3], ops[i][4], ops[i][5]
     if t == 'c' then
-      local w = tonumber(ARGV[a + 1])
       local k = key .. ':' .. state[i]
-      redis.call('INCRBYFLOAT', k, ARGV[a + 2])
-      redis.call('EXPIREAT', k, (state[i] + 2) * w)
+      redis.call('INCRBYFLOAT', k, b)
+      redis.call('EXPIREAT', k, (state[i] + 2) * tonumber(a))
     elseif t == 'd' then
-      local w = tonumber(ARGV[a + 1])
       local k = key .. ':' .. state[i]
-      redis.call('SADD', k, ARGV[a + 2])
-      redis.call('EXPIREAT', k, (state[i] + 1) * w)
+      redis.call('SADD', k, b)
+      redis.call('EXPIREAT', k, (state[i] + 1) * tonumber(a))
     else
-      local rate, burst, cost = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-      redis.call('HSET', key, 'tokens', tostring(state[i] - cost), 'at', ARGV[1])
-      redis.call('EXPIREAT', key, math.ceil(now + burst / rate + 1))
+      redis.call('HSET', key, 'tokens', tostring(state[i] - tonumber(c)), 'at', ARGV[1])
+      redis.call('EXPIREAT', key, math.ceil(now + tonumber(b) / tonumber(a) + 1))
     end
   end
 end
-return out
+return committed .. ' ' .. table.concat(values, ',') .. ' ' .. table.concat(flags, ',')
 """
 
 
-def _args(op: Op) -> list[Any]:
+def _line(op: Op) -> str:
     if isinstance(op, Count):
-        return ["c", op.window_s, op.cost, -1 if op.limit is None else op.limit, ""]
+        return f"c\t{op.key}\t{op.window_s}\t{op.cost}\t{-1 if op.limit is None else op.limit}"
     if isinstance(op, Distinct):
-        return ["d", op.window_s, op.member, -1 if op.limit is None else op.limit, ""]
-    return ["b", repr(float(op.rate)), op.burst, op.cost, ""]
+        return f"d\t{op.key}\t{op.window_s}\t{op.member}\t{-1 if op.limit is None else op.limit}"
+    return f"b\t{op.key}\t{float(op.rate)!r}\t{op.burst}\t{op.cost}"
 
 
 class RedisLimiter:
@@ -99,14 +99,11 @@ class RedisLimiter:
         validate(ops)
         if not ops:
             return Outcome((), (), commit)
-        args: list[Any] = [repr(float(now)), "1" if commit else "0"]
-        for op in ops:
-            args += _args(op)
-        raw = await self._script(keys=[self.prefix + op.key for op in ops], args=args)
-        n = len(ops)
-        values = tuple(int(v) for v in raw[1:1 + n])
-        exceeded = tuple(bool(int(v)) for v in raw[1 + n:1 + 2 * n])
-        return Outcome(values, exceeded, bool(int(raw[0])))
+        raw = await self._script(args=[repr(float(now)), "1" if commit else "0", self.prefix,
+                                       "\n".join(_line(op) for op in ops)])
+        committed, values, flags = (raw.decode() if isinstance(raw, bytes) else str(raw)).split(" ")
+        return Outcome(tuple(int(v) for v in values.split(",")), tuple(f == "1" for f in flags.split(",")),
+                       committed == "1")
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())

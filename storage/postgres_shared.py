@@ -90,6 +90,13 @@ class PgSharedState:
             _aware(d.at), d.stage, d.channel, d.user_id, d.ip, d.fingerprint, d.order_id, d.sku_id, d.decision,
             d.score, d.reasons[:500]))
 
+    async def record_risk_decisions(self, rows: list[RiskDecisionRecord]) -> None:
+        await self.pool.executemany(
+            "INSERT INTO risk_decisions (at, stage, channel, user_id, ip, fingerprint, order_id, sku_id, decision,"
+            " score, reasons) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+            [(_aware(d.at), d.stage, d.channel, d.user_id, d.ip, d.fingerprint, d.order_id, d.sku_id, d.decision,
+              d.score, d.reasons[:500]) for d in rows])
+
     async def risk_decisions(self, field: str, value: str, limit: int) -> list[RiskDecisionRecord]:
         where, params = _decision_filter(field, value)
         rows = await self.pool.fetch(

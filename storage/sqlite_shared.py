@@ -110,6 +110,13 @@ class SharedState:
             (ts(d.at), d.stage, d.channel, d.user_id, d.ip, d.fingerprint, d.order_id, d.sku_id, d.decision,
              d.score, d.reasons[:500])).lastrowid))
 
+    async def record_risk_decisions(self, rows: list[RiskDecisionRecord]) -> None:
+        await self._tx(lambda db: db.executemany(
+            "INSERT INTO risk_decisions (at, stage, channel, user_id, ip, fingerprint, order_id, sku_id, decision,"
+            " score, reasons) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [(ts(d.at), d.stage, d.channel, d.user_id, d.ip, d.fingerprint, d.order_id, d.sku_id, d.decision,
+              d.score, d.reasons[:500]) for d in rows]))
+
     async def risk_decisions(self, field: str, value: str, limit: int) -> list[RiskDecisionRecord]:
         """Latest decisions by user (`channel:user_id`), ip or order id."""
         where, params = _decision_filter(field, value)

@@ -10,7 +10,7 @@ from risk.redis_limiter import RedisLimiter
 
 
 async def main(url: str, prefix: str, worker: str, checks: int) -> None:
-    limiter = RedisLimiter(url, prefix=prefix)
+    limiter = RedisLimiter(url, prefix=prefix, timeout_s=5)
     now = 1_800_000_000.0
     orders = Count("v:user:shared", 3600, 1, 25)
     allowed = 0

@@ -373,6 +373,8 @@ async def test_risk_rules_lists_decisions_and_user_stats(store):
     for i, decision in enumerate(["allow", "deny", "review"]):
         await store.record_risk_decision(RiskDecisionRecord(NOW, "checkout", "telegram", "7", decision, 10 * i,
                                                             "r1,r2", ip="1.2.3.4", order_id=40 + i))
+    await store.record_risk_decisions([RiskDecisionRecord(NOW, "paid", "telegram", "8", "allow", 0)] * 3)
+    assert len(await store.risk_decisions("user", "telegram:8", 10)) == 3
     by_user = await store.risk_decisions("user", "telegram:7", 2)
     assert [d.decision for d in by_user] == ["review", "deny"]
     assert (by_user[0].at, by_user[0].reasons) == (NOW, "r1,r2")
