@@ -141,7 +141,13 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             out["bot_cpu_s"] = _cpu_s(proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 30)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                print("bot did not stop within 30 s; log tail:\n" + (data / "bot.log").read_text()[-3000:],
+                      file=sys.stderr)
             log.close()
             await fake.stop()
     return out

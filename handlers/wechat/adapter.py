@@ -159,13 +159,12 @@ class WeChatBot:
                 del self._users[openid], self._locks[openid]
 
     async def _turn(self, message: Any, openid: str, kind: str) -> Rendered:
-        await self.ctx.load_language(CHANNEL, openid)
-        lang = self.ctx.language(CHANNEL, openid, "")
-        replies = await self._replies(message, openid, lang, kind)
+        replies = await self._replies(message, openid, kind)
         if replies is None:
             return Rendered([])
+        lang = self.ctx.language(CHANNEL, openid, "")  # loaded by the conversation or by _lang
         replies = [*await self._held_back(openid, lang), *replies]
-        rendered = self.renderer.render(replies, self.ctx.language(CHANNEL, openid, ""))
+        rendered = self.renderer.render(replies, lang)
         await self.memory.remember(openid, rendered.buttons, rendered.quantity_sku)
         return rendered
 
@@ -179,41 +178,46 @@ class WeChatBot:
                 log.info("event=wechat.delivered_on_reply order_id=%s", order_id)
         return replies
 
-    async def _replies(self, message: Any, openid: str, lang: str, kind: str) -> list[Reply] | None:
+    async def _lang(self, openid: str) -> str:
+        """For answers made without the conversation (which loads the user's language itself)."""
+        await self.ctx.load_language(CHANNEL, openid)
+        return self.ctx.language(CHANNEL, openid, "")
+
+    async def _replies(self, message: Any, openid: str, kind: str) -> list[Reply] | None:
         if kind == "text":
-            return await self._text(str(message.content or ""), openid, lang)
+            return await self._text(str(message.content or ""), openid)
         if kind == "event":
-            return await self._event(message, openid, lang)
+            return await self._event(message, openid)
         # image, voice, video, location, link, file …: we only read text
-        return [Reply(self.ctx.tr(lang, "wechat.unsupported"))]
+        return [Reply(self.ctx.tr(await self._lang(openid), "wechat.unsupported"))]
 
     def _incoming(self, openid: str, text: str = "", button: str = "") -> Incoming:
         return Incoming(CHANNEL, openid, openid, text=text, button=button)
 
-    async def _text(self, text: str, openid: str, lang: str) -> list[Reply]:
+    async def _text(self, text: str, openid: str) -> list[Reply]:
         text = text.strip()
         pressed = await self.memory.press(openid, text)
         try:
             if self.ctx.is_merchant(CHANNEL, openid) and self.paste.wants(text):
-                return await self.paste.handle(self._incoming(openid, text=text), lang)
+                return await self.paste.handle(self._incoming(openid, text=text), await self._lang(openid))
             if pressed is not None and self.paste.owns(pressed):
-                return await self.paste.press(self._incoming(openid, button=pressed), lang)
-        except ShopError as exc:
-            return [Reply(self.ctx.tr(lang, exc.message_id) + f"\n({exc})")]  # merchants only: details help
+                return await self.paste.press(self._incoming(openid, button=pressed), await self._lang(openid))
+        except ShopError as exc:  # merchants only: the detail helps them
+            return [Reply(self.ctx.tr(self.ctx.language(CHANNEL, openid, ""), exc.message_id) + f"\n({exc})")]
         if pressed is None:
             pressed = KEYWORDS.get(text.lower())
         if pressed is not None:
             return await self.conversation.handle(self._incoming(openid, button=pressed))
         return await self.conversation.handle(self._incoming(openid, text=text))
 
-    async def _event(self, message: Any, openid: str, lang: str) -> list[Reply] | None:
+    async def _event(self, message: Any, openid: str) -> list[Reply] | None:
         event = str(getattr(message, "event", "") or "").lower()
         if event in ("subscribe", "subscribe_scan"):
             key = str(getattr(message, "scene_id", "") or "")  # a QR code's scene: sku_<id> or ref_<user>
             start = "/start" + (f" {key}" if key.startswith(("sku_", "ref_")) else "")
             replies = await self.conversation.handle(self._incoming(openid, text=start))  # remembers the user
             await self.ctx.store.set_user_blocked(CHANNEL, openid, False)  # following again makes them reachable
-            return [Reply(self.ctx.tr(lang, "wechat.welcome")), *replies]
+            return [Reply(self.ctx.tr(self.ctx.language(CHANNEL, openid, ""), "wechat.welcome")), *replies]
         if event == "unsubscribe":
             await self.ctx.store.set_user_blocked(CHANNEL, openid, True)
             return None
