@@ -18,7 +18,9 @@ from handlers.wechat.access_token import SharedAccessToken
 from storage.protocol import Store
 
 TOKEN_INVALID = {40001, 40014, 42001}  # invalid credential, invalid token, token expired
-OUTSIDE_WINDOW, UNSUBSCRIBED = 45015, 43004
+OUTSIDE_WINDOW, UNSUBSCRIBED, QUOTA_USED = 45015, 43004, 45047
+#: retrying cannot help until the user writes again: 48 h window passed, unfollowed, the 5 messages used up
+UNREACHABLE = {OUTSIDE_WINDOW, UNSUBSCRIBED, QUOTA_USED}
 
 
 _SECRET_PARAMS = re.compile(r"((?:access_token|secret)=)[^&\s\"']+")

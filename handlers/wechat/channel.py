@@ -15,7 +15,7 @@ from handlers.context import ShopContext
 from handlers.render import delivery_reply
 from handlers.types import Reply
 from handlers.wechat.access_token import TokenUnavailable
-from handlers.wechat.api import OUTSIDE_WINDOW, UNSUBSCRIBED, WeChatApi, WeChatApiError, WeChatUnavailable
+from handlers.wechat.api import UNREACHABLE, WeChatApi, WeChatApiError, WeChatUnavailable
 from handlers.wechat.render import WeChatRenderer
 from handlers.wechat.undelivered import Undelivered
 from storage.records import Order
@@ -39,7 +39,7 @@ class WeChatSender:
         try:
             await self.api.send_text(openid, text)
         except WeChatApiError as exc:
-            if exc.errcode in (OUTSIDE_WINDOW, UNSUBSCRIBED):
+            if exc.errcode in UNREACHABLE:
                 raise PermanentFailure(f"wechat errcode {exc.errcode}") from None
             raise
         except (WeChatUnavailable, TokenUnavailable):

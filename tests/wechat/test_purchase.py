@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-from fulfillment.delivery import PermanentFailure
+import pytest
+
+from fulfillment.delivery import PermanentFailure, RetryLater
 from storage.records import OrderState
 from tests.wechat.conftest import ADMIN, CUSTOMER, OTHER, running
 
@@ -103,14 +105,20 @@ async def test_outside_the_48h_window_the_order_keeps_its_codes_and_the_merchant
     assert await wx.shop.store.pending_outbox() == 0
 
 
-async def test_unsubscribed_user_is_a_permanent_failure(wx):
-    wx.fake.fail_send(43004)
-    try:
+@pytest.mark.parametrize("errcode", [43004, 45047])
+async def test_unfollowed_user_or_used_up_quota_is_a_permanent_failure(wx, errcode):
+    wx.fake.fail_send(errcode)
+    with pytest.raises(PermanentFailure):
         await wx.runtime.sender.send_text(CUSTOMER, "hello")
-    except PermanentFailure:
-        pass
-    else:
-        raise AssertionError("43004 must be permanent")
+
+
+async def test_network_trouble_and_busy_wechat_mean_retry_later(wx):
+    wx.fake.fail_send(-1)  # "system busy"
+    with pytest.raises(RetryLater):
+        await wx.runtime.sender.send_text(CUSTOMER, "hello")
+    wx.runtime.api.base_url = "http://127.0.0.1:9"  # nothing listens there
+    with pytest.raises(RetryLater):
+        await wx.runtime.sender.send_text(CUSTOMER, "hello")
 
 
 async def test_merchant_commands_only_from_admin_openids(wx):
