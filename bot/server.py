@@ -117,7 +117,8 @@ async def serve(settings: Settings) -> int:
     app = create_app(shop, status, lifespan, telegram, wechat.routes() if wechat is not None else ())
     if wechatpay is not None:
         app.router.routes.extend(wechatpay.routes())  # GET /pay/wechat/{order_ref}, POST /pay/wechat/notify
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; KAMIBOT_RISK__TRUSTED_PROXIES decides
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port, proxy_headers=False,
                                            log_level=settings.log_level.lower(), lifespan="on"))
     await server.serve()
     return 0

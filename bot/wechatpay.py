@@ -26,12 +26,14 @@ from starlette.routing import Route
 
 from bot.composition import Shop
 from bot.settings import Settings, WeChatPaySettings
+from fulfillment.errors import RiskChallenge, RiskDenied, ShopError
 from fulfillment.wechatpay import WeChatPayClient, WeChatPayConfig, WeChatPayError, WeChatPayProvider
 from fulfillment.wechatpay_crypto import PlatformKeys, jsapi_pay_sign, load_private_key, nonce_str
 from fulfillment.wechatpay_notify import NotifyRejected, WeChatPayNotifications
 from fulfillment.wechatpay_reconcile import WatchList, WeChatPayReconciler
 from handlers.types import Invoice
 from locales import Translator, normalise_language
+from risk.netaddr import client_ip, parse_networks
 from storage.records import HOLDING_STATES, Order, OrderState
 
 log = logging.getLogger("kamibot.wechatpay")
@@ -119,6 +121,7 @@ class WeChatPay:
         self.reconciler = WeChatPayReconciler(shop.store, self.client, self.notifications,
                                               min_age=reconcile_min_age, clock=clock)
         shop.providers[self.provider.name] = self.provider
+        self.trusted_proxies = parse_networks(shop.settings.risk.trusted_proxies)
 
     @classmethod
     def build(cls, shop: Shop) -> WeChatPay:
@@ -185,6 +188,9 @@ class WeChatPay:
                 or order.currency != self.config.currency):
             return self._message(lang, "wxpay.not_payable", 409)
         payer = openid or (order.user_id if order.channel == WECHAT_CHANNEL else "")
+        refusal = await self._risk_check(request, order, payer, lang)
+        if refusal is not None:
+            return refusal
         # JSAPI needs the payer's openid; inside WeChat without one the QR still works (long press to scan)
         inside = "MicroMessenger" in request.headers.get("user-agent", "") and bool(payer)
         try:
@@ -195,6 +201,22 @@ class WeChatPay:
                 return self._message(lang, "wxpay.already_paid", 200)
             return self._message(lang, "wxpay.unavailable", 502)
         return self._jsapi_page(order, lang, prepay) if inside else self._native_page(order, lang, prepay)
+
+    async def _risk_check(self, request: Request, order: Order, payer: str, lang: str) -> Response | None:
+        """Payment-creation checks of the risk module, with the buyer's address (X-Forwarded-For only from the
+        configured proxies) and the keyed fingerprint of the paying openid."""
+        peer = request.client.host if request.client else ""
+        ip = client_ip(peer, request.headers.get("x-forwarded-for", ""), self.trusted_proxies)
+        fingerprint = self.shop.vault.digest(f"{WECHAT_CHANNEL}:{payer}").hex()[:32] if payer else ""
+        try:
+            await self.shop.orders.check_payable(order.ref, order.amount, order.currency, ip=ip,
+                                                 fingerprint=fingerprint)
+        except (RiskDenied, RiskChallenge) as exc:
+            text = self.t(lang, exc.message_id, seconds=exc.params.get("seconds", 60))
+            return self._page(lang, f"<p>{html.escape(text)}</p>", 429 if isinstance(exc, RiskChallenge) else 403)
+        except ShopError:
+            return self._message(lang, "wxpay.not_payable", 409)
+        return None
 
     async def _prepay(self, order: Order, openid: str, lang: str) -> str:
         """prepay_id (JSAPI, with openid) or code_url (Native), created once per order and reused on reload."""

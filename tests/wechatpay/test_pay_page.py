@@ -129,3 +129,29 @@ async def test_invoice_link_without_openid_pays_as_the_wechat_order_owner(env):
     assert env.fake.transactions[order.ref]["payer"] == {"openid": "o-owner"}
     tampered = link.replace("?", "?openid=o-attacker&")
     assert (await env.get(tampered, ua=WECHAT_UA)).status_code == 403
+
+
+async def test_risk_checks_the_buyer_address_and_believes_forwarded_for_only_from_trusted_proxies(env):
+    from risk.netaddr import parse_networks
+
+    await env.shop.risk.set_list("ip", "198.51.100.0/24", "block", "test")
+    order = await env.checkout()
+    spoofed = await _get_with(env, env.link(order), {"X-Forwarded-For": "198.51.100.9"})
+    assert spoofed.status_code == 200  # a header from a client we do not trust changes nothing
+    other = await env.checkout(openid="o-buyer-2")
+    env.wx.trusted_proxies = parse_networks(["127.0.0.1/32"])  # now we sit behind our own proxy on 127.0.0.1
+    refused = await _get_with(env, env.link(other, "o-buyer-2"), {"X-Forwarded-For": "198.51.100.9"})
+    assert refused.status_code == 403
+    assert "暂时无法接受此订单" in refused.text  # polite, localised, no rule or threshold
+    assert "blocklist" not in refused.text
+    assert other.ref not in env.fake.transactions  # no prepay for a refused buyer
+    await env.shop.risk.decisions.flush()
+    logged = await env.shop.store.risk_decisions("ip", "198.51.100.9", 5)
+    assert [(d.stage, d.decision, d.reasons) for d in logged] == [("payment", "deny", "blocklist:ip")]
+
+
+async def _get_with(env, url: str, headers: dict[str, str]):
+    import httpx
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.get(url, headers={"User-Agent": "Mozilla/5.0", **headers})
