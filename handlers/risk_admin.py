@@ -19,6 +19,7 @@ from storage.records import OrderState
 
 log = logging.getLogger("kamibot.merchant")
 LOG_LIMIT = 10
+REVIEW_PAGE = 10
 
 
 class MerchantRisk:
@@ -83,6 +84,22 @@ class MerchantRisk:
         return "\n".join(lines)
 
     # -- review decisions --------------------------------------------------------
+    async def review_queue(self, lang: str) -> list[Reply]:
+        """Orders held for review, oldest first, each with approve / reject buttons."""
+        held = await self.ctx.store.orders_in_state(OrderState.REVIEW, REVIEW_PAGE)
+        if not held:
+            return [Reply(self._t(lang, "risk.review_empty"))]
+        replies = [Reply(self._t(lang, "risk.review_title", count=len(held)))]
+        for order in held:
+            events = await self.ctx.store.order_events(order.id)
+            cause = next((e.cause for e in reversed(events) if e.to_state == OrderState.REVIEW), "")
+            who = f"{order.channel}:{order.user_id}"
+            replies.append(Reply(self._t(lang, "risk.review_line", ref=order.ref, user=who,
+                                         total=self.ctx.tr.money(lang, order.amount, order.currency),
+                                         reasons=cause.removeprefix("risk review: ")),
+                                 review_buttons(self.ctx.tr, lang, order.ref)))
+        return replies
+
     async def button(self, msg: Incoming, lang: str, arg: str) -> list[Reply]:
         verdict, _, ref = arg.partition(":")
         if verdict == "ok":

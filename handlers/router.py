@@ -18,7 +18,7 @@ from handlers.types import Incoming, Reply
 
 log = logging.getLogger("kamibot.conversation")
 MERCHANT_COMMANDS = {"stock", "price", "sku", "import", "order", "report", "refund", "resend", "broadcast"}
-RISK_COMMANDS = {"risk", "approve", "reject"}
+RISK_COMMANDS = {"risk", "approve", "reject", "review"}
 MAX_TEXT = 4096
 
 
@@ -124,6 +124,8 @@ class Conversation:
         await self.ctx.store.audit(msg.channel, msg.user_id, command, rest[:200], datetime.now(UTC))
         if command == "risk":
             return await self.risk.risk(msg, lang, rest)
+        if command == "review":
+            return await self.risk.review_queue(lang)
         handler = self.risk.approve if command == "approve" else self.risk.reject
         return await handler(msg, lang, rest)
 

@@ -393,6 +393,11 @@ class PostgresStore(PgSharedState, PgTickets):
                                      " ORDER BY id DESC LIMIT $3 OFFSET $4", channel, user_id, limit, offset)
         return [_order(r) for r in rows]
 
+    async def orders_in_state(self, state: OrderState, limit: int) -> list[Order]:
+        rows = await self.pool.fetch(f"SELECT {_ORDER_COLS} FROM orders WHERE state = $1 ORDER BY id LIMIT $2",
+                                     state.value, limit)
+        return [_order(r) for r in rows]
+
     async def order_events(self, order_id: int) -> list[OrderEvent]:
         rows = await self.pool.fetch("SELECT order_id, from_state, to_state, cause, at FROM order_events"
                                      " WHERE order_id = $1 ORDER BY id", order_id)

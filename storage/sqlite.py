@@ -415,6 +415,11 @@ class SqliteStore(Customers, SharedState, Tickets):
                                " ORDER BY id DESC LIMIT ? OFFSET ?", (channel, user_id, limit, offset))
         return [_order(r) for r in rows]
 
+    async def orders_in_state(self, state: OrderState, limit: int) -> list[Order]:
+        rows = await self._all(f"SELECT {_ORDER_COLS} FROM orders WHERE state = ? ORDER BY id LIMIT ?",
+                               (state.value, limit))
+        return [_order(r) for r in rows]
+
     async def order_events(self, order_id: int) -> list[OrderEvent]:
         rows = await self._all("SELECT order_id, from_state, to_state, cause, at FROM order_events"
                                " WHERE order_id = ? ORDER BY id", (order_id,))

@@ -45,6 +45,10 @@ async def _held_order(demo):
 async def test_review_then_approve_delivers_the_codes(demo):
     held, first_codes = await _held_order(demo)
     demo.out.clear()
+    await demo.merchant.say("/review")
+    assert f"{held.ref} — console:customer" in demo.out.text()
+    assert "second_order_review" in demo.out.text()
+    demo.out.clear()
     await demo.stranger.say(f"/approve {held.ref}")  # not a merchant: nothing happens
     assert (await demo.shop.store.order_by_id(held.id)).state == OrderState.REVIEW
     await demo.merchant.say(f"/approve {held.ref}")
@@ -56,6 +60,9 @@ async def test_review_then_approve_delivers_the_codes(demo):
     assert new_codes != first_codes
     await demo.merchant.say(f"/approve {held.ref}")  # twice: refused, nothing delivered again
     assert "can no longer" in demo.out.text()
+    demo.out.clear()
+    await demo.merchant.say("/review")
+    assert "No orders are waiting" in demo.out.text()
 
 
 async def test_review_then_reject_refunds_through_the_provider(demo):

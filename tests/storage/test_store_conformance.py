@@ -388,7 +388,9 @@ async def test_risk_rules_lists_decisions_and_user_stats(store):
     paid = await store.reserve(new_order(shop.sku, user="u1"), NOW)
     await store.receive_payment(payment(paid.ref, 1000), NOW)
     await store.reserve(new_order(shop.sku, user="u1"), NOW)  # unpaid: not counted
+    assert [o.id for o in await store.orders_in_state(S.DELIVERING, 10)] == [paid.id]
     await store.refund(paid.id, "merchant", NOW)
+    assert await store.orders_in_state(S.DELIVERING, 10) == []
     stats = await store.user_stats("console", "u1")
     assert (stats.first_seen, stats.paid_orders, stats.refunded_orders) == (NOW, 1, 1)
     assert (await store.user_stats("console", "nobody")).first_seen is None
