@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     product.add_argument("--instructions-en", default="")
     product.add_argument("--instructions-zh", default="")
     product.add_argument("--pool", default="", help="also create a stock pool with this slug")
+    risk = sub.add_parser("risk").add_subparsers(dest="risk_command", required=True)
+    risk.add_parser("rules", help="print the risk rules in force")
+    risk_load = risk.add_parser("load", help="validate a risk rules TOML file and put it in force (audited)")
+    risk_load.add_argument("file")
     faq = sub.add_parser("faq").add_subparsers(dest="faq_command", required=True)
     classify = faq.add_parser("classify", help='print {"intent": …, "confidence": …} as one JSON line per text')
     classify.add_argument("text", nargs="?", default=None)
@@ -283,7 +287,30 @@ async def _wechat_menu_sync(shop: Shop, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _risk_rules(shop: Shop, args: argparse.Namespace) -> int:
+    from risk.rules import summaries
+
+    if shop.risk is None:
+        raise ValueError("the risk engine is disabled (KAMIBOT_RISK__ENABLED=false)")
+    for r in summaries(shop.risk.book):
+        per = f"{r.of}/{r.dimension}" if r.of else r.dimension
+        print(f"{r.rule_id}: {r.kind} per {per} / {r.window} > {r.threshold} -> {r.action}"
+              + ("" if r.enabled else " (off)"))
+    return 0
+
+
+async def _risk_load(shop: Shop, args: argparse.Namespace) -> int:
+    if shop.risk is None:
+        raise ValueError("the risk engine is disabled (KAMIBOT_RISK__ENABLED=false)")
+    text = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
+    book = await shop.risk.replace_rules(text, "cli")
+    print(f"{len(book.rules)} risk rules in force")
+    return 0
+
+
 _HANDLERS: dict[str, Callable[[Shop, argparse.Namespace], Awaitable[int]]] = {
+    "risk.rules": _risk_rules,
+    "risk.load": _risk_load,
     "wechat.menu sync": _wechat_menu_sync,
     "demo.": _demo,
     "telegram.set-webhook": _set_webhook,

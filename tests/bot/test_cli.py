@@ -106,3 +106,22 @@ def test_missing_key_file_of_existing_vault_stops_the_start(tmp_path):
     assert result.returncode == 2
     assert b"missing" in result.stderr
     assert not (tmp_path / "vault.key").exists()
+
+
+def test_risk_rules_are_loaded_from_a_file_and_a_typo_changes_nothing(tmp_path):
+    from risk.rules import default_rules_text
+
+    shown = kamibot(tmp_path, "risk", "rules")
+    assert shown.returncode == 0, shown.stderr.decode()
+    assert "users_per_ip_day: distinct per user/ip / 1d > 10 -> deny" in shown.stdout.decode()
+    good = tmp_path / "rules.toml"
+    good.write_text(default_rules_text().replace("threshold = 10\nkind = \"distinct\"", "threshold = 4\nkind = "
+                                                 "\"distinct\""), encoding="utf-8")
+    assert kamibot(tmp_path, "risk", "load", str(good)).stdout.decode().strip() == "11 risk rules in force"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[rules.x]\nkind = \"velocity\"\nthreshold = -1\n", encoding="utf-8")
+    refused = kamibot(tmp_path, "risk", "load", str(bad))
+    assert refused.returncode == 2
+    assert "rules.x.threshold" in refused.stderr.decode()
+    after = kamibot(tmp_path, "risk", "rules").stdout.decode()
+    assert "users_per_ip_day: distinct per user/ip / 1d > 4 -> deny" in after  # the last good rules stay
