@@ -43,6 +43,18 @@ def _build_default() -> FaqMatcher:
         return _default[0]
 
 
+_prewarm_started = threading.Event()
+
+
+def prewarm() -> None:
+    """Start building the built-in matcher (jieba's dictionary: about 2 s of CPU) in a background thread, once
+    per process, so the first customer question is not the one that waits for it."""
+    if _default or _prewarm_started.is_set():
+        return
+    _prewarm_started.set()
+    threading.Thread(target=_build_default, name="faq-prewarm", daemon=True).start()
+
+
 async def faq_matcher(ctx: ShopContext) -> FaqMatcher:
     """The context's matcher; without one, the built-in one, built once per process (off the event loop)."""
     if ctx.faq is None:
@@ -56,6 +68,8 @@ class AfterSales:
         self.ctx = ctx
         self.store = storefront
         self.matcher = matcher or (lambda: faq_matcher(ctx))  # with merchant entries: MerchantFaq.current
+        if ctx.faq is None:
+            prewarm()
 
     def _t(self, lang: str, msgid: str, **params: object) -> str:
         return self.ctx.tr(lang, msgid, **params)
