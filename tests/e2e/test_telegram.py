@@ -196,6 +196,30 @@ async def test_wrong_amount_payment_is_held_for_review_and_merchant_told(tmp_pat
         told = await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == CUSTOMER and "checked" in p["text"])
         assert "<code>" not in told["text"]
         assert (await bot.shop.store.order_by_ref(ref)).state.value == "review"
+        notice = next(p for p in fake.sent("sendMessage") if int(p["chat_id"]) == MERCHANT
+                      and "held for review" in p["text"])
+        assert f"rv:no:{ref}" in str(notice.get("reply_markup"))
+        fake.press_button(MERCHANT, 1, f"rv:no:{ref}")  # reject: the Stars go back
+        refund = await fake.wait_for("refundStarPayment")
+        assert refund["telegram_payment_charge_id"] == "charge-6"
+        await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == MERCHANT and "rejected" in p["text"])
+
+
+async def test_risk_refuses_at_pre_checkout_with_a_polite_answer(tmp_path, fake):
+    async with running_bot(tmp_path, fake) as bot:
+        ref = await _buy_to_invoice(fake)
+        await _say(fake, MERCHANT, f"/risk block user telegram:{CUSTOMER}", "blocked")
+        query_id = fake.pre_checkout(CUSTOMER, ref, 45)
+        answer = await fake.wait_for("answerPreCheckoutQuery", lambda p: p["pre_checkout_query_id"] == query_id)
+        assert answer["ok"] in (False, "false", "False")
+        assert "cannot accept this order" in answer["error_message"]
+        assert "blocklist" not in answer["error_message"]
+        await bot.shop.risk.decisions.flush()
+        logged = await bot.shop.store.risk_decisions("user", f"telegram:{CUSTOMER}", 1)
+        assert (logged[0].stage, logged[0].reasons) == ("payment", "blocklist:user")
+        await _say(fake, MERCHANT, f"/risk unlist user telegram:{CUSTOMER}", "removed")
+        await _pay(fake, CUSTOMER, ref, 45, "charge-9")  # allowed again: paid and delivered
+        await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == CUSTOMER and "<code>" in p["text"])
 
 
 async def test_merchant_documents_that_are_not_text_or_too_big_import_nothing(tmp_path, fake):
