@@ -1,0 +1,64 @@
+"""The after-sales assistant over Telegram: the real bot (PTB) against the fake Bot API server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.e2e.test_telegram import CUSTOMER, MERCHANT, _buy_to_invoice, _pay, _press, _say, running_bot
+from tests.fakes.telegram_bot_api import FakeTelegram
+
+CODE = re.compile(r"<code>([^<]+)</code>")
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegram]:
+    server = FakeTelegram()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def _to(chat: int, expect: str):
+    return lambda p: int(p["chat_id"]) == chat and expect in p["text"]
+
+
+async def test_human_hand_over_round_trip_over_telegram(tmp_path, tg):
+    async with running_bot(tmp_path, tg):
+        answer = await _say(tg, CUSTOMER, "I want to talk to a real person", "passed your message to the merchant")
+        number = int(re.search(r"ticket #(\d+)", answer["text"]).group(1))
+        notice = await tg.wait_for("sendMessage", _to(MERCHANT, f"Ticket #{number}"))
+        assert f"(talk to a person) from telegram:{CUSTOMER}" in notice["text"]
+        assert "I want to talk to a real person" in notice["text"]
+        await _say(tg, MERCHANT, f"/reply {number} Hello from the shop", f"Sent to telegram:{CUSTOMER}")
+        relayed = await tg.wait_for("sendMessage", _to(CUSTOMER, "Hello from the shop"))
+        assert f"The merchant answers (ticket #{number})" in relayed["text"]
+        await _say(tg, MERCHANT, f"/close {number}", f"Ticket #{number} closed.")
+        await tg.wait_for("sendMessage", _to(CUSTOMER, f"Your request (ticket #{number}) is closed."))
+        await _say(tg, CUSTOMER, f"/reply {number} I am the merchant now", "Unknown command")
+
+
+async def test_bad_code_report_and_replace_over_telegram(tmp_path, tg):
+    async with running_bot(tmp_path, tg) as bot:
+        ref = await _buy_to_invoice(tg)
+        await _pay(tg, CUSTOMER, ref, 45, "charge-aftersales")
+        first = CODE.findall((await tg.wait_for("sendMessage", _to(CUSTOMER, "<code>")))["text"])
+        assert len(first) == 1
+        prompt = await _say(tg, CUSTOMER, "my code does not work", "Still not working?")
+        buttons = [b["callback_data"] for row in prompt["reply_markup"]["inline_keyboard"] for b in row]
+        assert f"badcode:{ref}:1" in buttons
+        report = await _press(tg, CUSTOMER, f"badcode:{ref}:1", "will check the code of order")
+        number = int(re.search(r"ticket #(\d+)", report["text"]).group(1))
+        notice = await tg.wait_for("sendMessage", _to(MERCHANT, f"Ticket #{number} (bad code report)"))
+        assert first[0] not in notice["text"]
+        await _say(tg, MERCHANT, f"/replace {ref}", f"Reports closed: #{number}.")
+        await tg.wait_for("sendMessage", _to(CUSTOMER, "The merchant has replaced the code"))
+        again = await tg.wait_for("sendMessage", lambda p: int(p["chat_id"]) == CUSTOMER and "<code>" in p["text"]
+                                  and first[0] not in p["text"])
+        [new] = CODE.findall(again["text"])
+        assert new != first[0]
+        order = await bot.shop.store.order_by_ref(ref)
+        [item] = await bot.shop.store.order_items(order.id)
+        assert item.item_no == 2
