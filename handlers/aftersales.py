@@ -115,6 +115,11 @@ class AfterSales:
         entry = matcher.entry(match.intent)
         if entry is not None and not entry.builtin and entry.answer(lang):
             return [Reply(entry.answer(lang), [[self._shop(lang), self._human(lang)]])]
+        talking = await self.ctx.store.live_ticket(msg.channel, msg.user_id, "human")
+        if talking is not None:  # in a hand-over, what the bot does not understand goes on to the merchant
+            order = await self.ctx.store.order_by_id(talking.order_id) if talking.order_id else None
+            ticket = await self._open(msg, lang, "human", text, order)
+            return [Reply(self._t(lang, "after.relayed", ticket=ticket.id))]
         return self.unclear(lang)
 
     async def button(self, msg: Incoming, lang: str, kind: str, arg: str) -> list[Reply]:

@@ -55,6 +55,11 @@ class PgTickets:
                                      " AND ($2::BIGINT IS NULL OR order_id = $2) ORDER BY id LIMIT $1", limit, order_id)
         return [_ticket(r) for r in rows]
 
+    async def live_ticket(self, channel: str, user_id: str, kind: str) -> Ticket | None:
+        r = await self.pool.fetchrow(f"SELECT {_COLS} FROM tickets WHERE channel = $1 AND user_id = $2 AND kind = $3"
+                                     " AND state <> 'closed' ORDER BY id DESC LIMIT 1", channel, user_id, kind)
+        return _ticket(r) if r else None
+
     async def answer_ticket(self, ticket_id: int, text: str, now: datetime) -> Ticket | None:
         r = await self.pool.fetchrow(
             "UPDATE tickets SET state = 'answered', last_message = $1, updated_at = $2"

@@ -196,6 +196,10 @@ class Store(Protocol):
         """Tickets not closed (open or answered), oldest first; only those about `order_id` if given."""
         ...
 
+    async def live_ticket(self, channel: str, user_id: str, kind: str) -> Ticket | None:
+        """The customer's newest ticket of this kind that is not closed."""
+        ...
+
     async def answer_ticket(self, ticket_id: int, text: str, now: datetime) -> Ticket | None:
         """A merchant answered: state answered, text kept; None for an unknown or closed ticket."""
         ...

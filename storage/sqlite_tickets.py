@@ -109,6 +109,11 @@ class Tickets:
                                    " ORDER BY id LIMIT ?", (order_id, limit))
         return [_ticket(r) for r in rows]
 
+    async def live_ticket(self, channel: str, user_id: str, kind: str) -> Ticket | None:
+        r = await self._one(f"SELECT {_COLS} FROM tickets WHERE channel = ? AND user_id = ? AND kind = ?"
+                            " AND state <> 'closed' ORDER BY id DESC LIMIT 1", (channel, user_id, kind))
+        return _ticket(r) if r else None
+
     async def answer_ticket(self, ticket_id: int, text: str, now: datetime) -> Ticket | None:
         result: Ticket | None = await self._tx(_answer, ticket_id, text, now)
         return result

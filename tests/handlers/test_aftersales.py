@@ -420,3 +420,25 @@ async def test_faq_edits_are_checked_and_merchant_only(demo):
     await demo.customer.say("/faq add hours when are you open => never")
     assert demo.out.text() == "Unknown command. Send /start for the menu."
     assert await demo.shop.store.kv_get("faq.merchant_entries", datetime.now(UTC)) is None
+
+
+async def test_during_a_hand_over_unclear_messages_go_on_to_the_merchant(demo):
+    _relay(demo)
+    await demo.customer.say("blah blah")
+    assert "Sorry, I am not sure what you need." in demo.out.text()  # no hand-over yet: the bot asks
+    await demo.customer.say("talk to a human please")
+    number = int(TICKET.search(demo.out.text()).group(1))
+    demo.out.clear()
+    await demo.customer.say("the thing with my account ZX81 since yesterday")
+    text = demo.out.text()
+    assert f"Passed on to the merchant (ticket #{number})." in text
+    assert f"[to {MERCHANT_ID}] 🎫 Ticket #{number} (talk to a person) from console:{CUSTOMER_ID}: the thing with my" \
+        in text
+    assert (await demo.shop.store.ticket_by_id(number)).last_message == "the thing with my account ZX81 since yesterday"
+    demo.out.clear()
+    await demo.customer.say("how do I pay")  # a question the bot knows is still answered by the bot
+    assert "To pay: pick a product" in demo.out.text()
+    await demo.merchant.say(f"/close {number}")
+    demo.out.clear()
+    await demo.customer.say("the thing with my account ZX81 since yesterday")
+    assert "Sorry, I am not sure what you need." in demo.out.text()

@@ -160,3 +160,31 @@ async def test_replace_code_only_for_delivered_orders_and_their_own_codes(store)
     assert await store.replace_code(paid.id, item.code.id + 999, NOW) is None
     assert await store.replace_code(999_999, item.code.id, NOW) is None
     assert await store.order_items(paid.id) == [item]
+
+
+async def test_live_ticket_of_a_customer_by_kind(store):
+    assert await store.live_ticket("console", "u1", "human") is None
+    first = await store.open_ticket(NewTicket("console", "u1", "c1", "human", "hi"), NOW)
+    await store.open_ticket(NewTicket("console", "u1", "c1", "refund", "money"), NOW)
+    await store.open_ticket(NewTicket("console", "u2", "c2", "human", "other"), NOW)
+    await store.open_ticket(NewTicket("telegram", "u1", "c1", "human", "other channel"), NOW)
+    found = await store.live_ticket("console", "u1", "human")
+    assert found is not None
+    assert (found.id, found.last_message) == (first.id, "hi")
+    await store.answer_ticket(first.id, "hello", NOW)
+    assert (await store.live_ticket("console", "u1", "human")).state == "answered"
+    await store.close_ticket(first.id, NOW)
+    assert await store.live_ticket("console", "u1", "human") is None
+
+
+async def test_concurrent_replace_of_one_code_replaces_it_once(store):
+    shop = await make_shop(store, codes=5, unit_cost=50)
+    order = await _delivered(store, shop)
+    [old] = await store.order_items(order.id)
+    before = await store.pool_available(shop.pool.id)
+    results = await asyncio.gather(*(store.replace_code(order.id, old.code.id, NOW) for _ in range(6)))
+    done = [r for r in results if r is not None]
+    assert len(done) == 1
+    assert len(await store.order_items(order.id)) == 1
+    assert await store.pool_available(shop.pool.id) == before - 1
+    assert _costs(await store.ledger(NOW, NOW + timedelta(1))) == -100
