@@ -230,7 +230,8 @@ class AfterSales:
         codes = await self.store.codes_again(msg, lang, order.ref)
         items = await self.ctx.store.order_items(order.id)
         if len(items) <= 1:
-            rows = [[Button(self._t(lang, "after.button_report"), f"badcode:{order.ref}:1")]]
+            first = items[0].item_no if items else 1  # a replaced code's order item is no longer number 1
+            rows = [[Button(self._t(lang, "after.button_report"), f"badcode:{order.ref}:{first}")]]
         else:  # several codes: which one?
             rows = [[Button(self._t(lang, "after.button_report_item", item=item.item_no),
                             f"badcode:{order.ref}:{item.item_no}")] for item in items[:MAX_REPORT_BUTTONS]]

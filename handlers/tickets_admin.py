@@ -181,7 +181,8 @@ class MerchantTickets:
         else:
             code_ids = [items[0].code.id] if len(items) == 1 else []
         if not code_ids:
-            return [Reply(self._t(lang, "ticket.replace_which", ref=order.ref, count=len(items)))]
+            return [Reply(self._t(lang, "ticket.replace_which_item", ref=order.ref,
+                                  items=", ".join(str(i.item_no) for i in items) or "-"))]
         try:
             done = await self.ctx.store.replace_code(order.id, code_ids[0], datetime.now(UTC))
         except InsufficientStock:

@@ -340,8 +340,16 @@ async def test_bad_code_report_then_merchant_replace_gives_the_customer_a_new_co
     # a second /replace for the same order: no open report, one code → that one again is a new report's job
     demo.out.clear()
     await demo.merchant.say(f"/replace {ref} 1")
-    assert "has 1 codes and no open bad-code report" in demo.out.text()
+    assert f"Order {ref} has no open bad-code report and no code number like that: its codes are numbers 2." \
+        in demo.out.text()
     assert await demo.shop.store.order_items(order.id) == [new]
+    # the new code can be reported in turn (its order item is number 2 now)
+    demo.out.clear()
+    await demo.customer.say("the code is invalid")
+    assert "Report this code as bad" in demo.out.text()
+    await demo.customer.say("1")
+    second = int(re.search(r"ticket #(\d+)", demo.out.text()).group(1))
+    assert (await demo.shop.store.ticket_by_id(second)).code_id == new.code.id
 
 
 async def test_replace_is_unknown_to_customers_and_refused_without_stock(demo):
