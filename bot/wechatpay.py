@@ -115,8 +115,8 @@ class WeChatPay:
         self.t = Translator(shop.settings.default_language)
         self.client = WeChatPayClient(config, http, clock)
         self.provider = WeChatPayProvider(self.client)
-        payer_key = hmac.new(key, b"kamibot.wechatpay.payer.v1", hashlib.sha256).digest()
-        self.notifications = WeChatPayNotifications(shop.store, shop.payments, config, payer_key, clock)
+        self.notifications = WeChatPayNotifications(shop.store, shop.payments, config,
+                                                    lambda who: shop.vault.digest(who).hex()[:32], clock)
         self.watch = WatchList(shop.store, clock)
         self.reconciler = WeChatPayReconciler(shop.store, self.client, self.notifications,
                                               min_age=reconcile_min_age, clock=clock)
@@ -207,7 +207,7 @@ class WeChatPay:
         configured proxies) and the keyed fingerprint of the paying openid."""
         peer = request.client.host if request.client else ""
         ip = client_ip(peer, request.headers.get("x-forwarded-for", ""), self.trusted_proxies)
-        fingerprint = self.shop.vault.digest(f"{WECHAT_CHANNEL}:{payer}").hex()[:32] if payer else ""
+        fingerprint = self.notifications.payer_fingerprint(payer)
         try:
             await self.shop.orders.check_payable(order.ref, order.amount, order.currency, ip=ip,
                                                  fingerprint=fingerprint)

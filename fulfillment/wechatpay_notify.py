@@ -8,8 +8,6 @@ then the AEAD_AES_256_GCM resource. A transaction is recorded through the Paymen
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -45,12 +43,13 @@ def _text(data: Mapping[str, Any], key: str) -> str:
 
 
 class WeChatPayNotifications:
-    def __init__(self, store: Store, inbox: PaymentInbox, config: WeChatPayConfig, payer_key: bytes,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, store: Store, inbox: PaymentInbox, config: WeChatPayConfig,
+                 fingerprint: Callable[[str], str], clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
         self.inbox = inbox
         self.config = config
-        self.payer_key = payer_key
+        #: keyed hash of a payer identity, the same one the risk module sees at every stage
+        self.fingerprint = fingerprint
         self.clock = clock
 
     async def handle(self, headers: Mapping[str, str], body: bytes) -> str:
@@ -93,9 +92,7 @@ class WeChatPayNotifications:
             raise NotifyRejected(400, "malformed notification") from None
 
     def payer_fingerprint(self, openid: str) -> str:
-        if not openid:
-            return ""
-        return hmac.new(self.payer_key, b"wechatpay.payer\n" + openid.encode(), hashlib.sha256).hexdigest()[:32]
+        return self.fingerprint(f"wechat:{openid}") if openid else ""
 
     async def apply_transaction(self, tx: Mapping[str, Any]) -> str:
         """A transaction (from a notification or a query): check it is ours and this order's, then record it."""
