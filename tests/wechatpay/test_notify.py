@@ -70,7 +70,7 @@ async def test_tampered_body_is_rejected(env):
     assert (await env.order(order)).state == OrderState.AWAITING_PAYMENT
 
 
-@pytest.mark.parametrize("skew", [-301, 301, -3600])
+@pytest.mark.parametrize("skew", [-310, 310, -3600])  # margin: a loaded machine takes seconds to send
 async def test_timestamp_more_than_five_minutes_away_is_rejected(env, skew):
     order = await _prepaid(env)
     headers, body = env.fake.notification("TRANSACTION.SUCCESS", env.fake.pay(order.ref, "o-buyer-1"),
