@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from risk.limiters import Bucket, Count, Distinct, Limiter, LimiterUnavailable, Op
+from risk.limiters import Bucket, Count, Distinct, Limiter, LimiterUnavailable, Op, Outcome, Plan, PlanRule
 from risk.netaddr import Network, in_networks, ip_key, parse_networks
 from risk.rules import SEVERITY, Rule, RuleBook, RulesError, default_rules_text, parse_rules, with_threshold
 from storage.protocol import Store
@@ -79,6 +79,9 @@ class _Compiled:
     skus: frozenset[str]
 
 
+_LETTER = {"velocity": "v", "amount": "a", "distinct": "d"}
+
+
 def _op(c: _Compiled, s: Signals, dim: str, values: dict[str, str]) -> Op | None:
     if c.kind == "velocity":
         return Count(f"v:{c.rule_id}:{dim}", c.window_s, 1, c.limit)
@@ -132,6 +135,7 @@ class RiskEngine:
         self.limiter = limiter
         self.clock = clock
         self._by_stage: dict[str, list[_Compiled]] = {}
+        self._plans: dict[str, tuple[Plan, list[_Compiled]]] = {}
         self.book = book or parse_rules(default_rules_text())
         self.decisions = DecisionLog(store)
         self._lists = _Lists()
@@ -153,6 +157,16 @@ class RiskEngine:
                     frozenset(r.skus)))
         self._book = book
         self._by_stage = by_stage
+        # counting rules of a stage as one plan (resolved inside the Redis script: one small round trip);
+        # a stage with SKU-filtered counting rules builds its operations per check instead
+        plans: dict[str, tuple[Plan, list[_Compiled]]] = {}
+        for stage, compiled in by_stage.items():
+            counting = [c for c in compiled if c.kind in _LETTER]
+            if counting and not any(c.skus for c in counting):
+                plans[stage] = (Plan(tuple(PlanRule(_LETTER[c.kind], f"{_LETTER[c.kind]}:{c.rule_id}", c.dimension,
+                                                    c.of or "", c.window_s, c.limit, c.rule.currency)
+                                           for c in counting)), counting)
+        self._plans = plans
 
     # -- rules and lists -------------------------------------------------------
     async def load(self) -> None:
@@ -241,31 +255,15 @@ class RiskEngine:
             return listed
         now = self.clock()
         values = _dimension_values(s)
-        ops: list[Op] = []
-        owners: list[tuple[str, Rule]] = []
         hits: list[tuple[str, Rule]] = []
         stats: UserStats | None = None
         for c in self._by_stage.get(stage, ()):
-            if c.skus and s.sku_slug not in c.skus:
+            if c.kind in _LETTER or (c.skus and s.sku_slug not in c.skus) or not values[c.dimension]:
                 continue
-            dim = values[c.dimension]
-            if not dim:
-                continue
-            if c.kind in ("new_user", "refund_ratio"):
-                stats = stats or await self._user_stats(s.channel, s.user_id, now)
-                if self._stats_hit(c.rule, s, stats, now):
-                    hits.append((c.rule_id, c.rule))
-                continue
-            op = _op(c, s, dim, values)
-            if op is None:
-                continue
-            ops.append(op)
-            owners.append((c.rule_id, c.rule))
-        if ops:
-            outcome = await self.limiter.apply(ops, now)
-            for (rule_id, rule), value, exceeded in zip(owners, outcome.values, outcome.exceeded, strict=True):
-                if exceeded or value > rule.threshold:
-                    hits.append((rule_id, rule))
+            stats = stats or await self._user_stats(s.channel, s.user_id, now)
+            if self._stats_hit(c.rule, s, stats, now):
+                hits.append((c.rule_id, c.rule))
+        hits += await self._counted(stage, s, values, now)
         if not hits:
             return ALLOW
         action = max((r.action for _, r in hits), key=SEVERITY.__getitem__)
@@ -273,6 +271,25 @@ class RiskEngine:
         if action == "challenge":
             return await self._challenge(s, decision, now)
         return decision
+
+    async def _counted(self, stage: str, s: Signals, values: dict[str, str], now: float) -> list[tuple[str, Rule]]:
+        """The counting rules of the stage: one limiter call (a plan, or per-check operations)."""
+        planned = self._plans.get(stage)
+        owners: list[_Compiled] = []
+        if planned is not None:
+            plan, owners = planned
+            outcome = await self.limiter.apply_plan(plan, values, s.amount, s.currency, now)
+        else:
+            ops: list[Op] = []
+            for c in self._by_stage.get(stage, ()):
+                if c.kind in _LETTER and (not c.skus or s.sku_slug in c.skus) and values[c.dimension]:
+                    op = _op(c, s, values[c.dimension], values)
+                    if op is not None:
+                        ops.append(op)
+                        owners.append(c)
+            outcome = await self.limiter.apply(ops, now) if ops else Outcome((), (), True)
+        return [(c.rule_id, c.rule) for c, value, exceeded in zip(owners, outcome.values, outcome.exceeded,
+                                                                   strict=True) if exceeded or value > c.rule.threshold]
 
     @staticmethod
     def _stats_hit(rule: Rule, s: Signals, stats: UserStats, now: float) -> bool:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 
 from redis.exceptions import RedisError
 
-from risk.limiters import Limiter, LimiterUnavailable, Op, Outcome
+from risk.limiters import Limiter, LimiterUnavailable, Op, Outcome, Plan
 
 log = logging.getLogger("kamibot.risk")
 
@@ -22,8 +23,15 @@ class FailoverLimiter:
         self.outages = 0
 
     async def apply(self, ops: list[Op], now: float, commit: bool = True) -> Outcome:
+        return await self._guarded(lambda limiter: limiter.apply(ops, now, commit))
+
+    async def apply_plan(self, plan: Plan, values: Mapping[str, str], amount: int, currency: str,
+                         now: float) -> Outcome:
+        return await self._guarded(lambda limiter: limiter.apply_plan(plan, values, amount, currency, now))
+
+    async def _guarded(self, call: Callable[[Limiter], Awaitable[Outcome]]) -> Outcome:
         try:
-            outcome = await asyncio.wait_for(self.primary.apply(ops, now, commit), self.timeout_s)
+            outcome = await asyncio.wait_for(call(self.primary), self.timeout_s)
         except (RedisError, OSError, TimeoutError) as exc:
             if not self.down:
                 self.down = True
@@ -32,7 +40,7 @@ class FailoverLimiter:
                             "fail_open" if self.fallback else "fail_closed", type(exc).__name__)
             if self.fallback is None:
                 raise LimiterUnavailable("shared limiter unavailable") from None
-            return await self.fallback.apply(ops, now, commit)
+            return await call(self.fallback)
         if self.down:
             self.down = False
             log.warning("event=risk.limiter_recovered")

@@ -12,8 +12,12 @@ overlaps the sliding one): O(1) memory per key, exact while a key has no previou
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
+
+_BAD = re.compile(r"[\x00-\x1f\x7f]")  # control characters (tabs, newlines) never belong in a key or member
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,29 +65,105 @@ class Outcome:
         return not any(self.exceeded)
 
 
+@dataclass(frozen=True, slots=True)
+class PlanRule:
+    """One counting rule of a plan: its ops are built from the signal values at check time."""
+
+    kind: str  # "v" velocity (count 1), "a" amount (count the amount, one currency), "d" distinct
+    key_base: str
+    dimension: str  # user | ip | fp | sku | global
+    of: str  # distinct: the member's dimension
+    window_s: int
+    limit: int | None
+    currency: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The counting rules of one stage, compiled once; the Redis backend resolves them inside its script."""
+
+    rules: tuple[PlanRule, ...]
+
+    def __post_init__(self) -> None:
+        for r in self.rules:
+            for part in (r.key_base, r.dimension, r.of, r.currency):
+                if _BAD.search(part) or " " in part:
+                    raise ValueError("plan fields must be printable without spaces")
+        text = "\n".join(f"{r.kind}\t{r.key_base}\t{r.dimension}\t{r.of or '-'}\t{r.window_s}\t"
+                         f"{-1 if r.limit is None else r.limit}\t{r.currency or '-'}" for r in self.rules)
+        object.__setattr__(self, "text", text)
+
+    text: str = ""
+
+    def ops(self, values: Mapping[str, str], amount: int, currency: str) -> list[Op | None]:
+        """The operations of this check (None where a rule does not apply: value missing, other currency)."""
+        out: list[Op | None] = []
+        for r in self.rules:
+            dim = values.get(r.dimension, "")
+            if not dim:
+                out.append(None)
+            elif r.kind == "v":
+                out.append(Count(f"{r.key_base}:{dim}", r.window_s, 1, r.limit))
+            elif r.kind == "a":
+                out.append(Count(f"{r.key_base}:{dim}", r.window_s, amount, r.limit) if currency == r.currency
+                           else None)
+            else:
+                member = values.get(r.of, "")
+                out.append(Distinct(f"{r.key_base}:{dim}", member, r.window_s, r.limit) if member else None)
+        return out
+
+
+async def apply_plan_with(limiter: Limiter, plan: Plan, values: Mapping[str, str], amount: int, currency: str,
+                          now: float) -> Outcome:
+    """A plan through plain ops: rules that do not apply get value -1 (never over a positive threshold)."""
+    planned = plan.ops(values, amount, currency)
+    ops = [op for op in planned if op is not None]
+    outcome = await limiter.apply(ops, now) if ops else Outcome((), (), True)
+    it = iter(zip(outcome.values, outcome.exceeded, strict=True))
+    values_out: list[int] = []
+    exceeded_out: list[bool] = []
+    for op in planned:
+        value, over = next(it) if op is not None else (-1, False)
+        values_out.append(value)
+        exceeded_out.append(over)
+    return Outcome(tuple(values_out), tuple(exceeded_out), outcome.committed)
+
+
 class LimiterUnavailable(Exception):
     """The shared backend could not answer (in time)."""
 
 
 class Limiter(Protocol):
     async def apply(self, ops: list[Op], now: float, commit: bool = True) -> Outcome: ...
+    async def apply_plan(self, plan: Plan, values: Mapping[str, str], amount: int, currency: str,
+                         now: float) -> Outcome:
+        """A rule plan for one check (always committing); one value and flag per plan rule, -1 where it
+        does not apply."""
+        ...
+
     async def close(self) -> None: ...
 
 
 def validate(ops: list[Op]) -> None:
     for op in ops:
-        if not op.key or len(op.key) > 512 or not op.key.isprintable() or "\t" in op.key:
+        kind = type(op)
+        if not op.key or len(op.key) > 512 or _BAD.search(op.key):
             raise ValueError("limiter key must be 1-512 printable characters")
-        if isinstance(op, Distinct) and (not op.member or not op.member.isprintable() or len(op.member) > 512):
-            raise ValueError("a distinct member must be 1-512 printable characters")
-        if isinstance(op, Count | Distinct) and op.window_s <= 0:
+        if kind is Bucket:
+            assert isinstance(op, Bucket)
+            if op.rate <= 0 or op.burst <= 0 or op.cost <= 0:
+                raise ValueError("bucket rate, burst and cost must be positive")
+            continue
+        assert isinstance(op, Count | Distinct)
+        if op.window_s <= 0:
             raise ValueError("window must be positive")
-        if isinstance(op, Count) and op.cost < 0:
-            raise ValueError("cost must not be negative")
-        if isinstance(op, Bucket) and (op.rate <= 0 or op.burst <= 0 or op.cost <= 0):
-            raise ValueError("bucket rate, burst and cost must be positive")
-        if not isinstance(op, Bucket) and op.limit is not None and op.limit < 0:
+        if op.limit is not None and op.limit < 0:
             raise ValueError("limit must not be negative")
+        if kind is Count:
+            if op.cost < 0:  # type: ignore[union-attr]
+                raise ValueError("cost must not be negative")
+        elif not op.member or len(op.member) > 512 or _BAD.search(op.member):  # type: ignore[union-attr]
+            raise ValueError("a distinct member must be 1-512 printable characters")
 
 
 class MemoryLimiter:
@@ -113,6 +193,10 @@ class MemoryLimiter:
         if self._ops % self.PRUNE_EVERY == 0:
             self.prune(now)
         return Outcome(tuple(values), tuple(exceeded), ok)
+
+    async def apply_plan(self, plan: Plan, values: Mapping[str, str], amount: int, currency: str,
+                         now: float) -> Outcome:
+        return await apply_plan_with(self, plan, values, amount, currency, now)
 
     def _count(self, key: str, now: float) -> float:
         entry = self._counts.get(key)

@@ -3,6 +3,7 @@ proxies only (anyone can send the header; only a proxy we run may be believed)."
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -21,6 +22,7 @@ def parse_ip(text: str) -> Address:
     return addr
 
 
+@functools.lru_cache(maxsize=65_536)  # the same customers' addresses come back check after check
 def ip_key(text: str) -> str:
     """What the limits count: the address for IPv4, its /64 for IPv6 (one customer usually holds a whole /64)."""
     addr = parse_ip(text)

@@ -6,9 +6,11 @@ The script mirrors `MemoryLimiter`'s arithmetic exactly.  Bucket keys are derive
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import redis.asyncio as aioredis
 
-from risk.limiters import Count, Distinct, Op, Outcome, validate
+from risk.limiters import _BAD, Count, Distinct, Op, Outcome, Plan, validate
 
 # ARGV: now, commit flag, key prefix, and the operations as one string (an op per line, fields split by tabs):
 # packing the check as 4 arguments and answering with one string keeps the client's encode/parse work small.
@@ -17,62 +19,93 @@ local now = tonumber(ARGV[1])
 local commit = ARGV[2] == '1'
 local prefix = ARGV[3]
 local ops = {}
-for line in string.gmatch(ARGV[4], '[^\\n]+') do
-  local t, key, a, b, c = string.match(line, '^(%a)\\t([^\\t]+)\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)$')
-  ops[#ops + 1] = {t, prefix .. key, a, b, c}
+if ARGV[5] == nil then
+  for line in string.gmatch(ARGV[4], '[^\\n]+') do
+    local t, key, a, b, c = string.match(line, '^(%a)\\t([^\\t]+)\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)$')
+    ops[#ops + 1] = {t, prefix .. key, tonumber(a), b, tonumber(c)}
+  end
+else
+  -- a rule plan: the keys are built here from the check's signal values (ARGV 5..10)
+  local vals = {user = ARGV[5], ip = ARGV[6], fp = ARGV[7], sku = ARGV[8], global = '*'}
+  local amount, currency = ARGV[9], ARGV[10]
+  for line in string.gmatch(ARGV[4], '[^\\n]+') do
+    local kind, base, dim, of, w, limit, cur = string.match(line,
+      '^(%a)\\t([^\\t]+)\\t([^\\t]+)\\t([^\\t]+)\\t([^\\t]+)\\t([^\\t]+)\\t([^\\t]+)$')
+    local dv = vals[dim] or ''
+    local op = false
+    if dv ~= '' then
+      local key = prefix .. base .. ':' .. dv
+      if kind == 'v' then
+        op = {'c', key, tonumber(w), '1', tonumber(limit)}
+      elseif kind == 'a' then
+        if cur == currency then op = {'c', key, tonumber(w), amount, tonumber(limit)} end
+      else
+        local member = vals[of] or ''
+        if member ~= '' then op = {'d', key, tonumber(w), member, tonumber(limit)} end
+      end
+    end
+    ops[#ops + 1] = op
+  end
 end
 local n = #ops
-local values, flags, state = {}, {}, {}
+local values, flags, state, fresh = {}, {}, {}, {}
 local over = false
 for i = 1, n do
-  local t, key, a, b, c = ops[i][1], ops[i][2], ops[i][3], ops[i][4], ops[i][5]
-  local value, exceeded = 0, 0
-  if t == 'c' then
-    local w, cost, limit = tonumber(a), tonumber(b), tonumber(c)
-    local bucket = math.floor(now / w)
-    local cur = tonumber(redis.call('GET', key .. ':' .. bucket) or '0')
-    local prev = tonumber(redis.call('GET', key .. ':' .. (bucket - 1)) or '0')
-    local est = cur + prev * (1 - (now - bucket * w) / w) + cost
+  local op = ops[i]
+  local value, exceeded = -1, 0
+  local t, key, a, b, c
+  if op then t, key, a, b, c = op[1], op[2], op[3], op[4], op[5] end
+  if not op then
+    value = -1
+  elseif t == 'c' then
+    local cost = tonumber(b)
+    local bucket = math.floor(now / a)
+    local k = key .. ':' .. bucket
+    local got = redis.call('MGET', k, key .. ':' .. (bucket - 1))
+    local cur, prev = tonumber(got[1] or '0'), tonumber(got[2] or '0')
+    local est = cur + prev * (1 - (now - bucket * a) / a) + cost
     value = math.floor(est)
-    if limit >= 0 and est > limit then exceeded = 1 end
-    state[i] = bucket
+    if c >= 0 and est > c then exceeded = 1 end
+    state[i] = k
+    fresh[i] = (bucket + 2) * a
   elseif t == 'd' then
-    local w, limit = tonumber(a), tonumber(c)
-    local bucket = math.floor(now / w)
+    local bucket = math.floor(now / a)
     local k = key .. ':' .. bucket
     value = redis.call('SCARD', k)
-    if redis.call('SISMEMBER', k, b) == 0 then value = value + 1 end
-    if limit >= 0 and value > limit then exceeded = 1 end
-    state[i] = bucket
+    if value == 0 then fresh[i] = (bucket + 1) * a end
+    if value == 0 or redis.call('SISMEMBER', k, b) == 0 then value = value + 1 end
+    if c >= 0 and value > c then exceeded = 1 end
+    state[i] = k
   else
-    local rate, burst, cost = tonumber(a), tonumber(b), tonumber(c)
+    local burst = tonumber(b)
     local h = redis.call('HMGET', key, 'tokens', 'at')
     local tokens = burst
-    if h[1] then tokens = math.min(burst, tonumber(h[1]) + math.max(0, now - tonumber(h[2])) * rate) end
-    value = math.floor(tokens - cost)
-    if tokens < cost then exceeded = 1 end
+    if h[1] then tokens = math.min(burst, tonumber(h[1]) + math.max(0, now - tonumber(h[2])) * a) end
+    value = math.floor(tokens - c)
+    if tokens < c then exceeded = 1 end
     state[i] = tokens
   end
   if exceeded == 1 then over = true end
-  values[i] = string.format('%d', value)
+  values[i] = tostring(value)
   flags[i] = exceeded
 end
 local committed = 0
 if commit and not over then
   committed = 1
   for i = 1, n do
-    local t, key, a, b, c = ops[i][1], ops[i][2], ops[i][3], ops[i][4], ops[i][5]
-    if t == 'c' then
-      local k = key .. ':' .. state[i]
-      redis.call('INCRBYFLOAT', k, b)
-      redis.call('EXPIREAT', k, (state[i] + 2) * tonumber(a))
+    local op = ops[i]
+    local t, key = op and op[1], op and op[2]
+    if not op then
+      -- a rule that does not apply to this check
+    elseif t == 'c' then
+      -- the expiry is set once, when the window's key is created
+      if redis.call('INCRBY', state[i], op[4]) == tonumber(op[4]) then redis.call('EXPIREAT', state[i], fresh[i]) end
     elseif t == 'd' then
-      local k = key .. ':' .. state[i]
-      redis.call('SADD', k, b)
-      redis.call('EXPIREAT', k, (state[i] + 1) * tonumber(a))
+      redis.call('SADD', state[i], op[4])
+      if fresh[i] then redis.call('EXPIREAT', state[i], fresh[i]) end
     else
-      redis.call('HSET', key, 'tokens', tostring(state[i] - tonumber(c)), 'at', ARGV[1])
-      redis.call('EXPIREAT', key, math.ceil(now + tonumber(b) / tonumber(a) + 1))
+      redis.call('HSET', key, 'tokens', tostring(state[i] - op[5]), 'at', ARGV[1])
+      redis.call('EXPIREAT', key, math.ceil(now + tonumber(op[4]) / op[3] + 1))
     end
   end
 end
@@ -88,6 +121,12 @@ def _line(op: Op) -> str:
     return f"b\t{op.key}\t{float(op.rate)!r}\t{op.burst}\t{op.cost}"
 
 
+def _outcome(raw: object) -> Outcome:
+    committed, values, flags = (raw.decode() if isinstance(raw, bytes) else str(raw)).split(" ")
+    return Outcome(tuple(int(v) for v in values.split(",")), tuple(f == "1" for f in flags.split(",")),
+                   committed == "1")
+
+
 class RedisLimiter:
     def __init__(self, url: str, prefix: str = "kb:rl:", timeout_s: float = 0.5) -> None:
         self.prefix = prefix
@@ -101,9 +140,19 @@ class RedisLimiter:
             return Outcome((), (), commit)
         raw = await self._script(args=[repr(float(now)), "1" if commit else "0", self.prefix,
                                        "\n".join(_line(op) for op in ops)])
-        committed, values, flags = (raw.decode() if isinstance(raw, bytes) else str(raw)).split(" ")
-        return Outcome(tuple(int(v) for v in values.split(",")), tuple(f == "1" for f in flags.split(",")),
-                       committed == "1")
+        return _outcome(raw)
+
+    async def apply_plan(self, plan: Plan, values: Mapping[str, str], amount: int, currency: str,
+                         now: float) -> Outcome:
+        for v in values.values():
+            if _BAD.search(v) or len(v) > 512:
+                raise ValueError("signal values must be printable and at most 512 characters")
+        if not plan.rules:
+            return Outcome((), (), True)
+        raw = await self._script(args=[repr(float(now)), "1", self.prefix, plan.text, values.get("user", ""),
+                                       values.get("ip", ""), values.get("fp", ""), values.get("sku", ""),
+                                       str(amount), currency])
+        return _outcome(raw)
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())

@@ -178,3 +178,12 @@ async def test_concurrent_checks_hold_the_limit(engine):
     results = await asyncio.gather(*(engine.evaluate("reserve", order("racer", fp="fr")) for _ in range(60)))
     assert sum(d.allowed for d in results) == limit
 
+
+
+async def test_rules_for_some_skus_only_count_those_skus(engine):
+    await engine.replace_rules('[rules.hot_sku]\nkind = "velocity"\ndimension = "user"\nthreshold = 1\n'
+                               'skus = ["hot"]\n', "test")
+    hot = Signals("telegram", "u9", 1, 10, "XTR", 1, "hot", fingerprint="f9")
+    cold = Signals("telegram", "u9", 2, 10, "XTR", 1, "cold", fingerprint="f9")
+    assert [(await engine.evaluate("reserve", cold)).allowed for _ in range(3)] == [True] * 3
+    assert [(await engine.evaluate("reserve", hot)).allowed for _ in range(2)] == [True, False]

@@ -79,3 +79,22 @@ async def test_concurrent_checks_never_pass_more_than_the_limit(limiter):
 async def test_bad_operations_are_refused(limiter, op):
     with pytest.raises(ValueError, match="must"):
         await limiter.apply([op], T0)
+
+
+async def test_a_rule_plan_counts_like_the_same_operations(limiter):
+    from risk.limiters import Plan, PlanRule
+
+    plan = Plan((PlanRule("v", "v:orders", "user", "", 3600, 2), PlanRule("a", "a:spend", "user", "", 86_400, 900,
+                                                                           "CNY"),
+                 PlanRule("d", "d:farm", "ip", "user", 86_400, 1), PlanRule("v", "v:fp", "fp", "", 3600, None)))
+    first = await limiter.apply_plan(plan, {"user": "u1", "ip": "1.2.3.4", "fp": ""}, 500, "CNY", T0)
+    assert first.values == (1, 500, 1, -1)  # no fingerprint: that rule does not apply
+    other_currency = await limiter.apply_plan(plan, {"user": "u1", "ip": "1.2.3.4"}, 500, "XTR", T0)
+    assert other_currency.values == (2, -1, 1, -1)
+    over = await limiter.apply_plan(plan, {"user": "u1", "ip": "1.2.3.4"}, 500, "CNY", T0)
+    assert over.exceeded == (True, True, False, False)
+    assert not over.committed  # refused: nothing counted
+    farm = await limiter.apply_plan(plan, {"user": "u2", "ip": "1.2.3.4"}, 10, "CNY", T0)
+    assert farm.exceeded == (False, False, True, False)
+    with pytest.raises(ValueError, match="printable"):
+        await limiter.apply_plan(plan, {"user": "u\n1"}, 1, "CNY", T0)
