@@ -14,6 +14,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from handlers.autoreplace import try_auto_replace
 from handlers.context import ShopContext
 from handlers.faq import FaqMatcher, Match
 from handlers.render import order_line, product_name
@@ -249,6 +250,9 @@ class AfterSales:
         item = items.get(item_no or 1)
         if item is None:
             return [Reply(self._t(lang, "error.bad_input"))]
+        auto = await try_auto_replace(self.ctx, msg, lang, order, item)
+        if auto is not None:  # the merchant's auto-replace policy covered it: a new code is on its way
+            return auto
         ticket = await self._open(msg, lang, "bad_code", "", order, item.code.id)
         return [Reply(self._t(lang, "after.bad_code_ticket", ticket=ticket.id, ref=order.ref),
                       [[self._orders(lang)]])]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from fulfillment.aftersale import AfterSale
@@ -21,7 +22,7 @@ from storage.errors import InsufficientStock
 from storage.records import OrderState, Ticket
 
 log = logging.getLogger("kamibot.tickets")
-TICKET_COMMANDS = {"tickets", "reply", "close", "replace"}
+TICKET_COMMANDS = {"tickets", "reply", "close", "replace", "autoreplace"}
 LIST_LIMIT = 20
 PREVIEW = 80
 #: where a ticket notice goes besides the merchants of the customer's own channel
@@ -64,8 +65,9 @@ async def _about(ctx: ShopContext, lang: str, ticket: Ticket) -> str:
     return out
 
 
-async def notify_merchants(ctx: ShopContext, ticket: Ticket) -> int:
-    """Relay a ticket to the merchants of the customer's channel (and the console); how many were told."""
+async def tell_merchants(ctx: ShopContext, ticket: Ticket, text_for: Callable[[str], Awaitable[str]]) -> int:
+    """Send `text_for(merchant language)` about a ticket to the merchants of the customer's channel (and the
+    console); how many were told."""
     told = 0
     channels = dict.fromkeys((ticket.channel, *ALWAYS_NOTIFIED))
     for channel in channels:
@@ -74,16 +76,24 @@ async def notify_merchants(ctx: ShopContext, ticket: Ticket) -> int:
             continue
         for merchant in sorted(ctx.merchants.get(channel, set())):
             await ctx.load_language(channel, merchant)
-            lang = ctx.language(channel, merchant, "")
-            text = ctx.tr(lang, "ticket.notice", ticket=ticket.id, kind=_kind(ctx, lang, ticket.kind),
-                          user=f"{ticket.channel}:{ticket.user_id}", order=await _about(ctx, lang, ticket),
-                          text=ticket.last_message or ctx.tr(lang, "ticket.no_text"))
+            text = await text_for(ctx.language(channel, merchant, ""))
             try:
                 await send(merchant, Reply(text))
                 told += 1
             except Exception:  # noqa: BLE001 - one unreachable merchant must not lose the customer's ticket
                 log.warning("event=ticket.notify_failed ticket=%s channel=%s merchant=%s", ticket.id, channel,
                             merchant, exc_info=True)
+    return told
+
+
+async def notify_merchants(ctx: ShopContext, ticket: Ticket) -> int:
+    """Relay a ticket to the merchants of the customer's channel (and the console); how many were told."""
+    async def notice(lang: str) -> str:
+        return ctx.tr(lang, "ticket.notice", ticket=ticket.id, kind=_kind(ctx, lang, ticket.kind),
+                      user=f"{ticket.channel}:{ticket.user_id}", order=await _about(ctx, lang, ticket),
+                      text=ticket.last_message or ctx.tr(lang, "ticket.no_text"))
+
+    told = await tell_merchants(ctx, ticket, notice)
     log.info("event=ticket.opened ticket=%s kind=%s channel=%s user=%s order_id=%s code_id=%s merchants_told=%s",
              ticket.id, ticket.kind, ticket.channel, ticket.user_id, ticket.order_id, ticket.code_id, told)
     return told
@@ -107,6 +117,10 @@ class MerchantTickets:
     async def handle(self, msg: Incoming, lang: str, command: str, rest: str) -> list[Reply]:
         if command == "tickets":
             return await self.list_open(lang)
+        if command == "autoreplace":
+            from handlers.autoreplace import command as autoreplace  # it builds on this module
+
+            return await autoreplace(self.ctx, msg, lang, rest)
         if command == "replace":
             await self.ctx.store.audit(msg.channel, msg.user_id, command, rest[:40], datetime.now(UTC))
             return await self.replace(msg, lang, rest.split())
