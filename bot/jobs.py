@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from bot.composition import Shop
+from bot.settings import Settings
+from handlers.context import ShopContext
 
 log = logging.getLogger("kamibot.jobs")
 
@@ -62,3 +64,18 @@ async def run_jobs(shop: Shop, stop: asyncio.Event, status: JobStatus, *, delive
         _every("payments", recover_every, shop.payments.apply_pending, stop, status),
         *(_every(name, seconds, tick, stop, status) for name, seconds, tick in extra),
     )
+
+
+def ticket_sla_job(ctx: ShopContext, settings: Settings) -> tuple[str, float, Callable[[], Awaitable[int]]]:
+    """The ticket SLA reminder as an `extra` job of run_jobs (handlers.ticket_sla)."""
+    from datetime import timedelta
+
+    from handlers.ticket_sla import remind_overdue
+
+    sla = timedelta(minutes=settings.aftersales.sla_minutes)
+
+    async def tick() -> int:
+        await remind_overdue(ctx, sla)
+        return 0  # reminders never call for an immediate next tick
+
+    return "ticket_sla", settings.aftersales.sla_check_seconds, tick

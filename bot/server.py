@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Lifespan
 
 from bot.composition import Shop, build_context, build_shop
-from bot.jobs import JobStatus, run_jobs
+from bot.jobs import JobStatus, run_jobs, ticket_sla_job
 from bot.settings import Settings
 
 log = logging.getLogger("kamibot.server")
@@ -98,8 +98,10 @@ async def serve(settings: Settings) -> int:
         stop = asyncio.Event()
         if telegram is not None:
             await telegram.start()
-        jobs = asyncio.create_task(run_jobs(shop, stop, status,
-                                            extra=[wechatpay.job()] if wechatpay is not None else []))
+        extra = [ticket_sla_job(ctx, settings)]
+        if wechatpay is not None:
+            extra.append(wechatpay.job())
+        jobs = asyncio.create_task(run_jobs(shop, stop, status, extra=extra))
         try:
             yield
         finally:

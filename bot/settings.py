@@ -101,6 +101,14 @@ class RiskSettings(BaseModel):
     trusted_proxies: list[str] = Field(default_factory=list)
 
 
+class AfterSalesSettings(BaseModel):
+    """KAMIBOT_AFTERSALES__*: the after-sales tickets."""
+
+    #: an open (unanswered) ticket older than this reminds the merchants, once per such period
+    sla_minutes: int = Field(30, ge=1, le=10_080)
+    sla_check_seconds: float = Field(60.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KAMIBOT_", env_nested_delimiter="__", env_file=".env",
                                       env_file_encoding="utf-8", extra="ignore")
@@ -124,6 +132,7 @@ class Settings(BaseSettings):
     risk: RiskSettings = Field(default_factory=RiskSettings)
     wechatpay: WeChatPaySettings = Field(default_factory=WeChatPaySettings)
     wechat: WeChatSettings = Field(default_factory=WeChatSettings)
+    aftersales: AfterSalesSettings = Field(default_factory=AfterSalesSettings)
     log_level: str = "INFO"
     log_json: bool = False
 
