@@ -11,6 +11,7 @@ overlaps the sliding one): O(1) memory per key, exact while a key has no previou
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -89,11 +90,12 @@ class Plan:
             for part in (r.key_base, r.dimension, r.of, r.currency):
                 if _BAD.search(part) or " " in part:
                     raise ValueError("plan fields must be printable without spaces")
-        text = "\n".join(f"{r.kind}\t{r.key_base}\t{r.dimension}\t{r.of or '-'}\t{r.window_s}\t"
-                         f"{-1 if r.limit is None else r.limit}\t{r.currency or '-'}" for r in self.rules)
-        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "json", json.dumps([[r.kind, r.key_base, r.dimension, r.of, r.window_s,
+                                                      -1 if r.limit is None else r.limit, r.currency]
+                                                     for r in self.rules], separators=(",", ":")))
 
-    text: str = ""
+    #: the plan as the Redis script reads it (cjson)
+    json: str = ""
 
     def ops(self, values: Mapping[str, str], amount: int, currency: str) -> list[Op | None]:
         """The operations of this check (None where a rule does not apply: value missing, other currency)."""

@@ -28,20 +28,19 @@ else
   -- a rule plan: the keys are built here from the check's signal values (ARGV 5..10)
   local vals = {user = ARGV[5], ip = ARGV[6], fp = ARGV[7], sku = ARGV[8], global = '*'}
   local amount, currency = ARGV[9], ARGV[10]
-  for line in string.gmatch(ARGV[4], '[^\\n]+') do
-    local kind, base, dim, of, w, limit, cur = string.match(line,
-      '^(%a)\\t([^\\t]+)\\t([^\\t]+)\\t([^\\t]+)\\t([^\\t]+)\\t([^\\t]+)\\t([^\\t]+)$')
+  for _, r in ipairs(cjson.decode(ARGV[4])) do  -- [[kind, key base, dimension, of, window, limit, currency]]
+    local kind, base, dim, of, w, limit, cur = r[1], r[2], r[3], r[4], r[5], r[6], r[7]
     local dv = vals[dim] or ''
     local op = false
     if dv ~= '' then
       local key = prefix .. base .. ':' .. dv
       if kind == 'v' then
-        op = {'c', key, tonumber(w), '1', tonumber(limit)}
+        op = {'c', key, w, '1', limit}
       elseif kind == 'a' then
-        if cur == currency then op = {'c', key, tonumber(w), amount, tonumber(limit)} end
+        if cur == currency then op = {'c', key, w, amount, limit} end
       else
         local member = vals[of] or ''
-        if member ~= '' then op = {'d', key, tonumber(w), member, tonumber(limit)} end
+        if member ~= '' then op = {'d', key, w, member, limit} end
       end
     end
     ops[#ops + 1] = op
@@ -149,7 +148,7 @@ class RedisLimiter:
                 raise ValueError("signal values must be printable and at most 512 characters")
         if not plan.rules:
             return Outcome((), (), True)
-        raw = await self._script(args=[repr(float(now)), "1", self.prefix, plan.text, values.get("user", ""),
+        raw = await self._script(args=[repr(float(now)), "1", self.prefix, plan.json, values.get("user", ""),
                                        values.get("ip", ""), values.get("fp", ""), values.get("sku", ""),
                                        str(amount), currency])
         return _outcome(raw)
