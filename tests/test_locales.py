@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import string
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,37 @@ def test_money_is_exact_and_per_locale():
                                                  ("fr", "zh_CN"), (None, "zh_CN")])
 def test_platform_languages_map_to_supported_locales(code, expected):
     assert normalise_language(code) == expected
+
+
+#: language names are shown in their own language on purpose (a reader of the other one must find theirs)
+OWN_NAMES = {"简体中文", "English"}
+WORDY = re.compile(r"[A-Za-z]{3,}|[\u4e00-\u9fff]")
+
+
+def literal_texts() -> list[str]:
+    """Human text written straight into a Reply or Button in the conversations instead of a message id."""
+    found = []
+    for path in (ROOT / "handlers").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            name = getattr(node, "func", None)
+            if not isinstance(node, ast.Call) or getattr(name, "id", getattr(name, "attr", "")) not in ("Reply",
+                                                                                                          "Button"):
+                continue
+            for arg in node.args[:1] + [k.value for k in node.keywords if k.arg in ("text", "label")]:
+                parts = [arg.value] if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else [
+                    v.value for v in getattr(arg, "values", []) if isinstance(v, ast.Constant)]
+                if any(WORDY.search(p) for p in parts if p not in OWN_NAMES):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_conversations_write_no_text_outside_the_catalogue():
+    assert literal_texts() == []
+
+
+def test_the_scanner_finds_literal_text(tmp_path, monkeypatch):
+    (tmp_path / "handlers").mkdir()
+    (tmp_path / "handlers" / "bad.py").write_text('Reply("Thanks for your order")\nReply(tr(lang, "a.b"))\n'
+                                                  'Button(f"支付 {x}", "pay")\n', encoding="utf-8")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert literal_texts() == ["handlers/bad.py:1", "handlers/bad.py:3"]
