@@ -99,6 +99,17 @@ async def notify_merchants(ctx: ShopContext, ticket: Ticket) -> int:
     return told
 
 
+#: the first line of a ticket notice or SLA reminder as a chat shows it: "🎫 Ticket #12 (…" / "⏰ 工单 #12（…"
+_NOTICE_HEAD = re.compile(r"^\W{0,4}(?:Ticket|工单)\s*#(\d{1,12})\b")
+
+
+def ticket_of_notice(text: str) -> int | None:
+    """The ticket a relayed notice is about (a merchant answering it with the chat's reply feature); None when
+    the text is not a ticket notice."""
+    m = _NOTICE_HEAD.match(text.strip())
+    return int(m.group(1)) if m else None
+
+
 def _ticket_id(text: str) -> int:
     text = text.strip().lstrip("#")
     if not text.isdigit() or len(text) > 12:

@@ -34,6 +34,7 @@ from handlers.context import ShopContext
 from handlers.risk_admin import review_buttons
 from handlers.router import Conversation
 from handlers.telegram.channel import CHANNEL, TelegramAlerts, TelegramSender
+from handlers.tickets_admin import ticket_of_notice
 from handlers.types import Attachment, Incoming, Reply
 from storage.records import Order, OrderState, PaymentEventIn, PaymentOutcome
 
@@ -104,8 +105,23 @@ class TelegramBot:
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if update.message is None or update.message.text is None:
             return
-        msg = self._incoming(update, text=update.message.text)
+        msg = self._incoming(update, text=self._reply_to_ticket(update, update.message.text))
         await self.send_all(msg.chat_id, await self.conversation.handle(msg))
+
+    def _reply_to_ticket(self, update: Update, text: str) -> str:
+        """A merchant answering a relayed ticket notice with Telegram's reply: the text becomes /reply TICKET TEXT.
+        Anyone else's reply, a reply to another message or a command is left as it is."""
+        message, user = update.message, update.effective_user
+        quoted = message.reply_to_message if message is not None else None
+        if (quoted is None or user is None or not quoted.text or text.lstrip().startswith("/")
+                or not self.ctx.is_merchant(CHANNEL, str(user.id))
+                or quoted.from_user is None or quoted.from_user.id != self.app.bot.id):
+            return text
+        ticket = ticket_of_notice(quoted.text)
+        if ticket is None:
+            return text
+        log.info("event=telegram.ticket_reply ticket=%s merchant=%s", ticket, user.id)
+        return f"/reply {ticket} {text.strip()}"
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query

@@ -62,3 +62,24 @@ async def test_bad_code_report_and_replace_over_telegram(tmp_path, tg):
         order = await bot.shop.store.order_by_ref(ref)
         [item] = await bot.shop.store.order_items(order.id)
         assert item.item_no == 2
+
+
+async def test_merchant_answers_a_ticket_by_replying_to_its_notice(tmp_path, tg):
+    async with running_bot(tmp_path, tg) as bot:
+        answer = await _say(tg, CUSTOMER, "I want to talk to a real person", "passed your message to the merchant")
+        number = int(re.search(r"ticket #(\d+)", answer["text"]).group(1))
+        notice = await tg.wait_for("sendMessage", _to(MERCHANT, f"Ticket #{number}"))
+        tg.send_text(MERCHANT, "Hello <b>from</b> the shop & co", reply_to=notice)
+        await tg.wait_for("sendMessage", _to(MERCHANT, f"Sent to telegram:{CUSTOMER} (ticket #{number})."))
+        relayed = await tg.wait_for("sendMessage", _to(CUSTOMER, "Hello &lt;b&gt;from&lt;/b&gt; the shop &amp; co"))
+        assert f"The merchant answers (ticket #{number})" in relayed["text"]
+        assert (await bot.shop.store.ticket_by_id(number)).state == "answered"
+        # a customer replying to one of the bot's messages is just a customer message, never a /reply
+        tg.send_text(CUSTOMER, "thanks a lot", reply_to=relayed)
+        await tg.wait_for("sendMessage", _to(CUSTOMER, "You are welcome"))
+        # a merchant replying to a message that is not a ticket notice gets the menu, as for any free text
+        sent = len(tg.sent("sendMessage"))
+        tg.send_text(MERCHANT, "what is this", reply_to={"text": "Welcome to the shop!"})
+        await tg.wait_for("sendMessage", _to(MERCHANT, "Welcome"))
+        assert not [p for p in tg.sent("sendMessage")[sent:] if int(p["chat_id"]) == CUSTOMER]
+        assert (await bot.shop.store.ticket_by_id(number)).state == "answered"

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import itertools
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -123,10 +125,18 @@ class FakeTelegram:
             asyncio.get_running_loop().create_task(self._notify())
         return update_id
 
-    def send_text(self, user_id: int, text: str, language_code: str = "en") -> None:
+    def send_text(self, user_id: int, text: str, language_code: str = "en", reply_to: Params | None = None) -> None:
+        """A user's text message; `reply_to`: the params of a sendMessage the bot made, which the user answers with
+        Telegram's "reply" (the client shows its text without the HTML markup)."""
         command = text.split()[0] if text.startswith("/") else ""
         entities = [{"type": "bot_command", "offset": 0, "length": len(command)}] if command else []
-        self._inject("message", self._message(user_id, language_code, text=text, entities=entities))
+        fields: dict[str, Any] = {"text": text, "entities": entities}
+        if reply_to is not None:
+            quoted = self._message(BOT_ID, language_code, text=html.unescape(re.sub(r"<[^>]+>", "", reply_to["text"])))
+            quoted["chat"] = {"id": user_id, "type": "private", "first_name": f"User{user_id}"}
+            quoted["from"] = {"id": BOT_ID, "is_bot": True, "first_name": "Shop", "username": "kamibot_test_bot"}
+            fields["reply_to_message"] = quoted
+        self._inject("message", self._message(user_id, language_code, **fields))
 
     def press_button(self, user_id: int, message_id: int, data: str, language_code: str = "en") -> str:
         query_id = f"cb{next(self._ids)}"

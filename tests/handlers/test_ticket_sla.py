@@ -74,3 +74,16 @@ def test_the_job_uses_the_configured_sla(tmp_path, monkeypatch):
     assert settings.aftersales.sla_minutes == 45
     name, every, _ = ticket_sla_job(None, settings)  # type: ignore[arg-type]
     assert (name, every) == ("ticket_sla", 20)
+
+
+def test_notices_and_reminders_name_their_ticket_for_a_chat_reply():
+    from handlers.tickets_admin import ticket_of_notice
+    from locales import Translator
+
+    tr = Translator()
+    for lang in ("en", "zh_CN"):
+        params = {"ticket": 42, "kind": "x", "user": "telegram:1", "order": "", "text": "Ticket #7", "minutes": 31}
+        assert ticket_of_notice(tr(lang, "ticket.notice", **params)) == 42
+        assert ticket_of_notice(tr(lang, "ticket.sla_reminder", **params)) == 42
+        assert ticket_of_notice(tr(lang, "ticket.reply_to_customer", ticket=42, text="hi")) is None
+    assert ticket_of_notice("Welcome to the shop!") is None
