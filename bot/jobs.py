@@ -13,10 +13,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from bot.composition import Shop
 from bot.settings import Settings
 from handlers.context import ShopContext
+from handlers.ticket_sla import remind_overdue
 
 log = logging.getLogger("kamibot.jobs")
 
@@ -68,10 +70,6 @@ async def run_jobs(shop: Shop, stop: asyncio.Event, status: JobStatus, *, delive
 
 def ticket_sla_job(ctx: ShopContext, settings: Settings) -> tuple[str, float, Callable[[], Awaitable[int]]]:
     """The ticket SLA reminder as an `extra` job of run_jobs (handlers.ticket_sla)."""
-    from datetime import timedelta
-
-    from handlers.ticket_sla import remind_overdue
-
     sla = timedelta(minutes=settings.aftersales.sla_minutes)
 
     async def tick() -> int:

@@ -87,3 +87,23 @@ def test_notices_and_reminders_name_their_ticket_for_a_chat_reply():
         assert ticket_of_notice(tr(lang, "ticket.sla_reminder", **params)) == 42
         assert ticket_of_notice(tr(lang, "ticket.reply_to_customer", ticket=42, text="hi")) is None
     assert ticket_of_notice("Welcome to the shop!") is None
+
+
+async def test_the_job_ticks_under_run_jobs(demo, tmp_path):
+    import asyncio
+
+    from bot.jobs import JobStatus, run_jobs
+
+    settings = settings_for(tmp_path, aftersales={"sla_minutes": 30, "sla_check_seconds": 0.05})
+    stop, status = asyncio.Event(), JobStatus()
+    task = asyncio.create_task(run_jobs(demo.shop, stop, status, extra=[ticket_sla_job(demo.customer.ctx, settings)]))
+    try:
+        for _ in range(200):
+            if "ticket_sla" in status.last_ok:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+    assert "ticket_sla" in status.last_ok
+    assert status.failures.get("ticket_sla", 0) == 0
