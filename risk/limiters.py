@@ -11,7 +11,6 @@ overlaps the sliding one): O(1) memory per key, exact while a key has no previou
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -90,12 +89,7 @@ class Plan:
             for part in (r.key_base, r.dimension, r.of, r.currency):
                 if _BAD.search(part) or " " in part:
                     raise ValueError("plan fields must be printable without spaces")
-        object.__setattr__(self, "json", json.dumps([[r.kind, r.key_base, r.dimension, r.of, r.window_s,
-                                                      -1 if r.limit is None else r.limit, r.currency]
-                                                     for r in self.rules], separators=(",", ":")))
 
-    #: the plan as the Redis script reads it (cjson)
-    json: str = ""
 
     def ops(self, values: Mapping[str, str], amount: int, currency: str) -> list[Op | None]:
         """The operations of this check (None where a rule does not apply: value missing, other currency)."""
