@@ -33,6 +33,7 @@ from fulfillment.wechatpay_notify import NotifyRejected, WeChatPayNotifications
 from fulfillment.wechatpay_reconcile import WatchList, WeChatPayReconciler
 from handlers.types import Invoice
 from locales import Translator, normalise_language
+from risk.engine import Signals
 from risk.netaddr import client_ip, parse_networks
 from storage.records import HOLDING_STATES, Order, OrderState
 
@@ -116,7 +117,8 @@ class WeChatPay:
         self.client = WeChatPayClient(config, http, clock)
         self.provider = WeChatPayProvider(self.client)
         self.notifications = WeChatPayNotifications(shop.store, shop.payments, config,
-                                                    lambda who: shop.vault.digest(who).hex()[:32], clock)
+                                                    lambda who: shop.vault.digest(who).hex()[:32], clock,
+                                                    on_failed_payment=self._failed_payment)
         self.watch = WatchList(shop.store, clock)
         self.reconciler = WeChatPayReconciler(shop.store, self.client, self.notifications,
                                               min_age=reconcile_min_age, clock=clock)
@@ -201,6 +203,12 @@ class WeChatPay:
                 return self._message(lang, "wxpay.already_paid", 200)
             return self._message(lang, "wxpay.unavailable", 502)
         return self._jsapi_page(order, lang, prepay) if inside else self._native_page(order, lang, prepay)
+
+    async def _failed_payment(self, order: Order, fingerprint: str) -> None:
+        if self.shop.risk is not None:
+            await self.shop.risk.record_failed_payment(Signals(order.channel, order.user_id, order.sku_id,
+                                                               order.amount, order.currency, order.quantity,
+                                                               fingerprint=fingerprint, order_id=order.id))
 
     async def _risk_check(self, request: Request, order: Order, payer: str, lang: str) -> Response | None:
         """Payment-creation checks of the risk module, with the buyer's address (X-Forwarded-For only from the

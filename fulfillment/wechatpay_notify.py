@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +19,7 @@ from fulfillment.payments import PaymentInbox
 from fulfillment.wechatpay import WeChatPayConfig
 from fulfillment.wechatpay_crypto import DecryptError, SignatureError, decrypt_resource, verify_signed
 from storage.protocol import Store
-from storage.records import PaymentEventIn
+from storage.records import Order, PaymentEventIn
 
 log = logging.getLogger("kamibot.wechatpay")
 PROVIDER = "wechatpay"
@@ -44,12 +44,15 @@ def _text(data: Mapping[str, Any], key: str) -> str:
 
 class WeChatPayNotifications:
     def __init__(self, store: Store, inbox: PaymentInbox, config: WeChatPayConfig,
-                 fingerprint: Callable[[str], str], clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 fingerprint: Callable[[str], str], clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 on_failed_payment: Callable[[Order, str], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.inbox = inbox
         self.config = config
         #: keyed hash of a payer identity, the same one the risk module sees at every stage
         self.fingerprint = fingerprint
+        #: told of a payment error (the risk module counts failed attempts); never blocks the answer
+        self.on_failed_payment = on_failed_payment
         self.clock = clock
 
     async def handle(self, headers: Mapping[str, str], body: bytes) -> str:
@@ -107,6 +110,10 @@ class WeChatPayNotifications:
         state = _text(tx, "trade_state")
         if state != "SUCCESS":
             log.info("event=wechatpay.not_paid order_id=%s trade_state=%r", order.id, state[:20])
+            if state == "PAYERROR" and self.on_failed_payment is not None:
+                payer = tx.get("payer")
+                await self.on_failed_payment(order, self.payer_fingerprint(
+                    _text(payer, "openid") if isinstance(payer, dict) else ""))
             return "not_paid"
         amount = tx.get("amount")
         total = amount.get("total") if isinstance(amount, dict) else None

@@ -79,7 +79,7 @@ class _Compiled:
     skus: frozenset[str]
 
 
-_LETTER = {"velocity": "v", "amount": "a", "distinct": "d"}
+_LETTER = {"velocity": "v", "amount": "a", "distinct": "d", "failed_payments": "f"}
 
 
 def _op(c: _Compiled, s: Signals, dim: str, values: dict[str, str]) -> Op | None:
@@ -87,6 +87,8 @@ def _op(c: _Compiled, s: Signals, dim: str, values: dict[str, str]) -> Op | None
         return Count(f"v:{c.rule_id}:{dim}", c.window_s, 1, c.limit)
     if c.kind == "amount":
         return Count(f"a:{c.rule_id}:{dim}", c.window_s, s.amount, c.limit) if s.currency == c.rule.currency else None
+    if c.kind == "failed_payments":  # read only: failures are counted by record_failed_payment
+        return Count(f"f:{c.rule_id}:{dim}", c.window_s, 0, c.limit)
     member = values[c.of] if c.of else ""
     return Distinct(f"d:{c.rule_id}:{dim}", member, c.window_s, c.limit) if member else None
 
@@ -328,6 +330,20 @@ class RiskEngine:
         if wait > 0:
             return Decision("challenge", decision.score, decision.reasons, int(wait) + 1)
         return Decision("allow", decision.score, (*decision.reasons, "challenge_passed"))
+
+    async def record_failed_payment(self, s: Signals) -> None:
+        """A payment attempt that failed (refused at pre-checkout, a payment error from the provider): counted for
+        the `failed_payments` rules, read at their stage."""
+        values = _dimension_values(s)
+        ops: list[Op] = [Count(f"f:{c.rule_id}:{values[c.dimension]}", c.window_s, 1)
+                         for compiled in self._by_stage.values() for c in compiled
+                         if c.kind == "failed_payments" and values[c.dimension]]
+        if not ops:
+            return
+        try:
+            await self.limiter.apply(ops, self.clock())
+        except LimiterUnavailable:
+            log.info("event=risk.failed_payment_not_counted reason=limiter_unavailable")
 
     async def allow_message(self, channel: str, user_id: str) -> bool:
         """Chat flood control: a token bucket per user, so one user cannot spend the bot's platform quota."""

@@ -98,8 +98,8 @@ class Plan:
             dim = values.get(r.dimension, "")
             if not dim:
                 out.append(None)
-            elif r.kind == "v":
-                out.append(Count(f"{r.key_base}:{dim}", r.window_s, 1, r.limit))
+            elif r.kind in ("v", "f"):  # f: failed payments, only read here (cost 0)
+                out.append(Count(f"{r.key_base}:{dim}", r.window_s, 1 if r.kind == "v" else 0, r.limit))
             elif r.kind == "a":
                 out.append(Count(f"{r.key_base}:{dim}", r.window_s, amount, r.limit) if currency == r.currency
                            else None)
@@ -222,6 +222,8 @@ class MemoryLimiter:
 
     def _commit(self, op: Op, now: float) -> None:
         if isinstance(op, Count):
+            if op.cost == 0:
+                return  # a read: nothing to count, no key to keep
             key = f"{op.key}:{math.floor(now / op.window_s)}"
             b_end = (math.floor(now / op.window_s) + 2) * op.window_s
             self._counts[key] = (self._count(key, now) + op.cost, b_end)

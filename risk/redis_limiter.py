@@ -39,6 +39,8 @@ else
       local key = prefix .. base .. ':' .. dv
       if kind == 'v' then
         op = {'c', key, w, '1', limit}
+      elseif kind == 'f' then
+        op = {'c', key, w, '0', limit}  -- failed payments: read only
       elseif kind == 'a' then
         if cur == currency then op = {'c', key, w, amount, limit} end
       else

@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 Action = Literal["deny", "review", "challenge"]
 Stage = Literal["reserve", "payment", "paid"]
 Dimension = Literal["user", "ip", "fp", "sku", "global"]
-Kind = Literal["velocity", "amount", "distinct", "new_user", "refund_ratio"]
+Kind = Literal["velocity", "amount", "distinct", "new_user", "refund_ratio", "failed_payments"]
 SEVERITY: dict[str, int] = {"allow": 0, "challenge": 1, "review": 2, "deny": 3}
 DEFAULT_STAGE: dict[str, Stage] = {"velocity": "reserve", "amount": "reserve", "distinct": "payment",
+                                   "failed_payments": "payment",
                                    "new_user": "payment", "refund_ratio": "payment"}
 _WINDOW = re.compile(r"^([1-9][0-9]{0,5})([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
@@ -47,7 +48,8 @@ class Rule(BaseModel):
     #: distinct: what is counted per dimension (users per IP, users per fingerprint, fingerprints per user)
     of: Literal["user", "ip", "fp"] | None = None
     window: str = "1h"
-    #: velocity/distinct: a count; amount: minor units of `currency`; new_user: minutes; refund_ratio: percent
+    #: velocity/distinct/failed_payments: a count; amount: minor units of `currency`; new_user: minutes;
+    #: refund_ratio: percent
     threshold: int = Field(gt=0)
     action: Action = "deny"
     score: int = Field(50, ge=0, le=100)

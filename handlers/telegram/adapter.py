@@ -36,6 +36,7 @@ from handlers.router import Conversation
 from handlers.telegram.channel import CHANNEL, TelegramAlerts, TelegramSender
 from handlers.tickets_admin import ticket_of_notice
 from handlers.types import Attachment, Incoming, Reply
+from risk.engine import Signals
 from storage.records import Order, OrderState, PaymentEventIn, PaymentOutcome
 
 log = logging.getLogger("kamibot.telegram")
@@ -176,6 +177,10 @@ class TelegramBot:
                 text = self.ctx.tr(lang, exc.message_id, seconds=exc.params.get("seconds", 60))
             else:
                 text = self.ctx.tr(lang, "pay.precheckout_refused")
+                if self.ctx.risk is not None:  # a failed payment attempt: a risk signal
+                    await self.ctx.risk.record_failed_payment(Signals(
+                        CHANNEL, str(query.from_user.id), 0, query.total_amount, query.currency,
+                        fingerprint=self._payer(query.from_user.id)))
             await query.answer(ok=False, error_message=text)
             return
         await query.answer(ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from bot.jobs import JobStatus, run_jobs
 from bot.server import create_app
 from bot.settings import Settings, TelegramSettings
 from bot.telegram import TelegramRuntime, build_telegram
+from risk.limiters import Count
 from tests.fakes.loopback import free_port, serve, shut
 from tests.fakes.telegram_bot_api import FakeTelegram
 
@@ -126,7 +128,7 @@ async def test_customer_buys_with_stars_and_gets_one_code_message(tmp_path, fake
 
 
 async def test_pre_checkout_refuses_wrong_amount_cancelled_and_foreign_invoices(tmp_path, fake):
-    async with running_bot(tmp_path, fake):
+    async with running_bot(tmp_path, fake) as bot:
         ref = await _buy_to_invoice(fake)
         for user, amount in ((CUSTOMER, 44), (OTHER, 45)):
             query_id = fake.pre_checkout(user, ref, amount)
@@ -138,6 +140,9 @@ async def test_pre_checkout_refuses_wrong_amount_cancelled_and_foreign_invoices(
         query_id = fake.pre_checkout(CUSTOMER, ref, 45)
         answer = await fake.wait_for("answerPreCheckoutQuery", lambda p: p["pre_checkout_query_id"] == query_id)
         assert answer["ok"] in (False, "false", "False")
+        failed = await bot.shop.risk.limiter.apply([Count(f"f:failed_payments_hour:telegram:{who}", 3600, 0)
+                                                    for who in (CUSTOMER, OTHER)], time.time(), commit=False)
+        assert failed.values == (2, 1)  # every refused attempt is a risk signal for its payer
 
 
 async def test_payment_for_no_order_is_refunded_and_forged_buttons_reveal_nothing(tmp_path, fake):

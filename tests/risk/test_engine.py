@@ -187,3 +187,17 @@ async def test_rules_for_some_skus_only_count_those_skus(engine):
     cold = Signals("telegram", "u9", 2, 10, "XTR", 1, "cold", fingerprint="f9")
     assert [(await engine.evaluate("reserve", cold)).allowed for _ in range(3)] == [True] * 3
     assert [(await engine.evaluate("reserve", hot)).allowed for _ in range(2)] == [True, False]
+
+
+async def test_repeated_failed_payment_attempts_stop_further_payments(engine):
+    limit = engine.book.rules["failed_payments_hour"].threshold
+    card_tester = order("tester", fp="stolen-card")
+    for _ in range(limit):
+        await engine.record_failed_payment(card_tester)
+    assert (await engine.evaluate("payment", card_tester)).allowed  # at the threshold: still allowed
+    await engine.record_failed_payment(card_tester)
+    refused = await engine.evaluate("payment", card_tester)
+    assert (refused.action, refused.reasons) == ("deny", ("failed_payments_hour",))
+    assert (await engine.evaluate("payment", order("honest", fp="own-card"))).allowed
+    engine.clock.now += 2 * 3600 + 1  # the window has moved on
+    assert (await engine.evaluate("payment", card_tester)).allowed

@@ -118,6 +118,11 @@ async def test_trade_state_other_than_success_does_not_pay(env, trade_state):
     assert response.status_code == 204
     assert (await env.order(order)).state == OrderState.AWAITING_PAYMENT
     assert await env.shop.store.order_payment(order.id) is None
+    from risk.limiters import Count
+
+    failed = await env.shop.risk.limiter.apply([Count("f:failed_payments_hour:wechat:o-buyer-1", 3600, 0)],
+                                               time.time(), commit=False)
+    assert failed.values == ((1,) if trade_state == "PAYERROR" else (0,))  # a payment error is a risk signal
 
 
 async def test_notification_for_unknown_order_is_404_and_changes_nothing(env):
