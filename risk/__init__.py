@@ -1,5 +1,6 @@
-"""Risk decisions for orders. The rule engine and limiters arrive with the risk issue (#6).
+"""Risk decisions for orders: limiters (`limiters`, `redis_limiter`, `failover`), rules (`rules`,
+`default_rules.toml`), the engine (`engine`) and client addresses (`netaddr`).
 
-Until then `fulfillment.orders.RiskHook` is the seam and the composition root
-wires `AllowAll` into it.
+The order flow reaches it only through `fulfillment.orders.RiskHook`, implemented over the engine by the
+composition root (`bot/risk.py`).
 """
