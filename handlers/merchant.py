@@ -36,13 +36,18 @@ def _options(args: list[str]) -> dict[str, str]:
     return out
 
 
-class Merchant:
+class MerchantCommands:
+    """What every group of merchant commands shares: the context, order lookups, the translator."""
+
     def __init__(self, ctx: ShopContext) -> None:
         self.ctx = ctx
         self.aftersale = AfterSale(ctx.store)
 
     def _t(self, lang: str, msgid: str, **params: object) -> str:
         return self.ctx.tr(lang, msgid, **params)
+
+
+class Merchant(MerchantCommands):
 
     async def handle(self, msg: Incoming, lang: str, command: str, rest: str) -> list[Reply]:
         args = shlex.split(rest) if rest else []

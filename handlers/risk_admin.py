@@ -8,9 +8,8 @@ import shlex
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from fulfillment.aftersale import AfterSale
 from fulfillment.errors import BadQuantity, NotAllowed
-from handlers.context import ShopContext
+from handlers.merchant import MerchantCommands
 from handlers.types import Button, Incoming, Reply
 from locales import Translator
 from risk.engine import RiskEngine
@@ -22,14 +21,7 @@ LOG_LIMIT = 10
 REVIEW_PAGE = 10
 
 
-class MerchantRisk:
-    def __init__(self, ctx: ShopContext) -> None:
-        self.ctx = ctx
-        self.aftersale = AfterSale(ctx.store)
-
-    def _t(self, lang: str, msgid: str, **params: object) -> str:
-        return self.ctx.tr(lang, msgid, **params)
-
+class MerchantRisk(MerchantCommands):
     def _engine(self) -> RiskEngine:
         if self.ctx.risk is None:
             raise NotAllowed("the risk engine is disabled (KAMIBOT_RISK__ENABLED=false)")

@@ -13,10 +13,10 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from fulfillment.aftersale import AfterSale
 from fulfillment.errors import NotAllowed
 from handlers.context import ShopContext
 from handlers.faq import order_refs
+from handlers.merchant import MerchantCommands
 from handlers.types import Incoming, Reply
 from storage.errors import InsufficientStock
 from storage.records import OrderState, Ticket
@@ -117,14 +117,7 @@ def _ticket_id(text: str) -> int:
     return int(text)
 
 
-class MerchantTickets:
-    def __init__(self, ctx: ShopContext) -> None:
-        self.ctx = ctx
-        self.aftersale = AfterSale(ctx.store)
-
-    def _t(self, lang: str, msgid: str, **params: object) -> str:
-        return self.ctx.tr(lang, msgid, **params)
-
+class MerchantTickets(MerchantCommands):
     async def handle(self, msg: Incoming, lang: str, command: str, rest: str) -> list[Reply]:
         if command == "tickets":
             return await self.list_open(lang)
