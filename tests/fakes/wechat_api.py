@@ -36,6 +36,7 @@ AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"  # 43 characters, like t
 class Sent:
     touser: str
     content: str
+    at: float = field(default_factory=time.perf_counter, compare=False)  # arrival, for benchmarks/wechat.py (c)
 
 
 @dataclass
