@@ -101,14 +101,17 @@ async def build_shop(settings: Settings, *, store: Store | None = None, risk: Ri
 
         engine = await build_engine(settings, store)
         risk = EngineHook(engine, lambda who: vault.digest(who).hex()[:32])
+    payments = PaymentInbox(store, checkpoints, risk=risk)
+    delivery = DeliveryWorker(store, vault, channels, providers, checkpoints)
+    payments.on_applied = delivery.wake
     return Shop(
         settings=settings,
         store=store,
         vault=vault,
         catalog=CatalogService(store),
         orders=OrderService(store, risk or AllowAll(), timedelta(seconds=settings.reservation_ttl_seconds)),
-        payments=PaymentInbox(store, checkpoints, risk=risk),
-        delivery=DeliveryWorker(store, vault, channels, providers, checkpoints),
+        payments=payments,
+        delivery=delivery,
         providers=providers,
         channels=channels,
         risk=engine,

@@ -36,8 +36,21 @@ class JobStatus:
                 if now - self.last_ok.get(name, 0.0) > 3 * every + 5]
 
 
+async def _idle(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
+    """Wait `seconds`, or less when stopping or when work was announced (`wake`)."""
+    if wake is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+        return
+    waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())}
+    _, pending = await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    wake.clear()
+
+
 async def _every(name: str, seconds: float, tick: Callable[[], Awaitable[int]], stop: asyncio.Event,
-                 status: JobStatus) -> None:
+                 status: JobStatus, wake: asyncio.Event | None = None) -> None:
     status.intervals[name] = seconds
     while not stop.is_set():
         busy = 0
@@ -48,8 +61,7 @@ async def _every(name: str, seconds: float, tick: Callable[[], Awaitable[int]], 
             status.failures[name] = status.failures.get(name, 0) + 1
             log.exception("event=job.failed job=%s", name)
         if not busy:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=seconds)
+            await _idle(stop, wake, seconds)
 
 
 async def run_jobs(shop: Shop, stop: asyncio.Event, status: JobStatus, *, delivery_every: float = 0.2,
@@ -61,7 +73,8 @@ async def run_jobs(shop: Shop, stop: asyncio.Event, status: JobStatus, *, delive
     await shop.payments.apply_pending()
     log.info("event=jobs.started")
     await asyncio.gather(
-        _every("delivery", delivery_every, shop.delivery.run_once, stop, status),
+        # a payment applied in this process wakes the worker at once; the poll covers the other processes
+        _every("delivery", delivery_every, shop.delivery.run_once, stop, status, shop.delivery.due),
         _every("expire", expire_every, shop.orders.expire_due, stop, status),
         _every("payments", recover_every, shop.payments.apply_pending, stop, status),
         *(_every(name, seconds, tick, stop, status) for name, seconds, tick in extra),

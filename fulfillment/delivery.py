@@ -76,6 +76,11 @@ class DeliveryWorker:
         self.lease = lease
         self.clock = clock
         self.alerts: MerchantAlerts | None = None
+        #: set when rows were just written (a payment applied here): the job loop runs at once
+        self.due = asyncio.Event()
+
+    def wake(self) -> None:
+        self.due.set()
 
     async def run_once(self, limit: int = 50) -> int:
         """Claim due rows and process them; returns how many were claimed."""

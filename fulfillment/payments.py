@@ -11,7 +11,7 @@ from typing import Protocol
 from fulfillment.checkpoints import PAYMENT_RECORDED, Checkpoints, NoCheckpoints
 from fulfillment.errors import PaymentRejected
 from storage.protocol import Store
-from storage.records import PAYABLE_STATES, Order, OrderState, PaymentApplied, PaymentEventIn
+from storage.records import PAYABLE_STATES, Order, OrderState, PaymentApplied, PaymentEventIn, PaymentOutcome
 
 log = logging.getLogger("kamibot.payments")
 MAX_AMOUNT = 10**12
@@ -65,6 +65,8 @@ class PaymentInbox:
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC), risk: DeliveryRisk | None = None) -> None:
         self.store = store
         self.risk = risk
+        #: told when a payment wrote outbox rows (delivery, or the refund of an unfulfillable order)
+        self.on_applied: Callable[[], None] | None = None
         self.checkpoints = checkpoints or NoCheckpoints()
         self.clock = clock
 
@@ -81,6 +83,8 @@ class PaymentInbox:
             log.exception("event=payment.apply_failed provider=%s", event.provider)
             raise
         self.checkpoints.reach(PAYMENT_RECORDED)
+        if self.on_applied is not None and result.outcome in (PaymentOutcome.ALLOCATED, PaymentOutcome.FAILED):
+            self.on_applied()
         log.info("event=payment.%s payment_event=%s provider=%s order_id=%s",
                  result.outcome.value, result.event_id, event.provider, result.order_id)
         return result

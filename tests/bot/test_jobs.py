@@ -68,3 +68,24 @@ async def test_healthz_reports_stale_jobs_with_503(shop):
     assert bad.json()["stale_jobs"] == ["delivery"]
     assert good.status_code == 200
     assert good.json()["schema"] == migrations("sqlite")[-1][0]
+
+
+async def test_a_payment_wakes_the_delivery_worker_instead_of_waiting_for_its_poll(shop):
+    seeded = await make_shop(shop.store, codes=3, vault=shop.vault)
+    inbox = shop.channels["console"] = Inbox()
+    stop, status = asyncio.Event(), JobStatus()
+    task = asyncio.create_task(run_jobs(shop, stop, status, delivery_every=3600))  # the poll alone: an hour
+    await _until(lambda: _true(status.last_ok.get("delivery")))  # the first, empty tick is done
+    order = await shop.orders.checkout(CheckoutRequest("console", "c", "c", seeded.sku.id, 1))
+    await shop.payments.receive(shop.providers["test"].pay(order))
+
+    async def delivered() -> bool:
+        return len(inbox.got) == 1
+
+    await _until(delivered)  # 10 s at most: only the wake-up can have sent it
+    stop.set()
+    await task
+
+
+async def _true(value: object) -> bool:
+    return bool(value)
