@@ -100,7 +100,7 @@ async def build_shop(settings: Settings, *, store: Store | None = None, risk: Ri
         from bot.risk import EngineHook, build_engine
 
         engine = await build_engine(settings, store)
-        risk = EngineHook(engine, lambda who: vault.digest(who).hex()[:32])
+        risk = EngineHook(engine, vault.fingerprint)
     payments = PaymentInbox(store, checkpoints, risk=risk)
     delivery = DeliveryWorker(store, vault, channels, providers, checkpoints)
     payments.on_applied = delivery.wake

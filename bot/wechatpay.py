@@ -117,7 +117,7 @@ class WeChatPay:
         self.client = WeChatPayClient(config, http, clock)
         self.provider = WeChatPayProvider(self.client)
         self.notifications = WeChatPayNotifications(shop.store, shop.payments, config,
-                                                    lambda who: shop.vault.digest(who).hex()[:32], clock,
+                                                    shop.vault.fingerprint, clock,
                                                     on_failed_payment=self._failed_payment)
         self.watch = WatchList(shop.store, clock)
         self.reconciler = WeChatPayReconciler(shop.store, self.client, self.notifications,

@@ -15,6 +15,8 @@ from storage.records import PAYABLE_STATES, Order, OrderState, PaymentApplied, P
 
 log = logging.getLogger("kamibot.payments")
 MAX_AMOUNT = 10**12
+#: the cause recorded when the risk module holds an order for review (followed by its reasons)
+RISK_REVIEW_CAUSE = "risk review: "
 
 
 class PaymentProvider(Protocol):
@@ -99,7 +101,7 @@ class PaymentInbox:
         reasons = await self.risk.before_delivery(order, event.payer)
         if reasons:
             await self.store.transition(order.id, list(PAYABLE_STATES), OrderState.REVIEW,
-                                        "risk review: " + ",".join(reasons)[:200], self.clock())
+                                        RISK_REVIEW_CAUSE + ",".join(reasons)[:200], self.clock())
 
     async def apply_pending(self, limit: int = 500) -> int:
         """Recovery: events recorded before a crash but never applied."""

@@ -146,6 +146,10 @@ class Vault:
     def digest(self, code: str) -> bytes:
         return hmac.digest(self._ring.hmac_key, code.encode("utf-8"), "sha256")
 
+    def fingerprint(self, who: str) -> str:
+        """Keyed hash of a payer identity (`channel:id`) as the risk module and payment events carry it."""
+        return self.digest(who).hex()[:32]
+
     @staticmethod
     def _aad(key_id: str, digest: bytes) -> bytes:
         return b"kamibot/code/v1|" + key_id.encode() + b"|" + digest

@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from fulfillment.errors import BadQuantity, NotAllowed
+from fulfillment.payments import RISK_REVIEW_CAUSE
 from handlers.merchant import MerchantCommands
 from handlers.types import Button, Incoming, Reply
 from locales import Translator
 from risk.engine import RiskEngine
 from risk.rules import RulesError, summaries
+from storage.protocol import Store
 from storage.records import OrderState
 
 log = logging.getLogger("kamibot.merchant")
@@ -83,12 +85,10 @@ class MerchantRisk(MerchantCommands):
             return [Reply(self._t(lang, "risk.review_empty"))]
         replies = [Reply(self._t(lang, "risk.review_title", count=len(held)))]
         for order in held:
-            events = await self.ctx.store.order_events(order.id)
-            cause = next((e.cause for e in reversed(events) if e.to_state == OrderState.REVIEW), "")
             who = f"{order.channel}:{order.user_id}"
             replies.append(Reply(self._t(lang, "risk.review_line", ref=order.ref, user=who,
                                          total=self.ctx.tr.money(lang, order.amount, order.currency),
-                                         reasons=cause.removeprefix("risk review: ")),
+                                         reasons=await review_reasons(self.ctx.store, order.id)),
                                  review_buttons(self.ctx.tr, lang, order.ref)))
         return replies
 
@@ -117,6 +117,13 @@ class MerchantRisk(MerchantCommands):
         await self.ctx.store.audit(msg.channel, msg.user_id, "reject", order.ref, datetime.now(UTC))
         self.ctx.spawn(self.ctx.delivery.run_once())  # the refund row: money back, customer told
         return [Reply(self._t(lang, "risk.rejected", ref=order.ref))]
+
+
+async def review_reasons(store: Store, order_id: int) -> str:
+    """Why an order is held: the cause of its latest move to review (risk rule ids, or a payment mismatch)."""
+    events = await store.order_events(order_id)
+    cause = next((e.cause for e in reversed(events) if e.to_state == OrderState.REVIEW), "")
+    return cause.removeprefix(RISK_REVIEW_CAUSE)
 
 
 def review_buttons(tr: Translator, lang: str, ref: str) -> list[list[Button]]:

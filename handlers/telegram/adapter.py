@@ -31,13 +31,13 @@ from telegram.ext import (
 from fulfillment.delivery import PermanentFailure, RetryLater
 from fulfillment.errors import RiskChallenge, RiskDenied, ShopError
 from handlers.context import ShopContext
-from handlers.risk_admin import review_buttons
+from handlers.risk_admin import review_buttons, review_reasons
 from handlers.router import Conversation
 from handlers.telegram.channel import CHANNEL, TelegramAlerts, TelegramSender
 from handlers.tickets_admin import ticket_of_notice
 from handlers.types import Attachment, Incoming, Reply
 from risk.engine import Signals
-from storage.records import Order, OrderState, PaymentEventIn, PaymentOutcome
+from storage.records import Order, PaymentEventIn, PaymentOutcome
 
 log = logging.getLogger("kamibot.telegram")
 MAX_DOWNLOAD = 20 * 1024 * 1024  # bots can download files up to 20 MB
@@ -217,14 +217,12 @@ class TelegramBot:
 
     def _payer(self, user_id: int) -> str:
         """The keyed payment fingerprint of a Stars payer (the Telegram account pays)."""
-        return self.ctx.vault.digest(f"{CHANNEL}:{user_id}").hex()[:32]
+        return self.ctx.vault.fingerprint(f"{CHANNEL}:{user_id}")
 
     async def _review_notice(self, order_id: int, ref: str) -> None:
         """Held for review (a risk rule or a mismatching payment): the merchant decides with two buttons."""
-        events = await self.ctx.store.order_events(order_id)
-        cause = next((e.cause for e in reversed(events) if e.to_state == OrderState.REVIEW), "")
         await self.alerts.notify("risk.alert_review", buttons=lambda lang: review_buttons(self.ctx.tr, lang, ref),
-                                 ref=ref, reasons=cause.removeprefix("risk review: "))
+                                 ref=ref, reasons=await review_reasons(self.ctx.store, order_id))
 
     async def _low_stock(self, order: Order) -> None:
         """Tell the merchant when this sale took the pool across its low-stock mark (once per crossing)."""
