@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from risk.limiters import Bucket, Count, Distinct, Limiter, LimiterUnavailable, Op, Outcome, Plan, PlanRule
+from risk.limiters import Bucket, Count, Limiter, LimiterUnavailable, Op, Plan, PlanRule, apply_some
 from risk.netaddr import Network, in_networks, ip_key, parse_networks
 from risk.rules import SEVERITY, Rule, RuleBook, RulesError, default_rules_text, parse_rules, with_threshold
 from storage.protocol import Store
@@ -82,17 +82,6 @@ class _Compiled:
 _LETTER = {"velocity": "v", "amount": "a", "distinct": "d", "failed_payments": "f"}
 
 
-def _op(c: _Compiled, s: Signals, dim: str, values: dict[str, str]) -> Op | None:
-    if c.kind == "velocity":
-        return Count(f"v:{c.rule_id}:{dim}", c.window_s, 1, c.limit)
-    if c.kind == "amount":
-        return Count(f"a:{c.rule_id}:{dim}", c.window_s, s.amount, c.limit) if s.currency == c.rule.currency else None
-    if c.kind == "failed_payments":  # read only: failures are counted by record_failed_payment
-        return Count(f"f:{c.rule_id}:{dim}", c.window_s, 0, c.limit)
-    member = values[c.of] if c.of else ""
-    return Distinct(f"d:{c.rule_id}:{dim}", member, c.window_s, c.limit) if member else None
-
-
 def _dimension_values(s: Signals) -> dict[str, str]:
     values = {"user": f"{s.channel}:{s.user_id}", "fp": s.fingerprint, "sku": str(s.sku_id), "global": "*"}
     try:
@@ -137,7 +126,7 @@ class RiskEngine:
         self.limiter = limiter
         self.clock = clock
         self._by_stage: dict[str, list[_Compiled]] = {}
-        self._plans: dict[str, tuple[Plan, list[_Compiled]]] = {}
+        self._plans: dict[str, tuple[Plan, list[_Compiled], bool]] = {}
         self.book = book or parse_rules(default_rules_text())
         self.decisions = DecisionLog(store)
         self._lists = _Lists()
@@ -160,14 +149,14 @@ class RiskEngine:
         self._book = book
         self._by_stage = by_stage
         # counting rules of a stage as one plan (resolved inside the Redis script: one small round trip);
-        # a stage with SKU-filtered counting rules builds its operations per check instead
-        plans: dict[str, tuple[Plan, list[_Compiled]]] = {}
+        # a stage with SKU-filtered counting rules builds the plan's operations per check instead
+        plans: dict[str, tuple[Plan, list[_Compiled], bool]] = {}
         for stage, compiled in by_stage.items():
             counting = [c for c in compiled if c.kind in _LETTER]
-            if counting and not any(c.skus for c in counting):
-                plans[stage] = (Plan(tuple(PlanRule(_LETTER[c.kind], f"{_LETTER[c.kind]}:{c.rule_id}", c.dimension,
-                                                    c.of or "", c.window_s, c.limit, c.rule.currency)
-                                           for c in counting)), counting)
+            if counting:
+                plan = Plan(tuple(PlanRule(_LETTER[c.kind], f"{_LETTER[c.kind]}:{c.rule_id}", c.dimension,
+                                           c.of or "", c.window_s, c.limit, c.rule.currency) for c in counting))
+                plans[stage] = (plan, counting, any(c.skus for c in counting))
         self._plans = plans
 
     # -- rules and lists -------------------------------------------------------
@@ -277,19 +266,15 @@ class RiskEngine:
     async def _counted(self, stage: str, s: Signals, values: dict[str, str], now: float) -> list[tuple[str, Rule]]:
         """The counting rules of the stage: one limiter call (a plan, or per-check operations)."""
         planned = self._plans.get(stage)
-        owners: list[_Compiled] = []
-        if planned is not None:
-            plan, owners = planned
-            outcome = await self.limiter.apply_plan(plan, values, s.amount, s.currency, now)
+        if planned is None:
+            return []
+        plan, owners, filtered = planned
+        if filtered:
+            ops = [None if c.skus and s.sku_slug not in c.skus else op
+                   for c, op in zip(owners, plan.ops(values, s.amount, s.currency), strict=True)]
+            outcome = await apply_some(self.limiter, ops, now)
         else:
-            ops: list[Op] = []
-            for c in self._by_stage.get(stage, ()):
-                if c.kind in _LETTER and (not c.skus or s.sku_slug in c.skus) and values[c.dimension]:
-                    op = _op(c, s, values[c.dimension], values)
-                    if op is not None:
-                        ops.append(op)
-                        owners.append(c)
-            outcome = await self.limiter.apply(ops, now) if ops else Outcome((), (), True)
+            outcome = await self.limiter.apply_plan(plan, values, s.amount, s.currency, now)
         return [(c.rule_id, c.rule) for c, value, exceeded in zip(owners, outcome.values, outcome.exceeded,
                                                                    strict=True) if exceeded or value > c.rule.threshold]
 
@@ -335,9 +320,10 @@ class RiskEngine:
         """A payment attempt that failed (refused at pre-checkout, a payment error from the provider): counted for
         the `failed_payments` rules, read at their stage."""
         values = _dimension_values(s)
-        ops: list[Op] = [Count(f"f:{c.rule_id}:{values[c.dimension]}", c.window_s, 1)
-                         for compiled in self._by_stage.values() for c in compiled
-                         if c.kind == "failed_payments" and values[c.dimension]]
+        # the same keys the stage's plan reads (its `f` rules), counted up by one
+        ops: list[Op] = [Count(f"{r.key_base}:{values[r.dimension]}", r.window_s, 1)
+                         for plan, _, _ in self._plans.values() for r in plan.rules
+                         if r.kind == "f" and values[r.dimension]]
         if not ops:
             return
         try:

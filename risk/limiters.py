@@ -112,7 +112,11 @@ class Plan:
 async def apply_plan_with(limiter: Limiter, plan: Plan, values: Mapping[str, str], amount: int, currency: str,
                           now: float) -> Outcome:
     """A plan through plain ops: rules that do not apply get value -1 (never over a positive threshold)."""
-    planned = plan.ops(values, amount, currency)
+    return await apply_some(limiter, plan.ops(values, amount, currency), now)
+
+
+async def apply_some(limiter: Limiter, planned: list[Op | None], now: float) -> Outcome:
+    """Apply the operations that are there as one check; a None slot answers value -1, not exceeded."""
     ops = [op for op in planned if op is not None]
     outcome = await limiter.apply(ops, now) if ops else Outcome((), (), True)
     it = iter(zip(outcome.values, outcome.exceeded, strict=True))
