@@ -83,13 +83,6 @@ class PgSharedState:
                                      ' value COLLATE "C"')
         return [(r[0], r[1], r[2]) for r in rows]
 
-    async def record_risk_decision(self, d: RiskDecisionRecord) -> int:
-        return int(await self.pool.fetchval(
-            "INSERT INTO risk_decisions (at, stage, channel, user_id, ip, fingerprint, order_id, sku_id, decision,"
-            " score, reasons) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) RETURNING id",
-            _aware(d.at), d.stage, d.channel, d.user_id, d.ip, d.fingerprint, d.order_id, d.sku_id, d.decision,
-            d.score, d.reasons[:500]))
-
     async def record_risk_decisions(self, rows: list[RiskDecisionRecord]) -> None:
         await self.pool.executemany(
             "INSERT INTO risk_decisions (at, stage, channel, user_id, ip, fingerprint, order_id, sku_id, decision,"

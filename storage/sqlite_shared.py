@@ -103,13 +103,6 @@ class SharedState:
         rows = await self._all("SELECT kind, value, list FROM risk_lists ORDER BY kind, value")
         return [(r[0], r[1], r[2]) for r in rows]
 
-    async def record_risk_decision(self, d: RiskDecisionRecord) -> int:
-        return int(await self._tx(lambda db: db.execute(
-            "INSERT INTO risk_decisions (at, stage, channel, user_id, ip, fingerprint, order_id, sku_id, decision,"
-            " score, reasons) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (ts(d.at), d.stage, d.channel, d.user_id, d.ip, d.fingerprint, d.order_id, d.sku_id, d.decision,
-             d.score, d.reasons[:500])).lastrowid))
-
     async def record_risk_decisions(self, rows: list[RiskDecisionRecord]) -> None:
         await self._tx(lambda db: db.executemany(
             "INSERT INTO risk_decisions (at, stage, channel, user_id, ip, fingerprint, order_id, sku_id, decision,"

@@ -371,8 +371,8 @@ async def test_risk_rules_lists_decisions_and_user_stats(store):
     await store.set_risk_list("user", "telegram:5", None, "", NOW)
     assert await store.risk_lists() == [("ip", "10.0.0.0/8", "allow")]
     for i, decision in enumerate(["allow", "deny", "review"]):
-        await store.record_risk_decision(RiskDecisionRecord(NOW, "checkout", "telegram", "7", decision, 10 * i,
-                                                            "r1,r2", ip="1.2.3.4", order_id=40 + i))
+        await store.record_risk_decisions([RiskDecisionRecord(NOW, "checkout", "telegram", "7", decision, 10 * i,
+                                                              "r1,r2", ip="1.2.3.4", order_id=40 + i)])
     await store.record_risk_decisions([RiskDecisionRecord(NOW, "paid", "telegram", "8", "allow", 0)] * 3)
     assert len(await store.risk_decisions("user", "telegram:8", 10)) == 3
     by_user = await store.risk_decisions("user", "telegram:7", 2)
