@@ -146,23 +146,20 @@ class Limiter(Protocol):
 
 def validate(ops: list[Op]) -> None:
     for op in ops:
-        kind = type(op)
         if not op.key or len(op.key) > 512 or _BAD.search(op.key):
             raise ValueError("limiter key must be 1-512 printable characters")
-        if kind is Bucket:
-            assert isinstance(op, Bucket)
+        if isinstance(op, Bucket):
             if op.rate <= 0 or op.burst <= 0 or op.cost <= 0:
                 raise ValueError("bucket rate, burst and cost must be positive")
             continue
-        assert isinstance(op, Count | Distinct)
         if op.window_s <= 0:
             raise ValueError("window must be positive")
         if op.limit is not None and op.limit < 0:
             raise ValueError("limit must not be negative")
-        if kind is Count:
-            if op.cost < 0:  # type: ignore[union-attr]
+        if isinstance(op, Count):
+            if op.cost < 0:
                 raise ValueError("cost must not be negative")
-        elif not op.member or len(op.member) > 512 or _BAD.search(op.member):  # type: ignore[union-attr]
+        elif not op.member or len(op.member) > 512 or _BAD.search(op.member):
             raise ValueError("a distinct member must be 1-512 printable characters")
 
 
