@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+_PLAN_FIELD = re.compile(r"^[A-Za-z0-9_:.-]*$")
 _BAD = re.compile(r"[\x00-\x1f\x7f]")  # control characters (tabs, newlines) never belong in a key or member
 
 
@@ -85,11 +86,11 @@ class Plan:
     rules: tuple[PlanRule, ...]
 
     def __post_init__(self) -> None:
+        # the Redis backend writes these fields into its script's source: only plain characters
         for r in self.rules:
-            for part in (r.key_base, r.dimension, r.of, r.currency):
-                if _BAD.search(part) or " " in part:
-                    raise ValueError("plan fields must be printable without spaces")
-
+            for part in (r.kind, r.key_base, r.dimension, r.of, r.currency):
+                if not _PLAN_FIELD.match(part):
+                    raise ValueError("plan fields must be letters, digits and _:.-")
 
     def ops(self, values: Mapping[str, str], amount: int, currency: str) -> list[Op | None]:
         """The operations of this check (None where a rule does not apply: value missing, other currency)."""
