@@ -6,61 +6,32 @@ The script mirrors `MemoryLimiter`'s arithmetic exactly.  Bucket keys are derive
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from risk.limiters import _BAD, Count, Distinct, Op, Outcome, Plan, validate
 
 # ARGV: now, commit flag, key prefix, and the operations as one string (an op per line, fields split by tabs):
 # packing the check as 4 arguments and answering with one string keeps the client's encode/parse work small.
 _SCRIPT = """
-local PLAN = {}
 local now = tonumber(ARGV[1])
 local commit = ARGV[2] == '1'
 local prefix = ARGV[3]
 local ops = {}
-if ARGV[5] == nil then
-  for line in string.gmatch(ARGV[4], '[^\\n]+') do
-    local t, key, a, b, c = string.match(line, '^(%a)\\t([^\\t]+)\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)$')
-    ops[#ops + 1] = {t, prefix .. key, tonumber(a), b, tonumber(c)}
-  end
-else
-  -- a rule plan: the keys are built here from the check's signal values (ARGV 5..10)
-  local vals = {user = ARGV[5], ip = ARGV[6], fp = ARGV[7], sku = ARGV[8], global = '*'}
-  local amount, currency = ARGV[9], ARGV[10]
-  for _, r in ipairs(PLAN) do  -- {kind, key base, dimension, of, window, limit, currency}
-    local kind, base, dim, of, w, limit, cur = r[1], r[2], r[3], r[4], r[5], r[6], r[7]
-    local dv = vals[dim] or ''
-    local op = false
-    if dv ~= '' then
-      local key = prefix .. base .. ':' .. dv
-      if kind == 'v' then
-        op = {'c', key, w, '1', limit}
-      elseif kind == 'f' then
-        op = {'c', key, w, '0', limit}  -- failed payments: read only
-      elseif kind == 'a' then
-        if cur == currency then op = {'c', key, w, amount, limit} end
-      else
-        local member = vals[of] or ''
-        if member ~= '' then op = {'d', key, w, member, limit} end
-      end
-    end
-    ops[#ops + 1] = op
-  end
+for line in string.gmatch(ARGV[4], '[^\\n]+') do
+  local t, key, a, b, c = string.match(line, '^(%a)\\t([^\\t]+)\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)$')
+  ops[#ops + 1] = {t, prefix .. key, tonumber(a), b, tonumber(c)}
 end
 local n = #ops
 local values, flags, state, fresh = {}, {}, {}, {}
 local over = false
 for i = 1, n do
-  local op = ops[i]
+  local t, key, a, b, c = unpack(ops[i])
   local value, exceeded = -1, 0
-  local t, key, a, b, c
-  if op then t, key, a, b, c = op[1], op[2], op[3], op[4], op[5] end
-  if not op then
-    value = -1
-  elseif t == 'c' then
+  if t == 'c' then
     local cost = tonumber(b)
     local bucket = math.floor(now / a)
     local k = key .. ':' .. bucket
@@ -100,21 +71,20 @@ local committed = 0
 if commit and not over then
   committed = 1
   for i = 1, n do
-    local op = ops[i]
-    local t, key = op and op[1], op and op[2]
-    if not op then
-      -- a rule that does not apply to this check
-    elseif t == 'c' then
-      -- the expiry is set once, when the window's key is created
-      if redis.call('INCRBY', state[i], op[4]) == tonumber(op[4]) then redis.call('EXPIREAT', state[i], fresh[i]) end
+    local t, key, a, b, c = unpack(ops[i])
+    if t == 'c' then
+      -- a read (cost 0) counts nothing and keeps no key; the expiry is set once, when the window's key is created
+      if b ~= '0' and redis.call('INCRBY', state[i], b) == tonumber(b) then
+        redis.call('EXPIREAT', state[i], fresh[i])
+      end
     elseif t == 'd' then
       if state[i] then
-        redis.call('SADD', state[i], op[4])
+        redis.call('SADD', state[i], b)
         if fresh[i] then redis.call('EXPIREAT', state[i], fresh[i]) end
       end
     else
-      redis.call('HSET', key, 'tokens', tostring(state[i] - op[5]), 'at', ARGV[1])
-      redis.call('EXPIREAT', key, math.ceil(now + tonumber(op[4]) / op[3] + 1))
+      redis.call('HSET', key, 'tokens', tostring(state[i] - c), 'at', ARGV[1])
+      redis.call('EXPIREAT', key, math.ceil(now + tonumber(b) / a + 1))
     end
   end
 end
@@ -130,14 +100,80 @@ def _line(op: Op) -> str:
     return f"b\t{op.key}\t{float(op.rate)!r}\t{op.burst}\t{op.cost}"
 
 
-def _plan_script(plan: Plan) -> str:
-    """The script with this plan's rules written into it: Redis caches it by SHA, so a check sends only the
-    signal values (parsing a plan argument, even with cjson, cost Redis more than the counting)."""
-    rows = []
-    for r in plan.rules:  # Plan admits only letters, digits and _:.- in these fields
-        limit = -1 if r.limit is None else r.limit
-        rows.append(f"{{'{r.kind}','{r.key_base}','{r.dimension}','{r.of}',{r.window_s},{limit},'{r.currency}'}}")
-    return _SCRIPT.replace("local PLAN = {}", "local PLAN = {" + ",".join(rows) + "}", 1)
+_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:.-")
+_DIMENSION = {"user": "user", "ip": "ip", "fp": "fp", "sku": "sku", "global": "'*'"}
+
+
+def _lua_text(text: str) -> str:
+    """A Lua string literal of any text (bytes other than plain characters as decimal escapes)."""
+    return "'" + "".join(chr(b) if b in _SAFE else f"\\{b:03d}" for b in text.encode()) + "'"
+
+
+def _plan_script(plan: Plan, prefix: str) -> str:
+    """A script for one plan and key prefix, written as straight-line Lua: Redis caches it by SHA, so a check
+    sends only its signal values, and Redis runs no rule-table walk, builds no op tables and reads every counted
+    window with one MGET.  ARGV: now, user, ip, fp, sku, amount, currency.
+
+    The arithmetic is `_SCRIPT`'s (and so `MemoryLimiter`'s): an estimate per counting rule, a new distinct
+    member counted only on commit, nothing counted when any deny rule is over its limit."""
+    n = len(plan.rules)
+    windows = sorted({r.window_s for r in plan.rules})
+    slot = {w: i + 1 for i, w in enumerate(windows)}  # window -> index into the per-window tables
+    out = [
+        "local now = tonumber(ARGV[1])",
+        "local user, ip, fp, sku, amount, currency = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]",
+        "local cost = tonumber(amount)",
+        "local WB, WS, WP, WF = {}, {}, {}, {}",  # per window: number, ':number', ':previous number', weight
+        "local K = {" + ",".join(["false"] * n) + "}",  # counted key (count) / key a new member joins (distinct)
+        "local V = {" + ",".join(["-1"] * n) + "}",
+        "local X = {" + ",".join(["'0'"] * n) + "}",
+        "local E, keys, k, over = {}, {}, 0, false",
+    ]
+    for w in windows:
+        i = slot[w]
+        out.append(f"WB[{i}] = math.floor(now / {w}); WS[{i}] = ':' .. WB[{i}]; WP[{i}] = ':' .. (WB[{i}] - 1);"
+                   f" WF[{i}] = 1 - (now - WB[{i}] * {w}) / {w}")
+    counts = [(i, r) for i, r in enumerate(plan.rules, 1) if r.kind in ("v", "f", "a")]
+    for i, r in counts:  # the keys of every applying count rule: this window's and the previous one's
+        dim, w = _DIMENSION.get(r.dimension, "''"), slot[r.window_s]
+        cond = f"{dim} ~= ''" + (f" and currency == {_lua_text(r.currency)}" if r.kind == "a" else "")
+        out.append(f"if {cond} then local base = {_lua_text(f'{prefix}{r.key_base}:')} .. {dim};"
+                   f" K[{i}] = base .. WS[{w}]; keys[k + 1] = K[{i}]; keys[k + 2] = base .. WP[{w}]; k = k + 2 end")
+    if counts:
+        out.append("local got = k > 0 and redis.call('MGET', unpack(keys)) or {}")
+        out.append("k = 1")
+    for i, r in counts:
+        step = {"v": "1", "f": "0", "a": "cost"}[r.kind]
+        check = (f" if est > {r.limit} then X[{i}] = '1'; over = true end"
+                 if r.limit is not None and r.limit >= 0 else "")
+        out.append(f"if K[{i}] then local est = tonumber(got[k] or '0') + tonumber(got[k + 1] or '0')"
+                   f" * WF[{slot[r.window_s]}] + {step}; k = k + 2; V[{i}] = math.floor(est);{check} end")
+    distinct = [(i, r) for i, r in enumerate(plan.rules, 1) if r.kind not in ("v", "f", "a")]
+    for i, r in distinct:
+        dim, member, w = _DIMENSION.get(r.dimension, "''"), _DIMENSION.get(r.of, "''"), slot[r.window_s]
+        check = (f" if v > {r.limit} then X[{i}] = '1'; over = true end"
+                 if r.limit is not None and r.limit >= 0 else "")
+        out.append(f"if {dim} ~= '' and {member} ~= '' then"
+                   f" local key = {_lua_text(f'{prefix}{r.key_base}:')} .. {dim} .. WS[{w}];"
+                   f" local v = redis.call('SCARD', key); if v == 0 then E[{i}] = (WB[{w}] + 1) * {r.window_s} end;"
+                   f" if v == 0 or redis.call('SISMEMBER', key, {member}) == 0 then v = v + 1; K[{i}] = key end;"
+                   f" V[{i}] = v;{check} end")
+    out.append("if not over then")
+    for i, r in counts:  # a read (failed payments) counts nothing; a window's expiry is set when it is created
+        w = slot[r.window_s]
+        if r.kind == "v":
+            out.append(f"  if K[{i}] and redis.call('INCRBY', K[{i}], 1) == 1 then"
+                       f" redis.call('EXPIREAT', K[{i}], (WB[{w}] + 2) * {r.window_s}) end")
+        elif r.kind == "a":
+            out.append(f"  if K[{i}] and cost ~= 0 and redis.call('INCRBY', K[{i}], amount) == cost then"
+                       f" redis.call('EXPIREAT', K[{i}], (WB[{w}] + 2) * {r.window_s}) end")
+    for i, r in distinct:
+        member = _DIMENSION.get(r.of, "''")
+        out.append(f"  if K[{i}] then redis.call('SADD', K[{i}], {member});"
+                   f" if E[{i}] then redis.call('EXPIREAT', K[{i}], E[{i}]) end end")
+    out.append("end")
+    out.append("return (over and '0' or '1') .. ' ' .. table.concat(V, ',') .. ' ' .. table.concat(X, ',')")
+    return "\n".join(out) + "\n"
 
 
 def _outcome(raw: object) -> Outcome:
@@ -152,7 +188,9 @@ class RedisLimiter:
         self.client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                               max_connections=256)
         self._script = self.client.register_script(_SCRIPT)
-        self._plans: dict[Plan, AsyncScript] = {}
+        self._plans: dict[int, tuple[Plan, bytes, str]] = {}  # id(plan) -> plan, SHA-1, source
+        # EVALSHA straight through execute_command: no script object, no response callback
+        self._execute: Callable[..., Awaitable[object]] = self.client.execute_command
 
     async def apply(self, ops: list[Op], now: float, commit: bool = True) -> Outcome:
         validate(ops)
@@ -169,12 +207,19 @@ class RedisLimiter:
                 raise ValueError("signal values must be printable and at most 512 characters")
         if not plan.rules:
             return Outcome((), (), True)
-        script = self._plans.get(plan)
-        if script is None:
-            script = self._plans[plan] = self.client.register_script(_plan_script(plan))
-        raw = await script(args=[repr(float(now)), "1", self.prefix, "", values.get("user", ""),
-                                       values.get("ip", ""), values.get("fp", ""), values.get("sku", ""),
-                                       str(amount), currency])
+        cached = self._plans.get(id(plan))
+        if cached is None or cached[0] is not plan:  # the plan is kept, so its id is not reused
+            if len(self._plans) > 64:  # plans of replaced rule books
+                self._plans.clear()
+            source = _plan_script(plan, self.prefix)
+            cached = self._plans[id(plan)] = (plan, hashlib.sha1(source.encode()).hexdigest().encode(), source)
+        args = (repr(float(now)), values.get("user", ""), values.get("ip", ""), values.get("fp", ""),
+                values.get("sku", ""), str(amount), currency)
+        try:
+            raw = await self._execute(b"EVALSHA", cached[1], 0, *args)
+        except NoScriptError:  # Redis restarted or its script cache was flushed: load it and run it again
+            await self.client.script_load(cached[2])
+            raw = await self._execute(b"EVALSHA", cached[1], 0, *args)
         return _outcome(raw)
 
     async def ping(self) -> bool:

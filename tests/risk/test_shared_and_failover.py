@@ -142,3 +142,41 @@ async def test_a_redis_that_stops_answering_is_time_boxed():
         w.close()
     server.close()
     await server.wait_closed()
+
+
+async def test_a_plan_on_redis_decides_like_the_in_process_limiter_check_after_check():
+    """The Redis plan script is generated straight-line Lua: a random run of checks (some refused, some rules
+    not applying, windows rolling over) gets the same values, flags and commits as MemoryLimiter."""
+    import random
+
+    from risk.limiters import Plan, PlanRule
+
+    await redis_or_skip()
+    plan = Plan((PlanRule("v", "v:u", "user", "", 60, 4), PlanRule("v", "v:ip", "ip", "", 3600, None),
+                 PlanRule("a", "a:u", "user", "", 120, 900, "CNY"), PlanRule("f", "f:u", "user", "", 60, 2),
+                 PlanRule("d", "d:ip", "ip", "user", 300, 2), PlanRule("d", "d:u", "user", "fp", 300, None),
+                 PlanRule("v", "v:g", "global", "", 30, 40)))
+    prefix = f"kbt:{secrets.token_hex(4)}:'\\\"] --\n:"  # any prefix: written into the script as a literal
+    redis_limiter = RedisLimiter(REDIS_URL, prefix=prefix, timeout_s=5)
+    memory = MemoryLimiter()
+    rng = random.Random(6)
+    try:
+        now = T0
+        for _ in range(400):
+            now += rng.random() * 2
+            values = {"user": rng.choice(["u1", "u2", "u3"]), "ip": rng.choice(["1.2.3.4", "5.6.7.8", ""]),
+                      "fp": rng.choice(["f1", "f2", ""]), "sku": "", "global": "*"}
+            amount, currency = rng.choice([0, 100, 250]), rng.choice(["CNY", "XTR"])
+            if rng.random() < 0.1:  # failed payments are counted by plain ops on the plan's keys
+                op = Count(f"f:u:{values['user']}", 60, 1)
+                assert await redis_limiter.apply([op], now) == await memory.apply([op], now)
+            got = await redis_limiter.apply_plan(plan, values, amount, currency, now)
+            assert got == await memory.apply_plan(plan, values, amount, currency, now), (now, values)
+        later = now + 3600
+        fresh = await redis_limiter.apply_plan(plan, {"user": "u9", "ip": "9.9.9.9", "fp": "f9"}, 1, "CNY", later)
+        assert fresh.committed
+        assert fresh.values == (1, 1, 1, 0, 1, 1, 1)
+        assert await redis_limiter.client.get(f"{prefix}v:u:u9:{int(later // 60)}") == b"1"
+    finally:
+        await redis_limiter.close()
+        await drop_prefix(prefix)
