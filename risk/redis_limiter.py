@@ -112,7 +112,9 @@ def _lua_text(text: str) -> str:
 def _plan_script(plan: Plan, prefix: str) -> str:
     """A script for one plan and key prefix, written as straight-line Lua: Redis caches it by SHA, so a check
     sends only its signal values, and Redis runs no rule-table walk, builds no op tables and reads every counted
-    window with one MGET.  ARGV: now, user, ip, fp, sku, amount, currency.
+    window with one MGET.  ARGV: now, user, ip, fp, sku, amount, currency.  The answer is an array of integers:
+    a value per rule (-1 where it does not apply), then the numbers of the rules over their limit (if any,
+    nothing was counted).
 
     The arithmetic is `_SCRIPT`'s (and so `MemoryLimiter`'s): an estimate per counting rule, a new distinct
     member counted only on commit, nothing counted when any deny rule is over its limit."""
@@ -126,8 +128,7 @@ def _plan_script(plan: Plan, prefix: str) -> str:
         "local WB, WS, WP, WF = {}, {}, {}, {}",  # per window: number, ':number', ':previous number', weight
         "local K = {" + ",".join(["false"] * n) + "}",  # counted key (count) / key a new member joins (distinct)
         "local V = {" + ",".join(["-1"] * n) + "}",
-        "local X = {" + ",".join(["'0'"] * n) + "}",
-        "local E, keys, k, over = {}, {}, 0, false",
+        "local E, keys, k, over = {}, {}, 0, 0",
     ]
     for w in windows:
         i = slot[w]
@@ -144,21 +145,21 @@ def _plan_script(plan: Plan, prefix: str) -> str:
         out.append("k = 1")
     for i, r in counts:
         step = {"v": "1", "f": "0", "a": "cost"}[r.kind]
-        check = (f" if est > {r.limit} then X[{i}] = '1'; over = true end"
+        check = (f" if est > {r.limit} then over = over + 1; V[{n} + over] = {i} end"
                  if r.limit is not None and r.limit >= 0 else "")
         out.append(f"if K[{i}] then local est = tonumber(got[k] or '0') + tonumber(got[k + 1] or '0')"
                    f" * WF[{slot[r.window_s]}] + {step}; k = k + 2; V[{i}] = math.floor(est);{check} end")
     distinct = [(i, r) for i, r in enumerate(plan.rules, 1) if r.kind not in ("v", "f", "a")]
     for i, r in distinct:
         dim, member, w = _DIMENSION.get(r.dimension, "''"), _DIMENSION.get(r.of, "''"), slot[r.window_s]
-        check = (f" if v > {r.limit} then X[{i}] = '1'; over = true end"
+        check = (f" if v > {r.limit} then over = over + 1; V[{n} + over] = {i} end"
                  if r.limit is not None and r.limit >= 0 else "")
         out.append(f"if {dim} ~= '' and {member} ~= '' then"
                    f" local key = {_lua_text(f'{prefix}{r.key_base}:')} .. {dim} .. WS[{w}];"
                    f" local v = redis.call('SCARD', key); if v == 0 then E[{i}] = (WB[{w}] + 1) * {r.window_s} end;"
                    f" if v == 0 or redis.call('SISMEMBER', key, {member}) == 0 then v = v + 1; K[{i}] = key end;"
                    f" V[{i}] = v;{check} end")
-    out.append("if not over then")
+    out.append("if over == 0 then")
     for i, r in counts:  # a read (failed payments) counts nothing; a window's expiry is set when it is created
         w = slot[r.window_s]
         if r.kind == "v":
@@ -172,7 +173,7 @@ def _plan_script(plan: Plan, prefix: str) -> str:
         out.append(f"  if K[{i}] then redis.call('SADD', K[{i}], {member});"
                    f" if E[{i}] then redis.call('EXPIREAT', K[{i}], E[{i}]) end end")
     out.append("end")
-    out.append("return (over and '0' or '1') .. ' ' .. table.concat(V, ',') .. ' ' .. table.concat(X, ',')")
+    out.append("return V")
     return "\n".join(out) + "\n"
 
 
@@ -180,6 +181,16 @@ def _outcome(raw: object) -> Outcome:
     committed, values, flags = (raw.decode() if isinstance(raw, bytes) else str(raw)).split(" ")
     return Outcome(tuple(int(v) for v in values.split(",")), tuple(f == "1" for f in flags.split(",")),
                    committed == "1")
+
+
+def _plan_outcome(raw: object, n: int) -> Outcome:
+    """A plan script's answer: the n values, then the (1-based) numbers of the rules over their limit."""
+    if not isinstance(raw, list):
+        raise TypeError(f"unexpected plan script answer {raw!r}")
+    if len(raw) == n:
+        return Outcome(tuple(raw), (False,) * n, True)
+    over = raw[n:]
+    return Outcome(tuple(raw[:n]), tuple(i in over for i in range(1, n + 1)), False)
 
 
 class RedisLimiter:
@@ -220,7 +231,7 @@ class RedisLimiter:
         except NoScriptError:  # Redis restarted or its script cache was flushed: load it and run it again
             await self.client.script_load(cached[2])
             raw = await self._execute(b"EVALSHA", cached[1], 0, *args)
-        return _outcome(raw)
+        return _plan_outcome(raw, len(plan.rules))
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
