@@ -140,7 +140,7 @@ class RiskEngine:
         self.store = store
         self.limiter = limiter
         self.clock = clock
-        self._by_stage: dict[str, list[_Compiled]] = {}
+        self._judged: dict[str, list[_Compiled]] = {}
         self._plans: dict[str, tuple[Plan, list[_Compiled], bool]] = {}
         self.book = book or parse_rules(default_rules_text())
         self.decisions = DecisionLog(store)
@@ -162,7 +162,8 @@ class RiskEngine:
                     rule_id, r, r.kind, r.dimension, r.of, r.window_s, r.threshold if r.action == "deny" else None,
                     frozenset(r.skus)))
         self._book = book
-        self._by_stage = by_stage
+        # rules judged here from the customer's cached stats (new_user, refund_ratio), per stage
+        self._judged = {stage: [c for c in compiled if c.kind not in _LETTER] for stage, compiled in by_stage.items()}
         # counting rules of a stage as one plan (resolved inside the Redis script: one small round trip);
         # a stage with SKU-filtered counting rules builds the plan's operations per check instead
         plans: dict[str, tuple[Plan, list[_Compiled], bool]] = {}
@@ -263,8 +264,8 @@ class RiskEngine:
         values = _dimension_values(s)
         hits: list[tuple[str, Rule]] = []
         stats: UserStats | None = None
-        for c in self._by_stage.get(stage, ()):
-            if c.kind in _LETTER or (c.skus and s.sku_slug not in c.skus) or not values[c.dimension]:
+        for c in self._judged.get(stage, ()):
+            if (c.skus and s.sku_slug not in c.skus) or not values[c.dimension]:
                 continue
             stats = stats or await self._user_stats(s.channel, s.user_id, now)
             if self._stats_hit(c.rule, s, stats, now):

@@ -112,7 +112,8 @@ def _lua_text(text: str) -> str:
 def _plan_script(plan: Plan, prefix: str) -> str:
     """A script for one plan and key prefix, written as straight-line Lua: Redis caches it by SHA, so a check
     sends only its signal values, and Redis runs no rule-table walk, builds no op tables and reads every counted
-    window with one MGET.  ARGV: now, user, ip, fp, sku, amount, currency.  The answer is an array of integers:
+    window with one MGET.  ARGV[1]: now, user, ip, fp, sku, amount, currency joined by tabs (one argument packs
+    faster in the client than seven; the values hold no control characters).  The answer is an array of integers:
     a value per rule (-1 where it does not apply), then the numbers of the rules over their limit (if any,
     nothing was counted).
 
@@ -122,8 +123,9 @@ def _plan_script(plan: Plan, prefix: str) -> str:
     windows = sorted({r.window_s for r in plan.rules})
     slot = {w: i + 1 for i, w in enumerate(windows)}  # window -> index into the per-window tables
     out = [
-        "local now = tonumber(ARGV[1])",
-        "local user, ip, fp, sku, amount, currency = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]",
+        "local now, user, ip, fp, sku, amount, currency = string.match(ARGV[1],"
+        " '^([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)$')",
+        "now = tonumber(now)",
         "local cost = tonumber(amount)",
         "local WB, WS, WP, WF = {}, {}, {}, {}",  # per window: number, ':number', ':previous number', weight
         "local K = {" + ",".join(["false"] * n) + "}",  # counted key (count) / key a new member joins (distinct)
@@ -213,9 +215,8 @@ class RedisLimiter:
 
     async def apply_plan(self, plan: Plan, values: Mapping[str, str], amount: int, currency: str,
                          now: float) -> Outcome:
-        for v in values.values():
-            if _BAD.search(v) or len(v) > 512:
-                raise ValueError("signal values must be printable and at most 512 characters")
+        if _BAD.search("".join(values.values()) + currency) or max(map(len, values.values()), default=0) > 512:
+            raise ValueError("signal values must be printable and at most 512 characters")
         if not plan.rules:
             return Outcome((), (), True)
         cached = self._plans.get(id(plan))
@@ -224,8 +225,9 @@ class RedisLimiter:
                 self._plans.clear()
             source = _plan_script(plan, self.prefix)
             cached = self._plans[id(plan)] = (plan, hashlib.sha1(source.encode()).hexdigest().encode(), source)
-        args = (repr(float(now)), values.get("user", ""), values.get("ip", ""), values.get("fp", ""),
-                values.get("sku", ""), str(amount), currency)
+        get = values.get
+        args = (f"{float(now)!r}\t{get('user', '')}\t{get('ip', '')}\t{get('fp', '')}\t{get('sku', '')}\t{amount}"
+                f"\t{currency}",)
         try:
             raw = await self._execute(b"EVALSHA", cached[1], 0, *args)
         except NoScriptError:  # Redis restarted or its script cache was flushed: load it and run it again
