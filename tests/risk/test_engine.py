@@ -201,3 +201,26 @@ async def test_repeated_failed_payment_attempts_stop_further_payments(engine):
     assert (await engine.evaluate("payment", order("honest", fp="own-card"))).allowed
     engine.clock.now += 2 * 3600 + 1  # the window has moved on
     assert (await engine.evaluate("payment", card_tester)).allowed
+
+
+async def test_the_decision_log_writes_every_decision_in_batches_and_flush_waits_for_them(store):
+    from risk.engine import DecisionLog
+    from storage.records import RiskDecisionRecord
+
+    batches: list[int] = []
+    write = store.record_risk_decisions
+
+    async def counted(rows):
+        batches.append(len(rows))
+        await write(rows)
+
+    store.record_risk_decisions = counted
+    log = DecisionLog(store)
+    at = datetime.fromtimestamp(T0 + 0.999_999, UTC)
+    for i in range(1200):  # added in one go: they linger together, then go in batches of at most 500
+        log.add(RiskDecisionRecord(at, "payment", "telegram", "u1", "allow", 0, "", "198.51.100.1", "", i, 1))
+    await log.flush()
+    assert batches == [500, 500, 200]
+    logged = await store.risk_decisions("user", "telegram:u1", 2000)
+    assert len(logged) == 1200
+    assert {d.at for d in logged} == {at}  # the shared second's text keeps the microseconds exact
