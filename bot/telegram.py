@@ -16,6 +16,7 @@ from handlers.telegram.adapter import PerUserOrder, TelegramBot
 from handlers.telegram.broadcast import TelegramBroadcaster
 from handlers.telegram.channel import CHANNEL, StarsProvider, TelegramAlerts, TelegramChannel, TelegramSender
 from handlers.telegram.pacing import Pacer
+from handlers.telegram.request import AiohttpRequest
 
 log = logging.getLogger("kamibot.telegram")
 ALLOWED_UPDATES = ["message", "callback_query", "pre_checkout_query"]
@@ -50,7 +51,8 @@ class TelegramRuntime:
 def build_telegram(shop: Shop, ctx: ShopContext) -> TelegramRuntime:
     t = shop.settings.telegram
     builder = (ApplicationBuilder().token(t.token.get_secret_value()).base_url(t.base_url)
-               .base_file_url(t.base_file_url).concurrent_updates(PerUserOrder(256)))
+               .base_file_url(t.base_file_url).concurrent_updates(PerUserOrder(256))
+               .request(AiohttpRequest(pool_size=64)).get_updates_request(AiohttpRequest(pool_size=1)))
     if t.mode == "webhook":
         builder = builder.updater(None)
     app = builder.build()
@@ -71,6 +73,7 @@ async def set_webhook(shop: Shop, url: str) -> None:
     t = shop.settings.telegram
     if not t.webhook_secret.get_secret_value():
         raise ValueError("set KAMIBOT_TELEGRAM__WEBHOOK_SECRET first: every webhook request is checked against it")
-    bot = Bot(t.token.get_secret_value(), base_url=t.base_url, base_file_url=t.base_file_url)
+    bot = Bot(t.token.get_secret_value(), base_url=t.base_url, base_file_url=t.base_file_url,
+              request=AiohttpRequest(pool_size=1))
     async with bot:
         await bot.set_webhook(url, secret_token=t.webhook_secret.get_secret_value(), allowed_updates=ALLOWED_UPDATES)

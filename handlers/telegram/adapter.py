@@ -226,10 +226,12 @@ class TelegramBot:
 
     async def _low_stock(self, order: Order) -> None:
         """Tell the merchant when this sale took the pool across its low-stock mark (once per crossing)."""
-        level = next((lv for lv in await self.ctx.store.stock_levels() if lv.pool_id == order.pool_id), None)
-        used = order.quantity * order.units
-        if level is not None and level.available <= level.low_stock < level.available + used:
-            await self.alerts.notify("merchant.alert_low_stock", pool=level.pool_slug, available=level.available)
+        pool = next((p for p in await self.ctx.store.pools() if p.id == order.pool_id), None)
+        if pool is None:
+            return
+        available = await self.ctx.store.pool_available(pool.id)  # one row, not the stock report
+        if available <= pool.low_stock < available + order.quantity * order.units:
+            await self.alerts.notify("merchant.alert_low_stock", pool=pool.slug, available=available)
 
     async def on_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message

@@ -1,0 +1,102 @@
+"""PTB's HTTP seam (telegram.request.BaseRequest) on aiohttp instead of httpx.
+
+Measured in benchmarks/telegram.py: with httpx every Bot API call cost the bot 1–2 ms of CPU, much of it in
+httpcore's pool (each request walks every pooled connection and asks its socket whether it is readable). aiohttp's
+client keeps idle connections in a per-host list and parses responses in C. PTB documents BaseRequest as the
+place to swap the HTTP library; status codes and Telegram errors are still mapped by PTB's own
+BaseRequest._request_wrapper, so 429 still raises RetryAfter and 403 Forbidden.
+
+Requests without files go as JSON (the Bot API accepts application/json); uploads as multipart/form-data.
+aiohttp has no separate write timeout: a request's write is bounded by its read timeout instead.
+"""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+from telegram.error import NetworkError, TimedOut
+from telegram.request import BaseRequest, RequestData
+
+_JSON = {"Content-Type": "application/json", "User-Agent": BaseRequest.USER_AGENT}
+_FORM = {"User-Agent": BaseRequest.USER_AGENT}
+
+
+class AiohttpRequest(BaseRequest):
+    """One aiohttp session with a bounded connection pool (per PTB Bot: API calls, or getUpdates)."""
+
+    def __init__(self, pool_size: int = 64, read_timeout: float | None = 5.0, connect_timeout: float = 5.0,
+                 pool_timeout: float = 5.0) -> None:
+        self._pool_size = pool_size
+        self._read_timeout = read_timeout
+        self._connect_timeout = connect_timeout
+        self._pool_timeout = pool_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._shut = False
+        self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
+
+    @property
+    def read_timeout(self) -> float | None:
+        return self._read_timeout
+
+    async def initialize(self) -> None:
+        self._shut = False
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout(
+                self._read_timeout, self._connect_timeout, self._pool_timeout), skip_auto_headers=("User-Agent",))
+
+    async def shutdown(self) -> None:
+        self._shut = True
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    def _timeout(self, read: float | None, connect: float | None, pool: float | None) -> aiohttp.ClientTimeout:
+        key = (read, connect, pool)
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            # aiohttp's "connect" covers waiting for a pooled connection and opening one; sock_connect the latter
+            wait = None if pool is None or connect is None else pool + connect
+            timeout = self._timeouts[key] = aiohttp.ClientTimeout(total=None, connect=wait, sock_connect=connect,
+                                                                  sock_read=read)
+        return timeout
+
+    async def do_request(self, url: str, method: str, request_data: RequestData | None = None,
+                         read_timeout: object = BaseRequest.DEFAULT_NONE,
+                         write_timeout: object = BaseRequest.DEFAULT_NONE,
+                         connect_timeout: object = BaseRequest.DEFAULT_NONE,
+                         pool_timeout: object = BaseRequest.DEFAULT_NONE) -> tuple[int, bytes]:
+        if self._shut:
+            raise RuntimeError("AiohttpRequest is shut down")
+        if self._session is None:  # a call before Bot.initialize (PTB's httpx request allowed that too)
+            await self.initialize()
+        session = self._session
+        assert session is not None
+        read = self._read_timeout if read_timeout is BaseRequest.DEFAULT_NONE else read_timeout
+        connect = self._connect_timeout if connect_timeout is BaseRequest.DEFAULT_NONE else connect_timeout
+        pool = self._pool_timeout if pool_timeout is BaseRequest.DEFAULT_NONE else pool_timeout
+        timeout = self._timeout(read, connect, pool)  # type: ignore[arg-type]
+        try:
+            if request_data is None:
+                async with session.request(method, url, headers=_FORM, timeout=timeout) as response:
+                    return response.status, await response.read()
+            files = request_data.multipart_data
+            if not files:
+                body = json.dumps(request_data.parameters, ensure_ascii=False).encode()  # nested values as JSON
+                async with session.request(method, url, data=body, headers=_JSON,
+                                           timeout=timeout) as response:
+                    return response.status, await response.read()
+            form = aiohttp.FormData()
+            for name, value in request_data.json_parameters.items():
+                form.add_field(name, value)
+            for name, part in files.items():
+                filename, content, *rest = part
+                form.add_field(name, content, filename=filename,
+                               content_type=rest[0] if rest else "application/octet-stream")
+            async with session.request(method, url, data=form, headers=_FORM, timeout=timeout) as response:
+                return response.status, await response.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise TimedOut from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"aiohttp.{type(exc).__name__}") from exc
