@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import aiohttp
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -50,7 +50,7 @@ class FakeTelegram:
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: uvicorn.Server | None = None
         self._serving: asyncio.Task[None] | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None  # pushes webhook updates (aiohttp: cheap per call)
         self._push_slots = asyncio.Semaphore(40)
         #: called with (method, params, monotonic time) for every call: benchmarks measure latency with it
         self.listener: Callable[[str, Params, float], None] | None = None
@@ -73,7 +73,7 @@ class FakeTelegram:
         for task in self._tasks:
             task.cancel()
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
         if self._server is not None and self._serving is not None:
             await shut(self._server, self._serving)
 
@@ -176,15 +176,16 @@ class FakeTelegram:
         assert self.webhook is not None
         url, secret = self.webhook
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=30.0)
+            self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30.0))
         # like Telegram's setWebhook max_connections (default 40): at most 40 pushes in flight
         async with self._push_slots:
             for _ in range(5):
-                with contextlib.suppress(httpx.TransportError):
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
-                    response = await self._client.post(url, json=update, headers=headers)
-                    if response.status_code == 200:
-                        return
+                    async with self._client.post(url, json=update, headers=headers) as response:
+                        await response.read()
+                        if response.status == 200:
+                            return
                 await asyncio.sleep(0.1)
 
     async def _params(self, request: Request) -> Params:
