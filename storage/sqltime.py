@@ -14,4 +14,5 @@ def ts(dt: datetime) -> str:
 
 
 def from_ts(text: str) -> datetime:
-    return datetime.strptime(text, _FMT).replace(tzinfo=UTC)
+    # the fixed-width text ts() writes is ISO 8601 with "Z": fromisoformat reads it (3.11+) ~10x faster than strptime
+    return datetime.fromisoformat(text).astimezone(UTC)

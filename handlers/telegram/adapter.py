@@ -17,7 +17,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, Update
+from telegram import Update
 from telegram.ext import (
     Application,
     BaseUpdateProcessor,
@@ -34,6 +34,8 @@ from handlers.context import ShopContext
 from handlers.risk_admin import review_buttons, review_reasons
 from handlers.router import Conversation
 from handlers.telegram.channel import CHANNEL, TelegramAlerts, TelegramSender
+from handlers.telegram.render import keyboard_rows
+from handlers.telegram.request import inline_keyboard
 from handlers.tickets_admin import ticket_of_notice
 from handlers.types import Attachment, Incoming, Reply
 from risk.engine import Signals
@@ -129,7 +131,7 @@ class TelegramBot:
         if query is None:
             return
         with contextlib.suppress(Exception):  # an expired query id must not stop the answer itself
-            await query.answer()
+            await self.sender.api.call("answerCallbackQuery", callback_query_id=query.id)
         msg = self._incoming(update, button=query.data or "")
         await self.send_all(msg.chat_id, await self.conversation.handle(msg))
 
@@ -148,16 +150,15 @@ class TelegramBot:
         inv = reply.invoice
         assert inv is not None
         lang = self.ctx.language(CHANNEL, chat_id, "")
-        pay = InlineKeyboardButton(self.ctx.tr(lang, "pay.stars_button", total=self.ctx.tr.money(
-            lang, inv.amount, inv.currency)), pay=True)  # the first button of an invoice must be the Pay button
-        rows = [[pay], *([InlineKeyboardButton(b.label, callback_data=b.data) for b in row] for row in reply.buttons)]
+        pay = {"text": self.ctx.tr(lang, "pay.stars_button", total=self.ctx.tr.money(lang, inv.amount, inv.currency)),
+               "pay": True}  # the first button of an invoice must be the Pay button
         await self.sender.pacer.wait(chat_id)
         # Stars: currency XTR and no provider token (https://core.telegram.org/bots/api#sendinvoice)
         async with self.sender.in_flight:
-            await self.app.bot.send_invoice(int(chat_id), title=inv.title[:32], description=reply.text[:255],
-                                            payload=inv.order_ref, currency=inv.currency,
-                                            prices=[LabeledPrice(inv.title[:32], inv.amount)],
-                                            reply_markup=InlineKeyboardMarkup(rows))
+            await self.sender.api.call("sendInvoice", chat_id=int(chat_id), title=inv.title[:32],
+                                       description=reply.text[:255], payload=inv.order_ref, currency=inv.currency,
+                                       prices=[{"label": inv.title[:32], "amount": inv.amount}],
+                                       reply_markup=inline_keyboard([[pay], *keyboard_rows(reply)]))
 
     async def on_pre_checkout(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.pre_checkout_query
@@ -181,9 +182,10 @@ class TelegramBot:
                     await self.ctx.risk.record_failed_payment(Signals(
                         CHANNEL, str(query.from_user.id), 0, query.total_amount, query.currency,
                         fingerprint=self._payer(query.from_user.id)))
-            await query.answer(ok=False, error_message=text)
+            await self.sender.api.call("answerPreCheckoutQuery", pre_checkout_query_id=query.id, ok=False,
+                                       error_message=text)
             return
-        await query.answer(ok=True)
+        await self.sender.api.call("answerPreCheckoutQuery", pre_checkout_query_id=query.id, ok=True)
 
     async def on_paid(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message

@@ -15,7 +15,8 @@ from fulfillment.delivery import Delivery, PermanentFailure, RetryLater
 from handlers.context import ShopContext
 from handlers.render import delivery_reply
 from handlers.telegram.pacing import Pacer
-from handlers.telegram.render import fits, keyboard, to_html
+from handlers.telegram.render import fits, keyboard, keyboard_rows, to_html
+from handlers.telegram.request import BotApi, inline_keyboard
 from handlers.types import Button, Reply
 from storage.records import Order
 
@@ -28,6 +29,7 @@ class TelegramSender:
 
     def __init__(self, bot: Bot, pacer: Pacer, in_flight: int = 32) -> None:
         self.bot = bot
+        self.api = BotApi(bot)
         self.pacer = pacer
         # httpcore's pool does work quadratic in the requests queued inside it; keep that queue short
         self.in_flight = asyncio.Semaphore(in_flight)
@@ -56,7 +58,8 @@ class TelegramSender:
             await self.bot.send_document(int(chat_id), document=io.BytesIO(body), filename=name, caption=caption,
                                          reply_markup=keyboard(reply))
             return
-        await self.bot.send_message(int(chat_id), text, parse_mode=ParseMode.HTML, reply_markup=keyboard(reply))
+        await self.api.call("sendMessage", chat_id=int(chat_id), text=text, parse_mode=ParseMode.HTML.value,
+                            reply_markup=inline_keyboard(keyboard_rows(reply)))
 
 
 class TelegramChannel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
@@ -16,6 +17,11 @@ def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
         return None
     return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=b.data) for b in row]
                                  for row in reply.buttons])
+
+
+def keyboard_rows(reply: Reply) -> list[list[dict[str, Any]]]:
+    """The same keyboard as the Bot API's JSON button rows (for BotApi calls)."""
+    return [[{"text": b.label, "callback_data": b.data} for b in row] for row in reply.buttons]
 
 
 def to_html(reply: Reply) -> str:
