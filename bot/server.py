@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import json
 import logging
@@ -92,6 +93,10 @@ async def serve(settings: Settings) -> int:
         from bot.wechatpay import WeChatPay
 
         wechatpay = WeChatPay.build(shop)
+    # the catalogue, FAQ matcher (jieba's dictionary), PTB and the rest built above live as long as the process:
+    # frozen, the cyclic collector's full passes stop walking those millions of objects again and again
+    gc.collect()
+    gc.freeze()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
