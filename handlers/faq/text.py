@@ -68,14 +68,34 @@ def _jieba() -> Any:
         warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
         import jieba  # type: ignore[import-untyped]  # no stubs; used through the small surface below
     jieba.setLogLevel(logging.WARNING)  # it logs "Building prefix dict…" at DEBUG to stderr otherwise
-    tok = jieba.Tokenizer()
     # jieba caches its parsed dictionary as a marshal file; a private per-user directory under the temp dir
     # keeps it out of the working directory and away from files planted by other users in a shared /tmp.
-    tok.tmp_dir = _cache_dir()
+    cache = _cache_dir()
+    tok = jieba.Tokenizer(_common_words(os.path.join(os.path.dirname(jieba.__file__), "dict.txt"), cache))
+    tok.tmp_dir = cache
     tok.initialize()
     for word in _DOMAIN_WORDS:
         tok.add_word(word)
     return tok
+
+
+# jieba's full dictionary (349k words) costs ~70 MB in every bot process. Its 244k words seen fewer than 10 times
+# in jieba's corpus barely change a customer question's features: on tests/faq/eval_set.tsv top-1 accuracy is
+# 0.928 with the 105k common words against 0.930 with all, for ~33 MB (jieba ships a dict.txt.small for this).
+_MIN_WORD_FREQ = 10
+
+
+def _common_words(source: str, cache: str) -> str:
+    """jieba's dictionary without its rare words, written once into the private cache directory."""
+    target = os.path.join(cache, f"dict.freq{_MIN_WORD_FREQ}.txt")
+    if not os.path.exists(target):
+        with open(source, encoding="utf-8") as fh:
+            kept = [line for line in fh if len(parts := line.split()) >= 2 and int(parts[1]) >= _MIN_WORD_FREQ]
+        partial = f"{target}.{os.getpid()}.tmp"
+        with open(partial, "w", encoding="utf-8") as out:
+            out.writelines(kept)
+        os.replace(partial, target)  # atomic: a process starting beside this one reads all of it or builds its own
+    return target
 
 
 def _cache_dir() -> str:

@@ -230,8 +230,11 @@ def test_loading_jieba_is_silent_and_caches_only_in_the_temp_dir(tmp_path):
                             timeout=60, check=False)
     assert (result.returncode, result.stdout, result.stderr) == (0, b"greeting\n", b"")
     assert list(work.iterdir()) == []
-    written = [p.relative_to(temp).as_posix() for p in temp.rglob("*") if p.is_file()]
-    assert written == [f"kamibot-jieba-{os.getuid()}/jieba.cache"]
+    written = sorted(p.relative_to(temp).as_posix() for p in temp.rglob("*") if p.is_file())
+    # the dictionary of common words and jieba's parsed cache of it (named after the dictionary's path)
+    assert [w.split("/")[0] for w in written] == [f"kamibot-jieba-{os.getuid()}"] * 2
+    assert written[0].endswith("/dict.freq10.txt")
+    assert written[1].startswith(f"kamibot-jieba-{os.getuid()}/jieba.u") and written[1].endswith(".cache")
 
 
 def test_a_cache_directory_others_can_write_is_not_used(tmp_path, monkeypatch):
