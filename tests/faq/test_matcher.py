@@ -234,7 +234,8 @@ def test_loading_jieba_is_silent_and_caches_only_in_the_temp_dir(tmp_path):
     # the dictionary of common words and jieba's parsed cache of it (named after the dictionary's path)
     assert [w.split("/")[0] for w in written] == [f"kamibot-jieba-{os.getuid()}"] * 2
     assert written[0].endswith("/dict.freq10.txt")
-    assert written[1].startswith(f"kamibot-jieba-{os.getuid()}/jieba.u") and written[1].endswith(".cache")
+    assert written[1].startswith(f"kamibot-jieba-{os.getuid()}/jieba.u")
+    assert written[1].endswith(".cache")
 
 
 def test_a_cache_directory_others_can_write_is_not_used(tmp_path, monkeypatch):
