@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,9 @@ class TelegramRuntime:
 
 
 def build_telegram(shop: Shop, ctx: ShopContext) -> TelegramRuntime:
+    # PTB 22's documented opt-in: RetryAfter.retry_after as a timedelta (its coming default) instead of an int
+    # with a deprecation warning on every 429; handlers/telegram/channel.py reads either
+    os.environ.setdefault("PTB_TIMEDELTA", "true")
     t = shop.settings.telegram
     builder = (ApplicationBuilder().token(t.token.get_secret_value()).base_url(t.base_url)
                .base_file_url(t.base_file_url).concurrent_updates(PerUserOrder(256))

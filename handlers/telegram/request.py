@@ -16,6 +16,7 @@ import json
 from typing import Any, cast
 
 import aiohttp
+import yarl
 from telegram import Bot
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
@@ -35,6 +36,7 @@ class AiohttpRequest(BaseRequest):
         self._pool_timeout = pool_timeout
         self._session: aiohttp.ClientSession | None = None
         self._shut = False
+        self._urls: dict[str, yarl.URL] = {}
         self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
 
     @property
@@ -45,8 +47,10 @@ class AiohttpRequest(BaseRequest):
         self._shut = False
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30, enable_cleanup_closed=True)
+            # the Bot API sets no cookies: the dummy jar skips cookie filtering on every request
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout(
-                self._read_timeout, self._connect_timeout, self._pool_timeout), skip_auto_headers=("User-Agent",))
+                self._read_timeout, self._connect_timeout, self._pool_timeout), skip_auto_headers=("User-Agent",),
+                cookie_jar=aiohttp.DummyCookieJar())
 
     async def shutdown(self) -> None:
         self._shut = True
@@ -79,14 +83,19 @@ class AiohttpRequest(BaseRequest):
         connect = self._connect_timeout if connect_timeout is BaseRequest.DEFAULT_NONE else connect_timeout
         pool = self._pool_timeout if pool_timeout is BaseRequest.DEFAULT_NONE else pool_timeout
         timeout = self._timeout(read, connect, pool)  # type: ignore[arg-type]
+        target = self._urls.get(url)
+        if target is None:  # a parsed URL per Bot API method, not one parse per call (file URLs: not kept)
+            target = yarl.URL(url)
+            if len(self._urls) < 256:
+                self._urls[url] = target
         try:
             if request_data is None:
-                async with session.request(method, url, headers=_FORM, timeout=timeout) as response:
+                async with session.request(method, target, headers=_FORM, timeout=timeout) as response:
                     return response.status, await response.read()
             files = request_data.multipart_data
             if not files:
                 body = json.dumps(request_data.parameters, ensure_ascii=False).encode()  # nested values as JSON
-                async with session.request(method, url, data=body, headers=_JSON,
+                async with session.request(method, target, data=body, headers=_JSON,
                                            timeout=timeout) as response:
                     return response.status, await response.read()
             form = aiohttp.FormData()
@@ -96,7 +105,7 @@ class AiohttpRequest(BaseRequest):
                 filename, content, *rest = part
                 form.add_field(name, content, filename=filename,
                                content_type=rest[0] if rest else "application/octet-stream")
-            async with session.request(method, url, data=form, headers=_FORM, timeout=timeout) as response:
+            async with session.request(method, target, data=form, headers=_FORM, timeout=timeout) as response:
                 return response.status, await response.read()
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise TimedOut from exc

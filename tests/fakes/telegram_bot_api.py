@@ -192,13 +192,13 @@ class FakeTelegram:
         if request.headers.get("content-type", "").startswith("application/json"):
             body = await request.body()
             return dict(json.loads(body)) if body else {}
-        form = await request.form()
         params: Params = {}
-        for key, value in form.multi_items():
-            if hasattr(value, "read"):
-                params[key] = {"filename": value.filename, "content": await value.read()}
-            else:
-                params[key] = _decode(value)
+        async with request.form() as form:  # closes the uploads' spooled files
+            for key, value in form.multi_items():
+                if hasattr(value, "read"):
+                    params[key] = {"filename": value.filename, "content": await value.read()}
+                else:
+                    params[key] = _decode(value)
         return params
 
     async def _api(self, request: Request) -> Response:
