@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import json
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import aiohttp
 import yarl
 from telegram import Bot
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+
+from handlers.telegram.http1 import Http1Pool
 
 _JSON = {"Content-Type": "application/json", "User-Agent": BaseRequest.USER_AGENT}
 _FORM = {"User-Agent": BaseRequest.USER_AGENT}
@@ -37,6 +40,8 @@ class AiohttpRequest(BaseRequest):
         self._session: aiohttp.ClientSession | None = None
         self._shut = False
         self._urls: dict[str, yarl.URL] = {}
+        self._split: dict[str, tuple[str, str]] = {}
+        self._http1: dict[str, Http1Pool] = {}
         self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
 
     @property
@@ -54,6 +59,9 @@ class AiohttpRequest(BaseRequest):
 
     async def shutdown(self) -> None:
         self._shut = True
+        for http in self._http1.values():
+            await http.close()
+        self._http1.clear()
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
@@ -88,6 +96,8 @@ class AiohttpRequest(BaseRequest):
             target = yarl.URL(url)
             if len(self._urls) < 256:
                 self._urls[url] = target
+        if isinstance(request_data, JsonCall):
+            return await self._json_post(url, request_data, read, connect, pool)  # type: ignore[arg-type]
         try:
             if request_data is None:
                 async with session.request(method, target, headers=_FORM, timeout=timeout) as response:
@@ -111,6 +121,28 @@ class AiohttpRequest(BaseRequest):
             raise TimedOut from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{type(exc).__name__}") from exc
+
+
+    async def _json_post(self, url: str, call: JsonCall, read: float | None, connect: float | None,
+                         pool: float | None) -> tuple[int, bytes]:
+        """A BotApi call: on the small HTTP/1.1 client (http1.py), one pool per origin."""
+        target = self._split.get(url)
+        if target is None:
+            parts = urlsplit(url)
+            target = (f"{parts.scheme}://{parts.netloc}", parts.path + (f"?{parts.query}" if parts.query else ""))
+            if len(self._split) < 256:
+                self._split[url] = target
+        origin, path = target
+        http = self._http1.get(origin)
+        if http is None:
+            http = self._http1[origin] = Http1Pool(origin, self._pool_size, self.USER_AGENT)
+        body = json.dumps(call.parameters, ensure_ascii=False).encode()
+        try:
+            return await http.post(path, body, connect, read, pool)
+        except TimeoutError as exc:
+            raise TimedOut from exc
+        except OSError as exc:  # ConnectionError is one; the message names neither URL nor token
+            raise NetworkError(f"http1.{type(exc).__name__}") from None
 
 
 class JsonCall:
