@@ -7,6 +7,7 @@ place to swap the HTTP library; status codes and Telegram errors are still mappe
 BaseRequest._request_wrapper, so 429 still raises RetryAfter and 403 Forbidden.
 
 Requests without files go as JSON (the Bot API accepts application/json); uploads as multipart/form-data.
+BotApi's hot calls (JsonCall bodies) skip aiohttp too and go through the small keep-alive client in http1.py.
 aiohttp has no separate write timeout: a request's write is bounded by its read timeout instead.
 """
 

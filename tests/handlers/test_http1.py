@@ -104,7 +104,7 @@ def test_refused_connection_and_bad_origins() -> None:
         server.close()
         await server.wait_closed()
         pool = Http1Pool(f"http://127.0.0.1:{port}")
-        with pytest.raises(OSError):
+        with pytest.raises(ConnectionRefusedError):
             await pool.post("/x", b"{}", 2, 2)
 
     asyncio.run(scenario())
