@@ -1,5 +1,5 @@
-"""Merchant risk commands in chat: /risk rules|set|log|block|allow|unlist, and review decisions /approve, /reject
-(also the approve/reject buttons of a review notice)."""
+"""Merchant risk commands in chat: /risk rules|set|log|block|allow|unlist|dispute, and review decisions /approve,
+/reject (also the approve/reject buttons of a review notice)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class MerchantRisk(MerchantCommands):
         if sub == "rules":
             return [Reply(self._rules_text(lang, engine))]
         if sub == "set" and len(args) == 3:
-            threshold = _positive(args[2])
+            threshold = _whole(args[2])  # 0 reaches the rules: allowed for a disputes rule only
             try:
                 await engine.set_threshold(args[1], threshold, actor)
             except RulesError as exc:
@@ -45,10 +45,19 @@ class MerchantRisk(MerchantCommands):
             return [Reply(self._t(lang, "risk.threshold_set", rule=args[1], threshold=threshold))]
         if sub == "log" and len(args) == 3 and args[1] in ("user", "ip", "order"):
             return [Reply(await self._log_text(lang, args[1], args[2]))]
+        if sub == "dispute" and len(args) == 2:
+            return [Reply(await self._dispute(lang, engine, args[1], actor))]
         if sub in ("block", "allow", "unlist") and len(args) == 3 and args[1] in ("user", "ip", "fp"):
             await engine.set_list(args[1], args[2], None if sub == "unlist" else sub, actor)
             return [Reply(self._t(lang, f"risk.listed_{sub}", kind=args[1], value=args[2]))]
         return [Reply(self._t(lang, "risk.help"))]
+
+    async def _dispute(self, lang: str, engine: RiskEngine, ref: str, actor: str) -> str:
+        """A dispute (chargeback) the merchant saw in their payment provider's portal."""
+        order = await self.aftersale.find(ref)
+        if not await engine.record_dispute(order, "merchant", actor):
+            return self._t(lang, "risk.dispute_exists", ref=order.ref)
+        return self._t(lang, "risk.dispute_recorded", ref=order.ref, user=f"{order.channel}:{order.user_id}")
 
     def _rules_text(self, lang: str, engine: RiskEngine) -> str:
         lines = [self._t(lang, "risk.rules_title")]
@@ -132,7 +141,7 @@ def review_buttons(tr: Translator, lang: str, ref: str) -> list[list[Button]]:
              Button(tr(lang, "risk.button_reject"), f"rv:no:{ref}")]]
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or len(text) > 12 or int(text) <= 0:
-        raise BadQuantity("threshold must be a positive whole number")
+def _whole(text: str) -> int:
+    if not text.isdigit() or len(text) > 12:
+        raise BadQuantity("threshold must be a whole number")
     return int(text)

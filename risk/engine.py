@@ -19,7 +19,7 @@ from risk.limiters import Bucket, Count, Limiter, LimiterUnavailable, Op, Plan, 
 from risk.netaddr import Network, in_networks, ip_key, parse_networks
 from risk.rules import SEVERITY, Rule, RuleBook, RulesError, default_rules_text, parse_rules, with_threshold
 from storage.protocol import Store
-from storage.records import RiskDecisionRecord, UserStats
+from storage.records import Order, RiskDecisionRecord, UserStats
 
 log = logging.getLogger("kamibot.risk")
 STATS_TTL_S = 30.0
@@ -162,7 +162,7 @@ class RiskEngine:
                     rule_id, r, r.kind, r.dimension, r.of, r.window_s, r.threshold if r.action == "deny" else None,
                     frozenset(r.skus)))
         self._book = book
-        # rules judged here from the customer's cached stats (new_user, refund_ratio), per stage
+        # rules judged here from the customer's cached stats (new_user, refund_ratio, disputes), per stage
         self._judged = {stage: [c for c in compiled if c.kind not in _LETTER] for stage, compiled in by_stage.items()}
         # counting rules of a stage as one plan (resolved inside the Redis script: one small round trip);
         # a stage with SKU-filtered counting rules builds the plan's operations per check instead
@@ -226,6 +226,16 @@ class RiskEngine:
         await self.store.set_risk_list(kind, value, which, "", now)
         await self.store.audit("risk", actor, f"risk.{which or 'unlist'}", f"{kind} {value}", now)
         await self.reload_lists()
+
+    async def record_dispute(self, order: Order, source: str, actor: str) -> bool:
+        """A dispute (chargeback) against an order, audited; the customer's `disputes` rules see it at their next
+        order (cached stats dropped). False: this order already had one (nothing changes)."""
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        if not await self.store.record_dispute(order.id, source, now):
+            return False
+        await self.store.audit("risk", actor, "risk.dispute", f"order {order.ref} {source}", now)
+        self._stats.pop((order.channel, order.user_id), None)
+        return True
 
     # -- evaluation --------------------------------------------------------------
     async def evaluate(self, stage: str, s: Signals) -> Decision:
@@ -302,6 +312,8 @@ class RiskEngine:
             if stats.first_seen is None:
                 return True
             return now - stats.first_seen.timestamp() < rule.threshold * 60
+        if rule.kind == "disputes":
+            return stats.disputes > rule.threshold
         # refund_ratio
         if stats.paid_orders < rule.min_orders:
             return False

@@ -1,7 +1,8 @@
 """Risk rules as data: a TOML file (shipped defaults in default_rules.toml), validated strictly.
 
 A file with a typo is refused with its line (TOML syntax) or the rule and field (meaning); the caller keeps
-the last good rules.  Thresholds are positive integers; windows are `30s`, `10m`, `1h`, `1d`.
+the last good rules.  Thresholds are positive integers (0 allowed for `disputes`: no dispute allowed); windows
+are `30s`, `10m`, `1h`, `1d`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 Action = Literal["deny", "review", "challenge"]
 Stage = Literal["reserve", "payment", "paid"]
 Dimension = Literal["user", "ip", "fp", "sku", "global"]
-Kind = Literal["velocity", "amount", "distinct", "new_user", "refund_ratio", "failed_payments"]
+Kind = Literal["velocity", "amount", "distinct", "new_user", "refund_ratio", "failed_payments", "disputes"]
 SEVERITY: dict[str, int] = {"allow": 0, "challenge": 1, "review": 2, "deny": 3}
 DEFAULT_STAGE: dict[str, Stage] = {"velocity": "reserve", "amount": "reserve", "distinct": "payment",
                                    "failed_payments": "payment",
-                                   "new_user": "payment", "refund_ratio": "payment"}
+                                   "new_user": "payment", "refund_ratio": "payment", "disputes": "payment"}
+#: kinds whose threshold may be 0 (a count of things that should never have happened)
+ZERO_THRESHOLD: frozenset[str] = frozenset({"disputes"})
 _WINDOW = re.compile(r"^([1-9][0-9]{0,5})([smhd])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 RULE_ID = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -49,8 +52,8 @@ class Rule(BaseModel):
     of: Literal["user", "ip", "fp"] | None = None
     window: str = "1h"
     #: velocity/distinct/failed_payments: a count; amount: minor units of `currency`; new_user: minutes;
-    #: refund_ratio: percent
-    threshold: int = Field(gt=0)
+    #: refund_ratio: percent; disputes: disputed orders allowed (0: none)
+    threshold: int = Field(ge=0)
     action: Action = "deny"
     score: int = Field(50, ge=0, le=100)
     stage: Stage | None = None
@@ -75,6 +78,8 @@ class Rule(BaseModel):
             raise ValueError("a distinct rule needs `of` (user, ip or fp) different from its dimension")
         if self.kind == "amount" and not self.currency:
             raise ValueError("an amount rule needs a currency (amounts are minor units of one currency)")
+        if self.threshold == 0 and self.kind not in ZERO_THRESHOLD:
+            raise ValueError("threshold must be a positive whole number (0 only for a disputes rule)")
         if self.kind == "refund_ratio" and self.threshold > 100:
             raise ValueError("refund_ratio threshold is a percentage (1-100)")
         if any(v <= 0 for v in self.min_amount.values()):
@@ -150,8 +155,8 @@ def with_threshold(text: str, rule_id: str, threshold: int) -> str:
     book = parse_rules(text)
     if rule_id not in book.rules:
         raise RulesError(f"risk rules: no rule {rule_id!r}")
-    if threshold <= 0:
-        raise RulesError("risk rules: a threshold must be a positive whole number")
+    if threshold < 0 or (threshold == 0 and book.rules[rule_id].kind not in ZERO_THRESHOLD):
+        raise RulesError("risk rules: a threshold must be a positive whole number (0 only for a disputes rule)")
     pattern = re.compile(rf"(^\[rules\.{re.escape(rule_id)}\][ \t]*$(?:(?!^\[).)*?^threshold[ \t]*=[ \t]*)(\d+)",
                          re.S | re.M)
     changed, n = pattern.subn(lambda m: f"{m.group(1)}{threshold}", text, count=1)

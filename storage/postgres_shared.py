@@ -8,7 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from storage.records import RiskDecisionRecord, UserStats
+from storage.errors import UnknownRecord
+from storage.records import RiskDecisionRecord, UserStats, dispute_cause
 
 _PAID = ["paid", "delivering", "delivered", "refunded"]
 _HELD_FROM = ("reserved", "awaiting_payment", "expired")
@@ -118,12 +119,29 @@ class PgSharedState:
     async def user_stats(self, channel: str, user_id: str) -> UserStats:
         seen = await self.pool.fetchval("SELECT first_seen FROM users WHERE channel = $1 AND user_id = $2",
                                         channel, user_id)
+        # orders_user (channel, user_id, id) finds the orders; order_events_order (order_id, id) their disputes
         row = await self.pool.fetchrow(
-            "SELECT COUNT(*) FILTER (WHERE state = ANY($3::text[])), COUNT(*) FILTER (WHERE state = 'refunded')"
-            " FROM orders WHERE channel = $1 AND user_id = $2", channel, user_id, _PAID)
+            "SELECT COUNT(*) FILTER (WHERE state = ANY($3::text[])), COUNT(*) FILTER (WHERE state = 'refunded'),"
+            " COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM order_events e WHERE e.order_id = o.id"
+            " AND e.cause LIKE 'dispute:%'))"
+            " FROM orders o WHERE channel = $1 AND user_id = $2", channel, user_id, _PAID)
         assert row is not None
-        return UserStats(seen, int(row[0]), int(row[1]))
+        return UserStats(seen, int(row[0]), int(row[1]), int(row[2]))
 
+    async def record_dispute(self, order_id: int, source: str, now: datetime) -> bool:
+        """A dispute (chargeback) as an event in the order's current state; once per order (the order row's
+        lock serialises two reports of the same dispute)."""
+        cause, at = dispute_cause(source), _aware(now)
+        async with self.pool.acquire() as conn, conn.transaction():
+            state = await conn.fetchval("SELECT state FROM orders WHERE id = $1 FOR UPDATE", order_id)
+            if state is None:
+                raise UnknownRecord(f"order {order_id}")
+            if await conn.fetchval("SELECT 1 FROM order_events WHERE order_id = $1 AND cause LIKE 'dispute:%'"
+                                   " LIMIT 1", order_id) is not None:
+                return False
+            await conn.execute("INSERT INTO order_events (order_id, from_state, to_state, cause, at)"
+                               " VALUES ($1, $2, $2, $3, $4)", order_id, state, cause, at)
+            return True
 
 def _decision_filter(field: str, value: str) -> tuple[str, tuple[Any, ...]]:
     if field == "user":

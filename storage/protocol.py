@@ -180,6 +180,11 @@ class Store(Protocol):
         ...
 
     async def user_stats(self, channel: str, user_id: str) -> UserStats: ...
+    async def record_dispute(self, order_id: int, source: str, now: datetime) -> bool:
+        """Record a dispute (chargeback) against an order: an order event in its current state with cause
+        `dispute:<source>`, once per order (False when it already has one). Raises UnknownRecord."""
+        ...
+
     async def reopen_review(self, order_id: int, cause: str, now: datetime) -> int | None:
         """Merchant approved a held order: restore the state it was held from and make its held payment
         applicable again (apply_payment then allocates); the payment event id, or None if nothing is held."""

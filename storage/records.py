@@ -255,6 +255,19 @@ class UserStats:
     first_seen: datetime | None
     paid_orders: int
     refunded_orders: int
+    #: orders of this customer with a recorded dispute (chargeback)
+    disputes: int = 0
+
+
+#: cause of a dispute (chargeback) order event; the rest names who reported it (merchant, telegram, wechatpay)
+DISPUTE_PREFIX = "dispute:"
+
+
+def dispute_cause(source: str) -> str:
+    source = source.strip()
+    if not source or len(source) > 40:
+        raise ValueError("a dispute source is 1-40 characters (merchant, telegram, wechatpay)")
+    return DISPUTE_PREFIX + source
 
 
 TICKET_KINDS = ("human", "refund", "bad_code")

@@ -371,3 +371,16 @@ def refund(db: sqlite3.Connection, oid: int, cause: str, now: datetime) -> bool:
                        " WHERE id = ?) WHERE id = ?", (oid, pool_id))
     set_state(db, oid, state, OrderState.REFUNDED.value, cause, at)
     return True
+
+
+def record_dispute(db: sqlite3.Connection, oid: int, cause: str, now: datetime) -> bool:
+    """A dispute (chargeback) as an event in the order's current state (cause `dispute:<source>`); once per
+    order."""
+    row = db.execute("SELECT state FROM orders WHERE id = ?", (oid,)).fetchone()
+    if row is None:
+        raise UnknownRecord(f"order {oid}")
+    if db.execute("SELECT 1 FROM order_events WHERE order_id = ? AND cause LIKE 'dispute:%' LIMIT 1",
+                  (oid,)).fetchone() is not None:
+        return False
+    event(db, oid, row[0], row[0], cause, ts(now))
+    return True

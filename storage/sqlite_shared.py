@@ -8,7 +8,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from storage.records import RiskDecisionRecord, UserStats
+from storage.records import RiskDecisionRecord, UserStats, dispute_cause
+from storage.sqlite_orders import record_dispute
 from storage.sqltime import from_ts, ts
 
 _PAID = ("paid", "delivering", "delivered", "refunded")
@@ -120,10 +121,16 @@ class SharedState:
 
     async def user_stats(self, channel: str, user_id: str) -> UserStats:
         seen = await self._one("SELECT first_seen FROM users WHERE channel = ? AND user_id = ?", (channel, user_id))
+        # orders_user (channel, user_id, id) finds the orders; order_events_order (order_id, id) their disputes
         counts = await self._one(
-            "SELECT COUNT(*) FILTER (WHERE state IN (?,?,?,?)), COUNT(*) FILTER (WHERE state = 'refunded')"
-            " FROM orders WHERE channel = ? AND user_id = ?", (*_PAID, channel, user_id))
-        return UserStats(from_ts(seen[0]) if seen else None, int(counts[0]), int(counts[1]))
+            "SELECT COUNT(*) FILTER (WHERE state IN (?,?,?,?)), COUNT(*) FILTER (WHERE state = 'refunded'),"
+            " COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM order_events e WHERE e.order_id = o.id"
+            " AND e.cause LIKE 'dispute:%'))"
+            " FROM orders o WHERE channel = ? AND user_id = ?", (*_PAID, channel, user_id))
+        return UserStats(from_ts(seen[0]) if seen else None, int(counts[0]), int(counts[1]), int(counts[2]))
+
+    async def record_dispute(self, order_id: int, source: str, now: datetime) -> bool:
+        return bool(await self._tx(record_dispute, order_id, dispute_cause(source), now))
 
 
 def _insert_decisions(db: sqlite3.Connection, rows: list[RiskDecisionRecord]) -> None:

@@ -117,3 +117,37 @@ async def test_merchant_risk_commands_and_strangers(demo):
     await demo.stranger.say("/risk rules")
     assert "users_per_ip_day" not in demo.out.text()
     assert await demo.shop.store.risk_lists() == [("ip", "203.0.113.0/24", "block")]
+
+
+async def test_merchant_records_a_dispute_and_the_customer_is_reviewed_next_time(demo):
+    await _buy_one_crystal(demo)
+    bought = (await demo.shop.store.orders_for_user("console", "customer", 5, 0))[0]
+    demo.out.clear()
+    await demo.stranger.say(f"/risk dispute {bought.ref}")  # not a merchant: an unknown command, nothing recorded
+    assert demo.out.text() == demo.stranger.ctx.tr("zh_CN", "error.unknown_command")
+    assert (await demo.shop.store.user_stats("console", "customer")).disputes == 0
+    demo.out.clear()
+    await demo.merchant.say(f"/risk dispute {bought.ref.lower()}")
+    assert f"Dispute recorded for order {bought.ref} (console:customer)" in demo.out.text()
+    assert (await demo.shop.store.user_stats("console", "customer")).disputes == 1
+    events = await demo.shop.store.order_events(bought.id)
+    assert (events[-1].from_state, events[-1].to_state, events[-1].cause) == (
+        "delivered", "delivered", "dispute:merchant")
+    assert (await demo.shop.store.audit_entries(1))[0][3:] == ("risk.dispute", f"order {bought.ref} merchant")
+    demo.out.clear()
+    await demo.merchant.say(f"/risk dispute {bought.ref}")
+    assert demo.out.text() == f"Order {bought.ref} already has a dispute recorded; nothing changed."
+    demo.out.clear()
+    await demo.merchant.say("/risk dispute KNOSUCHORDER9")
+    assert demo.out.text().startswith("Order not found.")
+    demo.out.clear()
+    await demo.merchant.say("/risk rules")
+    assert "chargebacks: disputes per user / 1h > 0 → review" in demo.out.text()
+    demo.out.clear()
+    await _buy_one_crystal(demo)  # the next order waits for the merchant
+    assert "being checked" in demo.out.text()
+    held = (await demo.shop.store.orders_for_user("console", "customer", 5, 0))[0]
+    assert held.state == OrderState.REVIEW
+    demo.out.clear()
+    await demo.merchant.say("/review")
+    assert "chargebacks" in demo.out.text()

@@ -224,3 +224,25 @@ async def test_the_decision_log_writes_every_decision_in_batches_and_flush_waits
     logged = await store.risk_decisions("user", "telegram:u1", 2000)
     assert len(logged) == 1200
     assert {d.at for d in logged} == {at}  # the shared second's text keeps the microseconds exact
+
+
+async def test_a_customer_with_a_recorded_dispute_is_held_for_review(engine, store):
+    from tests.storage.seed import NOW, make_shop, new_order
+
+    shop = await make_shop(store, codes=3)
+    disputed = await store.reserve(new_order(shop.sku, user="disputer", channel="telegram"), NOW)
+    assert (await engine.evaluate("payment", order("disputer", fp="fd"))).allowed  # stats now cached
+    assert await engine.record_dispute(disputed, "telegram", "telegram:900") is True
+    assert await engine.record_dispute(disputed, "merchant", "telegram:900") is False  # once per order
+    held = await engine.evaluate("payment", order("disputer", fp="fd"))
+    assert held.action == engine.book.rules["chargebacks"].action == "review"
+    assert held.reasons == ("chargebacks",)
+    assert (await engine.evaluate("payment", order("clean", fp="fc"))).allowed
+    assert (await engine.evaluate("reserve", order("disputer", fp="fd"))).allowed  # judged at payment only
+    audit = [(e[2], e[3], e[4]) for e in await store.audit_entries(5)]
+    assert ("telegram:900", "risk.dispute", f"order {disputed.ref} telegram") in audit
+    await engine.set_threshold("chargebacks", 1, "telegram:900")  # one dispute tolerated, more are not
+    assert (await engine.evaluate("payment", order("disputer", fp="fd"))).allowed
+    deny = default_rules_text().replace('action = "review"\nscore = 60', 'action = "deny"\nscore = 60')
+    await engine.replace_rules(deny, "telegram:900")
+    assert (await engine.evaluate("payment", order("disputer", fp="fd"))).action == "deny"

@@ -96,3 +96,20 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies():
     assert client_ip("10.0.0.2", "garbage", proxies) == "10.0.0.2"
     assert client_ip("bogus", "1.1.1.1", proxies) == ""
     assert isinstance(parse_ip("::1"), ipaddress.IPv6Address)
+
+
+def test_a_disputes_rule_allows_threshold_zero_and_refuses_negative():
+    book = parse_rules(default_rules_text())
+    chargebacks = book.rules["chargebacks"]
+    assert (chargebacks.kind, chargebacks.threshold, chargebacks.action, chargebacks.run_at) == (
+        "disputes", 0, "review", "payment")
+    assert parse_rules('[rules.d]\nkind = "disputes"\nthreshold = 2\naction = "deny"\n').rules["d"].threshold == 2
+    with pytest.raises(RulesError, match=r"rules\.d\.threshold"):
+        parse_rules('[rules.d]\nkind = "disputes"\nthreshold = -1\n')
+    with pytest.raises(RulesError, match="0 only for a disputes rule"):
+        parse_rules('[rules.v]\nkind = "velocity"\nthreshold = 0\n')
+    assert parse_rules(with_threshold(default_rules_text(), "chargebacks", 3)).rules["chargebacks"].threshold == 3
+    changed = with_threshold(with_threshold(default_rules_text(), "chargebacks", 3), "chargebacks", 0)
+    assert parse_rules(changed).rules["chargebacks"].threshold == 0
+    with pytest.raises(RulesError, match="positive"):
+        with_threshold(default_rules_text(), "chargebacks", -1)

@@ -394,3 +394,32 @@ async def test_risk_rules_lists_decisions_and_user_stats(store):
     stats = await store.user_stats("console", "u1")
     assert (stats.first_seen, stats.paid_orders, stats.refunded_orders) == (NOW, 1, 1)
     assert (await store.user_stats("console", "nobody")).first_seen is None
+
+
+async def test_a_dispute_is_recorded_once_per_order_and_counted_per_user(store):
+    shop = await make_shop(store, codes=5)
+    paid = await store.reserve(new_order(shop.sku, user="u1"), NOW)
+    await store.receive_payment(payment(paid.ref, 1000), NOW)
+    other = await store.reserve(new_order(shop.sku, user="u1"), NOW)
+    theirs = await store.reserve(new_order(shop.sku, user="u2"), NOW)
+    assert (await store.user_stats("console", "u1")).disputes == 0
+    later = NOW + timedelta(days=3)
+    assert await store.record_dispute(paid.id, "merchant", later) is True
+    events = await store.order_events(paid.id)
+    assert (events[-1].from_state, events[-1].to_state, events[-1].cause, events[-1].at) == (
+        "delivering", "delivering", "dispute:merchant", later)
+    assert (await store.order_by_id(paid.id)).state == S.DELIVERING  # the order itself does not move
+    assert await store.record_dispute(paid.id, "telegram", later) is False  # a second report changes nothing
+    assert await store.order_events(paid.id) == events
+    assert (await store.user_stats("console", "u1")).disputes == 1
+    assert await store.record_dispute(other.id, "wechatpay", later) is True
+    assert (await store.user_stats("console", "u1")).disputes == 2
+    assert (await store.user_stats("console", "u2")).disputes == 0
+    before = await store.order_events(theirs.id)
+    with pytest.raises(UnknownRecord):
+        await store.record_dispute(theirs.id + 1000, "merchant", later)
+    assert await store.order_events(theirs.id) == before
+    assert (await store.user_stats("console", "u2")).disputes == 0
+    with pytest.raises(ValueError, match="source"):
+        await store.record_dispute(theirs.id, " ", later)
+    assert await store.order_events(theirs.id) == before
