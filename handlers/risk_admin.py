@@ -63,7 +63,8 @@ class MerchantRisk(MerchantCommands):
         lines = [self._t(lang, "risk.rules_title")]
         for r in summaries(engine.book):
             per = f"{r.of}/{r.dimension}" if r.of else r.dimension
-            lines.append(self._t(lang, "risk.rule_line", rule=r.rule_id, kind=r.kind, per=per, window=r.window,
+            window = self._t(lang, "risk.window_all_time") if r.kind == "disputes" else r.window  # counted ever
+            lines.append(self._t(lang, "risk.rule_line", rule=r.rule_id, kind=r.kind, per=per, window=window,
                                  threshold=r.threshold, action=r.action,
                                  off="" if r.enabled else self._t(lang, "risk.rule_off")))
         return "\n".join(lines)
