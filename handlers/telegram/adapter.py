@@ -14,6 +14,7 @@ import logging
 import tempfile
 from collections import Counter
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,12 @@ from handlers.telegram.request import inline_keyboard
 from handlers.tickets_admin import ticket_of_notice
 from handlers.types import Attachment, Incoming, Reply
 from risk.engine import Signals
-from storage.records import Order, PaymentEventIn, PaymentOutcome
+from storage.records import Order, OrderState, PaymentEventIn, PaymentOutcome
 
 log = logging.getLogger("kamibot.telegram")
 MAX_DOWNLOAD = 20 * 1024 * 1024  # bots can download files up to 20 MB
+#: a refund Telegram reports for an order in one of these states was not made by the shop
+_KEPT_THE_MONEY = frozenset({OrderState.PAID, OrderState.DELIVERING, OrderState.DELIVERED})
 PRE_CHECKOUT_BUDGET = 8.0  # Telegram waits 10 s for the answer
 
 
@@ -89,6 +92,7 @@ class TelegramBot:
     def register(self) -> None:
         self.app.add_handler(PreCheckoutQueryHandler(self.on_pre_checkout))
         self.app.add_handler(MessageHandler(filters.SUCCESSFUL_PAYMENT, self.on_paid))
+        self.app.add_handler(MessageHandler(filters.StatusUpdate.REFUNDED_PAYMENT, self.on_refunded))
         self.app.add_handler(MessageHandler(filters.Document.ALL, self.on_document))
         self.app.add_handler(CallbackQueryHandler(self.on_button))
         self.app.add_handler(MessageHandler(filters.TEXT, self.on_text))
@@ -216,6 +220,27 @@ class TelegramBot:
         if result.outcome != PaymentOutcome.ALREADY_APPLIED:
             await self.send_all(str(message.chat_id), [Reply(self.ctx.tr(lang, f"pay.result.{result.outcome.value}",
                                                                          ref=paid.invoice_payload))])
+
+    async def on_refunded(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Telegram reports a refunded Stars payment. Refunds the shop makes leave the order `refunded` first;
+        any other refund of a paid order was taken back from the merchant (a chargeback): it becomes the
+        buyer's dispute signal for the risk rules, and the merchant is told. Nothing is re-sent or re-opened."""
+        message = update.message
+        refunded = message.refunded_payment if message is not None else None
+        if refunded is None or message is None or message.from_user is None:
+            return
+        order = await self.ctx.store.order_by_ref(refunded.invoice_payload)
+        if (order is None or order.channel != CHANNEL or order.user_id != str(message.from_user.id)
+                or order.state not in _KEPT_THE_MONEY):  # refunded, failed, rejected: the shop's own refunds
+            log.info("event=telegram.refund_seen known=%s", order is not None)
+            return
+        if self.ctx.risk is not None:
+            recorded = await self.ctx.risk.record_dispute(order, CHANNEL, "telegram")
+        else:
+            recorded = await self.ctx.store.record_dispute(order.id, CHANNEL, datetime.now(UTC))
+        if recorded:
+            log.warning("event=telegram.chargeback order_id=%s", order.id)
+            await self.alerts.notify("risk.alert_chargeback", ref=order.ref)
 
     def _payer(self, user_id: int) -> str:
         """The keyed payment fingerprint of a Stars payer (the Telegram account pays)."""

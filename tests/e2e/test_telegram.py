@@ -83,6 +83,13 @@ async def _press(fake: FakeTelegram, user: int, data: str, expect: str, method: 
     return await fake.wait_for(method, lambda p: int(p["chat_id"]) == user and expect in str(p.get("text", p)))
 
 
+async def _handled_so_far(fake: FakeTelegram, user: int) -> None:
+    """One user's updates run in order: once a new message of theirs is answered, the earlier ones were handled."""
+    earlier = {id(p) for p in fake.sent("sendMessage")}
+    fake.send_text(user, "/language")
+    await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == user and id(p) not in earlier)
+
+
 async def _buy_to_invoice(fake: FakeTelegram, user: int = CUSTOMER) -> str:
     await _say(fake, user, "/start", "Welcome")
     await _press(fake, user, "shop", "Choose a category")
@@ -174,6 +181,29 @@ async def test_merchant_imports_by_document_and_refunds_in_stars(tmp_path, fake)
         assert (int(refund["user_id"]), refund["telegram_payment_charge_id"]) == (CUSTOMER, "charge-3")
         await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == CUSTOMER and "refunded" in p["text"])
         assert (await bot.shop.store.order_by_ref(ref)).state.value == "refunded"
+        fake.refunded_payment(CUSTOMER, ref, 45, "charge-3")  # Telegram confirms the shop's own refund
+        await _handled_so_far(fake, CUSTOMER)
+        assert (await bot.shop.store.user_stats("telegram", str(CUSTOMER))).disputes == 0
+        assert not [p for p in fake.sent("sendMessage") if "chargeback" in p["text"]]
+
+
+async def test_a_refund_the_shop_did_not_make_is_a_chargeback_for_the_risk_rules(tmp_path, fake):
+    async with running_bot(tmp_path, fake) as bot:
+        ref = await _buy_to_invoice(fake)
+        await _pay(fake, CUSTOMER, ref, 45, "charge-cb")
+        await fake.wait_for("sendMessage", lambda p: "<code>" in p["text"])
+        fake.refunded_payment(CUSTOMER, ref, 45, "charge-cb")
+        alert = await fake.wait_for("sendMessage",
+                                    lambda p: int(p["chat_id"]) == MERCHANT and "chargeback" in p["text"])
+        assert ref in alert["text"]
+        assert (await bot.shop.store.user_stats("telegram", str(CUSTOMER))).disputes == 1
+        assert (await bot.shop.store.order_by_ref(ref)).state.value == "delivered"  # nothing re-opened
+        fake.refunded_payment(CUSTOMER, ref, 45, "charge-cb")  # reported again: still one dispute, one alert
+        fake.refunded_payment(OTHER, ref, 45, "charge-cb")  # someone else's claim on the order: ignored
+        await _handled_so_far(fake, CUSTOMER)
+        await _handled_so_far(fake, OTHER)
+        assert (await bot.shop.store.user_stats("telegram", str(CUSTOMER))).disputes == 1
+        assert len([p for p in fake.sent("sendMessage") if "chargeback" in p["text"]]) == 1
 
 
 async def test_blocked_buyer_alerts_the_merchant_and_keeps_the_code(tmp_path, fake):

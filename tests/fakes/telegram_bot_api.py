@@ -159,6 +159,12 @@ class FakeTelegram:
                 "telegram_payment_charge_id": charge_id, "provider_payment_charge_id": ""}
         self._inject("message", self._message(user_id, "en", successful_payment=paid))
 
+    def refunded_payment(self, user_id: int, payload: str, total_amount: int, charge_id: str) -> None:
+        """Telegram's service message about a refunded Stars payment (the shop's own refund or a chargeback)."""
+        refunded = {"currency": "XTR", "total_amount": total_amount, "invoice_payload": payload,
+                    "telegram_payment_charge_id": charge_id}
+        self._inject("message", self._message(user_id, "en", refunded_payment=refunded))
+
     def send_document(self, user_id: int, filename: str, content: bytes, caption: str,
                       file_size: int | None = None) -> None:
         file_id = f"file{next(self._ids)}"
