@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from storage.records import RiskDecisionRecord, UserStats, dispute_cause
@@ -134,23 +134,10 @@ class SharedState:
 
 
 def _insert_decisions(db: sqlite3.Connection, rows: list[RiskDecisionRecord]) -> None:
-    """A batch of decisions; rows of the same second share its formatted text (ts() per row cost more than
-    the insert's binding)."""
-    params: list[tuple[Any, ...]] = []
-    second, head = -1, ""
-    for d in rows:
-        at = d.at
-        if at.tzinfo is not UTC:
-            if at.tzinfo is None:
-                raise ValueError("naive datetime: every time in kamibot is UTC-aware")
-            at = at.astimezone(UTC)
-        whole = round(at.timestamp() - at.microsecond / 1e6)  # the whole second (no float edge at .999999)
-        if whole != second:
-            second, head = whole, ts(at.replace(microsecond=0))[:-7]
-        params.append((f"{head}{at.microsecond:06d}Z", d.stage, d.channel, d.user_id, d.ip, d.fingerprint,
-                       d.order_id, d.sku_id, d.decision, d.score, d.reasons[:500]))
     db.executemany("INSERT INTO risk_decisions (at, stage, channel, user_id, ip, fingerprint, order_id, sku_id,"
-                   " decision, score, reasons) VALUES (?,?,?,?,?,?,?,?,?,?,?)", params)
+                   " decision, score, reasons) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                   [(ts(d.at), d.stage, d.channel, d.user_id, d.ip, d.fingerprint, d.order_id, d.sku_id, d.decision,
+                     d.score, d.reasons[:500]) for d in rows])
 
 
 def _decision_filter(field: str, value: str) -> tuple[str, tuple[Any, ...]]:
