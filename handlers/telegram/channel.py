@@ -31,7 +31,7 @@ class TelegramSender:
         self.bot = bot
         self.api = BotApi(bot)
         self.pacer = pacer
-        # httpcore's pool does work quadratic in the requests queued inside it; keep that queue short
+        # at most this many Bot API calls at once: a burst waits here, not inside the HTTP clients' pools
         self.in_flight = asyncio.Semaphore(in_flight)
 
     async def send(self, chat_id: str, reply: Reply) -> None:

@@ -15,8 +15,7 @@ MAX_TEXT = 4096
 def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     if not reply.buttons:
         return None
-    return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=b.data) for b in row]
-                                 for row in reply.buttons])
+    return InlineKeyboardMarkup([[InlineKeyboardButton(**b) for b in row] for row in keyboard_rows(reply)])
 
 
 def keyboard_rows(reply: Reply) -> list[list[dict[str, Any]]]:

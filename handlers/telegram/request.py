@@ -14,7 +14,8 @@ aiohttp has no separate write timeout: a request's write is bounded by its read 
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -27,6 +28,7 @@ from handlers.telegram.http1 import Http1Pool
 
 _JSON = {"Content-Type": "application/json", "User-Agent": BaseRequest.USER_AGENT}
 _FORM = {"User-Agent": BaseRequest.USER_AGENT}
+T = TypeVar("T")
 
 
 class AiohttpRequest(BaseRequest):
@@ -84,21 +86,17 @@ class AiohttpRequest(BaseRequest):
                          pool_timeout: object = BaseRequest.DEFAULT_NONE) -> tuple[int, bytes]:
         if self._shut:
             raise RuntimeError("AiohttpRequest is shut down")
+        read = self._read_timeout if read_timeout is BaseRequest.DEFAULT_NONE else read_timeout
+        connect = self._connect_timeout if connect_timeout is BaseRequest.DEFAULT_NONE else connect_timeout
+        pool = self._pool_timeout if pool_timeout is BaseRequest.DEFAULT_NONE else pool_timeout
+        if isinstance(request_data, JsonCall):
+            return await self._json_post(url, request_data, read, connect, pool)  # type: ignore[arg-type]
         if self._session is None:  # a call before Bot.initialize (PTB's httpx request allowed that too)
             await self.initialize()
         session = self._session
         assert session is not None
-        read = self._read_timeout if read_timeout is BaseRequest.DEFAULT_NONE else read_timeout
-        connect = self._connect_timeout if connect_timeout is BaseRequest.DEFAULT_NONE else connect_timeout
-        pool = self._pool_timeout if pool_timeout is BaseRequest.DEFAULT_NONE else pool_timeout
         timeout = self._timeout(read, connect, pool)  # type: ignore[arg-type]
-        target = self._urls.get(url)
-        if target is None:  # a parsed URL per Bot API method, not one parse per call (file URLs: not kept)
-            target = yarl.URL(url)
-            if len(self._urls) < 256:
-                self._urls[url] = target
-        if isinstance(request_data, JsonCall):
-            return await self._json_post(url, request_data, read, connect, pool)  # type: ignore[arg-type]
+        target = _remember(self._urls, url, yarl.URL)
         try:
             if request_data is None:
                 async with session.request(method, target, headers=_FORM, timeout=timeout) as response:
@@ -123,17 +121,10 @@ class AiohttpRequest(BaseRequest):
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{type(exc).__name__}") from exc
 
-
     async def _json_post(self, url: str, call: JsonCall, read: float | None, connect: float | None,
                          pool: float | None) -> tuple[int, bytes]:
         """A BotApi call: on the small HTTP/1.1 client (http1.py), one pool per origin."""
-        target = self._split.get(url)
-        if target is None:
-            parts = urlsplit(url)
-            target = (f"{parts.scheme}://{parts.netloc}", parts.path + (f"?{parts.query}" if parts.query else ""))
-            if len(self._split) < 256:
-                self._split[url] = target
-        origin, path = target
+        origin, path = _remember(self._split, url, _origin_and_path)
         http = self._http1.get(origin)
         if http is None:
             http = self._http1[origin] = Http1Pool(origin, self._pool_size, self.USER_AGENT)
@@ -144,6 +135,21 @@ class AiohttpRequest(BaseRequest):
             raise TimedOut from exc
         except OSError as exc:  # ConnectionError is one; the message names neither URL nor token
             raise NetworkError(f"http1.{type(exc).__name__}") from None
+
+
+def _remember(cache: dict[str, T], url: str, make: Callable[[str], T]) -> T:
+    """make(url), kept for the Bot API's few method URLs; file URLs (one per file) past the bound are not kept."""
+    value = cache.get(url)
+    if value is None:
+        value = make(url)
+        if len(cache) < 256:
+            cache[url] = value
+    return value
+
+
+def _origin_and_path(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}", parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 class JsonCall:
