@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,16 @@ from storage.records import Order, OutboxRow, Product, Sku
 
 log = logging.getLogger("kamibot.delivery")
 MAX_BACKOFF = timedelta(minutes=10)
+
+
+def retry_delay(attempts: int, jitter: float) -> timedelta:
+    """Exponential backoff with "equal jitter": half the step fixed, half random (`jitter` in [0, 1)).
+
+    Without jitter every row that failed in one outage (a channel down for a minute) retries in the
+    same second and hits the recovering channel together again.
+    """
+    step = min(timedelta(seconds=2 ** min(attempts, 10)), MAX_BACKOFF)
+    return step / 2 + step / 2 * jitter
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,8 @@ class DeliveryWorker:
     def __init__(self, store: Store, vault: Vault, channels: Mapping[str, Channel],
                  providers: Mapping[str, PaymentProvider], checkpoints: Checkpoints | None = None,
                  lease: timedelta = timedelta(seconds=60),
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 jitter: Callable[[], float] = random.random) -> None:
         self.store = store
         self.vault = vault
         self.channels = channels
@@ -75,6 +87,7 @@ class DeliveryWorker:
         self.checkpoints = checkpoints or NoCheckpoints()
         self.lease = lease
         self.clock = clock
+        self.jitter = jitter
         self.alerts: MerchantAlerts | None = None
         #: set when rows were just written (a payment applied here): the job loop runs at once
         self.due = asyncio.Event()
@@ -113,7 +126,7 @@ class DeliveryWorker:
             log.info("event=delivery.throttled outbox_id=%s retry_after=%s", row.id, exc.seconds)
             return
         except Exception as exc:  # noqa: BLE001 - any channel failure is retried; class name only, no text
-            delay = min(timedelta(seconds=2 ** min(row.attempts, 10)), MAX_BACKOFF)
+            delay = retry_delay(row.attempts, self.jitter())
             await self.store.retry_outbox(row.id, self.clock() + delay, type(exc).__name__)
             log.warning("event=delivery.retry outbox_id=%s order_id=%s attempt=%s error=%s",
                         row.id, row.order_id, row.attempts, type(exc).__name__)

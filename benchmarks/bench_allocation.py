@@ -1,7 +1,7 @@
 """Paid order → codes allocated → outbox row: throughput through kamibot's own service API
 (`PaymentInbox.receive`), beside each engine's raw claim rate measured in the same run.
 
-    python benchmarks/allocation.py [--orders 4000] [--no-pg]
+    python benchmarks/bench_allocation.py [--orders 4000] [--no-pg]
 
 Each figure is the best of --runs runs (default 3): the host is shared and noisy.
 Prints one JSON line. Targets (issue #3): SQLite full path ≥ 25% of raw, 4 processes ≥ 1 process,

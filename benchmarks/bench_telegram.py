@@ -6,7 +6,7 @@
     server to the code message arriving at it.
 Peak RSS of the bot process from /proc (VmHWM). Prints one JSON line.
 
-    python benchmarks/telegram.py [--burst 1000] [--rate 100] [--seconds 30] [--modes polling,webhook]
+    python benchmarks/bench_telegram.py [--burst 1000] [--rate 100] [--seconds 30] [--modes polling,webhook]
 
 Targets (issue #4): burst ≥ 300 purchases/s, steady p99 < 100 ms, RSS < 200 MB, no lost or duplicated delivery.
 The bot's global pace is raised for the run (KAMIBOT_TELEGRAM__GLOBAL_PER_SECOND): the fake server has no

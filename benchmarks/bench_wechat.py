@@ -10,7 +10,7 @@
     message with the codes arriving at the fake WeChat API (`message/custom/send`) for that openid.
 Peak RSS of the bot process from /proc (VmHWM). Prints one JSON line.
 
-    python benchmarks/wechat.py [--burst 1000] [--rate 200] [--seconds 30] [--pay-rate 100] [--pay-seconds 10]
+    python benchmarks/bench_wechat.py [--burst 1000] [--rate 200] [--seconds 30] [--pay-rate 100] [--pay-seconds 10]
                                 [--parts abc]
 
 Targets (issue #5): burst ≥ 500 messages/s with every reply < 5 s, steady p99 < 100 ms,

@@ -1,7 +1,7 @@
 """Full risk-rule evaluations per second and p99, in-process and on Redis (50 concurrent), beside a raw Redis
 PING rate with the same client and concurrency measured in the same run.
 
-    python benchmarks/risk.py [--checks 20000] [--concurrency 50] [--redis redis://127.0.0.1:6379/0]
+    python benchmarks/bench_risk.py [--checks 20000] [--concurrency 50] [--redis redis://127.0.0.1:6379/0]
 
 "Full" = every shipped rule at one stage (limits, amounts, distinct users per IP and fingerprint, new-user and
 refund signals from a cached read, lists), plus the decision-log write queued. Prints one JSON line.

@@ -2,7 +2,7 @@
 beside a bare baseline in the same run (the same codes HMAC'd + AES-GCM encrypted and bulk-inserted into a
 bare table with a unique HMAC index: executemany in 10k batches on SQLite, COPY on PostgreSQL).
 
-    python benchmarks/import.py [--codes 1000000] [--no-pg]
+    python benchmarks/bench_import.py [--codes 1000000] [--no-pg]
 
 Prints one JSON line. Targets (issue #3): at most 1.5x the baseline on each backend, peak RSS under 120 MB.
 """

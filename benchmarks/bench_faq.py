@@ -7,7 +7,7 @@ classifications/s, RSS (VmRSS now, VmHWM peak) before and after loading, and the
 processes on the machine inflate wall-clock percentiles, not CPU time). Run it in a fresh process;
 `--cold` first removes jieba's cached dictionary.
 
-    python benchmarks/faq.py [--rounds 20] [--cold]
+    python benchmarks/bench_faq.py [--rounds 20] [--cold]
 
 Targets (issue #7): p99 < 5 ms, RSS < 150 MB for the whole process including jieba.
 """
