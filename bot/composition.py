@@ -43,11 +43,16 @@ class Shop:
 
 def build_context(shop: Shop, merchants: dict[str, set[str]] | None = None) -> ShopContext:
     """What the conversations of every channel share in this process."""
+    from fulfillment.aftersales import AfterSalesService
+    from handlers.faq.builtin import BuiltinMatcher
     from locales import Translator
 
+    faq = BuiltinMatcher()
+    faq.prewarm()
     return ShopContext(shop.store, shop.catalog, shop.orders, shop.payments, shop.delivery, shop.vault,
                        Translator(shop.settings.default_language), merchants or {}, shop.settings.display_timezone,
-                       shop.settings.support_contact, risk=shop.risk)
+                       shop.settings.support_contact, risk=shop.risk, aftersales=AfterSalesService(shop.store),
+                       faq_builtin=faq)
 
 
 async def open_store(settings: Settings, migrate: bool = True) -> Store:

@@ -71,6 +71,34 @@ class ImportRefused(ShopError):
     message_id = "error.import_refused"
 
 
+class BadInput(ShopError):
+    message_id = "error.bad_input"
+
+
+class NoCodes(ShopError):
+    """The order has no codes to report or replace (not delivered); `ref` names it."""
+
+    message_id = "orders.no_codes"
+
+
+class ReplaceWhichItem(ShopError):
+    """A replacement needs the item: no open bad-code report and no such item number (`ref`, `items`)."""
+
+    message_id = "ticket.replace_which_item"
+
+
+class NoReplacementStock(ShopError):
+    """No stock left in the order's pool for a replacement; nothing was changed (`ref`)."""
+
+    message_id = "ticket.replace_no_stock"
+
+
+class AlreadyReplaced(ShopError):
+    """The chosen code was already replaced; nothing was changed (`ref`)."""
+
+    message_id = "ticket.replace_nothing"
+
+
 class VaultError(Exception):
     """The vault cannot be opened safely; the message names files and key ids, never key bytes."""
 

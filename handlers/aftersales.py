@@ -4,73 +4,48 @@ a ticket to the merchant — and where the matcher is unsure, the customer is as
 
 Refunds are never made here: a refund question shows the policy and opens a ticket for a person.
 Only the asker's own orders are looked at; another customer's order number is answered as unknown.
+The verbs (resend, bad-code report with the auto-replace policy, tickets) are
+fulfillment.aftersales.AfterSalesService's (`ctx.aftersales`); this dialog chooses and words them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
 
-from handlers.autoreplace import try_auto_replace
+from fulfillment.errors import BadInput, NoCodes, UnknownOrder
 from handlers.context import ShopContext
 from handlers.faq import FaqMatcher, Match
 from handlers.render import order_line, product_name
 from handlers.storefront import Storefront
-from handlers.tickets_admin import mask_codes, notify_merchants
+from handlers.tickets_admin import _about, mask_codes, notify_merchants, tell_merchants
 from handlers.types import Button, Incoming, Reply
-from storage.records import NewTicket, Order, OrderState, Ticket
+from storage.records import BadCodeReported, NewTicket, Order, OrderState, Ticket
 
 log = logging.getLogger("kamibot.aftersales")
 RECENT = 10  # how many of the customer's latest orders an answer looks at
 MAX_REFS = 5  # order numbers answered from one message
 MAX_REPORT_BUTTONS = 5
-RESEND_PAUSE = timedelta(minutes=5)  # one customer-triggered resend per order in this time
 S = OrderState
 PAID_STATES = (S.PAID, S.DELIVERING, S.DELIVERED, S.REVIEW)
 WITH_CODES = (S.DELIVERING, S.DELIVERED)
 REFUNDABLE = (S.PAID, S.DELIVERING, S.DELIVERED, S.REVIEW, S.FAILED)
 
-_lock = threading.Lock()
-_default: list[FaqMatcher] = []
-
-
-def _build_default() -> FaqMatcher:
-    with _lock:
-        if not _default:
-            _default.append(FaqMatcher.default())
-        return _default[0]
-
-
-_prewarm_started = threading.Event()
-
-
-def prewarm() -> None:
-    """Start building the built-in matcher (jieba's dictionary: about 2 s of CPU) in a background thread, once
-    per process, so the first customer question is not the one that waits for it."""
-    if _default or _prewarm_started.is_set():
-        return
-    _prewarm_started.set()
-    threading.Thread(target=_build_default, name="faq-prewarm", daemon=True).start()
-
 
 async def faq_matcher(ctx: ShopContext) -> FaqMatcher:
-    """The context's matcher; without one, the built-in one, built once per process (off the event loop)."""
+    """The context's matcher; without one, the shop's built-in one (built off the event loop)."""
     if ctx.faq is None:
-        ctx.faq = _default[0] if _default else await asyncio.to_thread(_build_default)
+        ctx.faq = await ctx.faq_builtin.get()
     return ctx.faq
 
 
-class AfterSales:
+class AfterSalesDialog:
     def __init__(self, ctx: ShopContext, storefront: Storefront,
                  matcher: Callable[[], Awaitable[FaqMatcher]] | None = None) -> None:
         self.ctx = ctx
-        self.store = storefront
+        self.service = ctx.aftersales
+        self.storefront = storefront
         self.matcher = matcher or (lambda: faq_matcher(ctx))  # with merchant entries: MerchantFaq.current
-        if ctx.faq is None:
-            prewarm()
 
     def _t(self, lang: str, msgid: str, **params: object) -> str:
         return self.ctx.tr(lang, msgid, **params)
@@ -116,9 +91,9 @@ class AfterSales:
         entry = matcher.entry(match.intent)
         if entry is not None and not entry.builtin and entry.answer(lang):
             return [Reply(entry.answer(lang), [[self._shop(lang), self._human(lang)]])]
-        talking = await self.ctx.store.live_ticket(msg.channel, msg.user_id, "human")
+        talking = await self.service.live_ticket(msg.channel, msg.user_id, "human")
         if talking is not None:  # in a hand-over, what the bot does not understand goes on to the merchant
-            order = await self.ctx.store.order_by_id(talking.order_id) if talking.order_id else None
+            order = await self.service.order_by_id(talking.order_id) if talking.order_id else None
             ticket = await self._open(msg, lang, "human", text, order)
             return [Reply(self._t(lang, "after.relayed", ticket=ticket.id))]
         return self.unclear(lang)
@@ -134,12 +109,8 @@ class AfterSales:
         return [Reply(self._t(lang, "after.unclear"), rows)]
 
     # -- the customer's orders -------------------------------------------------------
-    def _owns(self, msg: Incoming, order: Order | None) -> bool:
-        return order is not None and order.user_id == msg.user_id and order.channel == msg.channel
-
     async def _own(self, msg: Incoming, ref: str) -> Order | None:
-        order = await self.ctx.store.order_by_ref(ref.upper())
-        return order if order is not None and self._owns(msg, order) else None
+        return await self.service.customer_order(msg.channel, msg.user_id, ref)
 
     async def _asked(self, msg: Incoming, refs: Sequence[str]) -> tuple[list[Order], list[str]]:
         """The customer's own orders among the numbers in the text, and the numbers that are not theirs."""
@@ -153,7 +124,7 @@ class AfterSales:
         return mine, unknown
 
     async def _latest(self, msg: Incoming, states: Sequence[OrderState]) -> Order | None:
-        for order in await self.ctx.store.orders_for_user(msg.channel, msg.user_id, RECENT, 0):
+        for order in await self.service.recent_orders(msg.channel, msg.user_id, RECENT):
             if order.state in states:
                 return order
         return None
@@ -169,7 +140,7 @@ class AfterSales:
             return None, unknown
         order = await self._latest(msg, states)
         if order is None:
-            recent = await self.ctx.store.orders_for_user(msg.channel, msg.user_id, 1, 0)
+            recent = await self.service.recent_orders(msg.channel, msg.user_id, 1)
             order = recent[0] if recent else None
         return order, []
 
@@ -183,12 +154,12 @@ class AfterSales:
     # -- intents ---------------------------------------------------------------------
     async def order_status(self, msg: Incoming, lang: str, match: Match, text: str) -> list[Reply]:
         if not match.order_refs:
-            return await self.store.orders(msg, lang, 0)
+            return await self.storefront.orders(msg, lang, 0)
         mine, unknown = await self._asked(msg, match.order_refs)
         lines = [self._t(lang, "after.status_title")]
         rows = []
         for order in mine:
-            sku = await self.ctx.store.sku_by_id(order.sku_id)
+            sku = await self.service.sku(order.sku_id)
             lines.append(order_line(self.ctx.tr, lang, order, sku, self.ctx.timezone))
             if order.state in WITH_CODES:
                 rows.append([Button(self._t(lang, "orders.show_codes", ref=order.ref), f"codes:{order.ref}")])
@@ -200,13 +171,10 @@ class AfterSales:
         order, unknown = await self._target(msg, match, PAID_STATES)
         if order is None:
             return self._unknown(lang, unknown) if unknown else self._no_orders(lang)
-        now = datetime.now(UTC)
         if order.state == S.DELIVERED:
-            if not await self.ctx.store.claim_once("after.resend", order.ref, now + RESEND_PAUSE, now):
+            if not await self.service.customer_resend(order):
                 return [Reply(self._t(lang, "after.resent_recently", ref=order.ref), [[self._human(lang)]])]
-            await self.ctx.store.enqueue_outbox(order.id, "resend", "", now)
             self.ctx.spawn(self.ctx.delivery.run_once())
-            log.info("event=aftersales.resend order_id=%s channel=%s user=%s", order.id, msg.channel, msg.user_id)
             return [Reply(self._t(lang, "after.resent", ref=order.ref))]
         if order.state in (S.PAID, S.DELIVERING):
             self.ctx.spawn(self.ctx.delivery.run_once())  # push the outbox now rather than at the next poll
@@ -228,8 +196,8 @@ class AfterSales:
             return self._unknown(lang, unknown)
         if order is None or order.state not in WITH_CODES:
             return [Reply(self._t(lang, "after.no_delivered"), [[self._orders(lang), self._human(lang)]])]
-        codes = await self.store.codes_again(msg, lang, order.ref)
-        items = await self.ctx.store.order_items(order.id)
+        codes = await self.storefront.codes_again(msg, lang, order.ref)
+        items = await self.service.order_items(order.id)
         if len(items) <= 1:
             first = items[0].item_no if items else 1  # a replaced code's order item is no longer number 1
             rows = [[Button(self._t(lang, "after.button_report"), f"badcode:{order.ref}:{first}")]]
@@ -241,21 +209,31 @@ class AfterSales:
                 Reply(self._t(lang, "after.code_report_prompt"), rows)]
 
     async def report_bad_code(self, msg: Incoming, lang: str, ref: str, item_no: int) -> list[Reply]:
-        order = await self._own(msg, ref)
-        if order is None:
-            return [Reply(self._t(lang, "error.unknown_order"))]
-        if order.state not in WITH_CODES:
-            return [Reply(self._t(lang, "orders.no_codes", ref=order.ref))]
-        items = {item.item_no: item for item in await self.ctx.store.order_items(order.id)}
-        item = items.get(item_no or 1)
-        if item is None:
-            return [Reply(self._t(lang, "error.bad_input"))]
-        auto = await try_auto_replace(self.ctx, msg, lang, order, item)
-        if auto is not None:  # the merchant's auto-replace policy covered it: a new code is on its way
-            return auto
-        ticket = await self._open(msg, lang, "bad_code", "", order, item.code.id)
-        return [Reply(self._t(lang, "after.bad_code_ticket", ticket=ticket.id, ref=order.ref),
-                      [[self._orders(lang)]])]
+        report = NewTicket(msg.channel, msg.user_id, msg.chat_id, "bad_code", language=lang)
+        try:
+            done = await self.service.report_bad_code(report, ref, item_no, self._t(lang, "ticket.autoreplace_note"))
+        except (UnknownOrder, NoCodes, BadInput) as exc:
+            return [Reply(self._t(lang, exc.message_id, **exc.params))]
+        if done.replaced is None:  # a ticket for the merchant
+            await notify_merchants(self.ctx, done.ticket)
+            return [Reply(self._t(lang, "after.bad_code_ticket", ticket=done.ticket.id, ref=ref.upper()),
+                          [[self._orders(lang)]])]
+        await self._tell_replaced(done)
+        self.ctx.spawn(self.ctx.delivery.run_once())  # the resend row: the customer gets the new code now
+        return [Reply(self._t(lang, "after.autoreplaced", ref=ref.upper(), ticket=done.ticket.id))]
+
+    async def _tell_replaced(self, done: BadCodeReported) -> None:
+        """The merchants learn of an automatic replacement (the code ids only)."""
+        ticket, replaced = done.ticket, done.replaced
+        assert replaced is not None
+
+        async def notice(merchant_lang: str) -> str:
+            return self.ctx.tr(merchant_lang, "ticket.autoreplace_notice", ticket=ticket.id,
+                               user=f"{ticket.channel}:{ticket.user_id}",
+                               order=await _about(self.ctx, merchant_lang, ticket), old=replaced.old_code_id,
+                               new=replaced.new_code_id)
+
+        await tell_merchants(self.ctx, ticket, notice)
 
     async def refund(self, msg: Incoming, lang: str, match: Match, text: str) -> list[Reply]:
         order, unknown = await self._target(msg, match, REFUNDABLE)
@@ -277,8 +255,8 @@ class AfterSales:
         lines = [self._t(lang, "after.how_to_redeem")]
         order, _ = await self._target(msg, match, WITH_CODES)
         if order is not None and order.state in WITH_CODES:
-            sku = await self.ctx.store.sku_by_id(order.sku_id)
-            product = await self.ctx.store.product_by_id(sku.product_id) if sku else None
+            sku = await self.service.sku(order.sku_id)
+            product = await self.service.product(sku.product_id) if sku else None
             instructions = (product.instructions_zh if lang == "zh_CN" else product.instructions_en) if product else ""
             if product is not None and instructions:
                 lines.append(self._t(lang, "after.redeem_product", name=product_name(product, lang),
@@ -288,8 +266,8 @@ class AfterSales:
     # -- tickets ---------------------------------------------------------------------
     async def _open(self, msg: Incoming, lang: str, kind: str, text: str, order: Order | None,
                     code_id: int | None = None) -> Ticket:
-        ticket = await self.ctx.store.open_ticket(NewTicket(
-            msg.channel, msg.user_id, msg.chat_id, kind, mask_codes(text),
-            order.id if order else None, code_id, lang), datetime.now(UTC))
+        ticket = await self.service.open_ticket(NewTicket(
+            msg.channel, msg.user_id, msg.chat_id, kind, mask_codes(text), order.id if order else None, code_id,
+            lang))
         await notify_merchants(self.ctx, ticket)
         return ticket

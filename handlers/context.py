@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from fulfillment.aftersales import AfterSalesService
 from fulfillment.catalog import CatalogService
 from fulfillment.delivery import DeliveryWorker
 from fulfillment.orders import OrderService
@@ -19,6 +20,7 @@ from storage.protocol import Store
 
 if TYPE_CHECKING:
     from handlers.faq import FaqMatcher
+    from handlers.faq.builtin import BuiltinMatcher
 
 
 @dataclass
@@ -40,8 +42,12 @@ class ShopContext:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     #: the rule engine (merchant /risk commands, review decisions, chat flood control); None when disabled
     risk: RiskEngine | None = None
-    #: the after-sales FAQ matcher; None: built once per process on first use (handlers.aftersales.faq_matcher)
+    #: the after-sales FAQ matcher; None: the built-in one, taken from faq_builtin on first use
     faq: FaqMatcher | None = None
+    #: after-sales verbs: reports, replacements, resends, tickets (built by the composition root)
+    aftersales: AfterSalesService = field(kw_only=True)
+    #: the built-in FAQ matcher, built once per shop off the event loop (built by the composition root)
+    faq_builtin: BuiltinMatcher = field(kw_only=True)
 
     def language(self, channel: str, user_id: str, platform_language: str) -> str:
         chosen = self.languages.get((channel, user_id))

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
-from fulfillment.aftersale import AfterSale
 from fulfillment.catalog import ShopFile
 from fulfillment.errors import BadPrice, BadQuantity, ImportRefused, UnknownOrder
 from fulfillment.importer import ImportSource, detect_kind, import_codes
@@ -41,7 +40,7 @@ class MerchantCommands:
 
     def __init__(self, ctx: ShopContext) -> None:
         self.ctx = ctx
-        self.aftersale = AfterSale(ctx.store)
+        self.aftersale = ctx.aftersales
 
     def _t(self, lang: str, msgid: str, **params: object) -> str:
         return self.ctx.tr(lang, msgid, **params)

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from fulfillment.errors import ShopError
-from handlers.aftersales import AfterSales
+from handlers.aftersales import AfterSalesDialog
 from handlers.context import ShopContext
 from handlers.faq_admin import MerchantFaq
 from handlers.merchant import Merchant
@@ -35,7 +35,7 @@ class Conversation:
         self.merchant = Merchant(ctx)
         self.risk = MerchantRisk(ctx)
         self.faq = MerchantFaq(ctx)
-        self.after = AfterSales(ctx, self.store, self.faq.current)
+        self.after = AfterSalesDialog(ctx, self.store, self.faq.current)
         self.tickets = MerchantTickets(ctx)
         self._flood_told: set[tuple[str, str]] = set()
 

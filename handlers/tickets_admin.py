@@ -1,6 +1,7 @@
 """After-sales tickets on the merchant side: the notice relayed to the merchants when a customer opens one, and
 the merchant commands /tickets (the open ones), /reply TICKET TEXT (to the customer's chat), /close TICKET,
-/replace ORDER [ITEM] (a new code from stock for a code reported bad; the bad one quarantined).
+/replace ORDER [ITEM] (a new code from stock for a code reported bad; the bad one quarantined). The verbs are
+fulfillment.aftersales.AfterSalesService's; this module says what happened and tells the people concerned.
 
 Codes never appear here: a bad-code ticket names the code by its id, and customer text is masked
 (`mask_codes`) before it is stored or relayed.
@@ -11,15 +12,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
-from fulfillment.errors import NotAllowed
+from fulfillment.errors import AlreadyReplaced, NoReplacementStock, ReplaceWhichItem
 from handlers.context import ShopContext
 from handlers.faq import order_refs
 from handlers.merchant import MerchantCommands
 from handlers.types import Incoming, Reply
-from storage.errors import InsufficientStock
-from storage.records import OrderState, Ticket
+from storage.records import Ticket
 
 log = logging.getLogger("kamibot.tickets")
 TICKET_COMMANDS = {"tickets", "reply", "close", "replace", "autoreplace"}
@@ -58,7 +57,7 @@ async def _about(ctx: ShopContext, lang: str, ticket: Ticket) -> str:
     """ · order K… · code id N — what the ticket is about (the code by its id only)."""
     out = ""
     if ticket.order_id is not None:
-        order = await ctx.store.order_by_id(ticket.order_id)
+        order = await ctx.aftersales.order_by_id(ticket.order_id)
         out += ctx.tr(lang, "ticket.order_part", ref=order.ref if order else ticket.order_id)
     if ticket.code_id is not None:
         out += ctx.tr(lang, "ticket.code_part", code=ticket.code_id)
@@ -126,20 +125,19 @@ class MerchantTickets(MerchantCommands):
 
             return await autoreplace(self.ctx, msg, lang, rest)
         if command == "replace":
-            await self.ctx.store.audit(msg.channel, msg.user_id, command, rest[:40], datetime.now(UTC))
+            await self.ctx.aftersales.audit(msg.channel, msg.user_id, command, rest[:40])
             return await self.replace(msg, lang, rest.split())
         number, _, text = rest.strip().partition(" ")
         if not number or not number.lstrip("#").isdigit() or (command == "reply" and not text.strip()):
             return [Reply(self._t(lang, "ticket.usage_full"))]
         # the audit names the ticket only: a merchant's answer may carry a replacement code
-        await self.ctx.store.audit(msg.channel, msg.user_id, command, f"ticket {_ticket_id(number)}",
-                                   datetime.now(UTC))
+        await self.ctx.aftersales.audit(msg.channel, msg.user_id, command, f"ticket {_ticket_id(number)}")
         if command == "reply":
             return await self.reply(msg, lang, _ticket_id(number), text.strip())
         return await self.close(msg, lang, _ticket_id(number))
 
     async def list_open(self, lang: str) -> list[Reply]:
-        tickets = await self.ctx.store.live_tickets(LIST_LIMIT)
+        tickets = await self.ctx.aftersales.live_tickets(LIST_LIMIT)
         if not tickets:
             return [Reply(self._t(lang, "ticket.list_empty"))]
         lines = [self._t(lang, "ticket.list_title")]
@@ -154,7 +152,7 @@ class MerchantTickets(MerchantCommands):
         return [Reply("\n".join(lines))]
 
     async def reply(self, msg: Incoming, lang: str, ticket_id: int, text: str) -> list[Reply]:
-        ticket = await self.ctx.store.ticket_by_id(ticket_id)
+        ticket = await self.ctx.aftersales.ticket(ticket_id)
         if ticket is None or ticket.state == "closed":
             return [Reply(self._t(lang, "ticket.unknown", ticket=ticket_id))]
         send = self.ctx.senders.get(ticket.channel)
@@ -163,13 +161,13 @@ class MerchantTickets(MerchantCommands):
         customer_lang = await self._customer_language(ticket)
         await send(ticket.chat_id, Reply(self.ctx.tr(customer_lang, "ticket.reply_to_customer", ticket=ticket.id,
                                                      text=text)))
-        await self.ctx.store.answer_ticket(ticket.id, mask_codes(text), datetime.now(UTC))
+        await self.ctx.aftersales.answer_ticket(ticket.id, mask_codes(text))
         log.info("event=ticket.answered ticket=%s merchant=%s", ticket.id, msg.user_id)
         return [Reply(self._t(lang, "ticket.replied", ticket=ticket.id, user=f"{ticket.channel}:{ticket.user_id}"))]
 
     async def close(self, msg: Incoming, lang: str, ticket_id: int) -> list[Reply]:
-        ticket = await self.ctx.store.ticket_by_id(ticket_id)
-        if ticket is None or not await self.ctx.store.close_ticket(ticket_id, datetime.now(UTC)):
+        ticket = await self.ctx.aftersales.ticket(ticket_id)
+        if ticket is None or not await self.ctx.aftersales.close_ticket(ticket_id):
             return [Reply(self._t(lang, "ticket.unknown", ticket=ticket_id))]
         send = self.ctx.senders.get(ticket.channel)
         if send is not None:
@@ -187,32 +185,13 @@ class MerchantTickets(MerchantCommands):
         the customer gets it through the outbox (a resend of the order) and the report is closed."""
         if not args or len(args) > 2 or (len(args) == 2 and not args[1].isdigit()):
             return [Reply(self._t(lang, "ticket.usage_full"))]
-        order = await self.aftersale.find(args[0])
-        if order.state not in (OrderState.DELIVERING, OrderState.DELIVERED):
-            raise NotAllowed(f"order {order.id} is {order.state}")
-        reports = [t for t in await self.ctx.store.live_tickets(LIST_LIMIT, order.id) if t.kind == "bad_code"]
-        items = await self.ctx.store.order_items(order.id)
-        if len(args) == 2:
-            code_ids = [i.code.id for i in items if i.item_no == int(args[1])]
-        elif reports:
-            code_ids = [t.code_id for t in reports if t.code_id is not None][:1]
-        else:
-            code_ids = [items[0].code.id] if len(items) == 1 else []
-        if not code_ids:
-            return [Reply(self._t(lang, "ticket.replace_which_item", ref=order.ref,
-                                  items=", ".join(str(i.item_no) for i in items) or "-"))]
         try:
-            done = await self.ctx.store.replace_code(order.id, code_ids[0], datetime.now(UTC))
-        except InsufficientStock:
-            return [Reply(self._t(lang, "ticket.replace_no_stock", ref=order.ref))]
-        if done is None:
-            return [Reply(self._t(lang, "ticket.replace_nothing", ref=order.ref))]
-        log.info("event=ticket.code_replaced order_id=%s old_code_id=%s new_code_id=%s merchant=%s", order.id,
-                 done.old_code_id, done.new_code_id, msg.user_id)
-        closed = []
-        for t in reports:
-            if t.code_id == done.old_code_id and await self.ctx.store.close_ticket(t.id, datetime.now(UTC)):
-                closed.append(f"#{t.id}")
+            order, done = await self.ctx.aftersales.replace_code(args[0], int(args[1]) if len(args) == 2 else None,
+                                                                 msg.user_id)
+        except (ReplaceWhichItem, NoReplacementStock, AlreadyReplaced) as exc:
+            return [Reply(self._t(lang, exc.message_id, **exc.params))]
+        assert done.replaced is not None
+        replaced, closed = done.replaced, [f"#{t}" for t in done.closed_tickets]
         send = self.ctx.senders.get(order.channel)
         if send is not None:
             await self.ctx.load_language(order.channel, order.user_id)
@@ -223,8 +202,8 @@ class MerchantTickets(MerchantCommands):
             except Exception:  # noqa: BLE001 - the new code still goes out through the outbox
                 log.warning("event=ticket.replace_notice_failed order_id=%s", order.id, exc_info=True)
         self.ctx.spawn(self.ctx.delivery.run_once())  # the resend row: the customer gets the new code now
-        return [Reply(self._t(lang, "ticket.replaced", ref=order.ref, old=done.old_code_id, new=done.new_code_id,
-                              tickets=", ".join(closed) or "-"))]
+        return [Reply(self._t(lang, "ticket.replaced", ref=order.ref, old=replaced.old_code_id,
+                              new=replaced.new_code_id, tickets=", ".join(closed) or "-"))]
 
     async def _customer_language(self, ticket: Ticket) -> str:
         await self.ctx.load_language(ticket.channel, ticket.user_id)

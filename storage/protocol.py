@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Protocol
 
 from storage.records import (
+    AutoReplaceRequest,
+    BadCodeReported,
     BatchStats,
     Category,
     CodeReplaced,
@@ -23,6 +25,7 @@ from storage.records import (
     NewCode,
     NewOrder,
     NewTicket,
+    OnceKey,
     Order,
     OrderEvent,
     OrderItem,
@@ -33,6 +36,7 @@ from storage.records import (
     Pool,
     Price,
     Product,
+    ReportReplaced,
     RiskDecisionRecord,
     Sku,
     StockLevel,
@@ -217,4 +221,32 @@ class Store(Protocol):
         the stock), its order item released without returning the use, a new use from the same pool as a new
         item, its cost in the ledger and a resend outbox row. None when the order (delivering/delivered) has no
         live item with that code, e.g. a second call. Raises InsufficientStock (nothing changes)."""
+        ...
+
+    async def report_bad_code(self, ticket: NewTicket, auto: AutoReplaceRequest | None,
+                              now: datetime) -> BadCodeReported:
+        """A customer's bad-code report (`ticket`: kind bad_code, with order and code), one transaction. With
+        `auto` and its claim still free, the code is replaced (as replace_code), the claim spent and the ticket
+        answered with the note and closed; otherwise, or when the replacement fails (no stock, already
+        replaced), nothing but the open ticket is written and the claim stays free."""
+        ...
+
+    async def replace_reported_code(self, order_id: int, item_no: int | None, scan: int,
+                                    now: datetime) -> ReportReplaced:
+        """A merchant's replacement, one transaction: the code of live item `item_no`, else of the oldest live
+        bad-code report among the order's first `scan` live tickets, else of the only live item; replaced as
+        replace_code and the live reports about that code closed. Raises InsufficientStock (nothing changes)."""
+        ...
+
+    async def resend_once(self, order_id: int, claim: OnceKey, now: datetime) -> int | None:
+        """Claim `claim` and queue a resend of the order's codes, one transaction; None when already claimed."""
+        ...
+
+    async def claim_reminders(self, claims: Sequence[OnceKey], now: datetime) -> list[OnceKey]:
+        """claim_once of each key in one transaction; the ones this call claimed."""
+        ...
+
+    async def save_policy(self, key: str, value: str, audit: tuple[str, str, str, str], now: datetime) -> None:
+        """Store a shared policy value (kv, no expiry) and its audit entry (channel, actor, action, detail) in
+        one transaction."""
         ...

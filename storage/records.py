@@ -315,3 +315,46 @@ class CodeReplaced:
     old_code_id: int
     new_code_id: int
     outbox_id: int  # the resend row that shows the customer the new code
+
+
+@dataclass(frozen=True, slots=True)
+class OnceKey:
+    """A claim-once key: the first claim of (scope, key) holds until `expires_at`."""
+
+    scope: str
+    key: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AutoReplaceRequest:
+    """Replace the reported code at once if `claim` (once per order) is still free."""
+
+    claim: OnceKey
+    note: str  # the ticket's answer; `{old}` and `{new}` are filled with the code ids
+
+    def answer(self, done: CodeReplaced) -> str:
+        """The note with the code ids filled in (never the codes)."""
+        return self.note.replace("{old}", str(done.old_code_id)).replace("{new}", str(done.new_code_id))
+
+
+@dataclass(frozen=True, slots=True)
+class BadCodeReported:
+    """A customer's bad-code report: its ticket, and the replacement when the auto-replace policy made one.
+
+    `outcome` says why: replaced | not_asked | already_used | no_stock | nothing (already replaced)."""
+
+    ticket: Ticket
+    replaced: CodeReplaced | None
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportReplaced:
+    """A merchant's replacement of an order's code: `replaced` is None when no code was chosen (then
+    `item_nos` are the order's live item numbers to choose from) or the chosen one was already replaced."""
+
+    replaced: CodeReplaced | None
+    code_chosen: bool
+    item_nos: tuple[int, ...]
+    closed_tickets: tuple[int, ...] = ()

@@ -1,5 +1,7 @@
-"""SQLite after-sales tickets (a customer asks for a person, a refund, or reports a bad code): a mixin of
-SqliteStore, mirrored by storage/postgres_tickets.py."""
+"""SQLite after-sales tickets (a customer asks for a person, a refund, or reports a bad code) and the after-sales
+verbs that write (a bad-code report with its auto-replacement, a merchant's replacement, a customer's resend, SLA
+reminder claims, the auto-replace policy), each one transaction body: a mixin of SqliteStore, mirrored by
+storage/postgres_tickets.py."""
 
 from __future__ import annotations
 
@@ -9,8 +11,19 @@ from datetime import datetime
 from typing import Any
 
 from storage.errors import InsufficientStock
-from storage.records import TICKET_KINDS, TICKET_TEXT_MAX, CodeReplaced, NewTicket, OrderState, Ticket
-from storage.sqlite_orders import _claim_uses, _outbox
+from storage.records import (
+    TICKET_KINDS,
+    TICKET_TEXT_MAX,
+    AutoReplaceRequest,
+    BadCodeReported,
+    CodeReplaced,
+    NewTicket,
+    OnceKey,
+    OrderState,
+    ReportReplaced,
+    Ticket,
+)
+from storage.sqlite_orders import _claim_uses, _outbox, enqueue
 from storage.sqltime import from_ts, ts
 
 _COLS = ("id, channel, user_id, chat_id, kind, order_id, code_id, state, language, last_message, created_at,"
@@ -83,6 +96,91 @@ def _close(db: sqlite3.Connection, ticket_id: int, now: datetime) -> bool:
     return cur.rowcount == 1
 
 
+def _claim(db: sqlite3.Connection, claim: OnceKey, now: datetime) -> bool:
+    """claim_once inside the caller's transaction."""
+    db.execute("DELETE FROM once_keys WHERE scope = ? AND key = ? AND expires_at <= ?",
+               (claim.scope, claim.key, ts(now)))
+    cur = db.execute("INSERT INTO once_keys (scope, key, expires_at) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                     (claim.scope, claim.key, ts(claim.expires_at)))
+    return cur.rowcount == 1
+
+
+def _claimed(db: sqlite3.Connection, claim: OnceKey, now: datetime) -> bool:
+    return db.execute("SELECT 1 FROM once_keys WHERE scope = ? AND key = ? AND expires_at > ?",
+                      (claim.scope, claim.key, ts(now))).fetchone() is not None
+
+
+def _report_bad_code(db: sqlite3.Connection, t: NewTicket, auto: AutoReplaceRequest | None,
+                     now: datetime) -> BadCodeReported:
+    """The report's ticket; with `auto`, first the replacement (claim checked, code replaced, claim spent,
+    ticket answered and closed). A replacement that fails changes nothing and spends no claim."""
+    if auto is None or t.order_id is None or t.code_id is None:
+        return BadCodeReported(_open(db, t, now), None, "not_asked")
+    if _claimed(db, auto.claim, now):
+        return BadCodeReported(_open(db, t, now), None, "already_used")
+    db.execute("SAVEPOINT replace_code")
+    try:
+        done = _replace(db, t.order_id, t.code_id, now)
+    except InsufficientStock:
+        db.execute("ROLLBACK TO replace_code")
+        done, outcome = None, "no_stock"
+    else:
+        outcome = "nothing"
+    db.execute("RELEASE replace_code")
+    if done is None:
+        return BadCodeReported(_open(db, t, now), None, outcome)
+    _claim(db, auto.claim, now)
+    ticket = _open(db, t, now)
+    _answer(db, ticket.id, auto.answer(done), now)
+    _close(db, ticket.id, now)
+    row = db.execute(f"SELECT {_COLS} FROM tickets WHERE id = ?", (ticket.id,)).fetchone()
+    return BadCodeReported(_ticket(row), done, "replaced")
+
+
+def _replace_reported(db: sqlite3.Connection, order_id: int, item_no: int | None, scan: int,
+                      now: datetime) -> ReportReplaced:
+    """A merchant's /replace: the code of `item_no`, else of the oldest live bad-code report (among the order's
+    first `scan` live tickets), else the only item's; replaced, and the reports about it closed."""
+    reports = db.execute(
+        "SELECT id, code_id FROM (SELECT id, kind, code_id FROM tickets WHERE state <> 'closed' AND order_id = ?"
+        " ORDER BY id LIMIT ?) WHERE kind = 'bad_code' ORDER BY id", (order_id, scan)).fetchall()
+    items = db.execute("SELECT item_no, code_id FROM order_items WHERE order_id = ? AND released = 0"
+                       " ORDER BY item_no", (order_id,)).fetchall()
+    item_nos = tuple(int(i[0]) for i in items)
+    if item_no is not None:
+        code_ids = [int(i[1]) for i in items if i[0] == item_no]
+    elif reports:
+        code_ids = [int(r[1]) for r in reports if r[1] is not None][:1]
+    else:
+        code_ids = [int(items[0][1])] if len(items) == 1 else []
+    if not code_ids:
+        return ReportReplaced(None, False, item_nos)
+    done = _replace(db, order_id, code_ids[0], now)  # InsufficientStock: the caller's savepoint undoes all
+    if done is None:
+        return ReportReplaced(None, True, item_nos)
+    closed = tuple(int(r[0]) for r in reports if r[1] == done.old_code_id and _close(db, int(r[0]), now))
+    return ReportReplaced(done, True, item_nos, closed)
+
+
+def _resend_once(db: sqlite3.Connection, order_id: int, claim: OnceKey, now: datetime) -> int | None:
+    if not _claim(db, claim, now):
+        return None
+    return enqueue(db, order_id, "resend", "", now)
+
+
+def _claim_all(db: sqlite3.Connection, claims: Sequence[OnceKey], now: datetime) -> list[OnceKey]:
+    return [c for c in claims if _claim(db, c, now)]
+
+
+def _save_policy(db: sqlite3.Connection, key: str, value: str, audit: tuple[str, str, str, str],
+                 now: datetime) -> None:
+    db.execute("INSERT INTO kv (key, value, expires_at) VALUES (?,?,NULL) ON CONFLICT (key) DO UPDATE"
+               " SET value = excluded.value, expires_at = NULL", (key, value))
+    channel, actor, action, detail = audit
+    db.execute("INSERT INTO audit_log (at, channel, actor, action, detail) VALUES (?,?,?,?,?)",
+               (ts(now), channel, actor, action, detail[:500]))
+
+
 class Tickets:
     """Ticket verbs of SqliteStore (mixed in)."""
 
@@ -125,3 +223,24 @@ class Tickets:
     async def replace_code(self, order_id: int, code_id: int, now: datetime) -> CodeReplaced | None:
         result: CodeReplaced | None = await self._tx(_replace, order_id, code_id, now)
         return result
+
+    async def report_bad_code(self, ticket: NewTicket, auto: AutoReplaceRequest | None,
+                              now: datetime) -> BadCodeReported:
+        result: BadCodeReported = await self._tx(_report_bad_code, ticket, auto, now)
+        return result
+
+    async def replace_reported_code(self, order_id: int, item_no: int | None, scan: int,
+                                    now: datetime) -> ReportReplaced:
+        result: ReportReplaced = await self._tx(_replace_reported, order_id, item_no, scan, now)
+        return result
+
+    async def resend_once(self, order_id: int, claim: OnceKey, now: datetime) -> int | None:
+        result: int | None = await self._tx(_resend_once, order_id, claim, now)
+        return result
+
+    async def claim_reminders(self, claims: Sequence[OnceKey], now: datetime) -> list[OnceKey]:
+        result: list[OnceKey] = await self._tx(_claim_all, list(claims), now)
+        return result
+
+    async def save_policy(self, key: str, value: str, audit: tuple[str, str, str, str], now: datetime) -> None:
+        await self._tx(_save_policy, key, value, audit, now)

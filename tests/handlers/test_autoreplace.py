@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from bot.demo import CUSTOMER_ID, MERCHANT_ID
-from handlers.autoreplace import delivered_at, load_policy, try_auto_replace
-from handlers.types import Incoming
-from storage.records import OrderState
+from storage.records import NewTicket, OrderState
 from tests.handlers.test_aftersales import CODE, _bought, _relay, _settle
 
 TICKET = re.compile(r"ticket #(\d+)")
@@ -33,7 +31,7 @@ async def test_merchant_marks_a_sku_and_the_policy_is_listed_and_audited(demo):
     demo.out.clear()
     await demo.merchant.say("/autoreplace genshin-60 on hours=12")
     assert "genshin-60: a code reported bad within 12 h of delivery is now replaced automatically" in demo.out.text()
-    assert await load_policy(demo.customer.ctx) == {"genshin-60": 12}
+    assert await demo.customer.ctx.aftersales.auto_replace_policy() == {"genshin-60": 12}
     demo.out.clear()
     await demo.merchant.say("/autoreplace")
     assert "• genshin-60: 12 h" in demo.out.text()
@@ -41,16 +39,16 @@ async def test_merchant_marks_a_sku_and_the_policy_is_listed_and_audited(demo):
         demo.out.clear()
         await demo.merchant.say(bad)
         assert "No SKU nope." in demo.out.text() or "Auto-replace: /autoreplace" in demo.out.text(), bad
-    assert await load_policy(demo.customer.ctx) == {"genshin-60": 12}
+    assert await demo.customer.ctx.aftersales.auto_replace_policy() == {"genshin-60": 12}
     await demo.merchant.say("/autoreplace genshin-60 off")
-    assert await load_policy(demo.customer.ctx) == {}
+    assert await demo.customer.ctx.aftersales.auto_replace_policy() == {}
     audit = [(a, d) for _, _, _, a, d in await demo.shop.store.audit_entries(10) if a == "autoreplace"]
     assert ("autoreplace", "genshin-60 on 12") in audit
     assert ("autoreplace", "genshin-60 off") in audit
     demo.out.clear()
     await demo.customer.say("/autoreplace genshin-60 on")
     assert demo.out.text() == "Unknown command. Send /start for the menu."
-    assert await load_policy(demo.customer.ctx) == {}
+    assert await demo.customer.ctx.aftersales.auto_replace_policy() == {}
 
 
 async def test_a_marked_sku_is_replaced_at_once_then_the_second_report_goes_to_the_merchant(demo):
@@ -98,17 +96,19 @@ async def test_an_unmarked_sku_or_a_late_report_goes_to_the_merchant(demo):
     assert await demo.shop.store.order_items(order.id) == items
     # marked now, but the report comes after the window: nothing is replaced
     await demo.merchant.say("/autoreplace genshin-60 on hours=2")
-    delivered = await delivered_at(demo.customer.ctx, order)
+    service = demo.customer.ctx.aftersales
+    delivered = await service.delivered_at(order)
     assert delivered is not None
-    msg = Incoming("console", CUSTOMER_ID, CUSTOMER_ID, language="en")
+    report = NewTicket("console", CUSTOMER_ID, CUSTOMER_ID, "bad_code", language="en")
     late = delivered + timedelta(hours=2, minutes=1)
-    assert await try_auto_replace(demo.customer.ctx, msg, "en", order, items[0], now=late) is None
+    done = await service.report_bad_code(report, ref, 1, "{old} {new}", now=late)
+    assert (done.replaced, done.ticket.state) == (None, "open")
     assert await demo.shop.store.order_items(order.id) == items
-    # within the window the same call replaces (the claim was not used up by the late attempt)
+    # within the window the same report replaces (the claim was not used up by the late attempt)
     inside = delivered + timedelta(hours=1, minutes=59)
-    replies = await try_auto_replace(demo.customer.ctx, msg, "en", order, items[0], now=inside)
-    assert replies is not None
-    assert f"order {ref} is replaced" in replies[0].text
+    done = await service.report_bad_code(report, ref, 1, "{old} {new}", now=inside)
+    assert done.replaced is not None
+    assert done.ticket.state == "closed"
     await _settle(demo)
     assert (await demo.shop.store.order_items(order.id))[0].code.id != items[0].code.id
 
@@ -136,3 +136,53 @@ async def test_out_of_stock_goes_to_the_merchant_and_changes_nothing(demo):
     assert await store.order_items(order.id) == [item]
     assert await store.pool_available(pool.id) == 0
     assert (await store.order_by_ref(ref)).state == OrderState.DELIVERED
+
+
+async def _drain(store, pool, at) -> None:
+    """Buy every use left in the pool (other customers)."""
+    from tests.storage.seed import new_order, payment
+
+    sku = next(s for s in await store.skus() if s.pool_id == pool.id and s.units == 1)
+    while left := await store.pool_available(pool.id):
+        other = await store.reserve(new_order(sku, qty=1, user=f"bulk{left}"), at)
+        await store.receive_payment(payment(other.ref, other.amount), at)
+
+
+async def _import(demo, pool, code: str, uses: int = 1) -> None:
+    store = demo.shop.store
+    batch = await store.create_batch(pool.id, "acme", 0, "CNY", "restock")
+    await store.insert_codes(batch, pool.id, [demo.shop.vault.seal(code, uses)])
+
+
+async def test_a_report_that_failed_for_lack_of_stock_is_auto_replaced_once_stock_arrives(demo):
+    """The replacement fails for lack of stock (the bad code's own unsold use was the last stock: it is
+    quarantined with it); the once-per-order claim must not be spent by that failure."""
+    _relay(demo)
+    await demo.merchant.say("/autoreplace genshin-60 on")
+    store = demo.shop.store
+    pool = await store.pool_by_slug("genshin-60")
+    await _drain(store, pool, datetime.now(UTC))
+    await _settle(demo)  # the other customers' deliveries go out first
+    await _import(demo, pool, "GI60-MULT-IUSE-0001", uses=2)
+    ref, code = await _bought(demo)
+    assert code == "GI60-MULT-IUSE-0001"
+    order = await store.order_by_ref(ref)
+    [item] = await store.order_items(order.id)
+    assert await store.pool_available(pool.id) == 1  # the bad code's second use is all the stock
+    # the report: no stock once the bad code is quarantined, so the merchant gets it and nothing changes
+    text = await _report(demo)
+    assert f"will check the code of order {ref}" in text
+    assert await store.order_items(order.id) == [item]
+    assert await store.pool_available(pool.id) == 1
+    # stock arrives: the same order's report is replaced automatically now
+    await _import(demo, pool, "GI60-FRSH-CODE-0002")
+    text = await _report(demo)
+    assert f"The code you reported for order {ref} is replaced" in text
+    assert "GI60-FRSH-CODE-0002" in text
+    [new] = await store.order_items(order.id)
+    assert new.code.id != item.code.id
+    # and still only once per order
+    await _import(demo, pool, "GI60-FRSH-CODE-0003")
+    text = await _report(demo)
+    assert f"will check the code of order {ref}" in text
+    assert await store.order_items(order.id) == [new]

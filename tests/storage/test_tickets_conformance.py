@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from storage.errors import InsufficientStock
-from storage.records import NewTicket, PaymentOutcome
+from storage.records import AutoReplaceRequest, NewTicket, OnceKey, PaymentOutcome
 from tests.storage.seed import NOW, fake_code, make_shop, new_order, payment
 
 
@@ -188,3 +188,135 @@ async def test_concurrent_replace_of_one_code_replaces_it_once(store):
     assert len(await store.order_items(order.id)) == 1
     assert await store.pool_available(shop.pool.id) == before - 1
     assert _costs(await store.ledger(NOW, NOW + timedelta(1))) == -100
+
+
+def _report(order, item, user="u1") -> NewTicket:
+    return NewTicket("console", user, "chat-" + user, "bad_code", "", order.id, item.code.id, "en")
+
+
+async def test_report_bad_code_with_auto_replace_replaces_answers_and_closes_in_one_go(store):
+    shop = await make_shop(store, codes=3)
+    order = await _delivered(store, shop)
+    [old] = await store.order_items(order.id)
+    auto = AutoReplaceRequest(OnceKey("aftersales.autoreplace", str(order.id), NOW + timedelta(days=1)),
+                              "replaced: {old} -> {new}")
+    done = await store.report_bad_code(_report(order, old), auto, NOW)
+    assert done.outcome == "replaced"
+    assert done.replaced is not None
+    [new] = await store.order_items(order.id)
+    assert new.code.id == done.replaced.new_code_id
+    assert (done.ticket.kind, done.ticket.state, done.ticket.code_id) == ("bad_code", "closed", old.code.id)
+    assert done.ticket.last_message == f"replaced: {old.code.id} -> {new.code.id}"
+    assert await store.ticket_by_id(done.ticket.id) == done.ticket
+    # the claim is spent: the next report of the order is an open ticket and changes nothing
+    again = await store.report_bad_code(_report(order, new), auto, NOW)
+    assert (again.outcome, again.replaced, again.ticket.state) == ("already_used", None, "open")
+    assert await store.order_items(order.id) == [new]
+    assert await store.claim_once(auto.claim.scope, auto.claim.key, auto.claim.expires_at, NOW) is False
+
+
+async def test_report_bad_code_without_stock_opens_a_ticket_and_keeps_the_claim_free(store):
+    shop = await make_shop(store, codes=1, uses=2, unit_cost=0)
+    order = await _delivered(store, shop)
+    [old] = await store.order_items(order.id)
+    assert await store.pool_available(shop.pool.id) == 1  # only the bad code's own unsold use is left
+    auto = AutoReplaceRequest(OnceKey("aftersales.autoreplace", str(order.id), NOW + timedelta(days=1)), "{old}")
+    failed = await store.report_bad_code(_report(order, old), auto, NOW)
+    assert (failed.outcome, failed.replaced, failed.ticket.state) == ("no_stock", None, "open")
+    assert await store.order_items(order.id) == [old]
+    assert await store.pool_available(shop.pool.id) == 1  # the quarantine was rolled back too
+    # stock arrives: the same report replaces now (the failed attempt spent no claim), and the live ticket closes
+    batch = await store.create_batch(shop.pool.id, "acme", 0, "CNY", "more")
+    await store.insert_codes(batch, shop.pool.id, [fake_code()])
+    done = await store.report_bad_code(_report(order, old), auto, NOW)
+    assert done.outcome == "replaced"
+    assert (done.ticket.id, done.ticket.state) == (failed.ticket.id, "closed")
+    # and only once
+    [new] = await store.order_items(order.id)
+    await store.insert_codes(await store.create_batch(shop.pool.id, "acme", 0, "CNY", "x"), shop.pool.id,
+                             [fake_code()])
+    assert (await store.report_bad_code(_report(order, new), auto, NOW)).outcome == "already_used"
+
+
+async def test_report_bad_code_without_auto_or_already_replaced_only_opens_the_ticket(store):
+    shop = await make_shop(store, codes=3)
+    order = await _delivered(store, shop)
+    [old] = await store.order_items(order.id)
+    plain = await store.report_bad_code(_report(order, old), None, NOW)
+    assert (plain.outcome, plain.replaced, plain.ticket.state) == ("not_asked", None, "open")
+    await store.replace_code(order.id, old.code.id, NOW)
+    auto = AutoReplaceRequest(OnceKey("aftersales.autoreplace", str(order.id), NOW + timedelta(days=1)), "{old}")
+    stale = await store.report_bad_code(_report(order, old), auto, NOW)
+    assert (stale.outcome, stale.replaced) == ("nothing", None)
+    assert await store.claim_once(auto.claim.scope, auto.claim.key, auto.claim.expires_at, NOW) is True
+
+
+async def test_concurrent_auto_replace_reports_of_one_order_replace_once(store):
+    shop = await make_shop(store, codes=5)
+    order = await _delivered(store, shop)
+    [old] = await store.order_items(order.id)
+    auto = AutoReplaceRequest(OnceKey("aftersales.autoreplace", str(order.id), NOW + timedelta(days=1)), "{old}")
+    results = await asyncio.gather(*(store.report_bad_code(_report(order, old), auto, NOW) for _ in range(5)))
+    assert sorted(r.outcome for r in results).count("replaced") == 1
+    assert len(await store.order_items(order.id)) == 1
+
+
+async def test_replace_reported_code_picks_the_reported_code_and_closes_its_reports(store):
+    shop = await make_shop(store, codes=6)
+    order = await _delivered(store, shop, qty=2)
+    first, second = await store.order_items(order.id)
+    human = await store.open_ticket(NewTicket("console", "u1", "c", "human", "hi", order.id), NOW)
+    report = await store.open_ticket(_report(order, second), NOW)
+    done = await store.replace_reported_code(order.id, None, 20, NOW)
+    assert done.replaced is not None
+    assert (done.code_chosen, done.replaced.old_code_id, done.closed_tickets) == (True, second.code.id,
+                                                                                  (report.id,))
+    assert (await store.ticket_by_id(report.id)).state == "closed"
+    assert (await store.ticket_by_id(human.id)).state == "open"
+    # no report left and two items: which one?
+    which = await store.replace_reported_code(order.id, None, 20, NOW)
+    assert (which.replaced, which.code_chosen, which.item_nos) == (None, False, (1, 3))
+    by_item = await store.replace_reported_code(order.id, 1, 20, NOW)
+    assert by_item.replaced is not None
+    assert by_item.replaced.old_code_id == first.code.id
+    assert (await store.replace_reported_code(order.id, 1, 20, NOW)).code_chosen is False  # item 1 is gone
+
+
+async def test_replace_reported_code_without_stock_changes_nothing(store):
+    shop = await make_shop(store, codes=1)
+    order = await _delivered(store, shop)
+    [item] = await store.order_items(order.id)
+    report = await store.open_ticket(_report(order, item), NOW)
+    with pytest.raises(InsufficientStock):
+        await store.replace_reported_code(order.id, None, 20, NOW)
+    assert await store.order_items(order.id) == [item]
+    assert (await store.ticket_by_id(report.id)).state == "open"
+
+
+async def test_resend_once_queues_one_resend_per_claim(store):
+    shop = await make_shop(store, codes=2)
+    order = await _delivered(store, shop)
+    await store.claim_outbox(NOW, NOW + timedelta(minutes=1), 10)  # the first delivery went out
+    claim = OnceKey("after.resend", order.ref, NOW + timedelta(minutes=5))
+    outbox_id = await store.resend_once(order.id, claim, NOW)
+    assert outbox_id is not None
+    assert await store.resend_once(order.id, claim, NOW + timedelta(minutes=1)) is None
+    rows = await store.claim_outbox(NOW, NOW + timedelta(minutes=1), 10)
+    assert [(r.id, r.kind) for r in rows] == [(outbox_id, "resend")]
+    assert await store.resend_once(order.id, claim, NOW + timedelta(minutes=6)) is not None  # the pause is over
+
+
+async def test_claim_reminders_claims_each_key_once(store):
+    a = OnceKey("aftersales.sla", "1:0:1", NOW + timedelta(hours=1))
+    b = OnceKey("aftersales.sla", "2:0:1", NOW + timedelta(hours=1))
+    assert await store.claim_reminders([a], NOW) == [a]
+    assert await store.claim_reminders([a, b], NOW) == [b]
+    assert await store.claim_reminders([a, b], NOW) == []
+
+
+async def test_save_policy_writes_the_value_and_its_audit_entry(store):
+    await store.save_policy("aftersales.autoreplace", '{"x": 1}', ("console", "m1", "autoreplace", "x on 1"), NOW)
+    await store.save_policy("aftersales.autoreplace", '{}', ("console", "m1", "autoreplace", "x off"), NOW)
+    assert await store.kv_get("aftersales.autoreplace", NOW + timedelta(days=999)) == "{}"
+    assert [e[1:] for e in await store.audit_entries(5)] == [("console", "m1", "autoreplace", "x off"),
+                                                            ("console", "m1", "autoreplace", "x on 1")]

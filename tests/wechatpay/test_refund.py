@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fulfillment.aftersale import AfterSale
+from fulfillment.aftersales import AfterSalesService
 from fulfillment.wechatpay import out_refund_no
 from storage.records import OrderState
 
@@ -27,7 +27,7 @@ async def _ledger(env, kind):
 
 async def test_merchant_refund_calls_v3_refund_api_and_records_the_refund(env):
     order = await _delivered(env)
-    await AfterSale(env.shop.store).request_refund(order.ref, "merchant-1")
+    await AfterSalesService(env.shop.store).request_refund(order.ref, "merchant-1")
     await env.shop.delivery.drain()
     refund = env.fake.refunds[out_refund_no(order)]
     txn = env.fake.transactions[order.ref]["transaction_id"]
@@ -44,7 +44,7 @@ async def test_merchant_refund_calls_v3_refund_api_and_records_the_refund(env):
 async def test_processing_refund_is_recorded_by_the_refund_notification(env):
     order = await _delivered(env)
     env.fake.refund_status = "PROCESSING"
-    await AfterSale(env.shop.store).request_refund(order.ref, "merchant-1")
+    await AfterSalesService(env.shop.store).request_refund(order.ref, "merchant-1")
     await env.shop.delivery.drain()
     assert out_refund_no(order) in env.fake.refunds
     assert (await env.order(order)).state == OrderState.DELIVERED  # not yet: WeChat Pay has not confirmed
@@ -65,7 +65,7 @@ async def test_processing_refund_is_recorded_by_the_refund_notification(env):
 async def test_refund_notification_for_another_transaction_is_rejected(env):
     order = await _delivered(env)
     env.fake.refund_status = "PROCESSING"
-    await AfterSale(env.shop.store).request_refund(order.ref, "merchant-1")
+    await AfterSalesService(env.shop.store).request_refund(order.ref, "merchant-1")
     await env.shop.delivery.drain()
     env.fake.refunds[out_refund_no(order)]["transaction_id"] = "4200000000000000000000000099"
     response = await env.fake.notify_refund(out_refund_no(order))
