@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.supplier_faults import Faults, after_accept_fault
+from tests.fakes.supplier_faults import Faults, after_accept_fault, read_fault
 
 
 def acgfaka_sign(data: dict[str, str], app_key: str) -> str:
@@ -65,6 +65,7 @@ class FakeAcgFaka:
         self.request_nos: dict[str, str] = {}
         self.faults = Faults()
         self.trade_requests = 0
+        self.calls: list[str] = []  # request paths, in order
         self.issued_codes: list[str] = []
         self._ids = itertools.count(100)
         self.app = Starlette(routes=[
@@ -94,9 +95,12 @@ class FakeAcgFaka:
     def _error(self, msg: str) -> JSONResponse:
         return JSONResponse({"code": 0, "msg": msg})
 
-    async def _form(self, request: Request) -> tuple[dict[str, str], JSONResponse | None]:
+    async def _form(self, request: Request) -> tuple[dict[str, str], Response | None]:
+        self.calls.append(request.url.path)
         if self.faults.latency:
             await asyncio.sleep(self.faults.latency)
+        if request.url.path != "/shared/commodity/trade" and (fault := read_fault(self.faults)):
+            return {}, fault
         form = {k: str(v) for k, v in (await request.form()).items()}
         if form.get("app_id") != self.app_id:
             return form, self._error("商户ID不存在")

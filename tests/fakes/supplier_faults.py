@@ -30,6 +30,7 @@ class Faults:
     truncated_after_accept: int = 0  # booked, then HTTP 200 with half a JSON document
     fewer_codes: int = 0  # booked and paid in full, one code fewer delivered
     duplicate_codes: int = 0  # booked, the last code is a copy of the first
+    http_500_on_read: int = 0  # a read (product, order, balance...) answers an HTML 500 without acting
     # kashangwl only
     server_error_after_accept: int = 0  # booked, then {"code": "server_error"} (documented: outcome unknown)
     unknown_then_success: int = 0  # answers state 501; settles to 200 later (callback + query)
@@ -48,6 +49,12 @@ class Faults:
     def reset(self) -> None:
         for f in fields(self):
             setattr(self, f.name, f.default)
+
+
+def read_fault(faults: Faults) -> Response | None:
+    if faults.take("http_500_on_read"):
+        return Response(b"<html><body>502 Bad Gateway</body></html>", status_code=502, media_type="text/html")
+    return None
 
 
 def after_accept_fault(faults: Faults, good_json: bytes) -> Response | None:

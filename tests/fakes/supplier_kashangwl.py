@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.supplier_faults import Faults, after_accept_fault
+from tests.fakes.supplier_faults import Faults, after_accept_fault, read_fault
 
 TYPE_RECHARGE, TYPE_CARD, TYPE_VOUCHER, TYPE_MANUAL = 1, 2, 3, 4
 
@@ -80,6 +80,7 @@ class FakeKashangwl:
         self.by_outer: dict[str, str] = {}
         self.faults = Faults()
         self.buy_requests = 0
+        self.calls: list[str] = []  # request paths, in order
         self.issued_codes: list[str] = []
         self.callback_interval = 10.0  # documented: re-sent after 10 s
         self.callback_attempts = 3  # documented: 3 notifications in all
@@ -105,9 +106,12 @@ class FakeKashangwl:
     def _answer(code: str, message: str = "", data: Any = None) -> dict[str, Any]:
         return {"code": code, "message": message, "data": data}
 
-    async def _params(self, request: Request) -> tuple[dict[str, str], JSONResponse | None]:
+    async def _params(self, request: Request) -> tuple[dict[str, str], Response | None]:
+        self.calls.append(request.url.path)
         if self.faults.latency:
             await asyncio.sleep(self.faults.latency)
+        if request.url.path != "/api/buy" and (fault := read_fault(self.faults)):
+            return {}, fault
         if "json" in request.headers.get("content-type", ""):
             raw = await request.json()
             params = {k: str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}

@@ -164,3 +164,15 @@ async def test_a_forged_callback_is_refused(bench: Bench):
     body = b"order_id=1&outer_order_id=ref-x&product_id=1&quantity=1&state=200&customer_id=1&sign=" + b"0" * 32
     with pytest.raises(ForgedCallback):
         bench.supplier.parse_callback({"content-type": "application/x-www-form-urlencoded"}, body)
+
+
+async def test_reads_are_retried_and_buys_are_sent_exactly_once(bench: Bench):
+    bench.fake.faults.http_500_on_read = 1
+    assert (await bench.supplier.balance()).currency == "CNY"
+    reads = [p for p in bench.fake.calls if p.endswith(("/customer", "/connect"))]
+    assert len(reads) == 2  # the 502 was retried
+    bench.fake.faults.http_500_after_accept = 1
+    with pytest.raises(OutcomeUnknown):
+        await bench.supplier.buy_codes("ref-once-1", bench.card, 1, bench.max_cost())
+    buys = [p for p in bench.fake.calls if p.endswith(("/api/buy", "/trade"))]
+    assert len(buys) == 1  # never retried
