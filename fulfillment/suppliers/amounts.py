@@ -21,10 +21,9 @@ def yuan_to_minor(raw: object, what: str) -> int:
         raise BadAnswer(f"{what} is not a number") from None
     if not value.is_finite() or value < 0:
         raise BadAnswer(f"{what} is negative or not finite")
-    minor = int((value.quantize(_CENT, rounding=ROUND_CEILING) * 100).to_integral_value())
-    if minor > MAX_MINOR:
+    if value > Decimal(MAX_MINOR) / 100:  # checked first: quantize() of a huge exponent raises
         raise BadAnswer(f"{what} is absurdly high")
-    return minor
+    return int((value.quantize(_CENT, rounding=ROUND_CEILING) * 100).to_integral_value())
 
 
 def minor_to_yuan(minor: int) -> str:

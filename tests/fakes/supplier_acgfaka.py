@@ -180,9 +180,11 @@ class FakeAcgFaka:
         self.trades[trade.trade_no] = trade
         if trade.request_no:
             self.request_nos[trade.request_no] = trade.trade_no
-        body = json.dumps({"code": 200, "msg": "success", "data": {
-            "url": None, "amount": yuan(trade.amount), "tradeNo": trade.trade_no, "secret": secret,
-            "leave_message": None}}, ensure_ascii=False).encode()
+        data: dict[str, Any] = {"url": None, "amount": yuan(trade.amount), "tradeNo": trade.trade_no,
+                                "secret": secret, "leave_message": None}
+        if self.faults.take("missing_fields_after_accept"):
+            del data["tradeNo"], data["amount"]
+        body = json.dumps({"code": 200, "msg": "success", "data": data}, ensure_ascii=False).encode()
         return after_accept_fault(self.faults, body) or Response(body, media_type="application/json")
 
     async def query(self, request: Request) -> Response:

@@ -28,6 +28,7 @@ class Faults:
     reset_after_accept: int = 0  # booked, then the TCP connection is reset (RST)
     html_after_accept: int = 0  # booked, then HTTP 200 with an HTML page
     truncated_after_accept: int = 0  # booked, then HTTP 200 with half a JSON document
+    missing_fields_after_accept: int = 0  # booked, then {"code": ok} whose data lacks the order's id/state
     fewer_codes: int = 0  # booked and paid in full, one code fewer delivered
     duplicate_codes: int = 0  # booked, the last code is a copy of the first
     http_500_on_read: int = 0  # a read (product, order, balance...) answers an HTML 500 without acting

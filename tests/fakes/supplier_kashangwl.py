@@ -219,14 +219,8 @@ class FakeKashangwl:
             cards = cards[:-1]
         return cards
 
-    async def buy(self, request: Request) -> Response:
-        self.buy_requests += 1
-        params, refused = await self._params(request)
-        if refused:
-            return refused
-        refusal = self._refusal(params)
-        if refusal:
-            return JSONResponse(self._answer(*refusal))
+    def _book(self, params: dict[str, str]) -> tuple[FakeOrder, int | None]:
+        """Charge the balance and create the order; returns it and the state it settles to later, if any."""
         product, quantity = self.products[params["product_id"]], int(params["quantity"])
         self.balance -= product.price * quantity
         order = FakeOrder(order_id=str(next(self._ids)), outer_order_id=params.get("outer_order_id", ""),
@@ -246,6 +240,17 @@ class FakeKashangwl:
             order.state = 100
         if product.type in (TYPE_CARD, TYPE_VOUCHER):
             order.cards = self._codes(product, quantity)
+        return order, later
+
+    async def buy(self, request: Request) -> Response:
+        self.buy_requests += 1
+        params, refused = await self._params(request)
+        if refused:
+            return refused
+        refusal = self._refusal(params)
+        if refusal:
+            return JSONResponse(self._answer(*refusal))
+        order, later = self._book(params)
         if order.state == 200:
             if self.faults.take("callback_before_response"):
                 await self._notify(order)
@@ -253,9 +258,11 @@ class FakeKashangwl:
                 self._spawn(self._notify(order))
         elif later is not None:
             self._spawn(self._settle_later(order, later))
-        data = {"order_id": int(order.order_id), "product_price": yuan(product.price), "total_price": yuan(order.total),
-                "recharge_url": "", "state": order.state,
+        data = {"order_id": int(order.order_id), "product_price": yuan(order.total // order.quantity),
+                "total_price": yuan(order.total), "recharge_url": "", "state": order.state,
                 "cards": order.cards if order.state == 200 else [], "tickets": []}
+        if self.faults.take("missing_fields_after_accept"):
+            data = {"product_price": data["product_price"], "cards": data["cards"]}
         if self.faults.take("server_error_after_accept"):
             return JSONResponse(self._answer("server_error", "系统繁忙"))
         body = json.dumps(self._answer("ok", data=data), ensure_ascii=False).encode()

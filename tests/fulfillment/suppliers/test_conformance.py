@@ -80,7 +80,7 @@ async def test_timeout_after_accepting_is_unknown_and_a_later_query_resolves_it(
 
 
 @pytest.mark.parametrize("fault", ["http_500_after_accept", "html_after_accept", "truncated_after_accept",
-                                   "reset_after_accept"])
+                                   "reset_after_accept", "missing_fields_after_accept"])
 async def test_a_lost_or_garbled_answer_after_sending_is_unknown_not_failed(bench: Bench, fault: str):
     setattr(bench.fake.faults, fault, 1)
     with pytest.raises(OutcomeUnknown) as caught:
@@ -176,3 +176,12 @@ async def test_reads_are_retried_and_buys_are_sent_exactly_once(bench: Bench):
         await bench.supplier.buy_codes("ref-once-1", bench.card, 1, bench.max_cost())
     buys = [p for p in bench.fake.calls if p.endswith(("/api/buy", "/trade"))]
     assert len(buys) == 1  # never retried
+
+
+@pytest.mark.parametrize("price", [-100, 10**12])
+async def test_catalogue_leaves_out_negative_and_absurd_prices(bench: Bench, price: int):
+    if bench.kind == "kashangwl":
+        bench.fake.products[bench.card].price = price
+    else:
+        bench.fake.commodities[bench.card].price = price
+    assert bench.card not in {p.product_id for p in await bench.supplier.catalogue()}
