@@ -29,6 +29,12 @@ Differences from the PHP client, on purpose:
 - a secret whose line count differs from the quantity is not taken for codes (it can be acg-faka's "sold out"
   text): the order is reported UNKNOWN for a merchant to check;
 - no callbacks exist: `parse_callback` refuses everything; no recharge: `recharge` refuses before sending.
+
+Limits: refusals are told apart by their `msg`, which acg-faka passes through `lang()` (kernel/Helper.php): a shop
+set to a language other than zh-cn/en may word them differently, and an unrecognised refusal is a plain
+`Rejected` (still definitive: every JSONException in `trade` is raised before its transaction commits). The one
+refusal that is not "nothing happened" is the repeated request_no, so a reference once sent must never be sent
+again as a new buy; the caller records "sent" before the call and resolves such orders by query or by hand.
 """
 
 from __future__ import annotations
