@@ -1,0 +1,139 @@
+"""A circuit breaker per supplier: after K consecutive failures it opens and calls are refused at once (nothing is
+sent, so the caller may fail over); after a cool-down one probe is let through (half-open); its success closes the
+breaker, its failure opens it for another cool-down. The clock is injected so tests move time by hand."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from enum import StrEnum
+from typing import TypeVar
+
+from fulfillment.suppliers.errors import BadAnswer, NotSent, OutcomeUnknown, SupplierUnavailable
+from fulfillment.suppliers.protocol import Money, Supplier, SupplierOrder, SupplierProduct
+
+log = logging.getLogger("kamibot.suppliers.breaker")
+T = TypeVar("T")
+
+#: what says "the supplier is not answering properly"; refusals (balance, price, stock, target) show it alive
+FAILURES: tuple[type[Exception], ...] = (NotSent, OutcomeUnknown, SupplierUnavailable, BadAnswer)
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitOpen(NotSent):
+    """Refused by our breaker without calling the supplier."""
+
+    kind = "supplier.circuit_open"
+
+
+class CircuitBreaker:
+    def __init__(self, name: str, failure_threshold: int = 5, cool_down: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if failure_threshold < 1 or cool_down < 0:
+            raise ValueError("failure_threshold >= 1 and cool_down >= 0")
+        self.name = name
+        self.failure_threshold = failure_threshold
+        self.cool_down = cool_down
+        self.clock = clock
+        self.failures = 0  # consecutive
+        self._opened_at: float | None = None
+        self._probing = False
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return BreakerState.CLOSED
+        if self._probing or self.clock() - self._opened_at >= self.cool_down:
+            return BreakerState.HALF_OPEN
+        return BreakerState.OPEN
+
+    def allow(self) -> bool:
+        """May a call go out now? In half-open state exactly one caller (the probe) gets True."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.HALF_OPEN and not self._probing:
+            self._probing = True
+            log.info("event=supplier.breaker_probe supplier=%s", self.name)
+            return True
+        return False
+
+    def record_success(self) -> None:
+        if self._opened_at is not None:
+            log.info("event=supplier.breaker_closed supplier=%s", self.name)
+        self.failures = 0
+        self._opened_at = None
+        self._probing = False
+
+    def record_failure(self) -> None:
+        self.failures += 1
+        if self._probing or (self._opened_at is None and self.failures >= self.failure_threshold):
+            log.warning("event=supplier.breaker_opened supplier=%s failures=%d", self.name, self.failures)
+            self._opened_at = self.clock()
+        self._probing = False
+
+    def _release_probe(self) -> None:
+        """A probe that ended without a verdict (cancelled): open again, another probe after the cool-down."""
+        if self._probing:
+            self._probing = False
+            self._opened_at = self.clock()
+
+    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        if not self.allow():
+            raise CircuitOpen("circuit open", supplier=self.name)
+        verdict = False
+        try:
+            result = await fn()
+        except FAILURES:
+            verdict = True
+            self.record_failure()
+            raise
+        except Exception:
+            verdict = True
+            self.record_success()  # a refusal is an answer: the supplier is alive
+            raise
+        finally:
+            if not verdict and self._probing:
+                self._release_probe()
+        self.record_success()
+        return result
+
+
+class GuardedSupplier:
+    """A Supplier whose calls pass through a breaker; callbacks are not calls and are not guarded."""
+
+    def __init__(self, inner: Supplier, breaker: CircuitBreaker) -> None:
+        self.inner = inner
+        self.breaker = breaker
+        self.name = inner.name
+        self.queries_by_reference = inner.queries_by_reference
+        self.callback_answer = inner.callback_answer
+
+    async def catalogue(self) -> list[SupplierProduct]:
+        return await self.breaker.call(self.inner.catalogue)
+
+    async def buy_codes(self, our_ref: str, product_id: str, quantity: int, max_unit_cost: Money) -> SupplierOrder:
+        return await self.breaker.call(lambda: self.inner.buy_codes(our_ref, product_id, quantity, max_unit_cost))
+
+    async def recharge(self, our_ref: str, product_id: str, target_account: str, quantity: int,
+                       max_unit_cost: Money) -> SupplierOrder:
+        return await self.breaker.call(
+            lambda: self.inner.recharge(our_ref, product_id, target_account, quantity, max_unit_cost))
+
+    async def query(self, our_ref: str, supplier_order_id: str | None = None) -> SupplierOrder:
+        return await self.breaker.call(lambda: self.inner.query(our_ref, supplier_order_id))
+
+    async def balance(self) -> Money:
+        return await self.breaker.call(self.inner.balance)
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> SupplierOrder:
+        return self.inner.parse_callback(headers, body)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -1,0 +1,155 @@
+"""The circuit breaker, with the clock moved by hand, and a guarded supplier whose upstream is dead."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fulfillment.suppliers.breaker import BreakerState, CircuitBreaker, CircuitOpen, GuardedSupplier
+from fulfillment.suppliers.errors import DefinitiveFailure, InsufficientBalance, NotSent, OutcomeUnknown
+from fulfillment.suppliers.protocol import Money
+from tests.fakes.loopback import free_port
+
+from .conftest import Bench
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def fail() -> None:
+    raise OutcomeUnknown("lost")
+
+
+async def ok() -> str:
+    return "ok"
+
+
+async def refuse() -> None:
+    raise InsufficientBalance("poor")
+
+
+def breaker(clock: Clock, k: int = 3) -> CircuitBreaker:
+    return CircuitBreaker("s", failure_threshold=k, cool_down=30, clock=clock)
+
+
+async def test_opens_after_k_consecutive_failures_and_refuses_without_calling():
+    clock, calls = Clock(), []
+    b = breaker(clock)
+
+    async def counted() -> None:
+        calls.append(1)
+        await fail()
+
+    for _ in range(3):
+        with pytest.raises(OutcomeUnknown):
+            await b.call(counted)
+    assert b.state is BreakerState.OPEN
+    with pytest.raises(CircuitOpen) as caught:
+        await b.call(counted)
+    assert isinstance(caught.value, DefinitiveFailure)  # nothing was sent: failing over is safe
+    assert len(calls) == 3
+
+
+async def test_a_success_resets_the_consecutive_count():
+    b = breaker(Clock())
+    for _ in range(2):
+        with pytest.raises(OutcomeUnknown):
+            await b.call(fail)
+    assert await b.call(ok) == "ok"
+    for _ in range(2):
+        with pytest.raises(OutcomeUnknown):
+            await b.call(fail)
+    assert b.state is BreakerState.CLOSED
+
+
+async def test_refusals_show_the_supplier_alive_and_do_not_count():
+    b = breaker(Clock(), k=1)
+    for _ in range(3):
+        with pytest.raises(InsufficientBalance):
+            await b.call(refuse)
+    assert b.state is BreakerState.CLOSED
+
+
+async def test_half_open_lets_exactly_one_probe_through_and_its_success_closes():
+    clock = Clock()
+    b = breaker(clock, k=1)
+    with pytest.raises(OutcomeUnknown):
+        await b.call(fail)
+    clock.now += 29
+    assert b.state is BreakerState.OPEN
+    clock.now += 1
+    assert b.state is BreakerState.HALF_OPEN
+    release = asyncio.Event()
+
+    async def slow_ok() -> str:
+        await release.wait()
+        return "ok"
+
+    probe = asyncio.create_task(b.call(slow_ok))
+    await asyncio.sleep(0)
+    with pytest.raises(CircuitOpen):
+        await b.call(ok)  # a second caller while the probe is out
+    release.set()
+    assert await probe == "ok"
+    assert b.state is BreakerState.CLOSED
+    assert await b.call(ok) == "ok"
+
+
+async def test_a_failed_probe_opens_for_another_cool_down():
+    clock = Clock()
+    b = breaker(clock, k=2)
+    for _ in range(2):
+        with pytest.raises(OutcomeUnknown):
+            await b.call(fail)
+    clock.now += 30
+    with pytest.raises(OutcomeUnknown):
+        await b.call(fail)
+    assert b.state is BreakerState.OPEN
+    clock.now += 29
+    with pytest.raises(CircuitOpen):
+        await b.call(ok)
+    clock.now += 1
+    assert await b.call(ok) == "ok"
+
+
+async def test_a_cancelled_probe_does_not_leave_the_breaker_stuck():
+    clock = Clock()
+    b = breaker(clock, k=1)
+    with pytest.raises(OutcomeUnknown):
+        await b.call(fail)
+    clock.now += 30
+    probe = asyncio.create_task(b.call(asyncio.Event().wait))
+    await asyncio.sleep(0)
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    assert b.state is BreakerState.OPEN
+    clock.now += 30
+    assert await b.call(ok) == "ok"
+
+
+async def test_guarded_supplier_stops_calling_a_dead_upstream_after_k_failures(bench: Bench):
+    dead = bench.at(f"http://127.0.0.1:{free_port()}")
+    guarded = GuardedSupplier(dead, CircuitBreaker(dead.name, failure_threshold=2, cool_down=60))
+    try:
+        for i in range(2):
+            with pytest.raises(NotSent):
+                await guarded.buy_codes(f"ref-dead-{i}", bench.card, 1, Money(990))
+        with pytest.raises(CircuitOpen):
+            await guarded.buy_codes("ref-dead-3", bench.card, 1, Money(990))
+        assert guarded.breaker.state is BreakerState.OPEN
+    finally:
+        await guarded.aclose()
+
+
+async def test_guarded_supplier_passes_a_healthy_upstream_through(bench: Bench):
+    guarded = GuardedSupplier(bench.supplier, CircuitBreaker(bench.supplier.name))
+    order = await guarded.buy_codes("ref-guard-1", bench.card, 1, Money(990))
+    assert len(order.codes) == 1
+    assert (await guarded.balance()).currency == "CNY"
