@@ -14,6 +14,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from storage.errors import InsufficientStock, PurchaseLimitReached, SchemaTooNew, UnknownRecord
+from storage.events import NewOrderEvent, OrderEvent
+from storage.events import read as read_event
 from storage.migrations import migrations
 from storage.postgres_shared import PgSharedState
 from storage.postgres_tickets import PgTickets
@@ -26,7 +28,6 @@ from storage.records import (
     NewCode,
     NewOrder,
     Order,
-    OrderEvent,
     OrderItem,
     OrderState,
     OutboxRow,
@@ -37,6 +38,7 @@ from storage.records import (
     Price,
     Product,
     Sku,
+    StateGroups,
     StockLevel,
 )
 from storage.sqlite_orders import new_ref
@@ -95,8 +97,15 @@ async def _retrying(op: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
 
 
 class PostgresStore(PgSharedState, PgTickets):
-    def __init__(self, dsn: str, schema: str | None = None, min_size: int = 2, max_size: int = 20) -> None:
+    def __init__(self, dsn: str, schema: str | None = None, min_size: int = 2, max_size: int = 20, *,
+                 states: StateGroups) -> None:
         self.dsn = dsn
+        self._states = states
+        # the groups as PL/pgSQL text[] arguments
+        self._holding = states.values(states.holding)
+        self._payable = states.values(states.payable)
+        self._refundable = states.values(states.refundable)
+        self._closed = states.values(states.closed)
         self.schema = schema
         self.min_size = min_size
         self.max_size = max_size
@@ -133,7 +142,7 @@ class PostgresStore(PgSharedState, PgTickets):
         return await _retrying(once)
 
     # -- lifecycle ---------------------------------------------------------
-    async def migrate(self) -> int:
+    async def migrate(self, target: int | None = None) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
             # several processes starting at once: one migrates, the others wait and find it done
             await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))", _MIGRATION_LOCK)
@@ -144,7 +153,7 @@ class PostgresStore(PgSharedState, PgTickets):
             if known and current > known[-1][0]:
                 raise SchemaTooNew(f"database schema {current} is newer than this kamibot ({known[-1][0]})")
             for version, name, sql in known:
-                if version > current:
+                if current < version <= (target or version):
                     await conn.execute(sql)
                     await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
                     current = version
@@ -262,8 +271,8 @@ class PostgresStore(PgSharedState, PgTickets):
     async def stock_levels(self) -> list[StockLevel]:
         rows = await self.pool.fetch(
             "SELECT p.id, p.slug, p.available, COALESCE((SELECT SUM(o.quantity * o.units) FROM orders o"
-            " WHERE o.pool_id = p.id AND o.state IN ('reserved', 'awaiting_payment')), 0), p.low_stock"
-            " FROM pools p ORDER BY p.id")
+            " WHERE o.pool_id = p.id AND o.state = ANY ($1::text[])), 0), p.low_stock"
+            " FROM pools p ORDER BY p.id", self._holding)
         return [StockLevel(r[0], r[1], r[2], int(r[3]), r[4]) for r in rows]
 
     async def pool_available(self, pool_id: int) -> int:
@@ -369,15 +378,16 @@ class PostgresStore(PgSharedState, PgTickets):
     # -- orders ------------------------------------------------------------
     async def reserve(self, order: NewOrder, now: datetime) -> Order:
         ref = new_ref()
-        r = await self._call(f"SELECT {_ORDER_COLS} FROM kb_reserve($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)", ref,
+        r = await self._call(f"SELECT {_ORDER_COLS} FROM kb_reserve($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)", ref,
                              order.channel, order.user_id, order.chat_id, order.sku_id, order.quantity, order.amount,
-                             order.currency, _aware(order.expires_at), order.language, _aware(now))
+                             order.currency, _aware(order.expires_at), order.language, _aware(now), self._closed)
         return _order(r)
 
-    async def transition(self, order_id: int, allowed_from: Sequence[OrderState], to: OrderState, cause: str,
-                         now: datetime) -> bool:
-        r = await self._call("SELECT kb_transition($1, $2, $3, $4, $5)", order_id,
-                             [OrderState(s).value for s in allowed_from], OrderState(to).value, cause, _aware(now))
+    async def transition(self, order_id: int, allowed_from: Sequence[OrderState], to: OrderState,
+                         event: NewOrderEvent, now: datetime) -> bool:
+        r = await self._call("SELECT kb_transition($1, $2, $3, $4, $5::jsonb, $6, $7)", order_id,
+                             [OrderState(s).value for s in allowed_from], OrderState(to).value, event.type.value,
+                             event.params_json, _aware(now), self._holding)
         return bool(r[0])
 
     async def order_by_id(self, order_id: int) -> Order | None:
@@ -399,9 +409,9 @@ class PostgresStore(PgSharedState, PgTickets):
         return [_order(r) for r in rows]
 
     async def order_events(self, order_id: int) -> list[OrderEvent]:
-        rows = await self.pool.fetch("SELECT order_id, from_state, to_state, cause, at FROM order_events"
+        rows = await self.pool.fetch("SELECT order_id, from_state, to_state, type, params::text, at FROM order_events"
                                      " WHERE order_id = $1 ORDER BY id", order_id)
-        return [OrderEvent(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return [read_event(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
     async def order_items(self, order_id: int) -> list[OrderItem]:
         rows = await self.pool.fetch(
@@ -410,7 +420,7 @@ class PostgresStore(PgSharedState, PgTickets):
         return [OrderItem(r[0], _code(r, 1), r[6]) for r in rows]
 
     async def expire_reservations(self, now: datetime, limit: int) -> list[int]:
-        rows = await self._fetch("SELECT kb_expire($1, $2)", _aware(now), limit)
+        rows = await self._fetch("SELECT kb_expire($1, $2, $3)", _aware(now), limit, self._holding)
         return [int(r[0]) for r in rows]
 
     # -- payments ----------------------------------------------------------
@@ -422,14 +432,14 @@ class PostgresStore(PgSharedState, PgTickets):
 
     async def receive_payment(self, event: PaymentEventIn, now: datetime) -> PaymentApplied:
         r = await self._call(
-            "SELECT event_id, outcome, order_id, detail FROM kb_receive($1,$2,$3,$4,$5,$6,$7,$8,$9)", event.provider,
-            event.provider_txn_id, event.order_ref, event.amount, event.currency, event.fee, event.payer,
-            _aware(event.received_at or now), _aware(now))
+            "SELECT event_id, outcome, order_id, detail FROM kb_receive($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+            event.provider, event.provider_txn_id, event.order_ref, event.amount, event.currency, event.fee,
+            event.payer, _aware(event.received_at or now), _aware(now), self._payable)
         return _applied(r)
 
     async def apply_payment(self, event_id: int, now: datetime) -> PaymentApplied:
-        r = await self._call("SELECT event_id, outcome, order_id, detail FROM kb_apply_payment($1, $2)", event_id,
-                             _aware(now))
+        r = await self._call("SELECT event_id, outcome, order_id, detail FROM kb_apply_payment($1, $2, $3)", event_id,
+                             _aware(now), self._payable)
         return _applied(r)
 
     async def unapplied_payments(self, limit: int) -> list[int]:
@@ -466,8 +476,9 @@ class PostgresStore(PgSharedState, PgTickets):
         return int(await self.pool.fetchval("SELECT COUNT(*) FROM outbox WHERE status = 'pending'"))
 
     # -- refunds and ledger ------------------------------------------------
-    async def refund(self, order_id: int, cause: str, now: datetime) -> bool:
-        r = await self._call("SELECT kb_refund($1, $2, $3)", order_id, cause, _aware(now))
+    async def refund(self, order_id: int, event: NewOrderEvent, now: datetime) -> bool:
+        r = await self._call("SELECT kb_refund($1, $2, $3::jsonb, $4, $5, $6)", order_id, event.type.value,
+                             event.params_json, _aware(now), self._refundable, self._holding)
         return bool(r[0])
 
     async def ledger(self, since: datetime, until: datetime) -> list[LedgerLine]:

@@ -8,11 +8,14 @@ from typing import Any
 
 import asyncpg
 
+from storage import events
 from storage.errors import UnknownRecord
-from storage.records import RiskDecisionRecord, UserStats, dispute_cause
+from storage.events import EventType, NewOrderEvent
+from storage.records import RiskDecisionRecord, StateGroups, UserStats
 
-_PAID = ["paid", "delivering", "delivered", "refunded"]
-_HELD_FROM = ("reserved", "awaiting_payment", "expired")
+#: the state a review order was held from: the source of its latest move (not note) into review
+HELD_FROM = ("SELECT from_state FROM order_events WHERE order_id = $1 AND to_state = 'review'"
+             " AND from_state <> to_state ORDER BY id DESC LIMIT 1")
 
 
 def _aware(dt: datetime) -> datetime:
@@ -23,6 +26,8 @@ def _aware(dt: datetime) -> datetime:
 
 class PgSharedState:
     """Claim-once keys, kv, leases and risk verbs of PostgresStore (mixed in)."""
+
+    _states: StateGroups
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -98,20 +103,20 @@ class PgSharedState:
             f" FROM risk_decisions WHERE {where} ORDER BY id DESC LIMIT ${len(params) + 1}", *params, limit)
         return [RiskDecisionRecord(*r) for r in rows]
 
-    async def reopen_review(self, order_id: int, cause: str, now: datetime) -> int | None:
+    async def reopen_review(self, order_id: int, event: NewOrderEvent, now: datetime) -> int | None:
         """Approve a held order: back to the state it was held from, its held payment made applicable again."""
         at = _aware(now)
         async with self.pool.acquire() as conn, conn.transaction():
             state = await conn.fetchval("SELECT state FROM orders WHERE id = $1 FOR UPDATE", order_id)
             ev = await conn.fetchval("SELECT id FROM payment_events WHERE order_id = $1 AND outcome = 'review'"
                                      " ORDER BY id LIMIT 1", order_id)
-            before = await conn.fetchval("SELECT from_state FROM order_events WHERE order_id = $1"
-                                         " AND to_state = 'review' ORDER BY id DESC LIMIT 1", order_id)
-            if state != "review" or ev is None or before not in _HELD_FROM:
+            before = await conn.fetchval(HELD_FROM, order_id)
+            if state != "review" or ev is None or before not in self._states.payable:
                 return None
             await conn.execute("UPDATE orders SET state = $1, updated_at = $2 WHERE id = $3", before, at, order_id)
-            await conn.execute("INSERT INTO order_events (order_id, from_state, to_state, cause, at)"
-                               " VALUES ($1, 'review', $2, $3, $4)", order_id, before, cause, at)
+            await conn.execute("INSERT INTO order_events (order_id, from_state, to_state, type, params, at)"
+                               " VALUES ($1, 'review', $2, $3, $4::jsonb, $5)", order_id, before, event.type.value,
+                               event.params_json, at)
             await conn.execute("UPDATE payment_events SET applied_at = NULL, outcome = NULL, detail = $1"
                                " WHERE id = $2", "approved after review", ev)
             return int(ev)
@@ -123,24 +128,34 @@ class PgSharedState:
         row = await self.pool.fetchrow(
             "SELECT COUNT(*) FILTER (WHERE state = ANY($3::text[])), COUNT(*) FILTER (WHERE state = 'refunded'),"
             " COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM order_events e WHERE e.order_id = o.id"
-            " AND e.cause LIKE 'dispute:%'))"
-            " FROM orders o WHERE channel = $1 AND user_id = $2", channel, user_id, _PAID)
+            " AND e.type = $4))"
+            " FROM orders o WHERE channel = $1 AND user_id = $2", channel, user_id,
+            self._states.values(self._states.sold), EventType.DISPUTE.value)
         assert row is not None
         return UserStats(seen, int(row[0]), int(row[1]), int(row[2]))
 
     async def record_dispute(self, order_id: int, source: str, now: datetime) -> bool:
-        """A dispute (chargeback) as an event in the order's current state; once per order (the order row's
-        lock serialises two reports of the same dispute)."""
-        cause, at = dispute_cause(source), _aware(now)
+        """A dispute (chargeback) as a note in the order's current state; once per order (the order row's lock
+        serialises two reports of the same dispute)."""
+        note = events.dispute(source=source)
+        return await self._note(order_id, note, _aware(now), once=True)
+
+    async def add_order_note(self, order_id: int, event: NewOrderEvent, now: datetime) -> None:
+        if not event.is_note:
+            raise ValueError(f"{event.type} changes the order's state: use transition")
+        await self._note(order_id, event, _aware(now), once=False)
+
+    async def _note(self, order_id: int, note: NewOrderEvent, at: datetime, once: bool) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
             state = await conn.fetchval("SELECT state FROM orders WHERE id = $1 FOR UPDATE", order_id)
             if state is None:
                 raise UnknownRecord(f"order {order_id}")
-            if await conn.fetchval("SELECT 1 FROM order_events WHERE order_id = $1 AND cause LIKE 'dispute:%'"
-                                   " LIMIT 1", order_id) is not None:
+            if once and await conn.fetchval("SELECT 1 FROM order_events WHERE order_id = $1 AND type = $2 LIMIT 1",
+                                            order_id, note.type.value) is not None:
                 return False
-            await conn.execute("INSERT INTO order_events (order_id, from_state, to_state, cause, at)"
-                               " VALUES ($1, $2, $2, $3, $4)", order_id, state, cause, at)
+            await conn.execute("INSERT INTO order_events (order_id, from_state, to_state, type, params, at)"
+                               " VALUES ($1, $2, $2, $3, $4::jsonb, $5)", order_id, state, note.type.value,
+                               note.params_json, at)
             return True
 
 def _decision_filter(field: str, value: str) -> tuple[str, tuple[Any, ...]]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from storage.errors import InsufficientStock
-from storage.records import TICKET_KINDS, TICKET_TEXT_MAX, CodeReplaced, NewTicket, Ticket
+from storage.records import TICKET_KINDS, TICKET_TEXT_MAX, CodeReplaced, NewTicket, StateGroups, Ticket
 
 _COLS = ("id, channel, user_id, chat_id, kind, order_id, code_id, state, language, last_message, created_at,"
          " updated_at")
@@ -25,6 +25,8 @@ def _ticket(r: asyncpg.Record) -> Ticket:
 
 class PgTickets:
     """Ticket verbs of PostgresStore (mixed in)."""
+
+    _states: StateGroups
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -78,7 +80,7 @@ class PgTickets:
         async with self.pool.acquire() as conn, conn.transaction():
             o = await conn.fetchrow("SELECT state, pool_id, sku_id, channel, chat_id FROM orders WHERE id = $1"
                                     " FOR UPDATE", order_id)
-            if o is None or o["state"] not in ("delivering", "delivered"):
+            if o is None or o["state"] not in self._states.with_codes:
                 return None
             item = await conn.fetchval("SELECT item_no FROM order_items WHERE order_id = $1 AND code_id = $2"
                                        " AND NOT released ORDER BY item_no LIMIT 1", order_id, code_id)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from storage.events import NewOrderEvent, OrderEvent
 from storage.records import (
     BatchStats,
     Category,
@@ -24,7 +25,6 @@ from storage.records import (
     NewOrder,
     NewTicket,
     Order,
-    OrderEvent,
     OrderItem,
     OrderState,
     OutboxRow,
@@ -43,7 +43,9 @@ from storage.records import (
 
 class Store(Protocol):
     # -- lifecycle ---------------------------------------------------------
-    async def migrate(self) -> int: ...
+    async def migrate(self, target: int | None = None) -> int:
+        """Apply the numbered migrations not yet applied (up to `target`, default all); the schema version."""
+        ...
     async def schema_version(self) -> int: ...
     async def close(self) -> None: ...
 
@@ -87,8 +89,14 @@ class Store(Protocol):
         ...
 
     async def transition(
-        self, order_id: int, allowed_from: Sequence[OrderState], to: OrderState, cause: str, now: datetime
-    ) -> bool: ...
+        self, order_id: int, allowed_from: Sequence[OrderState], to: OrderState, event: NewOrderEvent, now: datetime
+    ) -> bool:
+        """Move an order from one of `allowed_from` to `to`, recording `event` (a move, storage/events.py)."""
+        ...
+
+    async def add_order_note(self, order_id: int, event: NewOrderEvent, now: datetime) -> None:
+        """Record a note (storage/events.py NOTE_TYPES) in the order's current state. Raises UnknownRecord."""
+        ...
     async def order_by_id(self, order_id: int) -> Order | None: ...
     async def order_by_ref(self, ref: str) -> Order | None: ...
     async def orders_for_user(self, channel: str, user_id: str, limit: int, offset: int) -> list[Order]: ...
@@ -129,7 +137,7 @@ class Store(Protocol):
     async def pending_outbox(self) -> int: ...
 
     # -- refunds and ledger ------------------------------------------------
-    async def refund(self, order_id: int, cause: str, now: datetime) -> bool:
+    async def refund(self, order_id: int, event: NewOrderEvent, now: datetime) -> bool:
         """Mark refunded, write refund ledger lines, return never-shown uses to stock."""
         ...
 
@@ -181,11 +189,11 @@ class Store(Protocol):
 
     async def user_stats(self, channel: str, user_id: str) -> UserStats: ...
     async def record_dispute(self, order_id: int, source: str, now: datetime) -> bool:
-        """Record a dispute (chargeback) against an order: an order event in its current state with cause
-        `dispute:<source>`, once per order (False when it already has one). Raises UnknownRecord."""
+        """Record a dispute (chargeback) against an order: a `dispute` note (storage/events.py) in its current
+        state, once per order (False when it already has one). Raises UnknownRecord."""
         ...
 
-    async def reopen_review(self, order_id: int, cause: str, now: datetime) -> int | None:
+    async def reopen_review(self, order_id: int, event: NewOrderEvent, now: datetime) -> int | None:
         """Merchant approved a held order: restore the state it was held from and make its held payment
         applicable again (apply_payment then allocates); the payment event id, or None if nothing is held."""
         ...

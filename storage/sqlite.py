@@ -26,6 +26,8 @@ except ImportError:  # pragma: no cover - not POSIX: SQLite's busy timeout alone
 from storage import sqlite_bulk
 from storage import sqlite_orders as tx
 from storage.errors import SchemaTooNew
+from storage.events import NewOrderEvent, OrderEvent
+from storage.events import read as read_event
 from storage.migrations import migrations
 from storage.records import (
     BatchStats,
@@ -36,7 +38,6 @@ from storage.records import (
     NewCode,
     NewOrder,
     Order,
-    OrderEvent,
     OrderItem,
     OrderState,
     OutboxRow,
@@ -46,6 +47,7 @@ from storage.records import (
     Price,
     Product,
     Sku,
+    StateGroups,
     StockLevel,
 )
 from storage.sqlite_customers import Customers
@@ -107,7 +109,7 @@ def _bulk_payments(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], t
     events = [ops[i][1][0] for i in idx]
     db.execute("SAVEPOINT bulk")
     try:
-        fast, _ = sqlite_bulk.plan(db, events)
+        fast, _ = sqlite_bulk.plan(db, events, ops[idx[0]][1][2])
         done = sqlite_bulk.apply_fast(db, fast, ops[idx[0]][1][1]) if fast else {}
     except Exception:  # noqa: BLE001 - the fast path is an optimisation: on any doubt go one by one
         db.execute("ROLLBACK TO bulk")
@@ -120,8 +122,10 @@ def _bulk_payments(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], t
 class SqliteStore(Customers, SharedState, Tickets):
     """One connection per process; its thread serialises this process's transactions."""
 
-    def __init__(self, path: Path, busy_timeout_ms: int = 30_000, cache_kib: int = 32_768) -> None:
+    def __init__(self, path: Path, *, states: StateGroups, busy_timeout_ms: int = 30_000,
+                 cache_kib: int = 32_768) -> None:
         self.path = path
+        self._states = states
         # the HMAC unique index takes random inserts: a 32 MiB page cache keeps its upper levels warm
         self._cache_kib = cache_kib
         self._busy_timeout_ms = busy_timeout_ms
@@ -233,11 +237,11 @@ class SqliteStore(Customers, SharedState, Tickets):
         return await self._hop(lambda db: db.execute(sql, params).fetchall())
 
     # -- lifecycle ---------------------------------------------------------
-    async def migrate(self) -> int:
-        return await self._hop(self._migrate)
+    async def migrate(self, target: int | None = None) -> int:
+        return await self._hop(self._migrate, target)
 
     @staticmethod
-    def _migrate(db: sqlite3.Connection) -> int:
+    def _migrate(db: sqlite3.Connection, target: int | None) -> int:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
@@ -247,7 +251,7 @@ class SqliteStore(Customers, SharedState, Tickets):
             if known and current > known[-1][0]:
                 raise SchemaTooNew(f"database schema {current} is newer than this kamibot ({known[-1][0]})")
             for version, name, sql in known:
-                if version > current:
+                if current < version <= (target or version):
                     for statement in sql.split(";\n"):
                         if statement.strip():
                             db.execute(statement)
@@ -370,10 +374,11 @@ class SqliteStore(Customers, SharedState, Tickets):
             "SELECT sku_id, channel, currency, amount FROM prices WHERE sku_id = ? ORDER BY channel", (sku_id,))]
 
     async def stock_levels(self) -> list[StockLevel]:
+        holding = self._states.values(self._states.holding)
         rows = await self._scan(
             "SELECT p.id, p.slug, p.available, COALESCE((SELECT SUM(o.quantity * o.units) FROM orders o"
-            " WHERE o.pool_id = p.id AND o.state IN ('reserved', 'awaiting_payment')), 0), p.low_stock"
-            " FROM pools p ORDER BY p.id")
+            f" WHERE o.pool_id = p.id AND o.state IN ({tx.marks(holding)})), 0), p.low_stock"
+            " FROM pools p ORDER BY p.id", holding)
         return [StockLevel(*r) for r in rows]
 
     async def pool_available(self, pool_id: int) -> int:
@@ -424,14 +429,15 @@ class SqliteStore(Customers, SharedState, Tickets):
 
     # -- orders ------------------------------------------------------------
     async def reserve(self, order: NewOrder, now: datetime) -> Order:
-        order_id = await self._tx(tx.reserve, order, now)
+        order_id = await self._tx(tx.reserve, order, now, self._states)
         found = await self.order_by_id(order_id)
         assert found is not None
         return found
 
-    async def transition(self, order_id: int, allowed_from: Sequence[OrderState], to: OrderState, cause: str,
-                         now: datetime) -> bool:
-        return await self._tx(tx.transition, order_id, [s.value for s in allowed_from], to.value, cause, now)
+    async def transition(self, order_id: int, allowed_from: Sequence[OrderState], to: OrderState,
+                         event: NewOrderEvent, now: datetime) -> bool:
+        return await self._tx(tx.transition, order_id, [s.value for s in allowed_from], to.value, event, now,
+                              self._states)
 
     async def order_by_id(self, order_id: int) -> Order | None:
         r = await self._one(f"SELECT {_ORDER_COLS} FROM orders WHERE id = ?", (order_id,))
@@ -452,9 +458,9 @@ class SqliteStore(Customers, SharedState, Tickets):
         return [_order(r) for r in rows]
 
     async def order_events(self, order_id: int) -> list[OrderEvent]:
-        rows = await self._all("SELECT order_id, from_state, to_state, cause, at FROM order_events"
+        rows = await self._all("SELECT order_id, from_state, to_state, type, params, at FROM order_events"
                                " WHERE order_id = ? ORDER BY id", (order_id,))
-        return [OrderEvent(r[0], r[1], r[2], r[3], from_ts(r[4])) for r in rows]
+        return [read_event(r[0], r[1], r[2], r[3], r[4], from_ts(r[5])) for r in rows]
 
     async def order_items(self, order_id: int) -> list[OrderItem]:
         rows = await self._all(
@@ -465,17 +471,17 @@ class SqliteStore(Customers, SharedState, Tickets):
                 for r in rows]
 
     async def expire_reservations(self, now: datetime, limit: int) -> list[int]:
-        return await self._tx(tx.expire, now, limit)
+        return await self._tx(tx.expire, now, limit, self._states)
 
     # -- payments ----------------------------------------------------------
     async def record_payment(self, event: PaymentEventIn, now: datetime) -> tuple[int, bool]:
         return await self._tx(tx.record_payment, event, now)
 
     async def receive_payment(self, event: PaymentEventIn, now: datetime) -> PaymentApplied:
-        return await self._tx(tx.receive_payment, event, now)
+        return await self._tx(tx.receive_payment, event, now, self._states)
 
     async def apply_payment(self, event_id: int, now: datetime) -> PaymentApplied:
-        return await self._tx(tx.apply_payment, event_id, now)
+        return await self._tx(tx.apply_payment, event_id, now, self._states)
 
     async def unapplied_payments(self, limit: int) -> list[int]:
         return [r[0] for r in await self._all(
@@ -510,8 +516,8 @@ class SqliteStore(Customers, SharedState, Tickets):
         return int((await self._one("SELECT COUNT(*) FROM outbox WHERE status = 'pending'"))[0])
 
     # -- refunds and ledger ------------------------------------------------
-    async def refund(self, order_id: int, cause: str, now: datetime) -> bool:
-        return await self._tx(tx.refund, order_id, cause, now)
+    async def refund(self, order_id: int, event: NewOrderEvent, now: datetime) -> bool:
+        return await self._tx(tx.refund, order_id, event, now, self._states)
 
     async def ledger(self, since: datetime, until: datetime) -> list[LedgerLine]:
         rows = await self._scan(

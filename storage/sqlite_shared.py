@@ -8,12 +8,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from storage.records import RiskDecisionRecord, UserStats, dispute_cause
-from storage.sqlite_orders import record_dispute
+from storage import events
+from storage.events import EventType, NewOrderEvent
+from storage.records import RiskDecisionRecord, StateGroups, UserStats
+from storage.sqlite_orders import EVENT_INSERT, add_note, event_row, held_from, marks, record_dispute
 from storage.sqltime import from_ts, ts
-
-_PAID = ("paid", "delivering", "delivered", "refunded")
-_HELD_FROM = ("reserved", "awaiting_payment", "expired")
 
 
 def _claim_once(db: sqlite3.Connection, scope: str, key: str, expires_at: datetime, now: datetime) -> bool:
@@ -31,19 +30,19 @@ def _try_lease(db: sqlite3.Connection, name: str, holder: str, until: datetime, 
     return cur.rowcount == 1
 
 
-def _reopen_review(db: sqlite3.Connection, order_id: int, cause: str, now: datetime) -> int | None:
-    """Approve a held order: back to the state it was held from, its held payment made applicable again."""
+def _reopen_review(db: sqlite3.Connection, order_id: int, approved: NewOrderEvent, now: datetime,
+                  g: StateGroups) -> int | None:
+    """Approve a held order: back to the (payable) state it was held from, its held payment made applicable
+    again."""
     at = ts(now)
     row = db.execute("SELECT state FROM orders WHERE id = ?", (order_id,)).fetchone()
     ev = db.execute("SELECT id FROM payment_events WHERE order_id = ? AND outcome = 'review' ORDER BY id LIMIT 1",
                     (order_id,)).fetchone()
-    before = db.execute("SELECT from_state FROM order_events WHERE order_id = ? AND to_state = 'review'"
-                        " ORDER BY id DESC LIMIT 1", (order_id,)).fetchone()
-    if row is None or row[0] != "review" or ev is None or before is None or before[0] not in _HELD_FROM:
+    before = held_from(db, order_id)
+    if row is None or row[0] != "review" or ev is None or before not in g.payable:
         return None
-    db.execute("UPDATE orders SET state = ?, updated_at = ? WHERE id = ?", (before[0], at, order_id))
-    db.execute("INSERT INTO order_events (order_id, from_state, to_state, cause, at) VALUES (?,?,?,?,?)",
-               (order_id, "review", before[0], cause, at))
+    db.execute("UPDATE orders SET state = ?, updated_at = ? WHERE id = ?", (before, at, order_id))
+    db.execute(EVENT_INSERT, event_row(order_id, "review", str(before), approved, at))
     db.execute("UPDATE payment_events SET applied_at = NULL, outcome = NULL, detail = ? WHERE id = ?",
                ("approved after review", ev[0]))
     return int(ev[0])
@@ -55,6 +54,7 @@ class SharedState:
     _tx: Callable[..., Any]
     _one: Callable[..., Any]
     _all: Callable[..., Any]
+    _states: StateGroups
 
     async def claim_once(self, scope: str, key: str, expires_at: datetime, now: datetime) -> bool:
         return bool(await self._tx(_claim_once, scope, key, expires_at, now))
@@ -115,22 +115,26 @@ class SharedState:
             f" FROM risk_decisions WHERE {where} ORDER BY id DESC LIMIT ?", (*params, limit))
         return [RiskDecisionRecord(from_ts(r[0]), *r[1:]) for r in rows]
 
-    async def reopen_review(self, order_id: int, cause: str, now: datetime) -> int | None:
-        result: int | None = await self._tx(_reopen_review, order_id, cause, now)
+    async def reopen_review(self, order_id: int, event: NewOrderEvent, now: datetime) -> int | None:
+        result: int | None = await self._tx(_reopen_review, order_id, event, now, self._states)
         return result
 
     async def user_stats(self, channel: str, user_id: str) -> UserStats:
         seen = await self._one("SELECT first_seen FROM users WHERE channel = ? AND user_id = ?", (channel, user_id))
         # orders_user (channel, user_id, id) finds the orders; order_events_order (order_id, id) their disputes
+        sold = self._states.values(self._states.sold)
         counts = await self._one(
-            "SELECT COUNT(*) FILTER (WHERE state IN (?,?,?,?)), COUNT(*) FILTER (WHERE state = 'refunded'),"
+            f"SELECT COUNT(*) FILTER (WHERE state IN ({marks(sold)})), COUNT(*) FILTER (WHERE state = 'refunded'),"
             " COUNT(*) FILTER (WHERE EXISTS (SELECT 1 FROM order_events e WHERE e.order_id = o.id"
-            " AND e.cause LIKE 'dispute:%'))"
-            " FROM orders o WHERE channel = ? AND user_id = ?", (*_PAID, channel, user_id))
+            " AND e.type = ?))"
+            " FROM orders o WHERE channel = ? AND user_id = ?", (*sold, EventType.DISPUTE.value, channel, user_id))
         return UserStats(from_ts(seen[0]) if seen else None, int(counts[0]), int(counts[1]), int(counts[2]))
 
     async def record_dispute(self, order_id: int, source: str, now: datetime) -> bool:
-        return bool(await self._tx(record_dispute, order_id, dispute_cause(source), now))
+        return bool(await self._tx(record_dispute, order_id, events.dispute(source=source), now))
+
+    async def add_order_note(self, order_id: int, event: NewOrderEvent, now: datetime) -> None:
+        await self._tx(add_note, order_id, event, now)
 
 
 def _insert_decisions(db: sqlite3.Connection, rows: list[RiskDecisionRecord]) -> None:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from storage.errors import InsufficientStock
-from storage.records import TICKET_KINDS, TICKET_TEXT_MAX, CodeReplaced, NewTicket, OrderState, Ticket
+from storage.records import TICKET_KINDS, TICKET_TEXT_MAX, CodeReplaced, NewTicket, StateGroups, Ticket
 from storage.sqlite_orders import _claim_uses, _outbox
 from storage.sqltime import from_ts, ts
 
@@ -43,12 +43,13 @@ def _answer(db: sqlite3.Connection, ticket_id: int, text: str, now: datetime) ->
     return _ticket(row) if row else None
 
 
-def _replace(db: sqlite3.Connection, order_id: int, code_id: int, now: datetime) -> CodeReplaced | None:
+def _replace(db: sqlite3.Connection, order_id: int, code_id: int, now: datetime,
+             g: StateGroups) -> CodeReplaced | None:
     """One transaction (the caller's savepoint): quarantine the code, release its item without returning the
     use to stock, claim a new use from the same pool, book its cost and queue a resend."""
     at = ts(now)
     o = db.execute("SELECT state, pool_id, sku_id, channel, chat_id FROM orders WHERE id = ?", (order_id,)).fetchone()
-    if o is None or o[0] not in (OrderState.DELIVERING, OrderState.DELIVERED):
+    if o is None or o[0] not in g.with_codes:
         return None
     state, pool_id, sku_id, channel, chat_id = o
     item = db.execute("SELECT item_no FROM order_items WHERE order_id = ? AND code_id = ? AND released = 0"
@@ -89,6 +90,7 @@ class Tickets:
     _tx: Callable[..., Any]
     _one: Callable[..., Any]
     _all: Callable[..., Any]
+    _states: StateGroups
 
     async def open_ticket(self, ticket: NewTicket, now: datetime) -> Ticket:
         if ticket.kind not in TICKET_KINDS:
@@ -123,5 +125,5 @@ class Tickets:
         return result
 
     async def replace_code(self, order_id: int, code_id: int, now: datetime) -> CodeReplaced | None:
-        result: CodeReplaced | None = await self._tx(_replace, order_id, code_id, now)
+        result: CodeReplaced | None = await self._tx(_replace, order_id, code_id, now, self._states)
         return result

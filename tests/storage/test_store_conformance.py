@@ -9,11 +9,13 @@ from datetime import timedelta
 import pytest
 
 from fulfillment.orders import can_move
+from storage import events
 from storage.errors import InsufficientStock, PurchaseLimitReached, UnknownRecord
 from storage.records import BatchStats, NewOrder, OrderState, PaymentOutcome, Price
 from tests.storage.seed import NOW, fake_code, make_shop, new_order, payment
 
 S = OrderState
+REFUND = events.refunded(reason="merchant")
 
 
 async def test_migrate_is_idempotent_and_records_version(store):
@@ -198,9 +200,9 @@ async def test_refund_returns_only_never_shown_codes(store):
         await store.apply_payment((await store.record_payment(payment(o.ref, 1000), NOW))[0], NOW)
     rows = await store.claim_outbox(NOW, NOW + timedelta(seconds=60), 1)  # only the first order is sent
     assert rows[0].order_id == shown.id
-    assert await store.refund(shown.id, "merchant", NOW)
-    assert await store.refund(unseen.id, "merchant", NOW)
-    assert not await store.refund(unseen.id, "merchant", NOW)  # twice changes nothing
+    assert await store.refund(shown.id, REFUND, NOW)
+    assert await store.refund(unseen.id, REFUND, NOW)
+    assert not await store.refund(unseen.id, REFUND, NOW)  # twice changes nothing
     assert await store.pool_available(shop.pool.id) == 2 + 1
     assert len(await store.order_items(shown.id)) == 1
     assert await store.order_items(unseen.id) == []
@@ -212,12 +214,12 @@ async def test_every_recorded_transition_is_in_the_state_table(store):
     shop = await make_shop(store, codes=2)
     a = await store.reserve(new_order(shop.sku, user="a", ttl=timedelta(minutes=1)), NOW)
     b = await store.reserve(new_order(shop.sku, user="b"), NOW)
-    await store.transition(b.id, [S.RESERVED], S.AWAITING_PAYMENT, "invoice", NOW)
+    await store.transition(b.id, [S.RESERVED], S.AWAITING_PAYMENT, events.invoice_issued(), NOW)
     await store.expire_reservations(NOW + timedelta(minutes=2), 10)
     await store.apply_payment((await store.record_payment(payment(b.ref, 1000), NOW))[0], NOW)
     rows = await store.claim_outbox(NOW, NOW + timedelta(seconds=60), 10)
     await store.complete_outbox(rows[0].id, NOW)
-    await store.refund(b.id, "merchant", NOW)
+    await store.refund(b.id, REFUND, NOW)
     for order in (a, b):
         for ev in await store.order_events(order.id):
             frm = S(ev.from_state) if ev.from_state else None
@@ -229,8 +231,8 @@ async def test_every_recorded_transition_is_in_the_state_table(store):
 async def test_transition_refuses_states_outside_allowed(store):
     shop = await make_shop(store, codes=1)
     order = await store.reserve(new_order(shop.sku), NOW)
-    assert not await store.transition(order.id, [S.PAID], S.DELIVERED, "bogus", NOW)
-    assert await store.transition(order.id, [S.RESERVED], S.EXPIRED, "cancelled", NOW)
+    assert not await store.transition(order.id, [S.PAID], S.DELIVERED, events.note(text="bogus"), NOW)
+    assert await store.transition(order.id, [S.RESERVED], S.EXPIRED, events.cancelled(), NOW)
     assert await store.pool_available(shop.pool.id) == 1
 
 
@@ -299,7 +301,7 @@ async def test_a_refunded_use_of_a_multi_use_code_is_sold_again_without_collisio
     a, b, c = [await store.reserve(new_order(shop.sku, user=u), NOW) for u in ("a", "b", "c")]
     for o in (a, b, c):
         await store.receive_payment(payment(o.ref, 1000), NOW)
-    assert await store.refund(b.id, "merchant", NOW)  # never shown: use 2 goes back to stock
+    assert await store.refund(b.id, REFUND, NOW)  # never shown: use 2 goes back to stock
     d = await store.reserve(new_order(shop.sku, user="d"), NOW)
     if together:  # the batch path of SQLite and concurrent calls on PostgreSQL
         results = await asyncio.gather(store.receive_payment(payment(d.ref, 1000), NOW))
@@ -389,7 +391,7 @@ async def test_risk_rules_lists_decisions_and_user_stats(store):
     await store.receive_payment(payment(paid.ref, 1000), NOW)
     await store.reserve(new_order(shop.sku, user="u1"), NOW)  # unpaid: not counted
     assert [o.id for o in await store.orders_in_state(S.DELIVERING, 10)] == [paid.id]
-    await store.refund(paid.id, "merchant", NOW)
+    await store.refund(paid.id, REFUND, NOW)
     assert await store.orders_in_state(S.DELIVERING, 10) == []
     stats = await store.user_stats("console", "u1")
     assert (stats.first_seen, stats.paid_orders, stats.refunded_orders) == (NOW, 1, 1)
