@@ -66,6 +66,8 @@ class NewOrderEvent:
 
     @property
     def params_json(self) -> str:
+        if not self.params:
+            return "{}"
         return json.dumps(dict(self.params), ensure_ascii=False, separators=(",", ":"))
 
     @property

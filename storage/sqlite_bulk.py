@@ -15,7 +15,8 @@ from datetime import datetime
 
 from storage import events as order_events
 from storage.records import OrderState, PaymentApplied, PaymentEventIn, PaymentOutcome, StateGroups
-from storage.sqlite_orders import ALLOCATED, EVENT_INSERT, event_row, number_uses, take_uses
+from storage.sqlite_allocation import number_uses, take_uses
+from storage.sqlite_orders import ALLOCATED, EVENT_INSERT, event_row
 from storage.sqltime import ts
 
 _CHUNK = 400  # stay well under SQLite's host-parameter limit
