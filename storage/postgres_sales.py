@@ -57,6 +57,8 @@ class PgSales(PostgresBase):
 
     async def transition(self, order_id: int, allowed_from: Sequence[OrderState], to: OrderState,
                          event: NewOrderEvent, now: datetime) -> bool:
+        if event.is_note:
+            raise ValueError(f"{event.type} is a note: use add_order_note")
         r = await self._call("SELECT kb_transition($1, $2, $3, $4, $5::jsonb, $6, $7)", order_id,
                              [OrderState(s).value for s in allowed_from], OrderState(to).value, event.type.value,
                              event.params_json, aware(now), self._holding)

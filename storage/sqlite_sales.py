@@ -66,6 +66,8 @@ class Sales(SqliteBase):
 
     async def transition(self, order_id: int, allowed_from: Sequence[OrderState], to: OrderState,
                          event: NewOrderEvent, now: datetime) -> bool:
+        if event.is_note:
+            raise ValueError(f"{event.type} is a note: use add_order_note")
         return await self._tx(tx.transition, order_id, [s.value for s in allowed_from], to.value, event, now,
                               self._states)
 

@@ -34,7 +34,8 @@ class OrderStore(Protocol):
     async def transition(
         self, order_id: int, allowed_from: Sequence[OrderState], to: OrderState, event: NewOrderEvent, now: datetime
     ) -> bool:
-        """Move an order from one of `allowed_from` to `to`, recording `event` (a move, storage/events.py)."""
+        """Move an order from one of `allowed_from` to `to`, recording `event` (a move, storage/events.py; a note
+        raises ValueError)."""
         ...
 
     async def add_order_note(self, order_id: int, event: NewOrderEvent, now: datetime) -> None:

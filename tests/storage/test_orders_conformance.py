@@ -199,7 +199,7 @@ async def test_every_recorded_transition_is_in_the_state_table(store):
 async def test_transition_refuses_states_outside_allowed(store):
     shop = await make_shop(store, codes=1)
     order = await store.reserve(new_order(shop.sku), NOW)
-    assert not await store.transition(order.id, [S.PAID], S.DELIVERED, events.note(text="bogus"), NOW)
+    assert not await store.transition(order.id, [S.PAID], S.DELIVERED, events.codes_allocated(), NOW)
     assert await store.transition(order.id, [S.RESERVED], S.EXPIRED, events.cancelled(), NOW)
     assert await store.pool_available(shop.pool.id) == 1
 
@@ -262,3 +262,19 @@ async def test_a_refunded_use_of_a_multi_use_code_is_sold_again_without_collisio
     live = sorted([i.use_no for o in (a, c, d) for i in await store.order_items(o.id)])
     assert live == [1, 2, 3]
     assert [i.use_no for i in await store.order_items(d.id)] == [2]
+
+
+async def test_a_note_is_not_a_move_and_a_move_is_not_a_note(store):
+    shop = await make_shop(store, codes=1)
+    order = await store.reserve(new_order(shop.sku), NOW)
+    with pytest.raises(ValueError, match="note"):
+        await store.transition(order.id, [S.RESERVED], S.EXPIRED, events.note(text="gone"), NOW)
+    with pytest.raises(ValueError, match="state"):
+        await store.add_order_note(order.id, events.cancelled(), NOW)
+    with pytest.raises(UnknownRecord):
+        await store.add_order_note(order.id + 1000, events.note(text="nobody"), NOW)
+    await store.add_order_note(order.id, events.note(text="called"), NOW)
+    last = (await store.order_events(order.id))[-1]
+    assert (last.from_state, last.to_state, last.type, last.cause) == ("reserved", "reserved", "note", "called")
+    assert (await store.order_by_id(order.id)).state == S.RESERVED
+
