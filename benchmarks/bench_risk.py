@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from fulfillment.orders import STATE_GROUPS  # noqa: E402
 from risk.engine import RiskEngine, Signals  # noqa: E402
 from risk.limiters import Limiter, MemoryLimiter  # noqa: E402
 from risk.redis_limiter import RedisLimiter  # noqa: E402
@@ -91,7 +92,7 @@ async def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="Redis runs (each beside its own PING rate); best reported")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        store = await SqliteStore(Path(tmp) / "bench.db").open()
+        store = await SqliteStore(Path(tmp) / "bench.db", states=STATE_GROUPS).open()
         await store.migrate()
         memory = await run_engine(store, MemoryLimiter(), args.checks, 1)
         runs = []

@@ -11,7 +11,7 @@ from fulfillment.catalog import CatalogService
 from fulfillment.checkpoints import Checkpoints, NoCheckpoints
 from fulfillment.delivery import Channel, DeliveryWorker
 from fulfillment.errors import VaultError
-from fulfillment.orders import AllowAll, OrderService, RiskHook
+from fulfillment.orders import STATE_GROUPS, AllowAll, OrderService, RiskHook
 from fulfillment.payments import PaymentInbox, PaymentProvider, TestPaymentProvider
 from fulfillment.vault import Vault, key_checks, open_key_ring
 from handlers.context import ShopContext
@@ -62,11 +62,11 @@ async def open_store(settings: Settings, migrate: bool = True) -> Store:
         from storage.sqlite import SqliteStore
 
         assert url.sqlite_path is not None
-        store = await SqliteStore(url.sqlite_path).open()
+        store = await SqliteStore(url.sqlite_path, states=STATE_GROUPS).open()
     else:
         from storage.postgres import PostgresStore
 
-        store = await PostgresStore(url.dsn).open()
+        store = await PostgresStore(url.dsn, states=STATE_GROUPS).open()
     if migrate:
         version = await store.migrate()
         log.info("event=db.ready backend=%s schema_version=%s", url.backend, version)

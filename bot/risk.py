@@ -80,7 +80,7 @@ class EngineHook:
         reasons = decision.reasons if decision.action != "allow" else ()
         held = await self.engine.review_reasons(order.id)
         if held:
-            reasons = (*tuple(held.split(",")), *reasons)
+            reasons = (*held, *reasons)
         return reasons
 
     def _signals(self, order: Order, ip: str, fingerprint: str) -> Signals:

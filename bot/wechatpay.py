@@ -27,6 +27,7 @@ from starlette.routing import Route
 from bot.composition import Shop
 from bot.settings import Settings, WeChatPaySettings
 from fulfillment.errors import RiskChallenge, RiskDenied, ShopError
+from fulfillment.orders import HOLDING, KEPT_THE_MONEY
 from fulfillment.wechatpay import WeChatPayClient, WeChatPayConfig, WeChatPayError, WeChatPayProvider
 from fulfillment.wechatpay_crypto import PlatformKeys, jsapi_pay_sign, load_private_key, nonce_str
 from fulfillment.wechatpay_notify import NotifyRejected, WeChatPayNotifications
@@ -35,13 +36,12 @@ from handlers.types import Invoice
 from locales import Translator, normalise_language
 from risk.engine import Signals
 from risk.netaddr import client_ip, parse_networks
-from storage.records import HOLDING_STATES, Order, OrderState
+from storage.records import Order, OrderState
 
 log = logging.getLogger("kamibot.wechatpay")
 MAX_NOTIFY_BODY = 64 * 1024
 PREPAY_KEEP = timedelta(hours=2) - timedelta(minutes=5)  # a prepay_id lives two hours
 WECHAT_CHANNEL = "wechat"  # orders from the Official Account carry the buyer's openid as user id
-PAID_STATES = (OrderState.PAID, OrderState.DELIVERING, OrderState.DELIVERED)
 PAGE_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
 
@@ -184,9 +184,9 @@ class WeChatPay:
         if order is None:
             return self._message(default, "wxpay.unknown_order", 404)
         lang = normalise_language(order.language, default)
-        if order.state in PAID_STATES:
+        if order.state in KEPT_THE_MONEY:
             return self._message(lang, "wxpay.already_paid", 200)
-        if (order.state not in HOLDING_STATES or order.expires_at <= now
+        if (order.state not in HOLDING or order.expires_at <= now
                 or order.currency != self.config.currency):
             return self._message(lang, "wxpay.not_payable", 409)
         payer = openid or (order.user_id if order.channel == WECHAT_CHANNEL else "")

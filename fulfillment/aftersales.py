@@ -24,6 +24,7 @@ from fulfillment.errors import (
     UnknownOrder,
     UnknownSku,
 )
+from fulfillment.orders import REFUNDABLE, WITH_CODES
 from storage.errors import InsufficientStock
 from storage.protocol import Store
 from storage.records import (
@@ -42,8 +43,6 @@ from storage.records import (
 
 log = logging.getLogger("kamibot.aftersales")
 S = OrderState
-REFUNDABLE = (S.PAID, S.DELIVERING, S.DELIVERED, S.REVIEW)
-WITH_CODES = (S.DELIVERING, S.DELIVERED)
 RESEND_SCOPE = "after.resend"
 RESEND_PAUSE = timedelta(minutes=5)  # one customer-triggered resend per order in this time
 POLICY_KEY = "aftersales.autoreplace"

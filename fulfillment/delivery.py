@@ -20,6 +20,7 @@ from typing import Protocol
 from fulfillment.checkpoints import DELIVERY_CLAIMED, DELIVERY_SENT, Checkpoints, NoCheckpoints
 from fulfillment.payments import PaymentProvider
 from fulfillment.vault import Vault
+from storage import events
 from storage.protocol import Store
 from storage.records import Order, OutboxRow, Product, Sku
 
@@ -166,8 +167,8 @@ class DeliveryWorker:
         order = await self.store.order_by_id(row.order_id)
         assert order is not None
         await self.providers[data["provider"]].refund(order, data["txn"], int(data["amount"]))
-        await self.store.refund(row.order_id, str(data.get("cause", "automatic refund: could not fulfil")),
-                                self.clock())
+        await self.store.refund(row.order_id, events.refunded(
+            reason=str(data.get("cause", "automatic refund: could not fulfil"))), self.clock())
         channel = self.channels.get(row.channel)
         if channel is not None:
             await channel.deliver(await self.build(row.order_id, "refunded", row.id))

@@ -1,4 +1,18 @@
-"""The order state machine (as data) and the checkout verbs: reserve, invoice, cancel, expire."""
+"""The order state machine (as data), its named state groups, and the checkout verbs: reserve, invoice, cancel,
+expire.
+
+The lifecycle is written once, here: `TRANSITIONS` lists every allowed state change, and the state groups below
+(`HOLDING`, `PAYABLE`, `KEPT_THE_MONEY`, `REFUNDABLE`, `WITH_CODES`, `CLOSED`, `SOLD`, `PAID_OR_IN_REVIEW`) name
+the sets of states the rest of the code asks about; where a group follows from the table it is derived from it.
+Storage decides no rule of its own: stores are built with `STATE_GROUPS` and their SQL bodies and PL/pgSQL
+functions take the states as arguments, as `Store.transition(allowed_from=…)` does.
+
+Every order event (storage/events.py) is either a *move*, a state change that must be in `TRANSITIONS`, or a
+*note* (`storage.events.NOTE_TYPES`: a dispute, a risk flag, a free-text note) that records something about the
+order in the state it is in and is written with `from_state == to_state`. The table has no self-transitions: a
+note is not a transition, and `can_record` is the check every recorded event passes (the lifecycle test drives
+every verb on both backends and checks each row with it).
+"""
 
 from __future__ import annotations
 
@@ -20,8 +34,10 @@ from fulfillment.errors import (
 )
 from fulfillment.wholenumbers import parse_whole
 from storage import errors as store_errors
+from storage import events
+from storage.events import NOTE_TYPES, EventType, NewOrderEvent
 from storage.protocol import Store
-from storage.records import NewOrder, Order, OrderState, Sku
+from storage.records import NewOrder, Order, OrderState, Sku, StateGroups
 
 S = OrderState
 log = logging.getLogger("kamibot.orders")
@@ -51,8 +67,41 @@ def can_move(frm: OrderState | None, to: OrderState) -> bool:
     return to in TRANSITIONS[frm]
 
 
+def can_record(frm: OrderState | None, to: OrderState, kind: EventType) -> bool:
+    """Whether an order event may be written: a note stays in its state, any other event is a move of the table."""
+    if kind in NOTE_TYPES:
+        return frm == to
+    return can_move(frm, to)
+
+
 def sources_of(to: OrderState) -> list[OrderState]:
     return [s for s, targets in TRANSITIONS.items() if to in targets]
+
+
+# -- the state groups: every "which states" question of the shop, answered once -----------------------------------
+
+#: orders that hold reserved stock (counted out of their pool's available uses until paid, expired or refused)
+HOLDING = frozenset({S.RESERVED, S.AWAITING_PAYMENT})
+#: a payment is accepted and applied (a late payment of an expired order too, when stock allows)
+PAYABLE = frozenset(sources_of(S.PAID))
+#: paid, and the shop keeps the money (not refunded, failed, rejected or held)
+KEPT_THE_MONEY = frozenset({S.PAID, S.DELIVERING, S.DELIVERED})
+#: a refund is accepted: every order that may hold the customer's money. A failed order was paid (it fails only
+#: after its payment found no stock) and is refundable like the others; its automatic refund row is the same
+#: unique-per-order outbox row a merchant's refund would queue.
+REFUNDABLE = frozenset(sources_of(S.REFUNDED))
+#: the order has codes: they can be shown again, and a bad one replaced
+WITH_CODES = frozenset({S.DELIVERING, S.DELIVERED})
+#: finished without a sale (not counted against per-user purchase limits)
+CLOSED = frozenset({S.EXPIRED, S.REJECTED, S.REFUNDED, S.FAILED})
+#: counted as a customer's paid orders in risk statistics (refunded ones too: they were paid)
+SOLD = KEPT_THE_MONEY | {S.REFUNDED}
+#: a customer's "I did not receive it" is about one of these (paid, or paid and held by review)
+PAID_OR_IN_REVIEW = KEPT_THE_MONEY | {S.REVIEW}
+
+#: the groups a store is built with (storage/records.py StateGroups)
+STATE_GROUPS = StateGroups(holding=HOLDING, payable=PAYABLE, refundable=REFUNDABLE, with_codes=WITH_CODES,
+                           closed=CLOSED, sold=SOLD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,23 +194,23 @@ class OrderService:
                  order.id, sku.id, quantity, req.channel)
         return order
 
-    async def move(self, order_id: int, to: OrderState, cause: str) -> bool:
-        moved = await self.store.transition(order_id, sources_of(to), to, cause, self.clock())
+    async def move(self, order_id: int, to: OrderState, event: NewOrderEvent) -> bool:
+        moved = await self.store.transition(order_id, sources_of(to), to, event, self.clock())
         if moved:
-            log.info("event=order.%s order_id=%s cause=%r", to.value, order_id, cause)
+            log.info("event=order.%s order_id=%s cause=%s", to.value, order_id, event.type.value)
         return moved
 
     async def await_payment(self, order: Order) -> None:
         """The invoice went out: the order now waits for its payment (still holding stock)."""
-        await self.move(order.id, S.AWAITING_PAYMENT, "invoice issued")
+        await self.move(order.id, S.AWAITING_PAYMENT, events.invoice_issued())
 
     async def cancel(self, ref: str, user_id: str) -> Order:
         order = await self.store.order_by_ref(ref)
         if order is None or order.user_id != user_id:
             raise UnknownOrder(ref)
-        if order.state not in (S.RESERVED, S.AWAITING_PAYMENT):
+        if order.state not in HOLDING:
             raise NotAllowed(f"order {order.id} is {order.state}")
-        await self.move(order.id, S.EXPIRED, "cancelled by customer")
+        await self.move(order.id, S.EXPIRED, events.cancelled())
         refreshed = await self.store.order_by_id(order.id)
         assert refreshed is not None
         return refreshed
@@ -171,7 +220,7 @@ class OrderService:
         order = await self.store.order_by_ref(ref)
         if order is None:
             raise UnknownOrder(ref)
-        if order.state not in (S.RESERVED, S.AWAITING_PAYMENT) or order.expires_at <= self.clock():
+        if order.state not in HOLDING or order.expires_at <= self.clock():
             raise NotAllowed(f"order {order.id} is {order.state}")
         if (order.amount, order.currency) != (amount, currency):
             raise NotAllowed(f"order {order.id} amount mismatch")
@@ -180,7 +229,7 @@ class OrderService:
 
     async def approve_review(self, order_id: int, actor: str) -> bool:
         """The merchant approved a held order: its held payment is applied (allocation + delivery outbox)."""
-        event_id = await self.store.reopen_review(order_id, f"approved by {actor}", self.clock())
+        event_id = await self.store.reopen_review(order_id, events.review_approved(actor=actor), self.clock())
         if event_id is None:
             return False
         result = await self.store.apply_payment(event_id, self.clock())

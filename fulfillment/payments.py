@@ -10,13 +10,14 @@ from typing import Protocol
 
 from fulfillment.checkpoints import PAYMENT_RECORDED, Checkpoints, NoCheckpoints
 from fulfillment.errors import PaymentRejected
+from fulfillment.orders import PAYABLE
+from storage import events
 from storage.protocol import Store
-from storage.records import PAYABLE_STATES, Order, OrderState, PaymentApplied, PaymentEventIn, PaymentOutcome
+from storage.records import Order, OrderState, PaymentApplied, PaymentEventIn, PaymentOutcome
 
 log = logging.getLogger("kamibot.payments")
 MAX_AMOUNT = 10**12
 #: the cause recorded when the risk module holds an order for review (followed by its reasons)
-RISK_REVIEW_CAUSE = "risk review: "
 
 
 class PaymentProvider(Protocol):
@@ -96,12 +97,12 @@ class PaymentInbox:
         nothing is allocated or sent until the merchant decides (a retry of the event finds it held)."""
         assert self.risk is not None
         order = await self.store.order_by_ref(event.order_ref)
-        if order is None or order.state not in PAYABLE_STATES:
+        if order is None or order.state not in PAYABLE:
             return
         reasons = await self.risk.before_delivery(order, event.payer)
         if reasons:
-            await self.store.transition(order.id, list(PAYABLE_STATES), OrderState.REVIEW,
-                                        RISK_REVIEW_CAUSE + ",".join(reasons)[:200], self.clock())
+            await self.store.transition(order.id, list(PAYABLE), OrderState.REVIEW,
+                                        events.risk_review(reasons=reasons), self.clock())
 
     async def apply_pending(self, limit: int = 500) -> int:
         """Recovery: events recorded before a crash but never applied."""

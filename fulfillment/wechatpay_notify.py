@@ -18,6 +18,7 @@ from fulfillment.errors import PaymentRejected
 from fulfillment.payments import PaymentInbox
 from fulfillment.wechatpay import WeChatPayConfig
 from fulfillment.wechatpay_crypto import DecryptError, SignatureError, decrypt_resource, verify_signed
+from storage import events
 from storage.protocol import Store
 from storage.records import Order, PaymentEventIn
 
@@ -155,6 +156,7 @@ class WeChatPayNotifications:
             # partial refunds are not modelled by the ledger (one refund per order): the merchant sees the log
             log.warning("event=wechatpay.partial_refund order_id=%s", order.id)
             return "partial_refund"
-        done = await self.store.refund(order.id, f"wechatpay refund {_text(data, 'refund_id')[:64]}", self.clock())
+        done = await self.store.refund(order.id, events.refunded(
+            reason=f"wechatpay refund {_text(data, 'refund_id')[:64]}"), self.clock())
         log.info("event=wechatpay.refunded order_id=%s recorded=%s", order.id, done)
         return "refunded" if done else "already_refunded"

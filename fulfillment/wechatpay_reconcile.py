@@ -16,16 +16,16 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from fulfillment.orders import PAYABLE
 from fulfillment.wechatpay import WeChatPayClient, WeChatPayError
 from fulfillment.wechatpay_notify import NotifyRejected, WeChatPayNotifications
 from storage.protocol import Store
-from storage.records import HOLDING_STATES, Order, OrderState
+from storage.records import Order, OrderState
 
 log = logging.getLogger("kamibot.wechatpay")
 WATCH_KEY = "wechatpay.watch"
 WATCH_LOCK = "wechatpay.watch.lock"
 JOB_LEASE = "wechatpay.reconcile"
-OPEN_STATES = (*HOLDING_STATES, OrderState.EXPIRED)
 UNPAID_TRADE_STATES = ("NOTPAY", "USERPAYING")
 
 
@@ -111,7 +111,7 @@ class WeChatPayReconciler:
     async def _settle(self, ref: str) -> bool:
         """True when the order needs no more attention from this job."""
         order = await self.store.order_by_ref(ref)
-        if order is None or order.state not in OPEN_STATES:
+        if order is None or order.state not in PAYABLE:
             return True
         try:
             tx = await self.client.query(ref)

@@ -11,9 +11,10 @@ fulfillment.aftersales.AfterSalesService's (`ctx.aftersales`); this dialog choos
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from fulfillment.errors import BadInput, NoCodes, UnknownOrder
+from fulfillment.orders import PAID_OR_IN_REVIEW, REFUNDABLE, WITH_CODES
 from handlers.context import ShopContext
 from handlers.faq import FaqMatcher, Match
 from handlers.render import order_line, product_name
@@ -27,9 +28,6 @@ RECENT = 10  # how many of the customer's latest orders an answer looks at
 MAX_REFS = 5  # order numbers answered from one message
 MAX_REPORT_BUTTONS = 5
 S = OrderState
-PAID_STATES = (S.PAID, S.DELIVERING, S.DELIVERED, S.REVIEW)
-WITH_CODES = (S.DELIVERING, S.DELIVERED)
-REFUNDABLE = (S.PAID, S.DELIVERING, S.DELIVERED, S.REVIEW, S.FAILED)
 
 
 async def faq_matcher(ctx: ShopContext) -> FaqMatcher:
@@ -123,13 +121,13 @@ class AfterSalesDialog:
                 mine.append(order)
         return mine, unknown
 
-    async def _latest(self, msg: Incoming, states: Sequence[OrderState]) -> Order | None:
+    async def _latest(self, msg: Incoming, states: Collection[OrderState]) -> Order | None:
         for order in await self.service.recent_orders(msg.channel, msg.user_id, RECENT):
             if order.state in states:
                 return order
         return None
 
-    async def _target(self, msg: Incoming, match: Match, states: Sequence[OrderState]
+    async def _target(self, msg: Incoming, match: Match, states: Collection[OrderState]
                       ) -> tuple[Order | None, list[str]]:
         """The order a question is about: a number in the text (the customer's own), else the latest one in
         `states`, else the latest one at all; with the asked numbers that are not the customer's."""
@@ -168,7 +166,7 @@ class AfterSalesDialog:
         return [Reply("\n".join(lines), rows)]
 
     async def not_received(self, msg: Incoming, lang: str, match: Match, text: str) -> list[Reply]:
-        order, unknown = await self._target(msg, match, PAID_STATES)
+        order, unknown = await self._target(msg, match, PAID_OR_IN_REVIEW)
         if order is None:
             return self._unknown(lang, unknown) if unknown else self._no_orders(lang)
         if order.state == S.DELIVERED:

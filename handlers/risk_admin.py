@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from fulfillment.errors import BadQuantity, NotAllowed
-from fulfillment.payments import RISK_REVIEW_CAUSE
 from handlers.merchant import MerchantCommands
 from handlers.types import Button, Incoming, Reply
 from locales import Translator
 from risk.engine import RiskEngine
 from risk.rules import RulesError, summaries
+from storage.events import EventType
 from storage.protocol import Store
 from storage.records import OrderState
 
@@ -130,10 +130,14 @@ class MerchantRisk(MerchantCommands):
 
 
 async def review_reasons(store: Store, order_id: int) -> str:
-    """Why an order is held: the cause of its latest move to review (risk rule ids, or a payment mismatch)."""
+    """Why an order is held: its latest move to review (risk rule ids, or a payment mismatch)."""
     events = await store.order_events(order_id)
-    cause = next((e.cause for e in reversed(events) if e.to_state == OrderState.REVIEW), "")
-    return cause.removeprefix(RISK_REVIEW_CAUSE)
+    held = next((e for e in reversed(events) if e.to_state == OrderState.REVIEW and not e.is_note), None)
+    if held is None:
+        return ""
+    if held.type is EventType.RISK_REVIEW:
+        return ",".join(held.params["reasons"])
+    return held.cause
 
 
 def review_buttons(tr: Translator, lang: str, ref: str) -> list[list[Button]]:

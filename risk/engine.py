@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from risk.limiters import Bucket, Count, Limiter, LimiterUnavailable, Op, Plan, PlanRule, apply_some
 from risk.netaddr import Network, in_networks, ip_key, parse_networks
 from risk.rules import SEVERITY, Rule, RuleBook, RulesError, default_rules_text, parse_rules, with_threshold
+from storage import events
+from storage.events import EventType
 from storage.protocol import Store
 from storage.records import Order, RiskDecisionRecord, UserStats
 
@@ -370,11 +372,15 @@ class RiskEngine:
 
     # -- review hold ---------------------------------------------------------------
     async def hold_for_review(self, order_id: int, reasons: tuple[str, ...]) -> None:
+        """Risk rules asked to hold this order before payment: a `risk_flagged` note on it, read back when its
+        payment arrives (the payment then goes to review instead of delivery)."""
         at = datetime.fromtimestamp(self.clock(), UTC)
-        await self.store.kv_put(f"risk.review:{order_id}", ",".join(reasons) or "review", at + timedelta(days=7))
+        await self.store.add_order_note(order_id, events.risk_flagged(reasons=reasons), at)
 
-    async def review_reasons(self, order_id: int) -> str | None:
-        return await self.store.kv_get(f"risk.review:{order_id}", datetime.fromtimestamp(self.clock(), UTC))
+    async def review_reasons(self, order_id: int) -> tuple[str, ...]:
+        """The rule ids of the order's latest risk hold; () when it was never held."""
+        flagged = [e for e in await self.store.order_events(order_id) if e.type is EventType.RISK_FLAGGED]
+        return tuple(flagged[-1].params["reasons"]) if flagged else ()
 
     async def close(self) -> None:
         await self.decisions.flush()

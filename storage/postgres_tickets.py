@@ -18,6 +18,7 @@ from storage.records import (
     NewTicket,
     OnceKey,
     ReportReplaced,
+    StateGroups,
     Ticket,
 )
 
@@ -65,11 +66,12 @@ async def _claim(conn: _Conn, claim: OnceKey, at: datetime) -> bool:
     return bool(await conn.fetchval(_CLAIM, claim.scope, claim.key, _aware(claim.expires_at), at) == 1)
 
 
-async def _replace(conn: _Conn, order_id: int, code_id: int, at: datetime) -> CodeReplaced | None:
+async def _replace(conn: _Conn, order_id: int, code_id: int, at: datetime,
+                   g: StateGroups) -> CodeReplaced | None:
     """sqlite_tickets._replace inside the caller's transaction (the order row locked first)."""
     o = await conn.fetchrow("SELECT state, pool_id, sku_id, channel, chat_id FROM orders WHERE id = $1"
                             " FOR UPDATE", order_id)
-    if o is None or o["state"] not in ("delivering", "delivered"):
+    if o is None or o["state"] not in g.with_codes:
         return None
     item = await conn.fetchval("SELECT item_no FROM order_items WHERE order_id = $1 AND code_id = $2"
                                " AND NOT released ORDER BY item_no LIMIT 1", order_id, code_id)
@@ -119,6 +121,8 @@ async def _replace(conn: _Conn, order_id: int, code_id: int, at: datetime) -> Co
 class PgTickets:
     """Ticket verbs of PostgresStore (mixed in)."""
 
+    _states: StateGroups
+
     @property
     def pool(self) -> asyncpg.Pool:
         raise NotImplementedError  # provided by PostgresStore
@@ -154,7 +158,7 @@ class PgTickets:
 
     async def replace_code(self, order_id: int, code_id: int, now: datetime) -> CodeReplaced | None:
         async with self.pool.acquire() as conn, conn.transaction():
-            return await _replace(conn, order_id, code_id, _aware(now))
+            return await _replace(conn, order_id, code_id, _aware(now), self._states)
 
     async def report_bad_code(self, ticket: NewTicket, auto: AutoReplaceRequest | None,
                               now: datetime) -> BadCodeReported:
@@ -168,7 +172,7 @@ class PgTickets:
             done: CodeReplaced | None = None
             try:
                 async with conn.transaction():  # a savepoint: a failed replacement changes nothing
-                    done = await _replace(conn, t.order_id, t.code_id, at)
+                    done = await _replace(conn, t.order_id, t.code_id, at, self._states)
                     outcome = "nothing"
             except InsufficientStock:
                 outcome = "no_stock"
@@ -202,7 +206,7 @@ class PgTickets:
                 code_ids = [int(items[0][1])] if len(items) == 1 else []
             if not code_ids:
                 return ReportReplaced(None, False, item_nos)
-            done = await _replace(conn, order_id, code_ids[0], at)  # InsufficientStock: all rolled back
+            done = await _replace(conn, order_id, code_ids[0], at, self._states)  # InsufficientStock: all rolled back
             if done is None:
                 return ReportReplaced(None, True, item_nos)
             closed = []

@@ -24,10 +24,28 @@ class OrderState(enum.StrEnum):
     FAILED = "failed"
 
 
-#: states whose orders hold reserved stock (counted out of the pool's available uses)
-HOLDING_STATES = (OrderState.RESERVED, OrderState.AWAITING_PAYMENT)
-#: states in which a payment is accepted and applied
-PAYABLE_STATES = (OrderState.RESERVED, OrderState.AWAITING_PAYMENT, OrderState.EXPIRED)
+@dataclass(frozen=True, slots=True)
+class StateGroups:
+    """Which order states each storage verb works on. The values are named once, next to the lifecycle table in
+    fulfillment/orders.py (`STATE_GROUPS`), and handed to a store when it is built: storage decides no business
+    rule itself."""
+
+    #: orders that hold reserved stock (counted out of the pool's available uses)
+    holding: frozenset[OrderState]
+    #: a payment is accepted and applied; a merchant-approved review goes back to one of these
+    payable: frozenset[OrderState]
+    #: `refund` accepts these
+    refundable: frozenset[OrderState]
+    #: the order has codes (a bad one can be replaced)
+    with_codes: frozenset[OrderState]
+    #: finished without a sale: not counted against per-user purchase limits
+    closed: frozenset[OrderState]
+    #: counted as paid orders in a customer's risk statistics
+    sold: frozenset[OrderState]
+
+    def values(self, group: frozenset[OrderState]) -> list[str]:
+        """A group as sorted state names (SQL parameters, PL/pgSQL arrays)."""
+        return sorted(s.value for s in group)
 
 
 class PaymentOutcome(enum.StrEnum):
@@ -174,15 +192,6 @@ class Order:
 
 
 @dataclass(frozen=True, slots=True)
-class OrderEvent:
-    order_id: int
-    from_state: str | None
-    to_state: str
-    cause: str
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class PaymentEventIn:
     provider: str
     provider_txn_id: str
@@ -257,17 +266,6 @@ class UserStats:
     refunded_orders: int
     #: orders of this customer with a recorded dispute (chargeback)
     disputes: int = 0
-
-
-#: cause of a dispute (chargeback) order event; the rest names who reported it (merchant, telegram, wechatpay)
-DISPUTE_PREFIX = "dispute:"
-
-
-def dispute_cause(source: str) -> str:
-    source = source.strip()
-    if not source or len(source) > 40:
-        raise ValueError("a dispute source is 1-40 characters (merchant, telegram, wechatpay)")
-    return DISPUTE_PREFIX + source
 
 
 TICKET_KINDS = ("human", "refund", "bad_code")

@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from storage.records import HOLDING_STATES, OrderState, PaymentApplied, PaymentEventIn, PaymentOutcome
-from storage.sqlite_orders import number_uses, take_uses
+from storage import events as order_events
+from storage.records import OrderState, PaymentApplied, PaymentEventIn, PaymentOutcome, StateGroups
+from storage.sqlite_allocation import number_uses, take_uses
+from storage.sqlite_orders import ALLOCATED, EVENT_INSERT, event_row
 from storage.sqltime import ts
 
 _CHUNK = 400  # stay well under SQLite's host-parameter limit
@@ -59,7 +61,8 @@ def _orders(db: sqlite3.Connection, refs: list[str]) -> dict[str, tuple[object, 
     return out
 
 
-def plan(db: sqlite3.Connection, events: Sequence[PaymentEventIn]) -> tuple[list[_Plan], list[int]]:
+def plan(db: sqlite3.Connection, events: Sequence[PaymentEventIn], g: StateGroups
+         ) -> tuple[list[_Plan], list[int]]:
     """Split into plain payments (fast) and the rest (indexes for the one-by-one path)."""
     existing = _existing_keys(db, events)
     orders = _orders(db, sorted({e.order_ref for e in events}))
@@ -71,7 +74,7 @@ def plan(db: sqlite3.Connection, events: Sequence[PaymentEventIn]) -> tuple[list
         key = (e.provider, e.provider_txn_id)
         o = orders.get(e.order_ref)
         plain = (key not in existing and key not in seen_keys and e.order_ref not in seen_refs and o is not None
-                 and o[1] in HOLDING_STATES and (o[4], o[5]) == (e.amount, e.currency))
+                 and o[1] in g.holding and (o[4], o[5]) == (e.amount, e.currency))
         seen_keys.add(key)
         seen_refs.add(e.order_ref)
         if plain and o is not None:
@@ -107,7 +110,7 @@ def apply_fast(db: sqlite3.Connection, fast: list[_Plan], now: datetime) -> dict
         for p in plans:
             mine, taken = taken[: p.need], taken[p.need :]
             e = p.event
-            cause = f"payment {e.provider}:{e.provider_txn_id}"
+            paid = order_events.payment_received(provider=e.provider, txn=e.provider_txn_id)
             items += [(p.order_id, n + 1, c, u, cost, ccy) for n, (c, u, cost, ccy) in enumerate(mine)]
             ledger.append((p.order_id, p.sku_id, p.channel, "sale", e.currency, e.amount, at))
             if e.fee:
@@ -117,8 +120,8 @@ def apply_fast(db: sqlite3.Connection, fast: list[_Plan], now: datetime) -> dict
                 costs[ccy] = costs.get(ccy, 0) + cost
             ledger += [(p.order_id, p.sku_id, p.channel, "cost", ccy, -t, at) for ccy, t in costs.items() if t]
             updates.append((OrderState.DELIVERING.value, at, p.order_id))
-            events += [(p.order_id, p.state, OrderState.PAID.value, cause, at),
-                       (p.order_id, OrderState.PAID.value, OrderState.DELIVERING.value, "codes allocated", at)]
+            events += [event_row(p.order_id, p.state, OrderState.PAID.value, paid, at),
+                       event_row(p.order_id, OrderState.PAID.value, OrderState.DELIVERING.value, ALLOCATED, at)]
             outbox.append((p.order_id, "deliver", p.channel, p.chat_id, "", at, at))
     first_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM payment_events").fetchone()[0] + 1
     db.executemany(
@@ -133,8 +136,7 @@ def apply_fast(db: sqlite3.Connection, fast: list[_Plan], now: datetime) -> dict
     db.executemany("INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
                    " VALUES (?,?,?,?,?,?,?)", ledger)
     db.executemany("UPDATE orders SET state = ?, updated_at = ? WHERE id = ?", updates)
-    db.executemany("INSERT INTO order_events (order_id, from_state, to_state, cause, at) VALUES (?,?,?,?,?)",
-                   events)
+    db.executemany(EVENT_INSERT, events)
     db.executemany("INSERT INTO outbox (order_id, kind, channel, chat_id, payload, next_attempt_at, created_at)"
                    " VALUES (?,?,?,?,?,?,?)", outbox)
     # rowids of a table without AUTOINCREMENT are max+1 in insertion order while we hold the write lock

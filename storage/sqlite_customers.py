@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
+from storage.sqlite_base import SqliteBase
 from storage.sqltime import from_ts, ts
 
 
@@ -20,12 +19,8 @@ def _touch_user(db: sqlite3.Connection, channel: str, user_id: str, chat_id: str
         (channel, user_id, chat_id, referrer if referrer and referrer != user_id else None, at, at))
 
 
-class Customers:
+class Customers(SqliteBase):
     """Customer and audit verbs of SqliteStore (mixed in)."""
-
-    _tx: Callable[..., Any]
-    _one: Callable[..., Any]
-    _all: Callable[..., Any]
 
     async def touch_user(self, channel: str, user_id: str, chat_id: str, now: datetime, referrer: str = "") -> None:
         await self._tx(_touch_user, channel, user_id, chat_id, now, referrer)

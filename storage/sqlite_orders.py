@@ -13,21 +13,26 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
+from storage import events
 from storage.errors import InsufficientStock, PurchaseLimitReached, UnknownRecord
+from storage.events import EventType, NewOrderEvent
 from storage.records import (
-    HOLDING_STATES,
-    PAYABLE_STATES,
     NewOrder,
     OrderState,
     OutboxRow,
     PaymentApplied,
     PaymentEventIn,
     PaymentOutcome,
+    StateGroups,
 )
+
+# _claim_uses re-exported: storage/sqlite_tickets.py takes it from here
+from storage.sqlite_allocation import _claim_uses as _claim_uses
 from storage.sqltime import ts
 
 _REF_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
-_CLOSED = ("expired", "rejected", "refunded", "failed")
+ALLOCATED = events.codes_allocated()
+EVENT_INSERT = "INSERT INTO order_events (order_id, from_state, to_state, type, params, at) VALUES (?,?,?,?,?,?)"
 
 
 def new_ref() -> str:
@@ -35,19 +40,24 @@ def new_ref() -> str:
     return "K" + "".join(secrets.choice(_REF_ALPHABET) for _ in range(11))
 
 
-def event(db: sqlite3.Connection, order_id: int, frm: str | None, to: str, cause: str, at: str) -> None:
-    db.execute(
-        "INSERT INTO order_events (order_id, from_state, to_state, cause, at) VALUES (?,?,?,?,?)",
-        (order_id, frm, to, cause, at),
-    )
+def marks(values: Sequence[object]) -> str:
+    return ",".join("?" * len(values))
 
 
-def set_state(db: sqlite3.Connection, order_id: int, frm: str, to: str, cause: str, at: str) -> None:
+def event_row(order_id: int, frm: str | None, to: str, ev: NewOrderEvent, at: str) -> tuple[object, ...]:
+    return (order_id, frm, to, ev.type.value, ev.params_json, at)
+
+
+def event(db: sqlite3.Connection, order_id: int, frm: str | None, to: str, ev: NewOrderEvent, at: str) -> None:
+    db.execute(EVENT_INSERT, event_row(order_id, frm, to, ev, at))
+
+
+def set_state(db: sqlite3.Connection, order_id: int, frm: str, to: str, ev: NewOrderEvent, at: str) -> None:
     db.execute("UPDATE orders SET state = ?, updated_at = ? WHERE id = ?", (to, at, order_id))
-    event(db, order_id, frm, to, cause, at)
+    event(db, order_id, frm, to, ev, at)
 
 
-def reserve(db: sqlite3.Connection, o: NewOrder, now: datetime) -> int:
+def reserve(db: sqlite3.Connection, o: NewOrder, now: datetime, g: StateGroups) -> int:
     at = ts(now)
     sku = db.execute(
         "SELECT s.pool_id, s.units, s.per_user_limit FROM skus s JOIN products p ON p.id = s.product_id"
@@ -58,10 +68,11 @@ def reserve(db: sqlite3.Connection, o: NewOrder, now: datetime) -> int:
         raise UnknownRecord(f"sku {o.sku_id} unknown or inactive")
     pool_id, units, limit = sku
     if limit:
+        closed = g.values(g.closed)
         bought = db.execute(
             "SELECT COALESCE(SUM(quantity), 0) FROM orders WHERE user_id = ? AND channel = ?"
-            f" AND sku_id = ? AND state NOT IN {_CLOSED!r}",
-            (o.user_id, o.channel, o.sku_id),
+            f" AND sku_id = ? AND state NOT IN ({marks(closed)})",
+            (o.user_id, o.channel, o.sku_id, *closed),
         ).fetchone()[0]
         if bought + o.quantity > limit:
             raise PurchaseLimitReached(f"sku {o.sku_id} per-user limit {limit}")
@@ -80,34 +91,36 @@ def reserve(db: sqlite3.Connection, o: NewOrder, now: datetime) -> int:
          o.currency, OrderState.RESERVED.value, o.language, at, ts(o.expires_at), at),
     )
     order_id = int(cur.lastrowid or 0)
-    event(db, order_id, None, OrderState.CREATED.value, "checkout", at)
-    event(db, order_id, OrderState.CREATED.value, OrderState.RESERVED.value, "stock held", at)
+    event(db, order_id, None, OrderState.CREATED.value, events.checkout(), at)
+    event(db, order_id, OrderState.CREATED.value, OrderState.RESERVED.value, events.stock_held(), at)
     return order_id
 
 
-def transition(db: sqlite3.Connection, order_id: int, allowed: Sequence[str], to: str, cause: str,
-               now: datetime) -> bool:
+def transition(db: sqlite3.Connection, order_id: int, allowed: Sequence[str], to: str, ev: NewOrderEvent,
+               now: datetime, g: StateGroups) -> bool:
     row = db.execute("SELECT state, pool_id, quantity * units FROM orders WHERE id = ?", (order_id,)).fetchone()
     if row is None or row[0] not in allowed:
         return False
     state, pool_id, uses = row
-    if state in HOLDING_STATES and to not in HOLDING_STATES and to != OrderState.REVIEW:
+    if state in g.holding and to not in g.holding and to != OrderState.REVIEW:
         # leaving a reservation without paying hands the held uses back
         db.execute("UPDATE pools SET available = available + ? WHERE id = ?", (uses, pool_id))
-    set_state(db, order_id, state, to, cause, ts(now))
+    set_state(db, order_id, state, to, ev, ts(now))
     return True
 
 
-def expire(db: sqlite3.Connection, now: datetime, limit: int) -> list[int]:
+def expire(db: sqlite3.Connection, now: datetime, limit: int, g: StateGroups) -> list[int]:
     at = ts(now)
+    holding = g.values(g.holding)
     rows = db.execute(
         "SELECT id, state, pool_id, quantity * units FROM orders"
-        " WHERE state IN ('reserved', 'awaiting_payment') AND expires_at <= ? ORDER BY expires_at LIMIT ?",
-        (at, limit),
+        f" WHERE state IN ({marks(holding)}) AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+        (*holding, at, limit),
     ).fetchall()
+    expired = events.reservation_expired()
     for order_id, state, pool_id, uses in rows:
         db.execute("UPDATE pools SET available = available + ? WHERE id = ?", (uses, pool_id))
-        set_state(db, order_id, state, OrderState.EXPIRED.value, "reservation ttl", at)
+        set_state(db, order_id, state, OrderState.EXPIRED.value, expired, at)
     return [r[0] for r in rows]
 
 
@@ -127,12 +140,13 @@ def record_payment(db: sqlite3.Connection, e: PaymentEventIn, now: datetime) -> 
     return int(row[0]), False
 
 
-def receive_payment(db: sqlite3.Connection, e: PaymentEventIn, now: datetime) -> PaymentApplied:
+def receive_payment(db: sqlite3.Connection, e: PaymentEventIn, now: datetime, g: StateGroups) -> PaymentApplied:
     """Record and apply in one transaction; a repeated notification finds the first outcome."""
     event_id, fresh = record_payment(db, e, now)
     if fresh:
-        return _apply(db, event_id, e.order_ref, e.amount, e.currency, e.fee, e.provider, e.provider_txn_id, ts(now))
-    return apply_payment(db, event_id, now)
+        return _apply(db, event_id, e.order_ref, e.amount, e.currency, e.fee, e.provider, e.provider_txn_id, ts(now),
+                      g)
+    return apply_payment(db, event_id, now, g)
 
 
 def _finish_event(db: sqlite3.Connection, event_id: int, outcome: PaymentOutcome, order_id: int | None,
@@ -144,54 +158,7 @@ def _finish_event(db: sqlite3.Connection, event_id: int, outcome: PaymentOutcome
     return PaymentApplied(event_id, outcome, order_id, detail)
 
 
-def number_uses(db: sqlite3.Connection, code_ids: list[int]) -> list[int]:
-    """Use numbers for claimed uses (one code id per use, in order): the smallest numbers no live item of
-    that code holds. Not `uses_total - uses_left`: a refund can hand back a use from the middle."""
-    live: dict[int, set[int]] = {cid: set() for cid in code_ids}
-    distinct = sorted(live)
-    for i in range(0, len(distinct), 400):
-        part = distinct[i : i + 400]
-        marks = ",".join("?" * len(part))
-        for cid, use_no in db.execute(
-            f"SELECT code_id, use_no FROM order_items WHERE NOT released AND code_id IN ({marks})", part
-        ):
-            live[cid].add(use_no)
-    numbers = []
-    for cid in code_ids:
-        n = 1
-        while n in live[cid]:
-            n += 1
-        live[cid].add(n)
-        numbers.append(n)
-    return numbers
-
-
-def take_uses(db: sqlite3.Connection, pool_id: int, need: int, at: str) -> list[tuple[int, int, str]]:
-    """`need` uses (code id, unit cost, cost currency), oldest codes first, one use of each distinct code per
-    round (a multi-use code gives one use per round). Under BEGIN IMMEDIATE nobody else writes, so the
-    sub-select and the decrement cannot race. Use numbers come afterwards from `number_uses`."""
-    taken: list[tuple[int, int, str]] = []
-    while len(taken) < need:
-        rows = db.execute(
-            "UPDATE codes SET uses_left = uses_left - 1 WHERE id IN (SELECT id FROM codes WHERE pool_id = ?"
-            " AND uses_left > 0 AND status = 'available' AND (expires_at IS NULL OR expires_at > ?)"
-            " ORDER BY id LIMIT ?) RETURNING id, unit_cost, cost_currency",
-            (pool_id, at, need - len(taken)),
-        ).fetchall()
-        if not rows:
-            break
-        taken.extend(sorted((r[0], r[1], r[2]) for r in rows))
-    return taken
-
-
-def _claim_uses(db: sqlite3.Connection, pool_id: int, need: int, at: str) -> list[tuple[int, int, int, str]]:
-    """Take `need` uses as (code id, use no, unit cost, cost currency)."""
-    claimed = take_uses(db, pool_id, need, at)
-    numbers = number_uses(db, [c[0] for c in claimed])
-    return [(cid, n, cost, ccy) for (cid, cost, ccy), n in zip(claimed, numbers, strict=True)]
-
-
-def apply_payment(db: sqlite3.Connection, event_id: int, now: datetime) -> PaymentApplied:
+def apply_payment(db: sqlite3.Connection, event_id: int, now: datetime, g: StateGroups) -> PaymentApplied:
     ev = db.execute(
         "SELECT order_ref, amount, currency, fee, applied_at, outcome, order_id, detail, provider,"
         " provider_txn_id FROM payment_events WHERE id = ?", (event_id,),
@@ -201,11 +168,11 @@ def apply_payment(db: sqlite3.Connection, event_id: int, now: datetime) -> Payme
     ref, amount, currency, fee, applied_at, outcome, done_order, detail, provider, txn = ev
     if applied_at is not None:
         return PaymentApplied(event_id, PaymentOutcome.ALREADY_APPLIED, done_order, outcome or detail)
-    return _apply(db, event_id, ref, amount, currency, fee, provider, txn, ts(now))
+    return _apply(db, event_id, ref, amount, currency, fee, provider, txn, ts(now), g)
 
 
 def _apply(db: sqlite3.Connection, event_id: int, ref: str, amount: int, currency: str, fee: int, provider: str,
-           txn: str, at: str) -> PaymentApplied:
+           txn: str, at: str, g: StateGroups) -> PaymentApplied:
     """Mark paid, allocate, write items, ledger, events and the outbox row: the one transaction of invariant 2."""
     order = db.execute(
         "SELECT id, state, pool_id, quantity * units, amount, currency, sku_id, channel, chat_id"
@@ -214,11 +181,11 @@ def _apply(db: sqlite3.Connection, event_id: int, ref: str, amount: int, currenc
     if order is None:
         return _finish_event(db, event_id, PaymentOutcome.UNKNOWN_ORDER, None, "no such order", at)
     oid, state, pool_id, need, o_amount, o_currency, sku_id, channel, chat_id = order
-    if state not in PAYABLE_STATES:
+    if state not in g.payable:
         return _finish_event(db, event_id, PaymentOutcome.REVIEW, oid, f"payment for order in {state}", at)
     if (amount, currency) != (o_amount, o_currency):
         # a held reservation keeps its stock while the merchant reviews; refund() hands it back
-        set_state(db, oid, state, OrderState.REVIEW.value, "payment amount or currency mismatch", at)
+        set_state(db, oid, state, OrderState.REVIEW.value, events.payment_mismatch(), at)
         return _finish_event(db, event_id, PaymentOutcome.REVIEW, oid, "amount or currency mismatch", at)
     taken: list[tuple[int, int, int, str]] = []
     if state != OrderState.EXPIRED or db.execute(
@@ -228,8 +195,9 @@ def _apply(db: sqlite3.Connection, event_id: int, ref: str, amount: int, currenc
     ledger = [(oid, sku_id, channel, "sale", currency, amount, at)]
     if fee:
         ledger.append((oid, sku_id, channel, "fee", currency, -fee, at))
+    paid = events.payment_received(provider=provider, txn=txn)
     if len(taken) < need:
-        set_state(db, oid, state, OrderState.PAID.value, f"payment {provider}:{txn}", at)
+        set_state(db, oid, state, OrderState.PAID.value, paid, at)
         _ledger_many(db, ledger)
         payload = json.dumps({"provider": provider, "txn": txn, "amount": amount})
         return _fail_unstocked(db, event_id, oid, taken, channel, chat_id, payload, at)
@@ -244,11 +212,8 @@ def _apply(db: sqlite3.Connection, event_id: int, ref: str, amount: int, currenc
     ledger += [(oid, sku_id, channel, "cost", ccy, -total, at) for ccy, total in costs.items() if total]
     _ledger_many(db, ledger)
     db.execute("UPDATE orders SET state = ?, updated_at = ? WHERE id = ?", (OrderState.DELIVERING.value, at, oid))
-    db.executemany(
-        "INSERT INTO order_events (order_id, from_state, to_state, cause, at) VALUES (?,?,?,?,?)",
-        [(oid, state, OrderState.PAID.value, f"payment {provider}:{txn}", at),
-         (oid, OrderState.PAID.value, OrderState.DELIVERING.value, "codes allocated", at)],
-    )
+    db.executemany(EVENT_INSERT, [event_row(oid, state, OrderState.PAID.value, paid, at),
+                                  event_row(oid, OrderState.PAID.value, OrderState.DELIVERING.value, ALLOCATED, at)])
     _outbox(db, oid, "deliver", channel, chat_id, "", at)
     return _finish_event(db, event_id, PaymentOutcome.ALLOCATED, oid, "", at)
 
@@ -258,7 +223,7 @@ def _fail_unstocked(db: sqlite3.Connection, event_id: int, oid: int, taken: list
     """Paid but the pool cannot serve it: put back what was taken, fail, queue the refund."""
     for code_id, _, _, _ in taken:
         db.execute("UPDATE codes SET uses_left = uses_left + 1 WHERE id = ?", (code_id,))
-    set_state(db, oid, OrderState.PAID.value, OrderState.FAILED.value, "out of stock after payment", at)
+    set_state(db, oid, OrderState.PAID.value, OrderState.FAILED.value, events.out_of_stock(), at)
     _outbox(db, oid, "refund", channel, chat_id, payload, at)
     return _finish_event(db, event_id, PaymentOutcome.FAILED, oid, "out of stock", at)
 
@@ -332,16 +297,21 @@ def complete_outbox(db: sqlite3.Connection, outbox_id: int, now: datetime) -> No
     if row[1] == "deliver":
         state = db.execute("SELECT state FROM orders WHERE id = ?", (row[0],)).fetchone()[0]
         if state == OrderState.DELIVERING:
-            set_state(db, row[0], state, OrderState.DELIVERED.value, f"outbox {outbox_id} sent", at)
+            set_state(db, row[0], state, OrderState.DELIVERED.value, events.delivered(outbox_id=outbox_id), at)
 
 
-def refund(db: sqlite3.Connection, oid: int, cause: str, now: datetime) -> bool:
+def held_from(db: sqlite3.Connection, oid: int) -> str | None:
+    """The state a review order was held from: the source of its latest move (not note) into review."""
+    row = db.execute("SELECT from_state FROM order_events WHERE order_id = ? AND to_state = 'review'"
+                     " AND from_state <> to_state ORDER BY id DESC LIMIT 1", (oid,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def refund(db: sqlite3.Connection, oid: int, ev: NewOrderEvent, now: datetime, g: StateGroups) -> bool:
     at = ts(now)
     row = db.execute("SELECT state, sku_id, channel, amount, currency, pool_id FROM orders WHERE id = ?",
                      (oid,)).fetchone()
-    refundable = (OrderState.PAID, OrderState.DELIVERING, OrderState.DELIVERED, OrderState.FAILED,
-                  OrderState.REVIEW)
-    if row is None or row[0] not in refundable:
+    if row is None or row[0] not in g.refundable:
         return False
     state, sku_id, channel, amount, currency, pool_id = row
     paid = db.execute("SELECT COUNT(*) FROM ledger WHERE order_id = ? AND kind = 'sale'", (oid,)).fetchone()[0]
@@ -361,26 +331,28 @@ def refund(db: sqlite3.Connection, oid: int, cause: str, now: datetime) -> bool:
         db.execute("UPDATE outbox SET status = 'cancelled' WHERE order_id = ? AND status = 'pending'"
                    " AND kind IN ('deliver', 'resend')", (oid,))
     if state == OrderState.REVIEW:
-        before = db.execute(
-            "SELECT from_state FROM order_events WHERE order_id = ? AND to_state = 'review' ORDER BY id DESC",
-            (oid,),
-        ).fetchone()
         held = db.execute("SELECT COUNT(*) FROM order_items WHERE order_id = ?", (oid,)).fetchone()[0]
-        if before and before[0] in HOLDING_STATES and not held:
+        if held_from(db, oid) in g.holding and not held:
             db.execute("UPDATE pools SET available = available + (SELECT quantity * units FROM orders"
                        " WHERE id = ?) WHERE id = ?", (oid, pool_id))
-    set_state(db, oid, state, OrderState.REFUNDED.value, cause, at)
+    set_state(db, oid, state, OrderState.REFUNDED.value, ev, at)
     return True
 
 
-def record_dispute(db: sqlite3.Connection, oid: int, cause: str, now: datetime) -> bool:
-    """A dispute (chargeback) as an event in the order's current state (cause `dispute:<source>`); once per
-    order."""
+def add_note(db: sqlite3.Connection, oid: int, ev: NewOrderEvent, now: datetime) -> None:
+    """A note (storage/events.py NOTE_TYPES) in the order's current state."""
+    if not ev.is_note:
+        raise ValueError(f"{ev.type} changes the order's state: use transition")
     row = db.execute("SELECT state FROM orders WHERE id = ?", (oid,)).fetchone()
     if row is None:
         raise UnknownRecord(f"order {oid}")
-    if db.execute("SELECT 1 FROM order_events WHERE order_id = ? AND cause LIKE 'dispute:%' LIMIT 1",
-                  (oid,)).fetchone() is not None:
-        return False
-    event(db, oid, row[0], row[0], cause, ts(now))
+    event(db, oid, row[0], row[0], ev, ts(now))
+
+
+def record_dispute(db: sqlite3.Connection, oid: int, ev: NewOrderEvent, now: datetime) -> bool:
+    """A dispute (chargeback) as a note in the order's current state; once per order."""
+    if db.execute("SELECT 1 FROM order_events WHERE order_id = ? AND type = ? LIMIT 1",
+                  (oid, EventType.DISPUTE.value)).fetchone() is not None:
+        return False  # an order with events exists: nothing unknown here
+    add_note(db, oid, ev, now)
     return True

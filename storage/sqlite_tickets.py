@@ -19,8 +19,8 @@ from storage.records import (
     CodeReplaced,
     NewTicket,
     OnceKey,
-    OrderState,
     ReportReplaced,
+    StateGroups,
     Ticket,
 )
 from storage.sqlite_orders import _claim_uses, _outbox, enqueue
@@ -56,12 +56,13 @@ def _answer(db: sqlite3.Connection, ticket_id: int, text: str, now: datetime) ->
     return _ticket(row) if row else None
 
 
-def _replace(db: sqlite3.Connection, order_id: int, code_id: int, now: datetime) -> CodeReplaced | None:
+def _replace(db: sqlite3.Connection, order_id: int, code_id: int, now: datetime,
+             g: StateGroups) -> CodeReplaced | None:
     """One transaction (the caller's savepoint): quarantine the code, release its item without returning the
     use to stock, claim a new use from the same pool, book its cost and queue a resend."""
     at = ts(now)
     o = db.execute("SELECT state, pool_id, sku_id, channel, chat_id FROM orders WHERE id = ?", (order_id,)).fetchone()
-    if o is None or o[0] not in (OrderState.DELIVERING, OrderState.DELIVERED):
+    if o is None or o[0] not in g.with_codes:
         return None
     state, pool_id, sku_id, channel, chat_id = o
     item = db.execute("SELECT item_no FROM order_items WHERE order_id = ? AND code_id = ? AND released = 0"
@@ -111,7 +112,7 @@ def _claimed(db: sqlite3.Connection, claim: OnceKey, now: datetime) -> bool:
 
 
 def _report_bad_code(db: sqlite3.Connection, t: NewTicket, auto: AutoReplaceRequest | None,
-                     now: datetime) -> BadCodeReported:
+                     now: datetime, g: StateGroups) -> BadCodeReported:
     """The report's ticket; with `auto`, first the replacement (claim checked, code replaced, claim spent,
     ticket answered and closed). A replacement that fails changes nothing and spends no claim."""
     if auto is None or t.order_id is None or t.code_id is None:
@@ -120,7 +121,7 @@ def _report_bad_code(db: sqlite3.Connection, t: NewTicket, auto: AutoReplaceRequ
         return BadCodeReported(_open(db, t, now), None, "already_used")
     db.execute("SAVEPOINT replace_code")
     try:
-        done = _replace(db, t.order_id, t.code_id, now)
+        done = _replace(db, t.order_id, t.code_id, now, g)
     except InsufficientStock:
         db.execute("ROLLBACK TO replace_code")
         done, outcome = None, "no_stock"
@@ -138,7 +139,7 @@ def _report_bad_code(db: sqlite3.Connection, t: NewTicket, auto: AutoReplaceRequ
 
 
 def _replace_reported(db: sqlite3.Connection, order_id: int, item_no: int | None, scan: int,
-                      now: datetime) -> ReportReplaced:
+                      now: datetime, g: StateGroups) -> ReportReplaced:
     """A merchant's /replace: the code of `item_no`, else of the oldest live bad-code report (among the order's
     first `scan` live tickets), else the only item's; replaced, and the reports about it closed."""
     reports = db.execute(
@@ -155,7 +156,7 @@ def _replace_reported(db: sqlite3.Connection, order_id: int, item_no: int | None
         code_ids = [int(items[0][1])] if len(items) == 1 else []
     if not code_ids:
         return ReportReplaced(None, False, item_nos)
-    done = _replace(db, order_id, code_ids[0], now)  # InsufficientStock: the caller's savepoint undoes all
+    done = _replace(db, order_id, code_ids[0], now, g)  # InsufficientStock: the caller's savepoint undoes all
     if done is None:
         return ReportReplaced(None, True, item_nos)
     closed = tuple(int(r[0]) for r in reports if r[1] == done.old_code_id and _close(db, int(r[0]), now))
@@ -187,6 +188,7 @@ class Tickets:
     _tx: Callable[..., Any]
     _one: Callable[..., Any]
     _all: Callable[..., Any]
+    _states: StateGroups
 
     async def open_ticket(self, ticket: NewTicket, now: datetime) -> Ticket:
         if ticket.kind not in TICKET_KINDS:
@@ -221,17 +223,17 @@ class Tickets:
         return result
 
     async def replace_code(self, order_id: int, code_id: int, now: datetime) -> CodeReplaced | None:
-        result: CodeReplaced | None = await self._tx(_replace, order_id, code_id, now)
+        result: CodeReplaced | None = await self._tx(_replace, order_id, code_id, now, self._states)
         return result
 
     async def report_bad_code(self, ticket: NewTicket, auto: AutoReplaceRequest | None,
                               now: datetime) -> BadCodeReported:
-        result: BadCodeReported = await self._tx(_report_bad_code, ticket, auto, now)
+        result: BadCodeReported = await self._tx(_report_bad_code, ticket, auto, now, self._states)
         return result
 
     async def replace_reported_code(self, order_id: int, item_no: int | None, scan: int,
                                     now: datetime) -> ReportReplaced:
-        result: ReportReplaced = await self._tx(_replace_reported, order_id, item_no, scan, now)
+        result: ReportReplaced = await self._tx(_replace_reported, order_id, item_no, scan, now, self._states)
         return result
 
     async def resend_once(self, order_id: int, claim: OnceKey, now: datetime) -> int | None:

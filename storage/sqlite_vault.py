@@ -1,5 +1,5 @@
-"""SQLite transaction bodies for the code vault: batch inserts that tell duplicates within a file from those
-already stored, using the unique HMAC index instead of an in-memory set."""
+"""SQLite code vault (a mixin of SqliteStore): batch inserts that tell duplicates within a file from those already
+stored, using the unique HMAC index instead of an in-memory set; key checks and re-keying."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from storage.records import InsertResult, NewCode
+from storage.records import BatchStats, EncryptedCode, InsertResult, NewCode
+from storage.sqlite_base import SqliteBase
 from storage.sqltime import ts
 
 
@@ -57,3 +58,49 @@ def _classify_duplicates(db: sqlite3.Connection, batch_id: int, max_before: int,
             added += c.uses
         seen.add(c.digest)
     return added, dup_vault, dup_batch
+
+
+class VaultCodes(SqliteBase):
+    """Vault verbs of SqliteStore (mixed in)."""
+
+    async def vault_key_checks(self) -> dict[str, bytes]:
+        return {r[0]: bytes(r[1]) for r in await self._all("SELECT key_id, key_check FROM vault_keys")}
+
+    async def register_vault_key(self, key_id: str, check: bytes) -> None:
+        now = ts(datetime.now(UTC))
+        await self._tx(lambda db: db.execute(
+            "INSERT INTO vault_keys VALUES (?,?,?) ON CONFLICT (key_id) DO NOTHING", (key_id, check, now)))
+
+    async def count_codes(self) -> int:
+        return int((await self._scan("SELECT COUNT(*) FROM codes"))[0][0])
+
+    async def create_batch(self, pool_id: int, supplier: str, unit_cost: int, currency: str, source: str) -> int:
+        now = ts(datetime.now(UTC))
+        return await self._tx(lambda db: int(db.execute(
+            "INSERT INTO code_batches (pool_id, supplier, unit_cost, currency, source, created_at)"
+            " VALUES (?,?,?,?,?,?)", (pool_id, supplier, unit_cost, currency, source, now)).lastrowid or 0))
+
+    async def insert_codes(self, batch_id: int, pool_id: int, codes: Sequence[NewCode]) -> InsertResult:
+        return await self._tx(insert_codes, batch_id, pool_id, codes)
+
+    async def finish_batch(self, batch_id: int, stats: BatchStats) -> None:
+        await self._tx(lambda db: db.execute(
+            "UPDATE code_batches SET imported = ?, duplicate_in_vault = ?, duplicate_in_batch = ?,"
+            " invalid = ? WHERE id = ?", (stats.imported, stats.duplicate_in_vault,
+                                          stats.duplicate_in_batch, len(stats.invalid), batch_id)))
+
+    async def codes_not_under_key(self, key_id: str, after_id: int, limit: int) -> list[EncryptedCode]:
+        rows = await self._scan(
+            "SELECT id, digest, key_id, nonce, ciphertext FROM codes WHERE key_id != ? AND id > ?"
+            " ORDER BY id LIMIT ?", (key_id, after_id, limit))
+        return [EncryptedCode(r[0], bytes(r[1]), r[2], bytes(r[3]), bytes(r[4])) for r in rows]
+
+    async def rekey_code(self, code_id: int, old_key_id: str, new: EncryptedCode) -> bool:
+        return await self._tx(lambda db: db.execute(
+            "UPDATE codes SET key_id = ?, nonce = ?, ciphertext = ? WHERE id = ? AND key_id = ?",
+            (new.key_id, new.nonce, new.ciphertext, code_id, old_key_id)).rowcount == 1)
+
+    async def code_by_id(self, code_id: int) -> EncryptedCode | None:
+        r = await self._one("SELECT id, digest, key_id, nonce, ciphertext FROM codes WHERE id = ?", (code_id,))
+        return EncryptedCode(r[0], bytes(r[1]), r[2], bytes(r[3]), bytes(r[4])) if r else None
+

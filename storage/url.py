@@ -1,4 +1,5 @@
-"""Parse database URLs as SQLAlchemy writes them and open the matching Store."""
+"""Parse a database URL as SQLAlchemy writes it (`sqlite:///…`, `postgresql://…`) into the backend and where its
+data lives; opening the matching store is the composition root's job (bot/composition.py open_store)."""
 
 from __future__ import annotations
 

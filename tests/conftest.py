@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from fulfillment.orders import STATE_GROUPS
+
 PG_DSN = os.environ.get("KAMIBOT_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("KAMIBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE_SERVICES = os.environ.get("KAMIBOT_REQUIRE_SERVICES") == "1"
@@ -54,7 +56,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "sqlite":
         from storage.sqlite import SqliteStore
 
-        s = await SqliteStore(tmp_path / "shop.db").open()
+        s = await SqliteStore(tmp_path / "shop.db", states=STATE_GROUPS).open()
         await s.migrate()
         yield s
         await s.close()
@@ -62,7 +64,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     from storage.postgres import PostgresStore
 
     schema = await pg_schema_or_skip()
-    pg = await PostgresStore(PG_DSN, schema=schema).open()
+    pg = await PostgresStore(PG_DSN, schema=schema, states=STATE_GROUPS).open()
     await pg.migrate()
     yield pg
     await pg.close()

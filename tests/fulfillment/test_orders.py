@@ -8,7 +8,18 @@ import pytest
 
 from fulfillment.catalog import parse_amount
 from fulfillment.errors import BadPrice, BadQuantity, LimitReached, NoPrice, NotAllowed, OutOfStock, UnknownSku
-from fulfillment.orders import TRANSITIONS, CheckoutRequest, can_move, parse_quantity
+from fulfillment.orders import (
+    HOLDING,
+    PAYABLE,
+    REFUNDABLE,
+    TRANSITIONS,
+    CheckoutRequest,
+    can_move,
+    can_record,
+    parse_quantity,
+    sources_of,
+)
+from storage.events import EventType
 from storage.records import OrderState
 from tests.storage.seed import make_shop
 
@@ -126,3 +137,18 @@ def test_state_table_has_no_exit_from_final_states_and_reaches_delivered():
     path = ["created", "reserved", "awaiting_payment", "paid", "delivering", "delivered"]
     assert all(can_move(OrderState(a), OrderState(b)) for a, b in zip(path, path[1:], strict=False))
     assert not can_move(OrderState.DELIVERED, OrderState.PAID)
+
+
+def test_state_groups_follow_the_table():
+    assert frozenset(sources_of(OrderState.PAID)) == PAYABLE
+    assert frozenset(sources_of(OrderState.REFUNDED)) == REFUNDABLE
+    assert OrderState.FAILED in REFUNDABLE  # paid, then no stock: the money goes back
+    assert HOLDING < PAYABLE
+    assert all(s not in TRANSITIONS[s] for s in OrderState)  # no self-transitions: notes are not moves
+
+
+def test_a_note_stays_in_its_state_and_a_move_follows_the_table():
+    assert can_record(OrderState.DELIVERED, OrderState.DELIVERED, EventType.DISPUTE)
+    assert not can_record(OrderState.DELIVERED, OrderState.DELIVERED, EventType.DELIVERED)
+    assert not can_record(OrderState.DELIVERED, OrderState.REFUNDED, EventType.NOTE)
+    assert can_record(OrderState.DELIVERED, OrderState.REFUNDED, EventType.REFUNDED)

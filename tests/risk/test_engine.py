@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fulfillment.orders import STATE_GROUPS
 from risk.engine import RiskEngine, Signals
 from risk.rules import RulesError, default_rules_text, parse_rules
 from storage.sqlite import SqliteStore
@@ -26,7 +27,7 @@ class Clock:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = await SqliteStore(tmp_path / "risk.db").open()
+    s = await SqliteStore(tmp_path / "risk.db", states=STATE_GROUPS).open()
     await s.migrate()
     yield s
     await s.close()

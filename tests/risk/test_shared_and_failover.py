@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fulfillment.orders import STATE_GROUPS
 from risk.engine import RiskEngine, Signals
 from risk.failover import FailoverLimiter
 from risk.limiters import Count, LimiterUnavailable, MemoryLimiter
@@ -91,7 +92,7 @@ async def test_fail_open_keeps_counting_in_process_and_logs_the_outage_once(prox
     prefix = f"kbt:{secrets.token_hex(4)}:"
     limiter = FailoverLimiter(RedisLimiter(f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix, timeout_s=0.5),
                               MemoryLimiter(), timeout_s=0.5)
-    store = await SqliteStore(tmp_path / "r.db").open()
+    store = await SqliteStore(tmp_path / "r.db", states=STATE_GROUPS).open()
     await store.migrate()
     engine = RiskEngine(store, limiter)
     assert (await engine.evaluate("reserve", _order("a"))).allowed
@@ -112,7 +113,7 @@ async def test_fail_open_keeps_counting_in_process_and_logs_the_outage_once(prox
 
 async def test_fail_closed_refuses_with_a_reason_when_redis_is_down(proxy, tmp_path):
     limiter = FailoverLimiter(RedisLimiter(f"redis://127.0.0.1:{proxy.port}/0", timeout_s=0.5), None, 0.5)
-    store = await SqliteStore(tmp_path / "r.db").open()
+    store = await SqliteStore(tmp_path / "r.db", states=STATE_GROUPS).open()
     await store.migrate()
     engine = RiskEngine(store, limiter)
     await proxy.cut()

@@ -1,0 +1,143 @@
+"""The PostgreSQL backend's pool, migrations and call helpers (asyncpg), which every per-concern mixin of
+PostgresStore runs its verbs through: a pool, numbered migrations under an advisory lock, and every compound verb
+as one PL/pgSQL function call, i.e. one round trip (kb_reserve, kb_transition, kb_expire, kb_record_payment,
+kb_receive, kb_apply_payment, kb_claim_outbox, kb_complete_outbox, kb_enqueue_outbox, kb_refund in
+migrations/postgres). Behaviour matches storage/sqlite_orders.py; the functions mirror its bodies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Self, TypeVar
+
+import asyncpg
+
+from storage.errors import InsufficientStock, PurchaseLimitReached, SchemaTooNew, UnknownRecord
+from storage.migrations import migrations
+from storage.records import (
+    EncryptedCode,
+    Order,
+    OrderState,
+    PaymentApplied,
+    PaymentOutcome,
+    StateGroups,
+)
+
+T = TypeVar("T")
+_MIGRATION_LOCK = 0x6B616D69  # "kami"; the second key is the schema, so test schemas do not queue
+ORDER_COLS = ("id, ref, channel, user_id, chat_id, sku_id, pool_id, quantity, units, amount, currency, state,"
+              " created_at, expires_at, language")
+_RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+_STORE_ERRORS = {"KB001": UnknownRecord, "KB002": PurchaseLimitReached, "KB003": InsufficientStock}
+
+
+def order_from(r: asyncpg.Record) -> Order:
+    return Order(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], OrderState(r[11]), r[12], r[13],
+                 r[14])
+
+
+def code_from(r: asyncpg.Record, offset: int = 0) -> EncryptedCode:
+    return EncryptedCode(r[offset], bytes(r[offset + 1]), r[offset + 2], bytes(r[offset + 3]), bytes(r[offset + 4]))
+
+
+def applied_from(r: asyncpg.Record) -> PaymentApplied:
+    return PaymentApplied(r[0], PaymentOutcome(r[1]), r[2], r[3] or "")
+
+
+def aware(dt: datetime) -> datetime:
+    """asyncpg would read a naive datetime as local time; refuse it as SQLite's sqltime.ts does."""
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime: every time in kamibot is UTC-aware")
+    return dt
+
+
+def _store_error(exc: asyncpg.PostgresError) -> Exception | None:
+    """RAISE … USING ERRCODE = 'KB00n' in the functions maps to storage.errors."""
+    error = _STORE_ERRORS.get(getattr(exc, "sqlstate", "") or "")
+    return error(str(getattr(exc, "message", "") or exc)) if error is not None else None
+
+
+async def _retrying(op: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
+    """A deadlock (two buyers waiting for each other's multi-use code) aborts one side's whole function call,
+    which is one transaction: run it again."""
+    for attempt in range(attempts):
+        try:
+            return await op()
+        except _RETRYABLE:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+class PostgresBase:
+    def __init__(self, dsn: str, schema: str | None = None, min_size: int = 2, max_size: int = 20, *,
+                 states: StateGroups) -> None:
+        self.dsn = dsn
+        self._states = states
+        # the groups as PL/pgSQL text[] arguments
+        self._holding = states.values(states.holding)
+        self._payable = states.values(states.payable)
+        self._refundable = states.values(states.refundable)
+        self._closed = states.values(states.closed)
+        self.schema = schema
+        self.min_size = min_size
+        self.max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> Self:
+        settings = {"search_path": self.schema} if self.schema else {}
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=self.min_size, max_size=self.max_size,
+                                               server_settings=settings)
+        return self
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        return self._pool
+
+    async def _call(self, sql: str, *args: Any) -> asyncpg.Record:
+        """One function call = one statement = one transaction = one round trip; its one result row."""
+        rows = await self._fetch(sql, *args)
+        return rows[0]
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async def once() -> list[asyncpg.Record]:
+            try:
+                rows: list[asyncpg.Record] = await self.pool.fetch(sql, *args)
+            except asyncpg.PostgresError as exc:
+                error = _store_error(exc)
+                if error is not None:
+                    raise error from None
+                raise
+            return rows
+
+        return await _retrying(once)
+
+    # -- lifecycle ---------------------------------------------------------
+    async def migrate(self, target: int | None = None) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # several processes starting at once: one migrates, the others wait and find it done
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))", _MIGRATION_LOCK)
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                               " name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            known = migrations("postgres")
+            if known and current > known[-1][0]:
+                raise SchemaTooNew(f"database schema {current} is newer than this kamibot ({known[-1][0]})")
+            for version, name, sql in known:
+                if current < version <= (target or version):
+                    await conn.execute(sql)
+                    await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name)
+                    current = version
+        return int(current)
+
+    async def schema_version(self) -> int:
+        return int(await self.pool.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None

@@ -1,0 +1,189 @@
+"""PostgreSQL orders, payments, delivery outbox, refunds and the ledger (a mixin of PostgresStore): each compound
+verb one PL/pgSQL function call (migrations/postgres)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from storage.errors import UnknownRecord
+from storage.events import NewOrderEvent, OrderEvent
+from storage.events import read as read_event
+from storage.postgres_base import ORDER_COLS, PostgresBase, applied_from, aware, code_from, order_from
+from storage.records import (
+    LedgerLine,
+    NewOrder,
+    Order,
+    OrderItem,
+    OrderState,
+    OutboxRow,
+    PaymentApplied,
+    PaymentEventIn,
+)
+from storage.sqlite_orders import new_ref
+
+#: the state a review order was held from: the source of its latest move (not note) into review
+HELD_FROM = ("SELECT from_state FROM order_events WHERE order_id = $1 AND to_state = 'review'"
+             " AND from_state <> to_state ORDER BY id DESC LIMIT 1")
+
+
+async def write_note(pool: asyncpg.Pool, order_id: int, note: NewOrderEvent, at: datetime, once: bool) -> bool:
+    """A note in the order's current state (the order row locked first); with `once`, not when one of its type is
+    there already."""
+    async with pool.acquire() as conn, conn.transaction():
+        state = await conn.fetchval("SELECT state FROM orders WHERE id = $1 FOR UPDATE", order_id)
+        if state is None:
+            raise UnknownRecord(f"order {order_id}")
+        if once and await conn.fetchval("SELECT 1 FROM order_events WHERE order_id = $1 AND type = $2 LIMIT 1",
+                                        order_id, note.type.value) is not None:
+            return False
+        await conn.execute("INSERT INTO order_events (order_id, from_state, to_state, type, params, at)"
+                           " VALUES ($1, $2, $2, $3, $4::jsonb, $5)", order_id, state, note.type.value,
+                           note.params_json, at)
+        return True
+
+
+class PgSales(PostgresBase):
+    """Order, payment, outbox, refund and ledger verbs of PostgresStore (mixed in)."""
+
+    async def reserve(self, order: NewOrder, now: datetime) -> Order:
+        ref = new_ref()
+        r = await self._call(f"SELECT {ORDER_COLS} FROM kb_reserve($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)", ref,
+                             order.channel, order.user_id, order.chat_id, order.sku_id, order.quantity, order.amount,
+                             order.currency, aware(order.expires_at), order.language, aware(now), self._closed)
+        return order_from(r)
+
+    async def transition(self, order_id: int, allowed_from: Sequence[OrderState], to: OrderState,
+                         event: NewOrderEvent, now: datetime) -> bool:
+        if event.is_note:
+            raise ValueError(f"{event.type} is a note: use add_order_note")
+        r = await self._call("SELECT kb_transition($1, $2, $3, $4, $5::jsonb, $6, $7)", order_id,
+                             [OrderState(s).value for s in allowed_from], OrderState(to).value, event.type.value,
+                             event.params_json, aware(now), self._holding)
+        return bool(r[0])
+
+    async def order_by_id(self, order_id: int) -> Order | None:
+        r = await self.pool.fetchrow(f"SELECT {ORDER_COLS} FROM orders WHERE id = $1", order_id)
+        return order_from(r) if r else None
+
+    async def order_by_ref(self, ref: str) -> Order | None:
+        r = await self.pool.fetchrow(f"SELECT {ORDER_COLS} FROM orders WHERE ref = $1", ref)
+        return order_from(r) if r else None
+
+    async def orders_for_user(self, channel: str, user_id: str, limit: int, offset: int) -> list[Order]:
+        rows = await self.pool.fetch(f"SELECT {ORDER_COLS} FROM orders WHERE channel = $1 AND user_id = $2"
+                                     " ORDER BY id DESC LIMIT $3 OFFSET $4", channel, user_id, limit, offset)
+        return [order_from(r) for r in rows]
+
+    async def orders_in_state(self, state: OrderState, limit: int) -> list[Order]:
+        rows = await self.pool.fetch(f"SELECT {ORDER_COLS} FROM orders WHERE state = $1 ORDER BY id LIMIT $2",
+                                     state.value, limit)
+        return [order_from(r) for r in rows]
+
+    async def order_events(self, order_id: int) -> list[OrderEvent]:
+        rows = await self.pool.fetch("SELECT order_id, from_state, to_state, type, params::text, at FROM order_events"
+                                     " WHERE order_id = $1 ORDER BY id", order_id)
+        return [read_event(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def order_items(self, order_id: int) -> list[OrderItem]:
+        rows = await self.pool.fetch(
+            "SELECT i.item_no, c.id, c.digest, c.key_id, c.nonce, c.ciphertext, i.use_no FROM order_items i"
+            " JOIN codes c ON c.id = i.code_id WHERE i.order_id = $1 AND NOT i.released ORDER BY i.item_no", order_id)
+        return [OrderItem(r[0], code_from(r, 1), r[6]) for r in rows]
+
+    async def expire_reservations(self, now: datetime, limit: int) -> list[int]:
+        rows = await self._fetch("SELECT kb_expire($1, $2, $3)", aware(now), limit, self._holding)
+        return [int(r[0]) for r in rows]
+
+    # -- payments ----------------------------------------------------------
+    async def record_payment(self, event: PaymentEventIn, now: datetime) -> tuple[int, bool]:
+        r = await self._call("SELECT event_id, fresh FROM kb_record_payment($1,$2,$3,$4,$5,$6,$7,$8)",
+                             event.provider, event.provider_txn_id, event.order_ref, event.amount, event.currency,
+                             event.fee, event.payer, aware(event.received_at or now))
+        return int(r[0]), bool(r[1])
+
+    async def receive_payment(self, event: PaymentEventIn, now: datetime) -> PaymentApplied:
+        r = await self._call(
+            "SELECT event_id, outcome, order_id, detail FROM kb_receive($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+            event.provider, event.provider_txn_id, event.order_ref, event.amount, event.currency, event.fee,
+            event.payer, aware(event.received_at or now), aware(now), self._payable)
+        return applied_from(r)
+
+    async def apply_payment(self, event_id: int, now: datetime) -> PaymentApplied:
+        r = await self._call("SELECT event_id, outcome, order_id, detail FROM kb_apply_payment($1, $2, $3)", event_id,
+                             aware(now), self._payable)
+        return applied_from(r)
+
+    async def unapplied_payments(self, limit: int) -> list[int]:
+        rows = await self.pool.fetch("SELECT id FROM payment_events WHERE applied_at IS NULL ORDER BY id LIMIT $1",
+                                     limit)
+        return [r[0] for r in rows]
+
+    async def order_payment(self, order_id: int) -> tuple[str, str, int] | None:
+        r = await self.pool.fetchrow("SELECT provider, provider_txn_id, amount FROM payment_events WHERE order_id = $1"
+                                     " AND outcome IN ('allocated', 'failed', 'review') ORDER BY id LIMIT 1", order_id)
+        return (r[0], r[1], int(r[2])) if r else None
+
+    # -- delivery outbox ---------------------------------------------------
+    async def claim_outbox(self, now: datetime, lease_until: datetime, limit: int) -> list[OutboxRow]:
+        rows = await self._fetch("SELECT * FROM kb_claim_outbox($1, $2, $3)", aware(now), aware(lease_until), limit)
+        return [OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+
+    async def complete_outbox(self, outbox_id: int, now: datetime) -> None:
+        await self._call("SELECT kb_complete_outbox($1, $2)", outbox_id, aware(now))
+
+    async def retry_outbox(self, outbox_id: int, next_at: datetime, error: str) -> None:
+        await self.pool.execute("UPDATE outbox SET locked_until = NULL, next_attempt_at = $1, last_error = $2"
+                                " WHERE id = $3", aware(next_at), error[:200], outbox_id)
+
+    async def fail_outbox(self, outbox_id: int, now: datetime, error: str) -> None:
+        await self.pool.execute("UPDATE outbox SET status = 'failed', locked_until = NULL, done_at = $1,"
+                                " last_error = $2 WHERE id = $3", aware(now), error[:200], outbox_id)
+
+    async def enqueue_outbox(self, order_id: int, kind: str, payload: str, now: datetime) -> int:
+        r = await self._call("SELECT kb_enqueue_outbox($1, $2, $3, $4)", order_id, kind, payload, aware(now))
+        return int(r[0])
+
+    async def pending_outbox(self) -> int:
+        return int(await self.pool.fetchval("SELECT COUNT(*) FROM outbox WHERE status = 'pending'"))
+
+    # -- refunds and ledger ------------------------------------------------
+    async def refund(self, order_id: int, event: NewOrderEvent, now: datetime) -> bool:
+        r = await self._call("SELECT kb_refund($1, $2, $3::jsonb, $4, $5, $6)", order_id, event.type.value,
+                             event.params_json, aware(now), self._refundable, self._holding)
+        return bool(r[0])
+
+    async def ledger(self, since: datetime, until: datetime) -> list[LedgerLine]:
+        # byte order like SQLite's, whatever the database collation
+        rows = await self.pool.fetch(
+            "SELECT sku_id, channel, kind, currency, SUM(amount), COUNT(DISTINCT order_id) FROM ledger"
+            " WHERE at >= $1 AND at < $2 GROUP BY sku_id, channel, kind, currency"
+            ' ORDER BY sku_id, channel COLLATE "C", kind COLLATE "C", currency COLLATE "C"',
+            aware(since), aware(until))
+        return [LedgerLine(r[0], r[1], r[2], r[3], int(r[4]), r[5]) for r in rows]
+
+    async def reopen_review(self, order_id: int, event: NewOrderEvent, now: datetime) -> int | None:
+        """Approve a held order: back to the state it was held from, its held payment made applicable again."""
+        at = aware(now)
+        async with self.pool.acquire() as conn, conn.transaction():
+            state = await conn.fetchval("SELECT state FROM orders WHERE id = $1 FOR UPDATE", order_id)
+            ev = await conn.fetchval("SELECT id FROM payment_events WHERE order_id = $1 AND outcome = 'review'"
+                                     " ORDER BY id LIMIT 1", order_id)
+            before = await conn.fetchval(HELD_FROM, order_id)
+            if state != "review" or ev is None or before not in self._states.payable:
+                return None
+            await conn.execute("UPDATE orders SET state = $1, updated_at = $2 WHERE id = $3", before, at, order_id)
+            await conn.execute("INSERT INTO order_events (order_id, from_state, to_state, type, params, at)"
+                               " VALUES ($1, 'review', $2, $3, $4::jsonb, $5)", order_id, before, event.type.value,
+                               event.params_json, at)
+            await conn.execute("UPDATE payment_events SET applied_at = NULL, outcome = NULL, detail = $1"
+                               " WHERE id = $2", "approved after review", ev)
+            return int(ev)
+
+
+    async def add_order_note(self, order_id: int, event: NewOrderEvent, now: datetime) -> None:
+        if not event.is_note:
+            raise ValueError(f"{event.type} changes the order's state: use transition")
+        await write_note(self.pool, order_id, event, aware(now), once=False)

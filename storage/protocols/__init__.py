@@ -1,0 +1,1 @@
+"""The Store's per-concern protocols; storage/protocol.py composes them into `Store`."""

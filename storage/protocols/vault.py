@@ -1,0 +1,29 @@
+"""The code vault seam: encrypted codes, their batches and the vault's key checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from storage.records import (
+    BatchStats,
+    EncryptedCode,
+    InsertResult,
+    NewCode,
+)
+
+
+class VaultStore(Protocol):
+    """Encrypted codes in, re-keyed, looked up by id (never in clear)."""
+
+    async def vault_key_checks(self) -> dict[str, bytes]: ...
+    async def register_vault_key(self, key_id: str, check: bytes) -> None: ...
+    async def count_codes(self) -> int: ...
+    async def create_batch(
+        self, pool_id: int, supplier: str, unit_cost: int, currency: str, source: str
+    ) -> int: ...
+    async def insert_codes(self, batch_id: int, pool_id: int, codes: Sequence[NewCode]) -> InsertResult: ...
+    async def finish_batch(self, batch_id: int, stats: BatchStats) -> None: ...
+    async def codes_not_under_key(self, key_id: str, after_id: int, limit: int) -> list[EncryptedCode]: ...
+    async def rekey_code(self, code_id: int, old_key_id: str, new: EncryptedCode) -> bool: ...
+    async def code_by_id(self, code_id: int) -> EncryptedCode | None: ...
