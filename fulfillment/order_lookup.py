@@ -1,0 +1,62 @@
+"""Finding orders for the people who ask about them: a merchant's /order, a buyer's My orders, the review queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fulfillment.errors import UnknownOrder
+from fulfillment.payments import RISK_REVIEW_CAUSE
+from storage.protocol import Store
+from storage.records import Order, OrderEvent, OrderState, Sku
+
+
+@dataclass(frozen=True, slots=True)
+class OrderWithSku:
+    order: Order
+    sku: Sku | None  # None: the SKU was removed since
+
+
+class OrderLookup:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def find(self, ref: str) -> Order:
+        """An order by its reference or numeric id, as merchants type it; UnknownOrder otherwise."""
+        ref = ref.strip()
+        order = await self.store.order_by_ref(ref.upper())
+        if order is None and ref.isdigit():
+            order = await self.store.order_by_id(int(ref))
+        if order is None:
+            raise UnknownOrder(ref)
+        return order
+
+    async def by_ref(self, ref: str) -> Order | None:
+        return await self.store.order_by_ref(ref)
+
+    async def by_id(self, order_id: int) -> Order | None:
+        return await self.store.order_by_id(order_id)
+
+    async def buyers_order(self, ref: str, channel: str, user_id: str) -> Order | None:
+        """The order only for its buyer, in the channel it was bought in (codes are shown to no one else)."""
+        order = await self.store.order_by_ref(ref)
+        if order is None or order.user_id != user_id or order.channel != channel:
+            return None
+        return order
+
+    async def events(self, order_id: int) -> list[OrderEvent]:
+        return await self.store.order_events(order_id)
+
+    async def for_user(self, channel: str, user_id: str, limit: int, offset: int = 0) -> list[OrderWithSku]:
+        """A customer's orders, newest first, each with its SKU."""
+        orders = await self.store.orders_for_user(channel, user_id, limit, offset)
+        return [OrderWithSku(o, await self.store.sku_by_id(o.sku_id)) for o in orders]
+
+    async def held_for_review(self, limit: int) -> list[Order]:
+        """Orders held for the merchant's decision, oldest first."""
+        return await self.store.orders_in_state(OrderState.REVIEW, limit)
+
+    async def review_reasons(self, order_id: int) -> str:
+        """Why an order is held: the cause of its latest move to review (risk rule ids, or a payment mismatch)."""
+        events = await self.store.order_events(order_id)
+        cause = next((e.cause for e in reversed(events) if e.to_state == OrderState.REVIEW), "")
+        return cause.removeprefix(RISK_REVIEW_CAUSE)
