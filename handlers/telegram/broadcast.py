@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from fulfillment.delivery import PermanentFailure, RetryLater
 from handlers.telegram.channel import CHANNEL, TelegramSender
 from handlers.types import Reply
-from storage.protocol import Store
 
 log = logging.getLogger("kamibot.broadcast")
 Report = Callable[[int, int, bool], Awaitable[None]]  # (sent, unreachable, finished)
@@ -18,8 +18,15 @@ PAGE = 500
 PROGRESS_EVERY = 100
 
 
+class BroadcastList(Protocol):
+    """Who a broadcast reaches, and marking who blocked the bot: the shop's store satisfies it (passed by bot/)."""
+
+    async def reachable_users(self, channel: str, after: str, limit: int) -> list[tuple[str, str]]: ...
+    async def set_user_blocked(self, channel: str, user_id: str, blocked: bool) -> None: ...
+
+
 class TelegramBroadcaster:
-    def __init__(self, store: Store, sender: TelegramSender) -> None:
+    def __init__(self, store: BroadcastList, sender: TelegramSender) -> None:
         self.store = store
         self.sender = sender
 

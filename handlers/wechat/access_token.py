@@ -16,8 +16,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-
-from storage.protocol import Store
+from typing import Protocol
 
 log = logging.getLogger("kamibot.wechat")
 LEASE_FOR = timedelta(seconds=30)
@@ -27,6 +26,15 @@ class TokenUnavailable(Exception):
     """No token could be had in time (the refresher is slow or WeChat refuses): try again later."""
 
 
+class TokenStore(Protocol):
+    """Where the token is shared and who may refresh it: the shop's store satisfies it (passed in by bot/)."""
+
+    async def kv_get(self, key: str, now: datetime) -> str | None: ...
+    async def kv_put(self, key: str, value: str, expires_at: datetime | None) -> None: ...
+    async def try_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool: ...
+    async def release_lease(self, name: str, holder: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class _Cached:
     token: str
@@ -34,7 +42,7 @@ class _Cached:
 
 
 class SharedAccessToken:
-    def __init__(self, store: Store, app_id: str, fetch: Callable[[], Awaitable[tuple[str, int]]],
+    def __init__(self, store: TokenStore, app_id: str, fetch: Callable[[], Awaitable[tuple[str, int]]],
                  refresh_before: timedelta = timedelta(minutes=10), wait_s: float = 5.0, poll_s: float = 0.05,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store

@@ -14,8 +14,7 @@ from typing import Any
 
 import httpx
 
-from handlers.wechat.access_token import SharedAccessToken
-from storage.protocol import Store
+from handlers.wechat.access_token import SharedAccessToken, TokenStore
 
 TOKEN_INVALID = {40001, 40014, 42001}  # invalid credential, invalid token, token expired
 OUTSIDE_WINDOW, UNSUBSCRIBED, QUOTA_USED = 45015, 43004, 45047
@@ -55,7 +54,7 @@ class WeChatUnavailable(Exception):
 
 
 class WeChatApi:
-    def __init__(self, store: Store, http: httpx.AsyncClient, base_url: str, app_id: str, app_secret: str,
+    def __init__(self, store: TokenStore, http: httpx.AsyncClient, base_url: str, app_id: str, app_secret: str,
                  token_wait_s: float = 5.0) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")

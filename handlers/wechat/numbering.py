@@ -8,12 +8,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from storage.protocol import Store
+
+class SharedKv(Protocol):
+    """The part of the shop's store the button numbers live in (the composition root passes the store)."""
+
+    async def kv_get(self, key: str, now: datetime) -> str | None: ...
+    async def kv_put(self, key: str, value: str, expires_at: datetime | None) -> None: ...
 
 
 class ButtonMemory:
-    def __init__(self, store: Store, ttl: timedelta = timedelta(minutes=30),
+    def __init__(self, store: SharedKv, ttl: timedelta = timedelta(minutes=30),
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
         self.ttl = ttl

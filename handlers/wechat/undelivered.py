@@ -11,14 +11,21 @@ import json
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from storage.protocol import Store
+from handlers.wechat.numbering import SharedKv
 
 KEEP_FOR = timedelta(days=30)
 
 
+class SharedKvClaims(SharedKv, Protocol):
+    """Shared key-values plus once-only claims across processes (the composition root passes the store)."""
+
+    async def claim_once(self, scope: str, key: str, expires_at: datetime, now: datetime) -> bool: ...
+
+
 class Undelivered:
-    def __init__(self, store: Store, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, store: SharedKvClaims, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
         self.clock = clock
 
