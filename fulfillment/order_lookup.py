@@ -1,10 +1,10 @@
-"""Finding orders for the people who ask about them: a merchant's /order, a buyer's My orders, the review queue."""
+"""Finding orders for the people who ask about them: a merchant's /order and /orders, a buyer's My orders, the
+review queue. (An order by the reference a merchant types: fulfillment.aftersale.AfterSale.find.)"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fulfillment.errors import UnknownOrder
 from fulfillment.payments import RISK_REVIEW_CAUSE
 from storage.protocol import Store
 from storage.records import Order, OrderEvent, OrderState, Sku
@@ -19,16 +19,6 @@ class OrderWithSku:
 class OrderLookup:
     def __init__(self, store: Store) -> None:
         self.store = store
-
-    async def find(self, ref: str) -> Order:
-        """An order by its reference or numeric id, as merchants type it; UnknownOrder otherwise."""
-        ref = ref.strip()
-        order = await self.store.order_by_ref(ref.upper())
-        if order is None and ref.isdigit():
-            order = await self.store.order_by_id(int(ref))
-        if order is None:
-            raise UnknownOrder(ref)
-        return order
 
     async def by_ref(self, ref: str) -> Order | None:
         return await self.store.order_by_ref(ref)

@@ -141,7 +141,7 @@ class Merchant(MerchantCommands):
     async def order(self, lang: str, args: list[str]) -> list[Reply]:
         if not args:
             raise UnknownOrder("usage: /order REF")
-        order = await self.ctx.services.lookup.find(args[0])
+        order = await self.aftersale.find(args[0])
         lines = [self._t(lang, "merchant.order_head", ref=order.ref, id=order.id, user=order.user_id,
                          channel=order.channel, quantity=order.quantity,
                          total=self.ctx.tr.money(lang, order.amount, order.currency),

@@ -23,7 +23,8 @@ async def test_failed_task_is_logged_with_its_traceback_and_forgotten(caplog):
     assert tasks == set()
     [record] = caplog.records
     assert "event=background.failed task=restock error=RuntimeError" in record.getMessage()
-    assert record.exc_info is not None and "supplier down" in str(record.exc_info[1])
+    assert record.exc_info is not None
+    assert "supplier down" in str(record.exc_info[1])
 
 
 async def test_finished_and_cancelled_tasks_log_nothing(caplog):
