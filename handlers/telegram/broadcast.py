@@ -26,20 +26,20 @@ class BroadcastList(Protocol):
 
 
 class TelegramBroadcaster:
-    def __init__(self, store: BroadcastList, sender: TelegramSender) -> None:
-        self.store = store
+    def __init__(self, recipients: BroadcastList, sender: TelegramSender) -> None:
+        self.recipients = recipients
         self.sender = sender
 
     async def broadcast(self, text: str, report: Report) -> None:
         sent = unreachable = 0
         after = ""
-        while users := await self.store.reachable_users(CHANNEL, after, PAGE):
+        while users := await self.recipients.reachable_users(CHANNEL, after, PAGE):
             for user_id, chat_id in users:
                 if await self._send(chat_id, text):
                     sent += 1
                 else:
                     unreachable += 1
-                    await self.store.set_user_blocked(CHANNEL, user_id, True)
+                    await self.recipients.set_user_blocked(CHANNEL, user_id, True)
                 if (sent + unreachable) % PROGRESS_EVERY == 0:
                     await report(sent, unreachable, False)
             after = users[-1][0]
