@@ -21,7 +21,6 @@ from wechatpy.parser import parse_message
 from wechatpy.replies import TextReply
 
 from fulfillment.errors import ShopError
-from handlers.background import spawn
 from handlers.context import ShopContext
 from handlers.render import delivery_reply
 from handlers.router import Conversation
@@ -92,12 +91,12 @@ class WeChatBot:
             rendered = await asyncio.wait_for(asyncio.shield(task), self.passive_budget_s)
         except TimeoutError:
             log.info("event=wechat.answer_deferred")
-            self._background(self._send_later(task, openid))
+            self.ctx.spawn(self._send_later(task, openid))
             return "success"
         if not rendered.messages or not rendered.messages[0]:
             return "success"
         if len(rendered.messages) > 1:
-            self._background(self._send(openid, rendered.messages[1:], EXTRA_MESSAGE_DELAY_S))
+            self.ctx.spawn(self._send(openid, rendered.messages[1:], EXTRA_MESSAGE_DELAY_S))
         return self._passive(message, rendered.messages[0], opened, query)
 
     @staticmethod
@@ -118,9 +117,6 @@ class WeChatBot:
         if opened.encrypted:
             return self.crypto.seal(xml, query.get("nonce", ""), str(timestamp))
         return xml
-
-    def _background(self, coro: Any) -> None:
-        spawn(self.ctx.background, coro)
 
     async def _send_later(self, task: asyncio.Task[Rendered], openid: str) -> None:
         try:
