@@ -41,6 +41,11 @@ class OrderLookup:
         orders = await self.store.orders_for_user(channel, user_id, limit, offset)
         return [OrderWithSku(o, await self.store.sku_by_id(o.sku_id)) for o in orders]
 
+    async def page(self, channel: str, user_id: str, size: int, number: int) -> tuple[list[OrderWithSku], bool]:
+        """Page `number` (0: newest) of a customer's orders with their SKUs, and whether an older page exists."""
+        orders = await self.store.orders_for_user(channel, user_id, size + 1, number * size)
+        return [OrderWithSku(o, await self.store.sku_by_id(o.sku_id)) for o in orders[:size]], len(orders) > size
+
     async def held_for_review(self, limit: int) -> list[Order]:
         """Orders held for the merchant's decision, oldest first."""
         return await self.store.orders_in_state(OrderState.REVIEW, limit)

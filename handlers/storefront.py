@@ -131,13 +131,12 @@ class Storefront:
         return [Reply(self._t(lang, "pay.cancelled", ref=ref), [[Button(self._t(lang, "menu.shop"), "shop")]])]
 
     async def orders(self, msg: Incoming, lang: str, page: int) -> list[Reply]:
-        orders = await self.ctx.services.lookup.for_user(msg.channel, msg.user_id, ORDERS_PAGE + 1,
-                                                         page * ORDERS_PAGE)
+        orders, older = await self.ctx.services.lookup.page(msg.channel, msg.user_id, ORDERS_PAGE, page)
         if not orders and page == 0:
             return [Reply(self._t(lang, "orders.none"), [[Button(self._t(lang, "menu.shop"), "shop")]])]
         lines = [self._t(lang, "orders.title")]
         rows = []
-        for found in orders[:ORDERS_PAGE]:
+        for found in orders:
             order = found.order
             lines.append(order_line(self.ctx.tr, lang, order, found.sku, self.ctx.timezone))
             if order.state in (OrderState.DELIVERING, OrderState.DELIVERED):
@@ -145,7 +144,7 @@ class Storefront:
         nav = []
         if page > 0:
             nav.append(Button(self._t(lang, "orders.newer"), f"orders:{page - 1}"))
-        if len(orders) > ORDERS_PAGE:
+        if older:
             nav.append(Button(self._t(lang, "orders.older"), f"orders:{page + 1}"))
         if nav:
             rows.append(nav)
