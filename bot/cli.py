@@ -15,9 +15,9 @@ from typing import Any
 from bot.composition import Shop, build_shop, open_store
 from bot.logs import configure_logging
 from bot.settings import Settings
-from fulfillment.catalog import CatalogService, ShopFile
+from fulfillment.catalog import ShopFile, sku_spec
 from fulfillment.errors import ShopError, VaultError
-from fulfillment.importer import ImportSource, detect_kind, import_codes
+from fulfillment.importer import CodeImporter, ImportSource, detect_kind, parse_unit_cost
 from fulfillment.rotation import rotate_keys
 from locales import Translator
 
@@ -172,8 +172,7 @@ async def _rotate(shop: Shop, args: argparse.Namespace) -> int:
 
 
 async def _import(shop: Shop, args: argparse.Namespace) -> int:
-    if not args.cost.isdigit():
-        raise ShopError("--cost must be a whole number of minor units")
+    cost = parse_unit_cost(args.cost)
     pool = await shop.catalog.find_pool(args.target)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.file)
@@ -183,8 +182,8 @@ async def _import(shop: Shop, args: argparse.Namespace) -> int:
                 shutil.copyfileobj(sys.stdin.buffer, fh)
         src = ImportSource(path, detect_kind(path, args.format))
         with _progress(not args.json) as progress:
-            stats = await import_codes(shop.store, shop.vault, pool, src, supplier=args.supplier,
-                                       unit_cost=int(args.cost), currency=args.currency, progress=progress)
+            stats = await CodeImporter(shop.store, shop.vault).run(pool, src, supplier=args.supplier, unit_cost=cost,
+                                                                   currency=args.currency, progress=progress)
     summary = {"pool": pool.slug, "imported": stats.imported, "duplicate_in_file": stats.duplicate_in_batch,
                "duplicate_in_vault": stats.duplicate_in_vault, "invalid": len(stats.invalid),
                "invalid_lines": [{"line": n, "reason": r} for n, r in stats.invalid[:100]]}
@@ -222,13 +221,12 @@ class _progress:
 
 
 async def _stock(shop: Shop, args: argparse.Namespace) -> int:
-    levels = {lv.pool_id: lv for lv in await shop.catalog.stock()}
-    for lv in levels.values():
-        low = "  LOW" if lv.available <= lv.low_stock else ""
+    listing = await shop.catalog.stock_listing()
+    for lv in listing.pools:
+        low = "  LOW" if listing.low(lv) else ""
         print(f"pool {lv.pool_slug}: available {lv.available}, reserved {lv.reserved}{low}")
-    for sku in await shop.store.skus():
-        lv = levels.get(sku.pool_id)
-        print(f"  sku {sku.slug} (#{sku.id}): {lv.available // sku.units if lv else 0} sellable")
+    for item in listing.skus:
+        print(f"  sku {item.sku.slug} (#{item.sku.id}): {item.sellable} sellable")
     return 0
 
 
@@ -240,12 +238,12 @@ async def _catalog_load(shop: Shop, args: argparse.Namespace) -> int:
 
 async def _catalog_list(shop: Shop, args: argparse.Namespace) -> int:
     tr = Translator("en")
-    for product in await shop.store.products():
+    for product in await shop.catalog.products():
         print(f"{product.slug} (#{product.id}) {product.name_en} / {product.name_zh}"
               f"{'' if product.active else ' [inactive]'}")
-        for sku in await shop.store.skus(product.id):
+        for sku in await shop.catalog.skus(product.id):
             prices = ", ".join(f"{p.channel} {tr.money('en', p.amount, p.currency)}"
-                               for p in await shop.store.prices(sku.id))
+                               for p in await shop.catalog.prices(sku.id))
             print(f"  {sku.slug} (#{sku.id}) units {sku.units} qty {sku.min_qty}-{sku.max_qty} "
                   f"limit {sku.per_user_limit or '-'}: {prices or 'no price'}")
     return 0
@@ -258,11 +256,10 @@ async def _catalog_price(shop: Shop, args: argparse.Namespace) -> int:
 
 
 async def _catalog_sku(shop: Shop, args: argparse.Namespace) -> int:
-    spec = ShopFile.model_validate({"sku": [{
-        "slug": args.slug, "product": args.product, "pool": args.pool, "name_en": args.name_en,
-        "name_zh": args.name_zh, "units": args.units, "min_qty": args.min, "max_qty": args.max,
-        "per_user_limit": args.limit}]})
-    await CatalogService(shop.store).apply(spec)
+    spec = sku_spec({"slug": args.slug, "product": args.product, "pool": args.pool, "name_en": args.name_en,
+                     "name_zh": args.name_zh, "units": args.units, "min_qty": args.min, "max_qty": args.max,
+                     "per_user_limit": args.limit})
+    await shop.catalog.save_sku(spec)
     print(f"sku {args.slug} saved")
     return 0
 
@@ -271,7 +268,7 @@ async def _catalog_product(shop: Shop, args: argparse.Namespace) -> int:
     data: dict[str, Any] = {"product": [{
         "slug": args.slug, "category": args.category, "name_en": args.name_en, "name_zh": args.name_zh,
         "instructions_en": args.instructions_en, "instructions_zh": args.instructions_zh}]}
-    if args.category not in {c.slug for c in await shop.store.categories()}:
+    if args.category not in {c.slug for c in await shop.catalog.categories()}:
         data["category"] = [{"slug": args.category, "name_en": args.category, "name_zh": args.category}]
     if args.pool:
         data["pool"] = [{"slug": args.pool, "name": args.pool}]

@@ -7,14 +7,23 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from bot.settings import Settings
+from fulfillment.aftersales import AfterSalesService
+from fulfillment.audit import AuditTrail
 from fulfillment.catalog import CatalogService
 from fulfillment.checkpoints import Checkpoints, NoCheckpoints
+from fulfillment.customers import Customers
 from fulfillment.delivery import Channel, DeliveryWorker
+from fulfillment.disputes import Chargebacks
 from fulfillment.errors import VaultError
+from fulfillment.faq_entries import FaqEntries
+from fulfillment.importer import CodeImporter
+from fulfillment.order_lookup import OrderLookup
 from fulfillment.orders import STATE_GROUPS, AllowAll, OrderService, RiskHook
 from fulfillment.payments import PaymentInbox, PaymentProvider, TestPaymentProvider
+from fulfillment.pending_import import PendingImports
+from fulfillment.reports import SalesReports
 from fulfillment.vault import Vault, key_checks, open_key_ring
-from handlers.context import ShopContext
+from handlers.context import Services, ShopContext
 from risk.engine import RiskEngine
 from storage.protocol import Store
 from storage.url import parse_database_url
@@ -41,18 +50,34 @@ class Shop:
         await self.store.close()
 
 
+def build_services(shop: Shop) -> Services:
+    """The shop verbs the conversations and channel adapters call (each over the one store)."""
+    importer = CodeImporter(shop.store, shop.vault)
+    return Services(
+        lookup=OrderLookup(shop.store),
+        customers=Customers(shop.store),
+        audit=AuditTrail(shop.store),
+        aftersales=AfterSalesService(shop.store),
+        importer=importer,
+        pending_imports=PendingImports(shop.store, shop.vault, shop.catalog, importer),
+        reports=SalesReports(shop.store),
+        chargebacks=Chargebacks(shop.store, shop.risk),
+        faq_entries=FaqEntries(shop.store),
+    )
+
+
 def build_context(shop: Shop, merchants: dict[str, set[str]] | None = None) -> ShopContext:
     """What the conversations of every channel share in this process."""
-    from fulfillment.aftersales import AfterSalesService
     from handlers.faq.builtin import BuiltinMatcher
     from locales import Translator
 
     faq = BuiltinMatcher()
     faq.prewarm()
-    return ShopContext(shop.store, shop.catalog, shop.orders, shop.payments, shop.delivery, shop.vault,
-                       Translator(shop.settings.default_language), merchants or {}, shop.settings.display_timezone,
-                       shop.settings.support_contact, risk=shop.risk, aftersales=AfterSalesService(shop.store),
-                       faq_builtin=faq)
+    return ShopContext(catalog=shop.catalog, orders=shop.orders, payments=shop.payments,
+                       delivery=shop.delivery, vault=shop.vault, tr=Translator(shop.settings.default_language),
+                       services=build_services(shop), merchants=merchants or {},
+                       timezone=shop.settings.display_timezone, support_contact=shop.settings.support_contact,
+                       risk=shop.risk, faq_builtin=faq)
 
 
 async def open_store(settings: Settings, migrate: bool = True) -> Store:

@@ -28,6 +28,7 @@ from handlers.wechat.channel import CHANNEL, WeChatAlerts, WeChatSender
 from handlers.wechat.numbering import ButtonMemory
 from handlers.wechat.render import WeChatRenderer
 from handlers.wechat.safe_xml import MAX_BODY, BadXml
+from handlers.wechat.undelivered import Undelivered
 from locales import Translator
 from storage.records import Order
 
@@ -92,10 +93,11 @@ def build_wechat(shop: Shop, ctx: ShopContext, *, pay_link: Callable[[Invoice], 
     http = http or httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=3.0))
     api = WeChatApi(shop.store, http, w.api_base_url, w.app_id, w.app_secret.get_secret_value())
     renderer = WeChatRenderer(ctx.tr, pay_link)
-    sender = WeChatSender(ctx, api, renderer)
+    sender = WeChatSender(ctx, api, renderer, Undelivered(shop.store))
     crypto = CallbackCrypto(w.token.get_secret_value(), w.app_id, w.encoding_aes_key.get_secret_value())
     ctx.merchants[CHANNEL] = set(w.admin_openids)
-    bot = WeChatBot(ctx, Conversation(ctx), crypto, sender, renderer, ButtonMemory(shop.store), passive_budget_s)
+    bot = WeChatBot(ctx, Conversation(ctx), crypto, sender, renderer, ButtonMemory(shop.store), shop.store,
+                    passive_budget_s)
     alerts = WeChatAlerts(ctx, sender, list(w.admin_openids))
     shop.channels[CHANNEL] = sender
     shop.delivery.alerts = alerts if shop.delivery.alerts is None else AlertsFanOut(shop.delivery.alerts, alerts)

@@ -1,21 +1,29 @@
-"""Catalogue verbs for merchants: create and edit products and SKUs, set prices, load a shop file."""
+"""Catalogue verbs: what the storefront shows, and for merchants create and edit products and SKUs, set prices,
+load a shop file, list the stock. A SKU's fields are checked in one place (`sku_spec`), for chat, CLI and files."""
 
 from __future__ import annotations
 
 import asyncio
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fulfillment.errors import BadPrice, ImportRefused, UnknownSku
+from fulfillment.errors import BadPrice, BadQuantity, ImportRefused, UnknownSku
 from fulfillment.wholenumbers import parse_whole
 from storage.protocol import Store
-from storage.records import Pool, Price, Product, Sku, StockLevel
+from storage.records import Category, Pool, Price, Product, Sku, StockLevel
 
 #: the currency each channel charges in (Telegram digital goods: Stars only)
 CHANNEL_CURRENCY = {"telegram": "XTR", "wechat": "CNY", "console": "CNY", "api": "CNY"}
 MAX_PRICE = 100_000_000  # 1,000,000.00 CNY or 100M Stars: anything above is a typo
+#: `key=value` words a merchant types for a SKU → SkuSpec fields (numbers are whole, `active` is on/off)
+SKU_OPTIONS = {"product": "product", "pool": "pool", "name_en": "name_en", "name_zh": "name_zh", "units": "units",
+               "min": "min_qty", "max": "max_qty", "limit": "per_user_limit", "active": "active"}
+_SKU_NUMBERS = {"units", "min_qty", "max_qty", "per_user_limit"}
+_TYPED_NUMBER_MAX = 10**12  # the SKU's own bounds come after, from SkuSpec
 
 
 def parse_amount(raw: object) -> int:
@@ -73,9 +81,122 @@ class ShopFile(_Strict):
     sku: list[SkuSpec] = Field(default_factory=list)
 
 
+def sku_spec(fields: Mapping[str, object]) -> SkuSpec:
+    """The one check of a SKU's fields (chat /sku, `kamibot catalog sku`): BadQuantity names the first problem."""
+    try:
+        spec = SkuSpec.model_validate(dict(fields))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadQuantity(f"{where}: {first['msg']}") from None
+    if spec.min_qty > spec.max_qty:
+        raise BadQuantity(f"sku {spec.slug}: min_qty above max_qty")
+    return spec
+
+
+def sku_options(words: Mapping[str, str], allowed: frozenset[str]) -> dict[str, object]:
+    """A merchant's `key=value` words → SkuSpec fields; keys outside `allowed` (SKU_OPTIONS keys) are refused."""
+    fields: dict[str, object] = {}
+    for key, value in words.items():
+        name = SKU_OPTIONS.get(key)
+        if name is None or key not in allowed:
+            raise BadQuantity(f"unknown field {key!r}")
+        if name in _SKU_NUMBERS:
+            fields[name] = parse_whole(value, 0, _TYPED_NUMBER_MAX, BadQuantity, key)
+        elif name == "active":
+            fields[name] = value.lower() in ("1", "on", "yes", "true")
+        else:
+            fields[name] = value
+    return fields
+
+
+@dataclass(frozen=True, slots=True)
+class SkuStock:
+    sku: Sku
+    sellable: int  # items the pool's available uses make
+
+
+@dataclass(frozen=True, slots=True)
+class StockListing:
+    """Stock per pool, and what each SKU can still sell (merchant /stock, `kamibot codes stock`)."""
+
+    pools: list[StockLevel]
+    skus: list[SkuStock]
+
+    @staticmethod
+    def low(level: StockLevel) -> bool:
+        return level.available <= level.low_stock
+
+
+@dataclass(frozen=True, slots=True)
+class LowStock:
+    pool_slug: str
+    available: int
+
+
 class CatalogService:
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    # -- what the storefront shows -------------------------------------------------
+    async def categories(self) -> list[Category]:
+        return await self.store.categories()
+
+    async def products(self, category_id: int | None = None) -> list[Product]:
+        return await self.store.products(category_id)
+
+    async def product(self, product_id: int) -> Product | None:
+        return await self.store.product_by_id(product_id)
+
+    async def skus(self, product_id: int | None = None) -> list[Sku]:
+        return await self.store.skus(product_id)
+
+    async def sku(self, sku_id: int) -> Sku | None:
+        return await self.store.sku_by_id(sku_id)
+
+    async def prices(self, sku_id: int) -> list[Price]:
+        return await self.store.prices(sku_id)
+
+    async def price_on(self, sku_id: int, channel: str) -> Price | None:
+        return next((p for p in await self.store.prices(sku_id) if p.channel == channel), None)
+
+    async def sellable(self, sku: Sku) -> int:
+        """Items of this SKU its pool can still make."""
+        return await self.store.pool_available(sku.pool_id) // sku.units
+
+    async def stock_listing(self) -> StockListing:
+        levels = {lv.pool_id: lv for lv in await self.store.stock_levels()}
+        skus = [SkuStock(s, levels[s.pool_id].available // s.units if s.pool_id in levels else 0)
+                for s in await self.store.skus()]
+        return StockListing(list(levels.values()), skus)
+
+    async def low_stock_crossed(self, pool_id: int, taken: int) -> LowStock | None:
+        """The pool, when taking `taken` uses just now took it across its low-stock mark (once per crossing)."""
+        pool = next((p for p in await self.store.pools() if p.id == pool_id), None)
+        if pool is None:
+            return None
+        available = await self.store.pool_available(pool.id)  # one row, not the stock report
+        if available <= pool.low_stock < available + taken:
+            return LowStock(pool.slug, available)
+        return None
+
+    # -- merchant edits ----------------------------------------------------------------
+    async def save_sku(self, spec: SkuSpec) -> None:
+        """Create or update one SKU checked by `sku_spec` (its product and pool must exist)."""
+        await self.apply(ShopFile(sku=[spec]))
+
+    async def edit_sku(self, ref: str, changes: Mapping[str, object]) -> Sku:
+        """Change fields of an existing SKU, held to the same bounds as a new one; one write."""
+        sku = await self.find_sku(ref)
+        current: dict[str, object] = {"slug": sku.slug, "product": str(sku.product_id), "pool": str(sku.pool_id),
+                                      "name_en": sku.name_en, "name_zh": sku.name_zh, "units": sku.units,
+                                      "min_qty": sku.min_qty, "max_qty": sku.max_qty,
+                                      "per_user_limit": sku.per_user_limit, "active": sku.active}
+        if {"slug", "product", "pool"} & changes.keys():
+            raise BadQuantity("slug, product and pool of a SKU are not edited")
+        spec = sku_spec(current | dict(changes))
+        edited = replace(sku, **{name: getattr(spec, name) for name in changes})
+        return await self.store.upsert_sku(edited)
 
     async def find_sku(self, ref: str) -> Sku:
         """A SKU by slug or numeric id, as merchants type it."""

@@ -18,11 +18,13 @@ from pathlib import Path
 
 from fulfillment.errors import ImportRefused
 from fulfillment.vault import MAX_CODE_LENGTH, Vault, normalise_code
+from fulfillment.wholenumbers import parse_whole
 from storage.protocol import Store
 from storage.records import BatchStats, NewCode, Pool
 
 log = logging.getLogger("kamibot.import")
 MAX_USES = 10_000
+MAX_UNIT_COST = 100_000_000  # minor units, like a price
 BATCH = 50_000  # rows per transaction: each touches most leaves of the random HMAC index, so bigger is cheaper
 Progress = Callable[[int, int], None]  # (lines read, lines in file)
 
@@ -31,6 +33,11 @@ Progress = Callable[[int, int], None]  # (lines read, lines in file)
 class ImportSource:
     path: Path
     kind: str  # "txt" | "csv"
+
+
+def parse_unit_cost(raw: object) -> int:
+    """The cost per code use a merchant types (`cost=N`, `--cost N`): whole minor units."""
+    return parse_whole(raw, 0, MAX_UNIT_COST, ImportRefused, "cost in minor units")
 
 
 def detect_kind(path: Path, explicit: str | None = None) -> str:
@@ -149,3 +156,16 @@ async def import_codes(store: Store, vault: Vault, pool: Pool, src: ImportSource
              batch_id, pool.id, stats.imported, stats.duplicate_in_vault, stats.duplicate_in_batch,
              len(stats.invalid))
     return stats
+
+
+class CodeImporter:
+    """Code import as a service: conversations and adapters hand over a file, never the store."""
+
+    def __init__(self, store: Store, vault: Vault) -> None:
+        self.store = store
+        self.vault = vault
+
+    async def run(self, pool: Pool, src: ImportSource, *, supplier: str = "", unit_cost: int = 0,
+                  currency: str = "CNY", progress: Progress | None = None) -> BatchStats:
+        return await import_codes(self.store, self.vault, pool, src, supplier=supplier, unit_cost=unit_cost,
+                                  currency=currency, progress=progress)

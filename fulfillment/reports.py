@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from storage.protocol import Store
 
@@ -41,3 +42,23 @@ async def sales_report(store: Store, since: datetime, until: datetime) -> list[R
         elif line.kind == "refund":
             row.refunds += line.amount
     return sorted(rows.values(), key=lambda r: (r.sku_id, r.channel, r.currency))
+
+
+@dataclass(frozen=True, slots=True)
+class SalesReport:
+    rows: list[ReportRow]
+    sku_slugs: dict[int, str]  # SKU id → slug, for the rows' labels
+
+
+class SalesReports:
+    """The merchant's /report: the last `days` days up to now."""
+
+    def __init__(self, store: Store, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def last_days(self, days: int) -> SalesReport:
+        until = self.clock()
+        rows = await sales_report(self.store, until - timedelta(days=days), until)
+        slugs = {s.id: s.slug for s in await self.store.skus()} if rows else {}
+        return SalesReport(rows, slugs)

@@ -5,7 +5,7 @@ a ticket to the merchant — and where the matcher is unsure, the customer is as
 Refunds are never made here: a refund question shows the policy and opens a ticket for a person.
 Only the asker's own orders are looked at; another customer's order number is answered as unknown.
 The verbs (resend, bad-code report with the auto-replace policy, tickets) are
-fulfillment.aftersales.AfterSalesService's (`ctx.aftersales`); this dialog chooses and words them.
+fulfillment.aftersales.AfterSalesService's (`ctx.services.aftersales`); this dialog chooses and words them.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class AfterSalesDialog:
     def __init__(self, ctx: ShopContext, storefront: Storefront,
                  matcher: Callable[[], Awaitable[FaqMatcher]] | None = None) -> None:
         self.ctx = ctx
-        self.service = ctx.aftersales
+        self.service = ctx.services.aftersales
         self.storefront = storefront
         self.matcher = matcher or (lambda: faq_matcher(ctx))  # with merchant entries: MerchantFaq.current
 

@@ -18,7 +18,7 @@ async def command(ctx: ShopContext, msg: Incoming, lang: str, rest: str) -> list
     """/autoreplace — the policy; /autoreplace SKU on [hours=N] | off — mark or unmark a SKU."""
     args = rest.split()
     if not args:
-        policy = await ctx.aftersales.auto_replace_policy()
+        policy = await ctx.services.aftersales.auto_replace_policy()
         if not policy:
             return [Reply(ctx.tr(lang, "ticket.autoreplace_none") + "\n" + ctx.tr(lang, "ticket.autoreplace_usage"))]
         lines = [ctx.tr(lang, "ticket.autoreplace_title")]
@@ -36,7 +36,7 @@ async def command(ctx: ShopContext, msg: Incoming, lang: str, rest: str) -> list
             return [Reply(ctx.tr(lang, "ticket.autoreplace_usage"))]
         hours = int(value)
     try:
-        sku = await ctx.aftersales.set_auto_replace(slug, hours if switch == "on" else None, msg.channel,
+        sku = await ctx.services.aftersales.set_auto_replace(slug, hours if switch == "on" else None, msg.channel,
                                                     msg.user_id)
     except UnknownSku:
         return [Reply(ctx.tr(lang, "ticket.autoreplace_unknown_sku", sku=slug))]

@@ -5,18 +5,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from fulfillment.aftersales import AfterSalesService
+from fulfillment.audit import AuditTrail
 from fulfillment.catalog import CatalogService
+from fulfillment.customers import Customers
 from fulfillment.delivery import DeliveryWorker
+from fulfillment.disputes import Chargebacks
+from fulfillment.faq_entries import FaqEntries
+from fulfillment.importer import CodeImporter
+from fulfillment.order_lookup import OrderLookup
 from fulfillment.orders import OrderService
 from fulfillment.payments import PaymentInbox
+from fulfillment.pending_import import PendingImports
+from fulfillment.reports import SalesReports
 from fulfillment.vault import Vault
+from handlers.background import spawn
 from locales import Translator, normalise_language
 from risk.engine import RiskEngine
-from storage.protocol import Store
 
 if TYPE_CHECKING:
     from handlers.faq import FaqMatcher
@@ -24,14 +31,29 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class Services:
+    """The shop verbs a conversation may call besides checkout, payments and delivery (built in bot/)."""
+
+    lookup: OrderLookup
+    customers: Customers
+    audit: AuditTrail
+    aftersales: AfterSalesService
+    importer: CodeImporter
+    pending_imports: PendingImports
+    reports: SalesReports
+    chargebacks: Chargebacks
+    faq_entries: FaqEntries
+
+
+@dataclass
 class ShopContext:
-    store: Store
     catalog: CatalogService
     orders: OrderService
     payments: PaymentInbox
     delivery: DeliveryWorker
     vault: Vault
     tr: Translator
+    services: Services
     merchants: dict[str, set[str]] = field(default_factory=dict)  # channel -> merchant user ids
     timezone: str = "Asia/Shanghai"
     support_contact: str = ""
@@ -39,13 +61,11 @@ class ShopContext:
     broadcasters: dict[str, Any] = field(default_factory=dict)  # channel -> object with async broadcast(text, report)
     #: channel -> send(chat_id, Reply): for messages that answer nobody's message (progress reports)
     senders: dict[str, Callable[[str, Any], Awaitable[None]]] = field(default_factory=dict)
-    background: set[asyncio.Task[None]] = field(default_factory=set)
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
     #: the rule engine (merchant /risk commands, review decisions, chat flood control); None when disabled
     risk: RiskEngine | None = None
     #: the after-sales FAQ matcher; None: the built-in one, taken from faq_builtin on first use
     faq: FaqMatcher | None = None
-    #: after-sales verbs: reports, replacements, resends, tickets (built by the composition root)
-    aftersales: AfterSalesService = field(kw_only=True)
     #: the built-in FAQ matcher, built once per shop off the event loop (built by the composition root)
     faq_builtin: BuiltinMatcher = field(kw_only=True)
 
@@ -56,23 +76,17 @@ class ShopContext:
     async def load_language(self, channel: str, user_id: str) -> None:
         """Bring a language chosen earlier (perhaps in another process) into this process's cache."""
         if (channel, user_id) not in self.languages:
-            stored = await self.store.user_language(channel, user_id)
+            stored = await self.services.customers.language(channel, user_id)
             if stored:
                 self.languages[(channel, user_id)] = stored
 
     async def choose_language(self, channel: str, user_id: str, chat_id: str, language: str) -> None:
         self.languages[(channel, user_id)] = language
-        await self.store.touch_user(channel, user_id, chat_id, datetime.now(UTC))
-        await self.store.set_user_language(channel, user_id, language)
+        await self.services.customers.choose_language(channel, user_id, chat_id, language)
 
     def spawn(self, work: Awaitable[Any]) -> None:
-        """Background work that must outlive the reply (kept referenced until done)."""
-        async def run() -> None:
-            await work
-
-        task = asyncio.get_running_loop().create_task(run())
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        """Background work that must outlive the reply (kept referenced until done; a failure is logged)."""
+        spawn(self.background, work)
 
     def is_merchant(self, channel: str, user_id: str) -> bool:
         return user_id in self.merchants.get(channel, set())

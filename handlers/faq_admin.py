@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import UTC, datetime
 
 from handlers.aftersales import faq_matcher
 from handlers.context import ShopContext
@@ -25,7 +24,6 @@ from handlers.faq.entries import dump_toml, parse_toml
 from handlers.types import Incoming, Reply
 
 log = logging.getLogger("kamibot.faq")
-FAQ_KEY = "faq.merchant_entries"
 REFRESH = 10.0  # seconds between checks for entries changed by another process
 MAX_ENTRIES = 200
 MAX_FIELD = 500
@@ -74,7 +72,7 @@ class MerchantFaq:
             self._base = await faq_matcher(self.ctx)
         if time.monotonic() - self._checked >= REFRESH:
             self._checked = time.monotonic()
-            text = await self.ctx.store.kv_get(FAQ_KEY, datetime.now(UTC)) or ""
+            text = await self.ctx.services.faq_entries.load()
             if text != self._text:
                 self._apply(text)
         return await faq_matcher(self.ctx)
@@ -95,7 +93,7 @@ class MerchantFaq:
 
     async def _store(self, entries: tuple[FaqEntry, ...]) -> None:
         text = dump_toml(entries, MatcherSettings()) if entries else ""
-        await self.ctx.store.kv_put(FAQ_KEY, text, None)
+        await self.ctx.services.faq_entries.save(text)
         self._apply(text)
 
     async def handle(self, msg: Incoming, lang: str, rest: str) -> list[Reply]:
@@ -105,8 +103,7 @@ class MerchantFaq:
         if sub in ("", "list"):
             return [Reply(self._list(lang))]
         if sub in ("add", "edit"):
-            await self.ctx.store.audit(msg.channel, msg.user_id, "faq", f"add {args.partition(' ')[0]}"[:200],
-                                       datetime.now(UTC))
+            await self.ctx.services.audit.record(msg.channel, msg.user_id, "faq", f"add {args.partition(' ')[0]}")
             try:
                 entry = parse_add(args)
                 kept = tuple(e for e in self.merchant_entries() if e.id != entry.id)
@@ -120,7 +117,7 @@ class MerchantFaq:
                                   len(entry.examples_en)))]
         if sub == "remove" and args.strip():
             entry_id = args.strip().lower()
-            await self.ctx.store.audit(msg.channel, msg.user_id, "faq", f"remove {entry_id}"[:200], datetime.now(UTC))
+            await self.ctx.services.audit.record(msg.channel, msg.user_id, "faq", f"remove {entry_id}")
             entries = self.merchant_entries()
             if entry_id not in {e.id for e in entries}:
                 return [Reply(self._t(lang, "after.faq_not_found", id=entry_id))]

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shlex
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 
-from pydantic import ValidationError
-
-from fulfillment.catalog import ShopFile
+from fulfillment.catalog import SKU_OPTIONS, sku_options, sku_spec
 from fulfillment.errors import BadPrice, BadQuantity, ImportRefused, UnknownOrder
-from fulfillment.importer import ImportSource, detect_kind, import_codes
-from fulfillment.reports import sales_report
+from fulfillment.importer import ImportSource, detect_kind, parse_unit_cost
 from handlers.context import ShopContext
 from handlers.render import order_line, sku_name
 from handlers.types import Button, Incoming, Reply
-from storage.records import Sku
+from locales import Translator
+from storage.records import BatchStats
 
 log = logging.getLogger("kamibot.merchant")
-SKU_FIELDS = {"name_en": str, "name_zh": str, "min": int, "max": int, "limit": int, "units": int, "active": bool}
 PERIODS = {"today": 1, "7d": 7, "30d": 30}
 READ_ONLY = {"stock", "order", "orders", "report"}
+NEW_SKU_KEYS = frozenset({"product", "pool", "name_en", "name_zh", "units", "min", "max", "limit"})
+EDIT_SKU_KEYS = frozenset({"name_en", "name_zh", "units", "min", "max", "limit", "active"})
+INVALID_LINES_SHOWN = 20
 
 
 def _options(args: list[str]) -> dict[str, str]:
@@ -35,12 +32,20 @@ def _options(args: list[str]) -> dict[str, str]:
     return out
 
 
+def import_summary(tr: Translator, lang: str, stats: BatchStats, pool_slug: str) -> str:
+    """What an import did, for the merchant who sent the codes (a file in chat, or pasted in WeChat)."""
+    lines = [tr(lang, "import.summary", imported=stats.imported, dup_file=stats.duplicate_in_batch,
+                dup_vault=stats.duplicate_in_vault, invalid=len(stats.invalid), pool=pool_slug)]
+    lines += [tr(lang, "import.invalid_line", line=no, reason=why) for no, why in stats.invalid[:INVALID_LINES_SHOWN]]
+    return "\n".join(lines)
+
+
 class MerchantCommands:
     """What every group of merchant commands shares: the context, order lookups, the translator."""
 
     def __init__(self, ctx: ShopContext) -> None:
         self.ctx = ctx
-        self.aftersale = ctx.aftersales
+        self.aftersale = ctx.services.aftersales
 
     def _t(self, lang: str, msgid: str, **params: object) -> str:
         return self.ctx.tr(lang, msgid, **params)
@@ -52,7 +57,7 @@ class Merchant(MerchantCommands):
         args = shlex.split(rest) if rest else []
         log.info("event=merchant.command channel=%s user=%s command=%s", msg.channel, msg.user_id, command)
         if command not in READ_ONLY:  # every merchant action is audited (file contents never are)
-            await self.ctx.store.audit(msg.channel, msg.user_id, command, rest[:200], datetime.now(UTC))
+            await self.ctx.services.audit.record(msg.channel, msg.user_id, command, rest)
         if command == "stock":
             return await self.stock(lang)
         if command == "price":
@@ -78,15 +83,14 @@ class Merchant(MerchantCommands):
 
     async def stock(self, lang: str) -> list[Reply]:
         lines = [self._t(lang, "merchant.stock_title")]
-        levels = {lv.pool_id: lv for lv in await self.ctx.catalog.stock()}
-        for lv in levels.values():
-            mark = "⚠️ " if lv.available <= lv.low_stock else ""
+        listing = await self.ctx.catalog.stock_listing()
+        for lv in listing.pools:
+            mark = "⚠️ " if listing.low(lv) else ""
             lines.append(self._t(lang, "merchant.stock_pool", mark=mark, pool=lv.pool_slug, available=lv.available,
                                  reserved=lv.reserved))
-        for sku in await self.ctx.store.skus():
-            lv = levels.get(sku.pool_id)
-            count = lv.available // sku.units if lv else 0
-            lines.append(self._t(lang, "merchant.stock_sku", sku=sku.slug, name=sku_name(sku, lang), count=count))
+        for item in listing.skus:
+            lines.append(self._t(lang, "merchant.stock_sku", sku=item.sku.slug, name=sku_name(item.sku, lang),
+                                 count=item.sellable))
         return [Reply("\n".join(lines))]
 
     async def price(self, msg: Incoming, lang: str, args: list[str]) -> list[Reply]:
@@ -100,92 +104,49 @@ class Merchant(MerchantCommands):
     async def sku(self, lang: str, args: list[str]) -> list[Reply]:
         if not args:
             lines = [self._t(lang, "merchant.sku_title")]
-            for s in await self.ctx.store.skus():
+            for s in await self.ctx.catalog.skus():
                 prices = ", ".join(f"{p.channel} {self.ctx.tr.money(lang, p.amount, p.currency)}"
-                                   for p in await self.ctx.store.prices(s.id))
+                                   for p in await self.ctx.catalog.prices(s.id))
                 lines.append(self._t(lang, "merchant.sku_line", id=s.id, sku=s.slug, name=sku_name(s, lang),
                                      min=s.min_qty, max=s.max_qty, limit=s.per_user_limit or "-",
                                      active="✓" if s.active else "✗", prices=prices or "-"))
             return [Reply("\n".join(lines))]
         if args[0] == "new":
             return await self.sku_create(lang, args[1:])
-        sku = await self.ctx.catalog.find_sku(args[0])
-        changed = self._edit(sku, _options(args[1:]))
-        await self.ctx.store.upsert_sku(changed)
+        sku = await self.ctx.catalog.edit_sku(args[0], sku_options(_options(args[1:]), EDIT_SKU_KEYS))
         return [Reply(self._t(lang, "merchant.sku_saved", sku=sku.slug))]
 
     async def sku_create(self, lang: str, args: list[str]) -> list[Reply]:
         """/sku new SLUG product=P pool=POOL name_en=… name_zh=… [units= min= max= limit=]"""
         if not args:
             raise BadQuantity("usage: /sku new SLUG product=P pool=POOL name_en=… name_zh=…")
-        opts = _options(args[1:])
-        spec: dict[str, object] = {"slug": args[0]}
+        fields = sku_options(_options(args[1:]), NEW_SKU_KEYS)
         for key in ("product", "pool", "name_en", "name_zh"):
-            if key not in opts:
+            if SKU_OPTIONS[key] not in fields:
                 raise BadQuantity(f"missing {key}=")
-            spec[key] = opts.pop(key)
-        numbers = {"units": "units", "min": "min_qty", "max": "max_qty", "limit": "per_user_limit"}
-        for key, value in opts.items():
-            if key not in numbers or not value.isdigit():
-                raise BadQuantity(f"unknown field or not a whole number: {key}")
-            spec[numbers[key]] = int(value)
-        try:
-            shop_file = ShopFile.model_validate({"sku": [spec]})
-        except ValidationError as exc:
-            raise BadQuantity(str(exc.errors()[0]["msg"])) from None
-        await self.ctx.catalog.apply(shop_file)
+        await self.ctx.catalog.save_sku(sku_spec({"slug": args[0], **fields}))
         return [Reply(self._t(lang, "merchant.sku_saved", sku=args[0]))]
-
-    @staticmethod
-    def _edit(sku: Sku, opts: dict[str, str]) -> Sku:
-        names = {"min": "min_qty", "max": "max_qty", "limit": "per_user_limit"}
-        changes: dict[str, object] = {}
-        for key, value in opts.items():
-            kind = SKU_FIELDS.get(key)
-            if kind is None:
-                raise BadQuantity(f"unknown field {key!r}")
-            if kind is int:
-                if not value.isdigit():
-                    raise BadQuantity(f"{key} must be a whole number")
-                changes[names.get(key, key)] = int(value)
-            elif kind is bool:
-                changes[key] = value.lower() in ("1", "on", "yes", "true")
-            else:
-                changes[key] = value
-        edited = replace(sku, **changes)  # type: ignore[arg-type]
-        if edited.min_qty < 1 or edited.max_qty < edited.min_qty or edited.units < 1:
-            raise BadQuantity("need 1 <= min <= max and units >= 1")
-        return edited
 
     async def import_file(self, msg: Incoming, lang: str, args: list[str]) -> list[Reply]:
         if not args or msg.attachment is None:
             raise ImportRefused("send a .txt or .csv file with caption /import SKU_OR_POOL [cost=N] [supplier=X]")
         opts = _options(args[1:])
-        cost = opts.get("cost", "0")
-        if not cost.isdigit():
-            raise ImportRefused("cost must be a whole number of minor units")
+        cost = parse_unit_cost(opts.get("cost", "0"))
         pool = await self.ctx.catalog.find_pool(args[0])
         src = ImportSource(msg.attachment.path, detect_kind(msg.attachment.path))
-        stats = await import_codes(self.ctx.store, self.ctx.vault, pool, src, supplier=opts.get("supplier", ""),
-                                   unit_cost=int(cost), currency=opts.get("currency", "CNY"))
-        lines = [self._t(lang, "import.summary", imported=stats.imported, dup_file=stats.duplicate_in_batch,
-                         dup_vault=stats.duplicate_in_vault, invalid=len(stats.invalid), pool=pool.slug)]
-        lines += [self._t(lang, "import.invalid_line", line=no, reason=why) for no, why in stats.invalid[:20]]
-        return [Reply("\n".join(lines))]
+        stats = await self.ctx.services.importer.run(pool, src, supplier=opts.get("supplier", ""), unit_cost=cost,
+                                                     currency=opts.get("currency", "CNY"))
+        return [Reply(import_summary(self.ctx.tr, lang, stats, pool.slug))]
 
     async def order(self, lang: str, args: list[str]) -> list[Reply]:
         if not args:
             raise UnknownOrder("usage: /order REF")
-        order = await self.ctx.store.order_by_ref(args[0].upper())
-        if order is None and args[0].isdigit():
-            order = await self.ctx.store.order_by_id(int(args[0]))
-        if order is None:
-            raise UnknownOrder(args[0])
+        order = await self.aftersale.find(args[0])
         lines = [self._t(lang, "merchant.order_head", ref=order.ref, id=order.id, user=order.user_id,
                          channel=order.channel, quantity=order.quantity,
                          total=self.ctx.tr.money(lang, order.amount, order.currency),
                          state=self._t(lang, f"state.{order.state.value}"))]
-        for ev in await self.ctx.store.order_events(order.id):
+        for ev in await self.ctx.services.lookup.events(order.id):
             lines.append(f"{self.ctx.tr.when(lang, ev.at, self.ctx.timezone)} {ev.from_state or '-'} → "
                          f"{ev.to_state} ({ev.cause})")
         return [Reply("\n".join(lines))]
@@ -198,18 +159,16 @@ class Merchant(MerchantCommands):
 
     async def refund_confirmed(self, msg: Incoming, lang: str, ref: str) -> list[Reply]:
         order = await self.aftersale.request_refund(ref, msg.user_id)
-        await self.ctx.store.audit(msg.channel, msg.user_id, "refund.confirmed", order.ref, datetime.now(UTC))
+        await self.ctx.services.audit.record(msg.channel, msg.user_id, "refund.confirmed", order.ref)
         await self.ctx.delivery.run_once()
         return [Reply(self._t(lang, "merchant.refund_queued", ref=order.ref))]
 
     async def user_orders(self, msg: Incoming, lang: str, args: list[str]) -> list[Reply]:
         user = (args[0] if args else "").lstrip("@")
         channel = args[1] if len(args) > 1 else msg.channel
-        orders = await self.ctx.store.orders_for_user(channel, user, 20, 0)
         lines = [self._t(lang, "merchant.user_orders", channel=channel, user=user)]
-        for order in orders:
-            sku = await self.ctx.store.sku_by_id(order.sku_id)
-            lines.append(order_line(self.ctx.tr, lang, order, sku, self.ctx.timezone))
+        for found in await self.ctx.services.lookup.for_user(channel, user, 20):
+            lines.append(order_line(self.ctx.tr, lang, found.order, found.sku, self.ctx.timezone))
         return [Reply("\n".join(lines))]
 
     async def broadcast(self, msg: Incoming, lang: str, text: str) -> list[Reply]:
@@ -223,22 +182,19 @@ class Merchant(MerchantCommands):
             if reply_to is not None:
                 await reply_to(msg.chat_id, Reply(self._t(lang, msgid, sent=sent, unreachable=unreachable)))
 
-        task = asyncio.create_task(broadcaster.broadcast(text.strip(), report))
-        self.ctx.background.add(task)
-        task.add_done_callback(self.ctx.background.discard)
+        self.ctx.spawn(broadcaster.broadcast(text.strip(), report))
         return [Reply(self._t(lang, "merchant.broadcast_started"))]
 
     async def report(self, lang: str, args: list[str]) -> list[Reply]:
         days = PERIODS.get(args[0] if args else "today")
         if days is None:
             raise BadQuantity("usage: /report [today|7d|30d]")
-        until = datetime.now(UTC)
-        rows = await sales_report(self.ctx.store, until - timedelta(days=days), until)
-        if not rows:
+        report = await self.ctx.services.reports.last_days(days)
+        if not report.rows:
             return [Reply(self._t(lang, "merchant.report_empty"))]
         lines = [self._t(lang, "merchant.report_title", days=days)]
-        names = {s.id: s.slug for s in await self.ctx.store.skus()}
-        for r in rows:
+        names = report.sku_slugs
+        for r in report.rows:
             m = self.ctx.tr.money
             lines.append(self._t(lang, "merchant.report_line", sku=names.get(r.sku_id, r.sku_id), channel=r.channel,
                                  orders=r.orders, revenue=m(lang, r.revenue, r.currency),

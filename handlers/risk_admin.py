@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import logging
 import shlex
-from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from fulfillment.errors import BadQuantity, NotAllowed
+from fulfillment.wholenumbers import parse_whole
 from handlers.merchant import MerchantCommands
 from handlers.types import Button, Incoming, Reply
 from locales import Translator
 from risk.engine import RiskEngine
 from risk.rules import RulesError, summaries
-from storage.events import EventType
-from storage.protocol import Store
 from storage.records import OrderState
 
 log = logging.getLogger("kamibot.merchant")
@@ -74,7 +72,7 @@ class MerchantRisk(MerchantCommands):
             order = await self.aftersale.find(value)
             value = str(order.id)
         try:
-            rows = await self.ctx.store.risk_decisions(field, value, LOG_LIMIT)
+            rows = await self._engine().decision_history(field, value, LOG_LIMIT)
         except ValueError:
             raise BadQuantity(f"bad {field} {value!r}") from None
         if not rows:
@@ -90,7 +88,7 @@ class MerchantRisk(MerchantCommands):
     # -- review decisions --------------------------------------------------------
     async def review_queue(self, lang: str) -> list[Reply]:
         """Orders held for review, oldest first, each with approve / reject buttons."""
-        held = await self.ctx.store.orders_in_state(OrderState.REVIEW, REVIEW_PAGE)
+        held = await self.ctx.services.lookup.held_for_review(REVIEW_PAGE)
         if not held:
             return [Reply(self._t(lang, "risk.review_empty"))]
         replies = [Reply(self._t(lang, "risk.review_title", count=len(held)))]
@@ -98,7 +96,7 @@ class MerchantRisk(MerchantCommands):
             who = f"{order.channel}:{order.user_id}"
             replies.append(Reply(self._t(lang, "risk.review_line", ref=order.ref, user=who,
                                          total=self.ctx.tr.money(lang, order.amount, order.currency),
-                                         reasons=await review_reasons(self.ctx.store, order.id)),
+                                         reasons=await self.ctx.services.lookup.review_reasons(order.id)),
                                  review_buttons(self.ctx.tr, lang, order.ref)))
         return replies
 
@@ -115,7 +113,7 @@ class MerchantRisk(MerchantCommands):
         if order.state != OrderState.REVIEW or not await self.ctx.orders.approve_review(
                 order.id, f"{msg.channel}:{msg.user_id}"):
             raise NotAllowed(f"order {order.id} is {order.state}")
-        await self.ctx.store.audit(msg.channel, msg.user_id, "approve", order.ref, datetime.now(UTC))
+        await self.ctx.services.audit.record(msg.channel, msg.user_id, "approve", order.ref)
         self.ctx.spawn(self.ctx.delivery.run_once())  # the customer gets the codes now, not at the next poll
         return [Reply(self._t(lang, "risk.approved", ref=order.ref))]
 
@@ -124,20 +122,9 @@ class MerchantRisk(MerchantCommands):
         if order.state != OrderState.REVIEW:
             raise NotAllowed(f"order {order.id} is {order.state}")
         await self.aftersale.request_refund(order.ref, msg.user_id)
-        await self.ctx.store.audit(msg.channel, msg.user_id, "reject", order.ref, datetime.now(UTC))
+        await self.ctx.services.audit.record(msg.channel, msg.user_id, "reject", order.ref)
         self.ctx.spawn(self.ctx.delivery.run_once())  # the refund row: money back, customer told
         return [Reply(self._t(lang, "risk.rejected", ref=order.ref))]
-
-
-async def review_reasons(store: Store, order_id: int) -> str:
-    """Why an order is held: its latest move to review (risk rule ids, or a payment mismatch)."""
-    events = await store.order_events(order_id)
-    held = next((e for e in reversed(events) if e.to_state == OrderState.REVIEW and not e.is_note), None)
-    if held is None:
-        return ""
-    if held.type is EventType.RISK_REVIEW:
-        return ",".join(held.params["reasons"])
-    return held.cause
 
 
 def review_buttons(tr: Translator, lang: str, ref: str) -> list[list[Button]]:
@@ -147,6 +134,4 @@ def review_buttons(tr: Translator, lang: str, ref: str) -> list[list[Button]]:
 
 
 def _whole(text: str) -> int:
-    if not text.isdigit() or len(text) > 12:
-        raise BadQuantity("threshold must be a whole number")
-    return int(text)
+    return parse_whole(text, 0, 10**12 - 1, BadQuantity, "threshold")

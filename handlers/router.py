@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
-from fulfillment.errors import ShopError
+from fulfillment.errors import BadQuantity, ShopError
+from fulfillment.wholenumbers import parse_whole
 from handlers.aftersales import AfterSalesDialog
 from handlers.context import ShopContext
 from handlers.faq_admin import MerchantFaq
@@ -20,22 +20,25 @@ log = logging.getLogger("kamibot.conversation")
 MERCHANT_COMMANDS = {"stock", "price", "sku", "import", "order", "report", "refund", "resend", "broadcast"}
 RISK_COMMANDS = {"risk", "approve", "reject", "review"}
 MAX_TEXT = 4096
+MAX_BUTTON_NUMBER = 10**12 - 1  # twelve digits
 
 
 def _int(text: str) -> int:
-    if not text.isdigit() or len(text) > 12:
-        raise ValueError("not an id")
-    return int(text)
+    """A number a button carries (an id, a quantity); anything else is answered as bad input."""
+    try:
+        return parse_whole(text, 0, MAX_BUTTON_NUMBER, BadQuantity, "button number")
+    except BadQuantity:
+        raise ValueError("not an id") from None
 
 
 class Conversation:
     def __init__(self, ctx: ShopContext) -> None:
         self.ctx = ctx
-        self.store = Storefront(ctx)
+        self.storefront = Storefront(ctx)
         self.merchant = Merchant(ctx)
         self.risk = MerchantRisk(ctx)
         self.faq = MerchantFaq(ctx)
-        self.after = AfterSalesDialog(ctx, self.store, self.faq.current)
+        self.after = AfterSalesDialog(ctx, self.storefront, self.faq.current)
         self.tickets = MerchantTickets(ctx)
         self._flood_told: set[tuple[str, str]] = set()
 
@@ -74,41 +77,41 @@ class Conversation:
     async def _button(self, msg: Incoming, lang: str) -> list[Reply]:
         kind, _, arg = msg.button.partition(":")
         simple: dict[str, Callable[[], Awaitable[list[Reply]]]] = {
-            "menu": lambda: self.store.menu(msg, lang),
-            "shop": lambda: self.store.categories(msg, lang),
-            "help": lambda: self.store.help(msg, lang),
-            "language": lambda: self.store.language_menu(msg, lang),
-            "contact": lambda: self.store.contact(msg, lang),
+            "menu": lambda: self.storefront.menu(msg, lang),
+            "shop": lambda: self.storefront.categories(msg, lang),
+            "help": lambda: self.storefront.help(msg, lang),
+            "language": lambda: self.storefront.language_menu(msg, lang),
+            "contact": lambda: self.storefront.contact(msg, lang),
         }
         if kind in simple:
             return await simple[kind]()
-        by_id = {"cat": self.store.category, "prod": self.store.product, "sku": self.store.sku}
+        by_id = {"cat": self.storefront.category, "prod": self.storefront.product, "sku": self.storefront.sku}
         if kind in by_id:
             return await by_id[kind](msg, lang, _int(arg))
         if kind == "qty":
             sku_id, _, qty = arg.partition(":")
-            return await self.store.confirm(msg, lang, _int(sku_id), _int(qty))
+            return await self.storefront.confirm(msg, lang, _int(sku_id), _int(qty))
         if kind == "buy":
             parts = arg.split(":")
             seen = _int(parts[2]) if len(parts) == 3 else None
-            return await self.store.buy(msg, lang, _int(parts[0]), _int(parts[1] if len(parts) > 1 else ""), seen)
-        by_ref = {"cancel": self.store.cancel, "codes": self.store.codes_again}
+            return await self.storefront.buy(msg, lang, _int(parts[0]), _int(parts[1] if len(parts) > 1 else ""), seen)
+        by_ref = {"cancel": self.storefront.cancel, "codes": self.storefront.codes_again}
         if kind in by_ref:
             return await by_ref[kind](msg, lang, arg)
         if kind == "orders":
-            return await self.store.orders(msg, lang, _int(arg or "0"))
+            return await self.storefront.orders(msg, lang, _int(arg or "0"))
         if kind in ("human", "badcode"):  # after-sales: talk to a person, report a code as bad
             return await self.after.button(msg, lang, kind, arg)
         merchant_buttons = {"mrefund": self.merchant.refund_confirmed, "rv": self.risk.button}
         if kind in merchant_buttons and self.ctx.is_merchant(msg.channel, msg.user_id):
             return await merchant_buttons[kind](msg, lang, arg)
         if kind == "lang" and arg in ("zh_CN", "en"):
-            return await self.store.set_language(msg, arg)
+            return await self.storefront.set_language(msg, arg)
         return [Reply(self.ctx.tr(lang, "error.bad_input"))]
 
     async def _free_text(self, msg: Incoming, lang: str, text: str) -> list[Reply]:
         if not text or self.ctx.is_merchant(msg.channel, msg.user_id):
-            return await self.store.menu(msg, lang)
+            return await self.storefront.menu(msg, lang)
         return await self.after.answer(msg, lang, text)  # a customer's question: the after-sales assistant
 
     async def _risk_or_tickets(self, msg: Incoming, lang: str, command: str, rest: str) -> list[Reply] | None:
@@ -121,7 +124,7 @@ class Conversation:
             return await self.tickets.handle(msg, lang, command, rest)
         if command not in RISK_COMMANDS:
             return None
-        await self.ctx.store.audit(msg.channel, msg.user_id, command, rest[:200], datetime.now(UTC))
+        await self.ctx.services.audit.record(msg.channel, msg.user_id, command, rest)
         if command == "risk":
             return await self.risk.risk(msg, lang, rest)
         if command == "review":
@@ -144,17 +147,17 @@ class Conversation:
                 return [Reply(self.ctx.tr(lang, "error.unknown_command"))]
             return await self.merchant.handle(msg, lang, command, rest.strip())
         if command == "start":
-            return await self.store.start(msg, lang, rest.strip())
+            return await self.storefront.start(msg, lang, rest.strip())
         if command == "shop":
-            return await self.store.categories(msg, lang)
+            return await self.storefront.categories(msg, lang)
         if command == "orders":
             if rest.strip() and self.ctx.is_merchant(msg.channel, msg.user_id):
                 return await self.merchant.handle(msg, lang, "orders", rest.strip())
-            return await self.store.orders(msg, lang, 0)
+            return await self.storefront.orders(msg, lang, 0)
         if command == "help":
-            return await self.store.help(msg, lang)
+            return await self.storefront.help(msg, lang)
         if command == "language":
-            return await self.store.language_menu(msg, lang)
+            return await self.storefront.language_menu(msg, lang)
         if command == "cancel" and rest.strip():
-            return await self.store.cancel(msg, lang, rest.strip().upper())
+            return await self.storefront.cancel(msg, lang, rest.strip().upper())
         return [Reply(self.ctx.tr(lang, "error.unknown_command"))]

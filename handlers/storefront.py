@@ -6,12 +6,10 @@ any process can answer any press.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
+from fulfillment.orders import WITH_CODES
 from handlers.context import ShopContext
 from handlers.render import delivery_reply, order_line, product_name, sku_name, stock_label
 from handlers.types import Button, Incoming, Invoice, Reply
-from storage.records import OrderState
 
 ORDERS_PAGE = 5
 QUICK_QUANTITIES = (1, 2, 3, 5, 10)
@@ -33,13 +31,13 @@ class Storefront:
     async def start(self, msg: Incoming, lang: str, payload: str) -> list[Reply]:
         # deep links: /start sku_<id> opens a product, /start ref_<user> records who sent this customer
         referrer = payload[4:64] if payload.startswith("ref_") else ""
-        await self.ctx.store.touch_user(msg.channel, msg.user_id, msg.chat_id, datetime.now(UTC), referrer)
+        await self.ctx.services.customers.touch(msg.channel, msg.user_id, msg.chat_id, referrer)
         if payload.startswith("sku_") and payload[4:].isdigit():
             return await self.sku(msg, lang, int(payload[4:]))
         return await self.menu(msg, lang)
 
     async def categories(self, msg: Incoming, lang: str) -> list[Reply]:
-        cats = await self.ctx.store.categories()
+        cats = await self.ctx.catalog.categories()
         if not cats:
             return [Reply(self._t(lang, "shop.empty"), [[Button(self._t(lang, "menu.back"), "menu")]])]
         rows = [[Button(c.name_zh if lang == "zh_CN" else c.name_en, f"cat:{c.id}")] for c in cats]
@@ -47,14 +45,14 @@ class Storefront:
         return [Reply(self._t(lang, "shop.categories"), rows)]
 
     async def category(self, msg: Incoming, lang: str, category_id: int) -> list[Reply]:
-        products = [p for p in await self.ctx.store.products(category_id) if p.active]
+        products = [p for p in await self.ctx.catalog.products(category_id) if p.active]
         rows = [[Button(product_name(p, lang), f"prod:{p.id}")] for p in products]
         rows.append([Button(self._t(lang, "menu.back"), "shop")])
         text = self._t(lang, "shop.products") if products else self._t(lang, "shop.empty")
         return [Reply(text, rows)]
 
     async def product(self, msg: Incoming, lang: str, product_id: int) -> list[Reply]:
-        product = await self.ctx.store.product_by_id(product_id)
+        product = await self.ctx.catalog.product(product_id)
         if product is None or not product.active:
             return [Reply(self._t(lang, "error.unknown_sku"))]
         lines = [product_name(product, lang)]
@@ -62,13 +60,13 @@ class Storefront:
         if description:
             lines.append(description)
         rows = []
-        for sku in await self.ctx.store.skus(product.id):
+        for sku in await self.ctx.catalog.skus(product.id):
             if not sku.active:
                 continue
             price = await self._price(sku.id, msg.channel)
             if price is None:
                 continue
-            available = await self.ctx.store.pool_available(sku.pool_id) // sku.units
+            available = await self.ctx.catalog.sellable(sku)
             label = f"{sku_name(sku, lang)} · {self.ctx.tr.money(lang, price[0], price[1])}"
             lines.append(f"• {label} · {stock_label(self.ctx.tr, lang, available)}")
             rows.append([Button(label, f"sku:{sku.id}")])
@@ -76,17 +74,15 @@ class Storefront:
         return [Reply("\n".join(lines), rows)]
 
     async def _price(self, sku_id: int, channel: str) -> tuple[int, str] | None:
-        for p in await self.ctx.store.prices(sku_id):
-            if p.channel == channel:
-                return p.amount, p.currency
-        return None
+        price = await self.ctx.catalog.price_on(sku_id, channel)
+        return (price.amount, price.currency) if price is not None else None
 
     async def sku(self, msg: Incoming, lang: str, sku_id: int) -> list[Reply]:
-        sku = await self.ctx.store.sku_by_id(sku_id)
+        sku = await self.ctx.catalog.sku(sku_id)
         price = await self._price(sku_id, msg.channel) if sku else None
         if sku is None or not sku.active or price is None:
             return [Reply(self._t(lang, "error.unknown_sku"))]
-        available = await self.ctx.store.pool_available(sku.pool_id) // sku.units
+        available = await self.ctx.catalog.sellable(sku)
         top = min(sku.max_qty, available)
         text = self._t(lang, "shop.sku", name=sku_name(sku, lang), price=self.ctx.tr.money(lang, *price),
                        stock=stock_label(self.ctx.tr, lang, available))
@@ -99,7 +95,7 @@ class Storefront:
         return [Reply(text + "\n" + self._t(lang, "shop.pick_quantity", min=sku.min_qty, max=top), rows)]
 
     async def confirm(self, msg: Incoming, lang: str, sku_id: int, quantity: int) -> list[Reply]:
-        sku = await self.ctx.store.sku_by_id(sku_id)
+        sku = await self.ctx.catalog.sku(sku_id)
         price = await self._price(sku_id, msg.channel) if sku else None
         if sku is None or price is None:
             return [Reply(self._t(lang, "error.unknown_sku"))]
@@ -120,7 +116,7 @@ class Storefront:
         except PriceChanged:
             again = await self.confirm(msg, lang, sku_id, quantity)
             return [Reply(self._t(lang, "shop.price_changed") + "\n" + again[0].text, again[0].buttons)]
-        sku = await self.ctx.store.sku_by_id(sku_id)
+        sku = await self.ctx.catalog.sku(sku_id)
         assert sku is not None
         await self.ctx.orders.await_payment(order)
         minutes = max(1, int((order.expires_at - order.created_at).total_seconds() // 60))
@@ -135,20 +131,20 @@ class Storefront:
         return [Reply(self._t(lang, "pay.cancelled", ref=ref), [[Button(self._t(lang, "menu.shop"), "shop")]])]
 
     async def orders(self, msg: Incoming, lang: str, page: int) -> list[Reply]:
-        orders = await self.ctx.store.orders_for_user(msg.channel, msg.user_id, ORDERS_PAGE + 1, page * ORDERS_PAGE)
+        orders, older = await self.ctx.services.lookup.page(msg.channel, msg.user_id, ORDERS_PAGE, page)
         if not orders and page == 0:
             return [Reply(self._t(lang, "orders.none"), [[Button(self._t(lang, "menu.shop"), "shop")]])]
         lines = [self._t(lang, "orders.title")]
         rows = []
-        for order in orders[:ORDERS_PAGE]:
-            sku = await self.ctx.store.sku_by_id(order.sku_id)
-            lines.append(order_line(self.ctx.tr, lang, order, sku, self.ctx.timezone))
-            if order.state in (OrderState.DELIVERING, OrderState.DELIVERED):
+        for found in orders:
+            order = found.order
+            lines.append(order_line(self.ctx.tr, lang, order, found.sku, self.ctx.timezone))
+            if order.state in WITH_CODES:
                 rows.append([Button(self._t(lang, "orders.show_codes", ref=order.ref), f"codes:{order.ref}")])
         nav = []
         if page > 0:
             nav.append(Button(self._t(lang, "orders.newer"), f"orders:{page - 1}"))
-        if len(orders) > ORDERS_PAGE:
+        if older:
             nav.append(Button(self._t(lang, "orders.older"), f"orders:{page + 1}"))
         if nav:
             rows.append(nav)
@@ -157,10 +153,10 @@ class Storefront:
 
     async def codes_again(self, msg: Incoming, lang: str, ref: str) -> list[Reply]:
         """Codes only to the buyer of that order, in the channel it was bought in."""
-        order = await self.ctx.store.order_by_ref(ref)
-        if order is None or order.user_id != msg.user_id or order.channel != msg.channel:
+        order = await self.ctx.services.lookup.buyers_order(ref, msg.channel, msg.user_id)
+        if order is None:
             return [Reply(self._t(lang, "error.unknown_order"))]
-        if order.state not in (OrderState.DELIVERING, OrderState.DELIVERED):
+        if order.state not in WITH_CODES:
             return [Reply(self._t(lang, "orders.no_codes", ref=ref))]
         delivery = await self.ctx.delivery.build(order.id, "resend")
         return [delivery_reply(self.ctx.tr, delivery, lang)]

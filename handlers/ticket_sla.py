@@ -21,7 +21,7 @@ log = logging.getLogger("kamibot.tickets")
 async def remind_overdue(ctx: ShopContext, sla: timedelta, now: datetime | None = None) -> int:
     """Remind the merchants of every open ticket older than `sla` not yet reminded in its current period;
     how many tickets were reminded."""
-    due = await ctx.aftersales.remind_overdue(sla, now)
+    due = await ctx.services.aftersales.remind_overdue(sla, now)
     for overdue in due:
         await tell_merchants(ctx, overdue.ticket, _reminder(ctx, overdue.ticket, overdue.waited))
         log.info("event=ticket.sla_reminder ticket=%s period=%s waited_min=%s", overdue.ticket.id, overdue.period,

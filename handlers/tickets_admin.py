@@ -57,7 +57,7 @@ async def _about(ctx: ShopContext, lang: str, ticket: Ticket) -> str:
     """ · order K… · code id N — what the ticket is about (the code by its id only)."""
     out = ""
     if ticket.order_id is not None:
-        order = await ctx.aftersales.order_by_id(ticket.order_id)
+        order = await ctx.services.aftersales.order_by_id(ticket.order_id)
         out += ctx.tr(lang, "ticket.order_part", ref=order.ref if order else ticket.order_id)
     if ticket.code_id is not None:
         out += ctx.tr(lang, "ticket.code_part", code=ticket.code_id)
@@ -125,19 +125,19 @@ class MerchantTickets(MerchantCommands):
 
             return await autoreplace(self.ctx, msg, lang, rest)
         if command == "replace":
-            await self.ctx.aftersales.audit(msg.channel, msg.user_id, command, rest[:40])
+            await self.ctx.services.aftersales.audit(msg.channel, msg.user_id, command, rest[:40])
             return await self.replace(msg, lang, rest.split())
         number, _, text = rest.strip().partition(" ")
         if not number or not number.lstrip("#").isdigit() or (command == "reply" and not text.strip()):
             return [Reply(self._t(lang, "ticket.usage_full"))]
         # the audit names the ticket only: a merchant's answer may carry a replacement code
-        await self.ctx.aftersales.audit(msg.channel, msg.user_id, command, f"ticket {_ticket_id(number)}")
+        await self.ctx.services.aftersales.audit(msg.channel, msg.user_id, command, f"ticket {_ticket_id(number)}")
         if command == "reply":
             return await self.reply(msg, lang, _ticket_id(number), text.strip())
         return await self.close(msg, lang, _ticket_id(number))
 
     async def list_open(self, lang: str) -> list[Reply]:
-        tickets = await self.ctx.aftersales.live_tickets(LIST_LIMIT)
+        tickets = await self.ctx.services.aftersales.live_tickets(LIST_LIMIT)
         if not tickets:
             return [Reply(self._t(lang, "ticket.list_empty"))]
         lines = [self._t(lang, "ticket.list_title")]
@@ -152,7 +152,7 @@ class MerchantTickets(MerchantCommands):
         return [Reply("\n".join(lines))]
 
     async def reply(self, msg: Incoming, lang: str, ticket_id: int, text: str) -> list[Reply]:
-        ticket = await self.ctx.aftersales.ticket(ticket_id)
+        ticket = await self.ctx.services.aftersales.ticket(ticket_id)
         if ticket is None or ticket.state == "closed":
             return [Reply(self._t(lang, "ticket.unknown", ticket=ticket_id))]
         send = self.ctx.senders.get(ticket.channel)
@@ -161,13 +161,13 @@ class MerchantTickets(MerchantCommands):
         customer_lang = await self._customer_language(ticket)
         await send(ticket.chat_id, Reply(self.ctx.tr(customer_lang, "ticket.reply_to_customer", ticket=ticket.id,
                                                      text=text)))
-        await self.ctx.aftersales.answer_ticket(ticket.id, mask_codes(text))
+        await self.ctx.services.aftersales.answer_ticket(ticket.id, mask_codes(text))
         log.info("event=ticket.answered ticket=%s merchant=%s", ticket.id, msg.user_id)
         return [Reply(self._t(lang, "ticket.replied", ticket=ticket.id, user=f"{ticket.channel}:{ticket.user_id}"))]
 
     async def close(self, msg: Incoming, lang: str, ticket_id: int) -> list[Reply]:
-        ticket = await self.ctx.aftersales.ticket(ticket_id)
-        if ticket is None or not await self.ctx.aftersales.close_ticket(ticket_id):
+        ticket = await self.ctx.services.aftersales.ticket(ticket_id)
+        if ticket is None or not await self.ctx.services.aftersales.close_ticket(ticket_id):
             return [Reply(self._t(lang, "ticket.unknown", ticket=ticket_id))]
         send = self.ctx.senders.get(ticket.channel)
         if send is not None:
@@ -186,8 +186,8 @@ class MerchantTickets(MerchantCommands):
         if not args or len(args) > 2 or (len(args) == 2 and not args[1].isdigit()):
             return [Reply(self._t(lang, "ticket.usage_full"))]
         try:
-            order, done = await self.ctx.aftersales.replace_code(args[0], int(args[1]) if len(args) == 2 else None,
-                                                                 msg.user_id)
+            item_no = int(args[1]) if len(args) == 2 else None
+            order, done = await self.ctx.services.aftersales.replace_code(args[0], item_no, msg.user_id)
         except (ReplaceWhichItem, NoReplacementStock, AlreadyReplaced) as exc:
             return [Reply(self._t(lang, exc.message_id, **exc.params))]
         assert done.replaced is not None

@@ -239,6 +239,10 @@ class RiskEngine:
         self._stats.pop((order.channel, order.user_id), None)
         return True
 
+    async def decision_history(self, field: str, value: str, limit: int) -> list[RiskDecisionRecord]:
+        """Latest decisions by `user` (channel:user_id), `ip` or `order` (the merchant's /risk log)."""
+        return await self.store.risk_decisions(field, value, limit)
+
     # -- evaluation --------------------------------------------------------------
     async def evaluate(self, stage: str, s: Signals) -> Decision:
         try:

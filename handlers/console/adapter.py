@@ -93,7 +93,7 @@ class ConsoleChat:
         return Incoming(CHANNEL, self.user_id, self.user_id, text=line, language=self.language)
 
     async def pay(self, ref: str) -> None:
-        order = await self.ctx.store.order_by_ref(ref)
+        order = await self.ctx.services.lookup.by_ref(ref)
         if order is None or order.user_id != self.user_id:
             self.write(self.ctx.tr(self.ctx.language(CHANNEL, self.user_id, self.language), "error.unknown_order"))
             return

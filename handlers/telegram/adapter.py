@@ -14,7 +14,6 @@ import logging
 import tempfile
 from collections import Counter
 from collections.abc import Awaitable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from telegram.ext import (
 from fulfillment.delivery import PermanentFailure, RetryLater
 from fulfillment.errors import RiskChallenge, RiskDenied, ShopError
 from handlers.context import ShopContext
-from handlers.risk_admin import review_buttons, review_reasons
+from handlers.risk_admin import review_buttons
 from handlers.router import Conversation
 from handlers.telegram.channel import CHANNEL, TelegramAlerts, TelegramSender
 from handlers.telegram.render import keyboard_rows
@@ -202,7 +201,7 @@ class TelegramBot:
         result = await self.ctx.payments.receive(event)
         if result.outcome == PaymentOutcome.ALLOCATED:
             await self.ctx.delivery.run_once()  # the codes leave now, not at the worker's next tick
-            order = await self.ctx.store.order_by_id(result.order_id) if result.order_id else None
+            order = await self.ctx.services.lookup.by_id(result.order_id) if result.order_id else None
             if order is not None:
                 if self.notify_paid:
                     await self.alerts.order_paid(order)
@@ -229,16 +228,12 @@ class TelegramBot:
         refunded = message.refunded_payment if message is not None else None
         if refunded is None or message is None or message.from_user is None:
             return
-        order = await self.ctx.store.order_by_ref(refunded.invoice_payload)
+        order = await self.ctx.services.lookup.by_ref(refunded.invoice_payload)
         if (order is None or order.channel != CHANNEL or order.user_id != str(message.from_user.id)
                 or order.state not in _KEPT_THE_MONEY):  # refunded, failed, rejected: the shop's own refunds
             log.info("event=telegram.refund_seen known=%s", order is not None)
             return
-        if self.ctx.risk is not None:
-            recorded = await self.ctx.risk.record_dispute(order, CHANNEL, "telegram")
-        else:
-            recorded = await self.ctx.store.record_dispute(order.id, CHANNEL, datetime.now(UTC))
-        if recorded:
+        if await self.ctx.services.chargebacks.record_chargeback(order, CHANNEL, "telegram"):
             log.warning("event=telegram.chargeback order_id=%s", order.id)
             await self.alerts.notify("risk.alert_chargeback", ref=order.ref)
 
@@ -249,16 +244,13 @@ class TelegramBot:
     async def _review_notice(self, order_id: int, ref: str) -> None:
         """Held for review (a risk rule or a mismatching payment): the merchant decides with two buttons."""
         await self.alerts.notify("risk.alert_review", buttons=lambda lang: review_buttons(self.ctx.tr, lang, ref),
-                                 ref=ref, reasons=await review_reasons(self.ctx.store, order_id))
+                                 ref=ref, reasons=await self.ctx.services.lookup.review_reasons(order_id))
 
     async def _low_stock(self, order: Order) -> None:
         """Tell the merchant when this sale took the pool across its low-stock mark (once per crossing)."""
-        pool = next((p for p in await self.ctx.store.pools() if p.id == order.pool_id), None)
-        if pool is None:
-            return
-        available = await self.ctx.store.pool_available(pool.id)  # one row, not the stock report
-        if available <= pool.low_stock < available + order.quantity * order.units:
-            await self.alerts.notify("merchant.alert_low_stock", pool=pool.slug, available=available)
+        low = await self.ctx.catalog.low_stock_crossed(order.pool_id, order.quantity * order.units)
+        if low is not None:
+            await self.alerts.notify("merchant.alert_low_stock", pool=low.pool_slug, available=low.available)
 
     async def on_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message

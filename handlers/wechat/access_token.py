@@ -16,8 +16,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-
-from storage.protocol import Store
+from typing import Protocol
 
 log = logging.getLogger("kamibot.wechat")
 LEASE_FOR = timedelta(seconds=30)
@@ -27,6 +26,15 @@ class TokenUnavailable(Exception):
     """No token could be had in time (the refresher is slow or WeChat refuses): try again later."""
 
 
+class TokenStore(Protocol):
+    """Where the token is shared and who may refresh it: the shop's store satisfies it (passed in by bot/)."""
+
+    async def kv_get(self, key: str, now: datetime) -> str | None: ...
+    async def kv_put(self, key: str, value: str, expires_at: datetime | None) -> None: ...
+    async def try_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool: ...
+    async def release_lease(self, name: str, holder: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class _Cached:
     token: str
@@ -34,10 +42,10 @@ class _Cached:
 
 
 class SharedAccessToken:
-    def __init__(self, store: Store, app_id: str, fetch: Callable[[], Awaitable[tuple[str, int]]],
+    def __init__(self, shared: TokenStore, app_id: str, fetch: Callable[[], Awaitable[tuple[str, int]]],
                  refresh_before: timedelta = timedelta(minutes=10), wait_s: float = 5.0, poll_s: float = 0.05,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.store = store
+        self.shared = shared
         self.fetch = fetch  # → (token, expires_in seconds)
         self.key = f"wechat:access_token:{app_id}"
         self.lease = f"wechat.access_token.{app_id}"
@@ -49,7 +57,7 @@ class SharedAccessToken:
         self._lock = asyncio.Lock()  # one refresh attempt per process; the lease makes it one per shop
 
     async def _read(self) -> _Cached | None:
-        raw = await self.store.kv_get(self.key, self.clock())
+        raw = await self.shared.kv_get(self.key, self.clock())
         if raw is None:
             return None
         data = json.loads(raw)
@@ -74,11 +82,11 @@ class SharedAccessToken:
             if cached is not None and self._good(cached, stale):
                 return cached.token
             now = self.clock()
-            if await self.store.try_lease(self.lease, self.holder, now + LEASE_FOR, now):
+            if await self.shared.try_lease(self.lease, self.holder, now + LEASE_FOR, now):
                 try:
                     return await self._fetch_and_share(stale)
                 finally:
-                    await self.store.release_lease(self.lease, self.holder)
+                    await self.shared.release_lease(self.lease, self.holder)
             # another process is refreshing: the current token is still valid for a while, else wait for theirs
             if cached is not None and cached.token != stale:
                 return cached.token
@@ -92,7 +100,7 @@ class SharedAccessToken:
         now = self.clock()
         expires_at = now + timedelta(seconds=expires_in)
         refresh_at = expires_at - min(self.refresh_before, timedelta(seconds=expires_in / 2))
-        await self.store.kv_put(self.key, json.dumps({"token": token, "refresh_at": refresh_at.isoformat()}),
+        await self.shared.kv_put(self.key, json.dumps({"token": token, "refresh_at": refresh_at.isoformat()}),
                                 expires_at)
         log.info("event=wechat.token_refreshed expires_in=%s", expires_in)  # never the token
         return token

@@ -31,7 +31,7 @@ from handlers.wechat.numbering import ButtonMemory
 from handlers.wechat.paste_import import PasteImport
 from handlers.wechat.render import Rendered, WeChatRenderer
 from handlers.wechat.safe_xml import BadXml
-from handlers.wechat.undelivered import Undelivered
+from handlers.wechat.undelivered import SharedKvClaims, Undelivered
 
 log = logging.getLogger("kamibot.wechat")
 #: typed words that press a menu button (Chinese and English), case-insensitive
@@ -52,7 +52,8 @@ def _cdata_safe(text: str) -> str:
 class WeChatBot:
     def __init__(self, ctx: ShopContext, conversation: Conversation, crypto: CallbackCrypto,
                  sender: WeChatSender | None, renderer: WeChatRenderer, memory: ButtonMemory,
-                 passive_budget_s: float = 3.0, dedupe_for: timedelta = timedelta(minutes=10)) -> None:
+                 shared: SharedKvClaims, passive_budget_s: float = 3.0,
+                 dedupe_for: timedelta = timedelta(minutes=10)) -> None:
         self.ctx = ctx
         self.conversation = conversation
         self.crypto = crypto
@@ -60,7 +61,8 @@ class WeChatBot:
         self.renderer = renderer
         self.memory = memory
         self.paste = PasteImport(ctx)
-        self.undelivered = sender.undelivered if sender is not None else Undelivered(ctx.store)
+        self.shared = shared  # the MsgId claims (and undelivered codes without a sender)
+        self.undelivered = sender.undelivered if sender is not None else Undelivered(shared)
         self.passive_budget_s = passive_budget_s
         self.dedupe_for = dedupe_for
         self._locks: dict[str, asyncio.Lock] = {}
@@ -81,7 +83,7 @@ class WeChatBot:
             raise BadXml("unreadable message") from None
         now = datetime.now(UTC)
         key = self._dedupe_key(opened.fields)
-        if not await self.ctx.store.claim_once("wechat.callback", key, now + self.dedupe_for, now):
+        if not await self.shared.claim_once("wechat.callback", key, now + self.dedupe_for, now):
             log.info("event=wechat.retry_ignored kind=%s", key.split(":", 1)[0])
             return "success"  # WeChat's retry of a message already being answered
         task = asyncio.create_task(self._answer(message, openid, opened.fields.get("MsgType", "").lower()))
@@ -89,12 +91,12 @@ class WeChatBot:
             rendered = await asyncio.wait_for(asyncio.shield(task), self.passive_budget_s)
         except TimeoutError:
             log.info("event=wechat.answer_deferred")
-            self._background(self._send_later(task, openid))
+            self.ctx.spawn(self._send_later(task, openid))
             return "success"
         if not rendered.messages or not rendered.messages[0]:
             return "success"
         if len(rendered.messages) > 1:
-            self._background(self._send(openid, rendered.messages[1:], EXTRA_MESSAGE_DELAY_S))
+            self.ctx.spawn(self._send(openid, rendered.messages[1:], EXTRA_MESSAGE_DELAY_S))
         return self._passive(message, rendered.messages[0], opened, query)
 
     @staticmethod
@@ -115,11 +117,6 @@ class WeChatBot:
         if opened.encrypted:
             return self.crypto.seal(xml, query.get("nonce", ""), str(timestamp))
         return xml
-
-    def _background(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self.ctx.background.add(task)
-        task.add_done_callback(self.ctx.background.discard)
 
     async def _send_later(self, task: asyncio.Task[Rendered], openid: str) -> None:
         try:
@@ -216,10 +213,10 @@ class WeChatBot:
             key = str(getattr(message, "scene_id", "") or "")  # a QR code's scene: sku_<id> or ref_<user>
             start = "/start" + (f" {key}" if key.startswith(("sku_", "ref_")) else "")
             replies = await self.conversation.handle(self._incoming(openid, text=start))  # remembers the user
-            await self.ctx.store.set_user_blocked(CHANNEL, openid, False)  # following again makes them reachable
+            await self.ctx.services.customers.set_reachable(CHANNEL, openid, True)  # following again: reachable
             return [Reply(self.ctx.tr(self.ctx.language(CHANNEL, openid, ""), "wechat.welcome")), *replies]
         if event == "unsubscribe":
-            await self.ctx.store.set_user_blocked(CHANNEL, openid, True)
+            await self.ctx.services.customers.set_reachable(CHANNEL, openid, False)
             return None
         if event == "click":
             button = CLICKS.get(str(getattr(message, "key", "") or ""))

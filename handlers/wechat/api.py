@@ -14,8 +14,7 @@ from typing import Any
 
 import httpx
 
-from handlers.wechat.access_token import SharedAccessToken
-from storage.protocol import Store
+from handlers.wechat.access_token import SharedAccessToken, TokenStore
 
 TOKEN_INVALID = {40001, 40014, 42001}  # invalid credential, invalid token, token expired
 OUTSIDE_WINDOW, UNSUBSCRIBED, QUOTA_USED = 45015, 43004, 45047
@@ -55,13 +54,13 @@ class WeChatUnavailable(Exception):
 
 
 class WeChatApi:
-    def __init__(self, store: Store, http: httpx.AsyncClient, base_url: str, app_id: str, app_secret: str,
+    def __init__(self, shared: TokenStore, http: httpx.AsyncClient, base_url: str, app_id: str, app_secret: str,
                  token_wait_s: float = 5.0) -> None:
         self.http = http
         self.base_url = base_url.rstrip("/")
         self.app_id = app_id
         self._secret = app_secret
-        self.tokens = SharedAccessToken(store, app_id, self.fetch_token, wait_s=token_wait_s)
+        self.tokens = SharedAccessToken(shared, app_id, self.fetch_token, wait_s=token_wait_s)
         redact_http_logs()
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

@@ -29,11 +29,11 @@ class WeChatSender:
     """fulfillment.delivery.Channel for WeChat, and `send(openid, Reply)` for messages nobody asked for."""
 
     def __init__(self, ctx: ShopContext, api: WeChatApi, renderer: WeChatRenderer,
-                 undelivered: Undelivered | None = None) -> None:
+                 undelivered: Undelivered) -> None:
         self.ctx = ctx
         self.api = api
         self.renderer = renderer
-        self.undelivered = undelivered or Undelivered(ctx.store)
+        self.undelivered = undelivered
 
     async def send_text(self, openid: str, text: str) -> None:
         try:

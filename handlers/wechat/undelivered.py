@@ -11,15 +11,22 @@ import json
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from storage.protocol import Store
+from handlers.wechat.numbering import SharedKv
 
 KEEP_FOR = timedelta(days=30)
 
 
+class SharedKvClaims(SharedKv, Protocol):
+    """Shared key-values plus once-only claims across processes (the composition root passes the store)."""
+
+    async def claim_once(self, scope: str, key: str, expires_at: datetime, now: datetime) -> bool: ...
+
+
 class Undelivered:
-    def __init__(self, store: Store, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.store = store
+    def __init__(self, shared: SharedKvClaims, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.shared = shared
         self.clock = clock
 
     @staticmethod
@@ -28,20 +35,20 @@ class Undelivered:
 
     async def add(self, openid: str, order_id: int) -> None:
         now = self.clock()
-        raw = await self.store.kv_get(self._key(openid), now)
+        raw = await self.shared.kv_get(self._key(openid), now)
         pending = [p for p in (json.loads(raw) if raw else []) if p[0] != order_id][-19:]
         pending.append([order_id, secrets.token_hex(4)])
-        await self.store.kv_put(self._key(openid), json.dumps(pending), now + KEEP_FOR)
+        await self.shared.kv_put(self._key(openid), json.dumps(pending), now + KEEP_FOR)
 
     async def take(self, openid: str) -> list[int]:
         """Order ids whose codes this answer should carry (usually none: one indexed read)."""
         now = self.clock()
-        raw = await self.store.kv_get(self._key(openid), now)
+        raw = await self.shared.kv_get(self._key(openid), now)
         if not raw or raw == "[]":
             return []
-        await self.store.kv_put(self._key(openid), "[]", now + KEEP_FOR)
+        await self.shared.kv_put(self._key(openid), "[]", now + KEEP_FOR)
         taken = []
         for order_id, tag in json.loads(raw):
-            if await self.store.claim_once("wechat.undelivered", f"{order_id}:{tag}", now + KEEP_FOR, now):
+            if await self.shared.claim_once("wechat.undelivered", f"{order_id}:{tag}", now + KEEP_FOR, now):
                 taken.append(int(order_id))
         return taken

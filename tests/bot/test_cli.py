@@ -128,3 +128,13 @@ def test_risk_rules_are_loaded_from_a_file_and_a_typo_changes_nothing(tmp_path):
     assert "rules.x.threshold" in refused.stderr.decode()
     after = kamibot(tmp_path, "risk", "rules").stdout.decode()
     assert "users_per_ip_day: distinct per user/ip / 1d > 4 -> deny" in after  # the last good rules stay
+
+
+def test_catalog_sku_is_held_to_the_same_bounds_as_chat(tmp_path):
+    assert kamibot(tmp_path, "catalog", "product", "steam", "--category", "cards", "--name-en", "Steam",
+                   "--name-zh", "Steam 卡", "--pool", "steam-50").returncode == 0
+    bad = kamibot(tmp_path, "catalog", "sku", "steam-50", "--product", "steam", "--pool", "steam-50",
+                  "--name-en", "50", "--name-zh", "50", "--max", "5000")
+    assert bad.returncode == 2
+    assert "max_qty: Input should be less than or equal to 1000" in bad.stderr.decode()
+    assert "steam-50" not in kamibot(tmp_path, "catalog", "list").stdout.decode()

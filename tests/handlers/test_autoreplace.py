@@ -31,7 +31,7 @@ async def test_merchant_marks_a_sku_and_the_policy_is_listed_and_audited(demo):
     demo.out.clear()
     await demo.merchant.say("/autoreplace genshin-60 on hours=12")
     assert "genshin-60: a code reported bad within 12 h of delivery is now replaced automatically" in demo.out.text()
-    assert await demo.customer.ctx.aftersales.auto_replace_policy() == {"genshin-60": 12}
+    assert await demo.customer.ctx.services.aftersales.auto_replace_policy() == {"genshin-60": 12}
     demo.out.clear()
     await demo.merchant.say("/autoreplace")
     assert "• genshin-60: 12 h" in demo.out.text()
@@ -39,16 +39,16 @@ async def test_merchant_marks_a_sku_and_the_policy_is_listed_and_audited(demo):
         demo.out.clear()
         await demo.merchant.say(bad)
         assert "No SKU nope." in demo.out.text() or "Auto-replace: /autoreplace" in demo.out.text(), bad
-    assert await demo.customer.ctx.aftersales.auto_replace_policy() == {"genshin-60": 12}
+    assert await demo.customer.ctx.services.aftersales.auto_replace_policy() == {"genshin-60": 12}
     await demo.merchant.say("/autoreplace genshin-60 off")
-    assert await demo.customer.ctx.aftersales.auto_replace_policy() == {}
+    assert await demo.customer.ctx.services.aftersales.auto_replace_policy() == {}
     audit = [(a, d) for _, _, _, a, d in await demo.shop.store.audit_entries(10) if a == "autoreplace"]
     assert ("autoreplace", "genshin-60 on 12") in audit
     assert ("autoreplace", "genshin-60 off") in audit
     demo.out.clear()
     await demo.customer.say("/autoreplace genshin-60 on")
     assert demo.out.text() == "Unknown command. Send /start for the menu."
-    assert await demo.customer.ctx.aftersales.auto_replace_policy() == {}
+    assert await demo.customer.ctx.services.aftersales.auto_replace_policy() == {}
 
 
 async def test_a_marked_sku_is_replaced_at_once_then_the_second_report_goes_to_the_merchant(demo):
@@ -96,7 +96,7 @@ async def test_an_unmarked_sku_or_a_late_report_goes_to_the_merchant(demo):
     assert await demo.shop.store.order_items(order.id) == items
     # marked now, but the report comes after the window: nothing is replaced
     await demo.merchant.say("/autoreplace genshin-60 on hours=2")
-    service = demo.customer.ctx.aftersales
+    service = demo.customer.ctx.services.aftersales
     delivered = await service.delivered_at(order)
     assert delivered is not None
     report = NewTicket("console", CUSTOMER_ID, CUSTOMER_ID, "bad_code", language="en")

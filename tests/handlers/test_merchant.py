@@ -124,3 +124,23 @@ async def test_sku_can_be_created_in_chat_and_bad_fields_change_nothing(demo):
     assert await demo.shop.store.sku_by_slug("genshin-999") is None
     assert await demo.shop.store.sku_by_slug("genshin-998") is None
     assert await demo.shop.store.sku_by_slug("genshin-997") is None
+
+
+async def test_sku_edit_in_chat_is_held_to_the_catalogue_bounds(demo):
+    # the catalogue caps a SKU's quantity at 1000 (fulfillment/catalog.py SkuSpec); chat used to accept 5000
+    await demo.merchant.say("/sku genshin-60 max=5000")
+    await demo.merchant.say("/sku genshin-60 units=0")
+    await demo.merchant.say("/sku genshin-60 max=٥")  # non-ASCII digits are not whole numbers
+    sku = await demo.shop.store.sku_by_slug("genshin-60")
+    assert (sku.max_qty, sku.units) == (5, 1)  # as seeded
+    assert "max_qty: Input should be less than or equal to 1000" in demo.out.text()
+    await demo.merchant.say("/sku genshin-60 max=1000 active=off")
+    sku = await demo.shop.store.sku_by_slug("genshin-60")
+    assert (sku.max_qty, sku.active) == (1000, False)
+
+
+async def test_sku_new_in_chat_is_held_to_the_catalogue_bounds(demo):
+    await demo.merchant.say("/sku new genshin-big product=genshin-crystals pool=genshin-60 name_en=x name_zh=x"
+                            " max=5000")
+    assert await demo.shop.store.sku_by_slug("genshin-big") is None
+    assert "max_qty: Input should be less than or equal to 1000" in demo.out.text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from fulfillment.orders import CheckoutRequest
 from handlers.types import Incoming
 
 CODE = re.compile(r"^\s{4}(GI60-[A-Z0-9-]+|VIP-[A-Z0-9-]+)$", re.MULTILINE)
@@ -129,3 +130,21 @@ async def test_chosen_language_survives_a_restart(demo):
     replies = await Conversation(fresh).handle(Incoming("console", "customer", "customer", text="/start",
                                                         language="en"))
     assert replies[0].text.startswith("欢迎光临")
+
+
+async def test_my_orders_pages_five_at_a_time_newest_first(demo):
+    sku = await demo.shop.store.sku_by_slug("genshin-60")
+    for _ in range(6):
+        await demo.shop.orders.checkout(CheckoutRequest("console", "customer", "customer", sku.id, 1))
+    refs = {o.ref for o in await demo.shop.store.orders_for_user("console", "customer", 10, 0)}
+    assert len(refs) == 6
+    pages = [await demo.customer.conversation.handle(Incoming("console", "customer", "customer",
+                                                              button=f"orders:{n}", language="en")) for n in (0, 1)]
+    shown = [set(re.findall(r"K[0-9A-Z]{11}", page[0].text)) for page in pages]
+    assert (len(shown[0]), len(shown[1])) == (5, 1)
+    assert shown[0] | shown[1] == refs
+    labels = [{b.label for row in page[0].buttons for b in row} for page in pages]
+    assert "Older »" in labels[0]
+    assert "« Newer" not in labels[0]
+    assert "Older »" not in labels[1]
+    assert "« Newer" in labels[1]
