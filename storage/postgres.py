@@ -437,6 +437,21 @@ class PostgresStore(PgSharedState, PgTickets):
                                      limit)
         return [r[0] for r in rows]
 
+    async def settle_duplicate_payment(self, event_id: int, now: datetime) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            r = await conn.fetchrow(
+                "UPDATE payment_events e SET outcome = 'duplicate' FROM orders o WHERE e.id = $1"
+                " AND e.outcome = 'review' AND o.id = e.order_id RETURNING o.id, o.sku_id, o.channel, e.amount,"
+                " e.currency", event_id)
+            if r is None:
+                return False
+            await conn.executemany(
+                "INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7)",
+                [(r[0], r[1], r[2], kind, r[4], sign * int(r[3]), _aware(now))
+                 for kind, sign in (("duplicate_payment", 1), ("duplicate_refund", -1))])
+        return True
+
     async def order_payment(self, order_id: int) -> tuple[str, str, int] | None:
         r = await self.pool.fetchrow("SELECT provider, provider_txn_id, amount FROM payment_events WHERE order_id = $1"
                                      " AND outcome IN ('allocated', 'failed', 'review') ORDER BY id LIMIT 1", order_id)

@@ -481,6 +481,9 @@ class SqliteStore(Customers, SharedState, Tickets):
         return [r[0] for r in await self._all(
             "SELECT id FROM payment_events WHERE applied_at IS NULL ORDER BY id LIMIT ?", (limit,))]
 
+    async def settle_duplicate_payment(self, event_id: int, now: datetime) -> bool:
+        return await self._tx(tx.settle_duplicate_payment, event_id, now)
+
     async def order_payment(self, order_id: int) -> tuple[str, str, int] | None:
         r = await self._one("SELECT provider, provider_txn_id, amount FROM payment_events WHERE order_id = ?"
                             " AND outcome IN ('allocated', 'failed', 'review') ORDER BY id LIMIT 1", (order_id,))
