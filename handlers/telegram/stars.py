@@ -7,10 +7,10 @@ transactions oldest first (`offset` = how many to skip, `limit` 1-100). An incom
 `telegram_payment_charge_id`; a refund is outgoing, with `receiver` = that user and the id of the payment it
 returns. https://core.telegram.org/bots/api#getstartransactions , #startransaction , #transactionpartneruser
 
-Every incoming payment goes through the same idempotent path as a `successful_payment` update (recorded once by
-its charge id); every refund through the same chargeback check as a `refunded_payment` update. One process at a
-time (a store lease); the position in the list is kept in the store, so each transaction is read once, except
-the youngest ones (`grace`), left for the live updates to handle first.
+Every incoming payment for one of the shop's orders goes through the same idempotent path as a
+`successful_payment` update (recorded once by its charge id); every refund through the same chargeback check as
+a `refunded_payment` update. One process at a time (a store lease); the position in the list is kept in the
+store, so each transaction is read once, except the youngest ones (`grace`), left for the live updates first.
 """
 
 from __future__ import annotations
@@ -75,9 +75,12 @@ class StarsRecovery:
         if not charge_id or (source or receiver).get("transaction_type", "invoice_payment") != "invoice_payment":
             return  # paid media, gifts, withdrawals: not the shop's invoices
         if source.get("type") == "user" and source.get("invoice_payload"):
+            ref = str(source["invoice_payload"])
+            if await self.store.order_by_ref(ref) is None:  # not this shop's invoice (the bot's older history)
+                log.info("event=telegram.stars_skipped reason=unknown_order")
+                return
             user = int(source["user"]["id"])
-            result = await self.payments.apply(user, str(user), charge_id, str(source["invoice_payload"]),
-                                               int(amount or 0), "XTR")
+            result = await self.payments.apply(user, str(user), charge_id, ref, int(amount or 0), "XTR")
             if result is not None and result.outcome.value != "already_applied":
                 log.warning("event=telegram.payment_recovered outcome=%s order_id=%s", result.outcome.value,
                             result.order_id)

@@ -139,3 +139,29 @@ async def test_stars_recovery_runs_in_one_process_at_a_time(tmp_path, fake):
         await bot.shop.store.release_lease(LEASE, "another-process")
         await bot.runtime.recovery.tick()
         assert len(fake.sent("getStarTransactions")) == 1
+
+
+@pytest.mark.parametrize("mode", ["polling", "webhook"])
+async def test_payment_that_could_not_be_recorded_is_not_acknowledged_and_comes_again(tmp_path, fake, mode):
+    async with running_bot(tmp_path, fake, mode) as bot:
+        ref = await _buy_to_invoice(fake)
+        assert _ok(await _answered(fake, fake.pre_checkout(CUSTOMER, ref, 45)))
+        # given: the database is unreachable for the first attempt to record the payment
+        inbox, failures = bot.shop.payments, []
+        receive = inbox.receive
+
+        async def down_once(event, **kw):
+            if not failures:
+                failures.append(event.provider_txn_id)
+                raise ConnectionError("database restarting")
+            return await receive(event, **kw)
+
+        inbox.receive = down_once
+        # when: the payment arrives
+        fake.successful_payment(CUSTOMER, ref, 45, "charge-r")
+        # then: Telegram was not told it arrived (no next offset, no 200), sends it again, and it is recorded once
+        await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == CUSTOMER and "<code>" in p["text"],
+                            timeout=15)
+        await _handled_so_far(fake, CUSTOMER)
+        assert failures == ["charge-r"]
+        assert _codes(fake, CUSTOMER) == 1
