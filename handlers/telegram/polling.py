@@ -64,7 +64,7 @@ class PaymentSafePoller:
             try:
                 updates = await self.bot.get_updates(offset=self.offset or None, timeout=self.timeout,
                                                      allowed_updates=self.allowed_updates)
-            except TelegramError as exc:
+            except Exception as exc:  # noqa: BLE001 - polling outlives any bad answer; type only: URLs hold the token
                 log.warning("event=telegram.poll_failed error=%s", type(exc).__name__)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, MAX_PAUSE)
