@@ -165,3 +165,15 @@ async def test_payment_that_could_not_be_recorded_is_not_acknowledged_and_comes_
         await _handled_so_far(fake, CUSTOMER)
         assert failures == ["charge-r"]
         assert _codes(fake, CUSTOMER) == 1
+
+
+async def test_stars_recovery_leaves_young_transactions_to_their_updates(tmp_path, fake):
+    from handlers.telegram.stars import CURSOR
+
+    async with running_bot(tmp_path, fake, stars_recovery_every_s=0.1, stars_recovery_grace_s=3600) as bot:
+        ref = await _buy_to_invoice(fake)
+        fake.successful_payment(CUSTOMER, ref, 45, "charge-young", lost=True)
+        await asyncio.sleep(0.5)  # several ticks
+        assert len(fake.sent("getStarTransactions")) > 1
+        assert (await bot.shop.store.order_by_ref(ref)).state == OrderState.AWAITING_PAYMENT
+        assert await bot.shop.store.kv_get(CURSOR, datetime.now(UTC)) is None
