@@ -22,17 +22,19 @@ from starlette.types import Lifespan
 from bot.composition import Shop, build_context, build_shop
 from bot.jobs import JobStatus, run_jobs, ticket_sla_job
 from bot.settings import Settings
+from fulfillment.checkpoints import Checkpoints
 
 log = logging.getLogger("kamibot.server")
 MAX_WEBHOOK_BODY = 1024 * 1024
 
 
 class WebhookSink(Protocol):
-    """What the webhook route needs from the Telegram runtime: its secret and a way to queue an update."""
+    """What the webhook route needs from the Telegram runtime: its secret and a way to take an update
+    (False: it carried a payment that could not be recorded; answer an error so that Telegram sends it again)."""
 
     secret: str
 
-    async def feed(self, data: dict[str, Any]) -> None: ...
+    async def feed(self, data: dict[str, Any]) -> bool: ...
 
 
 def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None = None,
@@ -56,24 +58,24 @@ def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None
             data = json.loads(body)
             if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
                 raise ValueError("not an update")
-            await telegram.feed(data)
+            taken = await telegram.feed(data)
         except (ValueError, TypeError, KeyError):
             log.info("event=telegram.webhook_rejected reason=malformed")
             return Response(status_code=400)
-        return Response(status_code=200)
+        return Response(status_code=200 if taken else 503)
 
     routes = [Route("/healthz", health), Route("/telegram/webhook", telegram_webhook, methods=["POST"])]
     routes += wechat_routes  # GET/POST /wechat when the Official Account is configured (bot/wechat.py)
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> int:
     """Jobs and channels live in the app's lifespan, so uvicorn's graceful shutdown (SIGTERM/SIGINT) stops them
     and closes the store before it exits (uvicorn then re-raises the signal, as it documents)."""
     # SQLite work runs in aiosqlite's thread and gives up the GIL per statement; with the default 5 ms switch
     # interval a busy event loop makes each of those statements wait up to 5 ms (the convoy effect)
     sys.setswitchinterval(0.0005)
-    shop = await build_shop(settings)
+    shop = await build_shop(settings, checkpoints=checkpoints)  # checkpoints: crash tests only
     status = JobStatus()
     ctx = build_context(shop, {"console": set(settings.merchant_ids)})
     telegram = None
@@ -104,6 +106,9 @@ async def serve(settings: Settings) -> int:
         if telegram is not None:
             await telegram.start()
         extra = [ticket_sla_job(ctx, settings)]
+        stars = telegram.job() if telegram is not None else None
+        if stars is not None:
+            extra.append(stars)  # finds Stars payments whose update was lost (getStarTransactions)
         if wechatpay is not None:
             extra.append(wechatpay.job())
         jobs = asyncio.create_task(run_jobs(shop, stop, status, extra=extra))

@@ -24,6 +24,10 @@ class TelegramSettings(BaseModel):
     #: per-chat pacing (Telegram allows about one message per second per chat) and overall (about 30/s)
     per_chat_interval_s: float = Field(1.0, ge=0)
     global_per_second: float = Field(30.0, gt=0)
+    #: the Stars recovery job (getStarTransactions): how often (0 = off), and how old a transaction must be
+    #: before the job takes it up (younger ones are left to their live update)
+    stars_recovery_every_s: float = Field(60.0, ge=0)
+    stars_recovery_grace_s: float = Field(30.0, ge=0)
 
     @property
     def enabled(self) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from telegram import Bot, Update
@@ -17,7 +19,10 @@ from handlers.telegram.adapter import PerUserOrder, TelegramBot
 from handlers.telegram.broadcast import TelegramBroadcaster
 from handlers.telegram.channel import CHANNEL, StarsProvider, TelegramAlerts, TelegramChannel, TelegramSender
 from handlers.telegram.pacing import Pacer
+from handlers.telegram.payments import carries_payment
+from handlers.telegram.polling import PaymentSafePoller
 from handlers.telegram.request import AiohttpRequest
+from handlers.telegram.stars import StarsRecovery
 
 log = logging.getLogger("kamibot.telegram")
 ALLOWED_UPDATES = ["message", "callback_query", "pre_checkout_query"]
@@ -29,24 +34,42 @@ class TelegramRuntime:
     adapter: TelegramBot
     mode: str
     secret: str
+    poller: PaymentSafePoller
+    recovery: StarsRecovery
+    recovery_every: float
 
     async def start(self) -> None:
         await self.app.initialize()
         await self.app.start()
-        if self.mode == "polling" and self.app.updater is not None:
-            await self.app.updater.start_polling(allowed_updates=ALLOWED_UPDATES)
+        if self.mode == "polling":
+            await self.poller.start()
         log.info("event=telegram.started mode=%s", self.mode)
 
     async def stop(self) -> None:
-        if self.app.updater is not None and self.app.updater.running:
-            await self.app.updater.stop()
+        await self.poller.stop()
         if self.app.running:
-            await self.app.stop()
+            await self.app.stop()  # handles what is queued
+            await self.poller.confirm()
         await self.app.shutdown()
 
-    async def feed(self, data: dict[str, Any]) -> None:
-        """A webhook body: parsed by PTB and queued; the HTTP answer does not wait for the handlers."""
-        await self.app.update_queue.put(Update.de_json(data, self.app.bot))
+    async def feed(self, data: dict[str, Any]) -> bool:
+        """A webhook body, parsed by PTB. A payment (pre-checkout query, successful or refunded payment) is
+        handled before the HTTP answer: False = not recorded, answer an error so Telegram sends it again.
+        Everything else is queued; the answer does not wait for its handlers."""
+        update = Update.de_json(data, self.app.bot)
+        if not carries_payment(update):
+            await self.app.update_queue.put(update)
+            return True
+        try:
+            await self.adapter.payments.handle(update)
+        except Exception:  # noqa: BLE001 - Telegram retries a failed webhook; the traceback carries ids only
+            log.exception("event=telegram.payment_unrecorded update_id=%s", update.update_id)
+            return update.pre_checkout_query is not None  # too late to answer it on a retry anyway
+        return True
+
+    def job(self) -> tuple[str, float, Callable[[], Awaitable[int]]] | None:
+        """The Stars recovery job for bot.jobs.run_jobs (None when switched off)."""
+        return ("telegram_stars", self.recovery_every, self.recovery.tick) if self.recovery_every else None
 
 
 def build_telegram(shop: Shop, ctx: ShopContext) -> TelegramRuntime:
@@ -56,9 +79,8 @@ def build_telegram(shop: Shop, ctx: ShopContext) -> TelegramRuntime:
     t = shop.settings.telegram
     builder = (ApplicationBuilder().token(t.token.get_secret_value()).base_url(t.base_url)
                .base_file_url(t.base_file_url).concurrent_updates(PerUserOrder(256))
-               .request(AiohttpRequest(pool_size=64)).get_updates_request(AiohttpRequest(pool_size=1)))
-    if t.mode == "webhook":
-        builder = builder.updater(None)
+               .request(AiohttpRequest(pool_size=64)).get_updates_request(AiohttpRequest(pool_size=1))
+               .updater(None))  # polling: PaymentSafePoller, which records payments before confirming them
     app = builder.build()
     sender = TelegramSender(app.bot, Pacer(t.per_chat_interval_s, t.global_per_second))
     ctx.merchants[CHANNEL] = {str(i) for i in t.admin_ids}
@@ -70,7 +92,10 @@ def build_telegram(shop: Shop, ctx: ShopContext) -> TelegramRuntime:
     shop.delivery.alerts = alerts
     ctx.broadcasters[CHANNEL] = TelegramBroadcaster(shop.store, sender)
     ctx.senders[CHANNEL] = sender.send
-    return TelegramRuntime(app, adapter, t.mode, t.webhook_secret.get_secret_value())
+    poller = PaymentSafePoller(app.bot, app.update_queue, adapter.payments.handle, ALLOWED_UPDATES)
+    recovery = StarsRecovery(shop.store, sender.api, adapter.payments, timedelta(seconds=t.stars_recovery_grace_s))
+    return TelegramRuntime(app, adapter, t.mode, t.webhook_secret.get_secret_value(), poller, recovery,
+                           t.stars_recovery_every_s)
 
 
 async def set_webhook(shop: Shop, url: str) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+#: a payment event was taken from its provider (fetched or pushed) and is not yet recorded
+PAYMENT_TAKEN = "payment.taken"
 #: the payment is recorded and applied (codes allocated, outbox row written); provider not yet answered
 PAYMENT_RECORDED = "payment.recorded"
 #: the delivery worker has claimed the outbox row (codes counted as shown) and not yet sent it

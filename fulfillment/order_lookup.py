@@ -33,6 +33,10 @@ class OrderLookup:
             return None
         return order
 
+    async def payment(self, order_id: int) -> tuple[str, str, int] | None:
+        """(provider, provider txn id, amount) of the payment applied to the order, if any."""
+        return await self.store.order_payment(order_id)
+
     async def events(self, order_id: int) -> list[OrderEvent]:
         return await self.store.order_events(order_id)
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
-from fulfillment.checkpoints import PAYMENT_RECORDED, Checkpoints, NoCheckpoints
+from fulfillment.checkpoints import PAYMENT_RECORDED, PAYMENT_TAKEN, Checkpoints, NoCheckpoints
 from fulfillment.errors import PaymentRejected
 from fulfillment.orders import PAYABLE
 from storage import events
@@ -73,9 +73,16 @@ class PaymentInbox:
         self.checkpoints = checkpoints or NoCheckpoints()
         self.clock = clock
 
-    async def receive(self, event: PaymentEventIn) -> PaymentApplied:
+    async def receive(self, event: PaymentEventIn, hold: tuple[str, ...] = ()) -> PaymentApplied:
+        """Record and apply `event` once. `hold`: reasons the channel found to hold the order for review
+        instead of delivering (e.g. the payer is not the buyer). A second payment of an order that is already
+        paid comes back as DUPLICATE (its ledger lines written once): the channel refunds it through its
+        provider, keyed by the provider transaction id, and tells the payer."""
+        self.checkpoints.reach(PAYMENT_TAKEN)
         validate_event(event)
-        if self.risk is not None:
+        if hold:
+            await self._hold(event, hold)
+        elif self.risk is not None:
             await self._risk_hold(event)
         try:
             result = await self.store.receive_payment(event, self.clock())
@@ -86,11 +93,28 @@ class PaymentInbox:
             log.exception("event=payment.apply_failed provider=%s", event.provider)
             raise
         self.checkpoints.reach(PAYMENT_RECORDED)
+        if result.outcome == PaymentOutcome.REVIEW and await self._duplicate(event, result):
+            result = PaymentApplied(result.event_id, PaymentOutcome.DUPLICATE, result.order_id, "second payment")
         if self.on_applied is not None and result.outcome in (PaymentOutcome.ALLOCATED, PaymentOutcome.FAILED):
             self.on_applied()
         log.info("event=payment.%s payment_event=%s provider=%s order_id=%s",
                  result.outcome.value, result.event_id, event.provider, result.order_id)
         return result
+
+    async def _duplicate(self, event: PaymentEventIn, result: PaymentApplied) -> bool:
+        """Held because its order was already paid by another transaction: settle it as a duplicate (once)."""
+        if result.order_id is None:
+            return False
+        first = await self.store.order_payment(result.order_id)
+        if first is None or (first[0], first[1]) == (event.provider, event.provider_txn_id):
+            return False  # the order's own payment held for review (amount mismatch, a risk rule)
+        return await self.store.settle_duplicate_payment(result.event_id, self.clock())
+
+    async def _hold(self, event: PaymentEventIn, reasons: tuple[str, ...]) -> None:
+        order = await self.store.order_by_ref(event.order_ref)
+        if order is not None and order.state in PAYABLE:
+            await self.store.transition(order.id, list(PAYABLE), OrderState.REVIEW,
+                                        events.risk_review(reasons=reasons), self.clock())
 
     async def _risk_hold(self, event: PaymentEventIn) -> None:
         """After payment, before delivery: a held order goes to review first, so its payment is recorded but

@@ -116,6 +116,21 @@ class PgSales(PostgresBase):
                              aware(now), self._payable)
         return applied_from(r)
 
+    async def settle_duplicate_payment(self, event_id: int, now: datetime) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            r = await conn.fetchrow(
+                "UPDATE payment_events e SET outcome = 'duplicate' FROM orders o WHERE e.id = $1"
+                " AND e.outcome = 'review' AND o.id = e.order_id RETURNING o.id, o.sku_id, o.channel, e.amount,"
+                " e.currency", event_id)
+            if r is None:
+                return False
+            await conn.executemany(
+                "INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7)",
+                [(r[0], r[1], r[2], kind, r[4], sign * int(r[3]), aware(now))
+                 for kind, sign in (("duplicate_payment", 1), ("duplicate_refund", -1))])
+        return True
+
     async def unapplied_payments(self, limit: int) -> list[int]:
         rows = await self.pool.fetch("SELECT id FROM payment_events WHERE applied_at IS NULL ORDER BY id LIMIT $1",
                                      limit)

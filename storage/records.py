@@ -56,6 +56,7 @@ class PaymentOutcome(enum.StrEnum):
     FAILED = "failed"  # paid but no stock: failed, refund queued
     UNKNOWN_ORDER = "unknown_order"
     ALREADY_APPLIED = "already_applied"
+    DUPLICATE = "duplicate"  # a second payment of an already-paid order: its provider refunds it at once
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,6 +149,22 @@ def receive_payment(db: sqlite3.Connection, e: PaymentEventIn, now: datetime, g:
     return apply_payment(db, event_id, now, g)
 
 
+def settle_duplicate_payment(db: sqlite3.Connection, event_id: int, now: datetime) -> bool:
+    """A second payment of a paid order: outcome review → duplicate once, with its money in and back out."""
+    row = db.execute(
+        "UPDATE payment_events SET outcome = 'duplicate' WHERE id = ? AND outcome = 'review' AND order_id IS NOT NULL"
+        " RETURNING order_id, amount, currency", (event_id,),
+    ).fetchone()
+    if row is None:
+        return False
+    oid, amount, currency = row
+    sku_id, channel = db.execute("SELECT sku_id, channel FROM orders WHERE id = ?", (oid,)).fetchone()
+    at = ts(now)
+    _ledger_many(db, [(oid, sku_id, channel, "duplicate_payment", currency, amount, at),
+                      (oid, sku_id, channel, "duplicate_refund", currency, -amount, at)])
+    return True
+
+
 def _finish_event(db: sqlite3.Connection, event_id: int, outcome: PaymentOutcome, order_id: int | None,
                   detail: str, at: str) -> PaymentApplied:
     db.execute(

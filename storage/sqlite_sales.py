@@ -115,6 +115,10 @@ class Sales(SqliteBase):
     async def apply_payment(self, event_id: int, now: datetime) -> PaymentApplied:
         return await self._tx(tx.apply_payment, event_id, now, self._states)
 
+    async def settle_duplicate_payment(self, event_id: int, now: datetime) -> bool:
+        result: bool = await self._tx(tx.settle_duplicate_payment, event_id, now)
+        return result
+
     async def unapplied_payments(self, limit: int) -> list[int]:
         return [r[0] for r in await self._all(
             "SELECT id FROM payment_events WHERE applied_at IS NULL ORDER BY id LIMIT ?", (limit,))]

@@ -1,9 +1,6 @@
 """PTB handlers: turn Telegram updates into Incoming, run the shared conversation, send the replies.
 
-Payments: invoices in Telegram Stars (XTR, no provider token), `pre_checkout_query` answered within
-Telegram's 10 s after checking the reservation, `successful_payment` recorded idempotently on
-`telegram_payment_charge_id`, then the outbox is pushed at once so the codes arrive within a second.
-https://core.telegram.org/bots/payments-stars
+Payments (pre-checkout, successful and refunded payments) are handled in handlers/telegram/payments.py.
 """
 
 from __future__ import annotations
@@ -29,23 +26,17 @@ from telegram.ext import (
 )
 
 from fulfillment.delivery import PermanentFailure, RetryLater
-from fulfillment.errors import RiskChallenge, RiskDenied, ShopError
 from handlers.context import ShopContext
-from handlers.risk_admin import review_buttons
 from handlers.router import Conversation
 from handlers.telegram.channel import CHANNEL, TelegramAlerts, TelegramSender
+from handlers.telegram.payments import TelegramPayments
 from handlers.telegram.render import keyboard_rows
 from handlers.telegram.request import inline_keyboard
 from handlers.tickets_admin import ticket_of_notice
 from handlers.types import Attachment, Incoming, Reply
-from risk.engine import Signals
-from storage.records import Order, OrderState, PaymentEventIn, PaymentOutcome
 
 log = logging.getLogger("kamibot.telegram")
 MAX_DOWNLOAD = 20 * 1024 * 1024  # bots can download files up to 20 MB
-#: a refund Telegram reports for an order in one of these states was not made by the shop
-_KEPT_THE_MONEY = frozenset({OrderState.PAID, OrderState.DELIVERING, OrderState.DELIVERED})
-PRE_CHECKOUT_BUDGET = 8.0  # Telegram waits 10 s for the answer
 
 
 class PerUserOrder(BaseUpdateProcessor):
@@ -87,6 +78,8 @@ class TelegramBot:
         self.sender = sender
         self.alerts = alerts
         self.notify_paid = notify_paid
+        #: pre-checkout, successful and refunded payments (handlers/telegram/payments.py)
+        self.payments = TelegramPayments(ctx, sender.api, alerts, self.send_all, notify_paid)
 
     def register(self) -> None:
         self.app.add_handler(PreCheckoutQueryHandler(self.on_pre_checkout))
@@ -164,93 +157,13 @@ class TelegramBot:
                                        reply_markup=inline_keyboard([[pay], *keyboard_rows(reply)]))
 
     async def on_pre_checkout(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query = update.pre_checkout_query
-        if query is None:
-            return
-        lang = self._lang(update)
-        try:
-            order = await asyncio.wait_for(
-                self.ctx.orders.check_payable(query.invoice_payload, query.total_amount, query.currency,
-                                              fingerprint=self._payer(query.from_user.id)),
-                PRE_CHECKOUT_BUDGET)
-            if order.user_id != str(query.from_user.id) or order.channel != CHANNEL:
-                raise ShopError("invoice of another user")
-        except (ShopError, TimeoutError) as exc:
-            log.info("event=telegram.pre_checkout_refused reason=%s", type(exc).__name__)
-            if isinstance(exc, RiskDenied | RiskChallenge):  # polite, and reveals no threshold
-                text = self.ctx.tr(lang, exc.message_id, seconds=exc.params.get("seconds", 60))
-            else:
-                text = self.ctx.tr(lang, "pay.precheckout_refused")
-                if self.ctx.risk is not None:  # a failed payment attempt: a risk signal
-                    await self.ctx.risk.record_failed_payment(Signals(
-                        CHANNEL, str(query.from_user.id), 0, query.total_amount, query.currency,
-                        fingerprint=self._payer(query.from_user.id)))
-            await self.sender.api.call("answerPreCheckoutQuery", pre_checkout_query_id=query.id, ok=False,
-                                       error_message=text)
-            return
-        await self.sender.api.call("answerPreCheckoutQuery", pre_checkout_query_id=query.id, ok=True)
+        await self.payments.handle(update)  # normally reached through the intake (polling.py, the webhook)
 
     async def on_paid(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        message = update.message
-        if message is None or message.successful_payment is None or message.from_user is None:
-            return
-        paid = message.successful_payment
-        payer = self._payer(message.from_user.id)
-        event = PaymentEventIn("telegram", paid.telegram_payment_charge_id, paid.invoice_payload, paid.total_amount,
-                               paid.currency, payer=payer)
-        result = await self.ctx.payments.receive(event)
-        if result.outcome == PaymentOutcome.ALLOCATED:
-            await self.ctx.delivery.run_once()  # the codes leave now, not at the worker's next tick
-            order = await self.ctx.services.lookup.by_id(result.order_id) if result.order_id else None
-            if order is not None:
-                if self.notify_paid:
-                    await self.alerts.order_paid(order)
-                await self._low_stock(order)
-            return
-        lang = self._lang(update)
-        if result.outcome == PaymentOutcome.FAILED:
-            await self.ctx.delivery.run_once()  # the refund row: Stars back and the customer told
-            return
-        if result.outcome == PaymentOutcome.UNKNOWN_ORDER:
-            # money that matches no order goes straight back
-            await self.app.bot.refund_star_payment(message.from_user.id, paid.telegram_payment_charge_id)
-        elif result.outcome == PaymentOutcome.REVIEW and result.order_id is not None:
-            await self._review_notice(result.order_id, paid.invoice_payload)
-        if result.outcome != PaymentOutcome.ALREADY_APPLIED:
-            await self.send_all(str(message.chat_id), [Reply(self.ctx.tr(lang, f"pay.result.{result.outcome.value}",
-                                                                         ref=paid.invoice_payload))])
+        await self.payments.handle(update)
 
     async def on_refunded(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Telegram reports a refunded Stars payment. Refunds the shop makes leave the order `refunded` first;
-        any other refund of a paid order was taken back from the merchant (a chargeback): it becomes the
-        buyer's dispute signal for the risk rules, and the merchant is told. Nothing is re-sent or re-opened."""
-        message = update.message
-        refunded = message.refunded_payment if message is not None else None
-        if refunded is None or message is None or message.from_user is None:
-            return
-        order = await self.ctx.services.lookup.by_ref(refunded.invoice_payload)
-        if (order is None or order.channel != CHANNEL or order.user_id != str(message.from_user.id)
-                or order.state not in _KEPT_THE_MONEY):  # refunded, failed, rejected: the shop's own refunds
-            log.info("event=telegram.refund_seen known=%s", order is not None)
-            return
-        if await self.ctx.services.chargebacks.record_chargeback(order, CHANNEL, "telegram"):
-            log.warning("event=telegram.chargeback order_id=%s", order.id)
-            await self.alerts.notify("risk.alert_chargeback", ref=order.ref)
-
-    def _payer(self, user_id: int) -> str:
-        """The keyed payment fingerprint of a Stars payer (the Telegram account pays)."""
-        return self.ctx.vault.fingerprint(f"{CHANNEL}:{user_id}")
-
-    async def _review_notice(self, order_id: int, ref: str) -> None:
-        """Held for review (a risk rule or a mismatching payment): the merchant decides with two buttons."""
-        await self.alerts.notify("risk.alert_review", buttons=lambda lang: review_buttons(self.ctx.tr, lang, ref),
-                                 ref=ref, reasons=await self.ctx.services.lookup.review_reasons(order_id))
-
-    async def _low_stock(self, order: Order) -> None:
-        """Tell the merchant when this sale took the pool across its low-stock mark (once per crossing)."""
-        low = await self.ctx.catalog.low_stock_crossed(order.pool_id, order.quantity * order.units)
-        if low is not None:
-            await self.alerts.notify("merchant.alert_low_stock", pool=low.pool_slug, available=low.available)
+        await self.payments.handle(update)
 
     async def on_document(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.message

@@ -15,8 +15,9 @@ class Sink:
     def __init__(self) -> None:
         self.fed: list[dict] = []
 
-    async def feed(self, data: dict) -> None:
+    async def feed(self, data: dict) -> bool:
         self.fed.append(data)
+        return True
 
 
 async def _post(shop, sink, body: bytes, secret: str | None):

@@ -33,9 +33,11 @@ class Bot:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(tmp_path, fake: FakeTelegram, mode: str = "polling") -> AsyncIterator[Bot]:
+async def running_bot(tmp_path, fake: FakeTelegram, mode: str = "polling", **telegram: object) -> AsyncIterator[Bot]:
+    """`telegram`: more TelegramSettings (the Stars recovery job is off unless stars_recovery_every_s is given)."""
+    telegram = {"stars_recovery_every_s": 0.0, **telegram}
     tg = TelegramSettings(token=fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url,
-                          admin_ids=[MERCHANT], mode=mode, webhook_secret=SECRET, per_chat_interval_s=0.0)
+                          admin_ids=[MERCHANT], mode=mode, webhook_secret=SECRET, per_chat_interval_s=0.0, **telegram)
     settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'shop.db'}", telegram=tg,
                         default_language="en")
     shop = await build_shop(settings)
@@ -48,8 +50,9 @@ async def running_bot(tmp_path, fake: FakeTelegram, mode: str = "polling") -> As
         served = await serve(create_app(shop, status, telegram=runtime), port)
         await runtime.app.bot.set_webhook(f"http://127.0.0.1:{port}/telegram/webhook", secret_token=SECRET)
     await runtime.start()
+    stars = runtime.job()
     jobs = asyncio.create_task(run_jobs(shop, stop, status, delivery_every=0.05, expire_every=0.2,
-                                        recover_every=0.5))
+                                        recover_every=0.5, extra=[stars] if stars else []))
     try:
         yield Bot(shop, runtime, fake)
     finally:

@@ -1,5 +1,11 @@
 """A fake Telegram Bot API server on 127.0.0.1 for end-to-end tests: real wire format, recorded calls,
-injected updates (polling or webhook push) and injected failures (429 retry_after, 403 blocked)."""
+injected updates (polling or webhook push) and injected failures (429 retry_after, 403 blocked).
+
+Stars: every `successful_payment` the fake sends is a payment into the bot's Star account and every refund it
+makes (refundStarPayment, or a chargeback it is told of) a payment out; getStarTransactions lists them oldest
+first (`offset` skips, `limit` 1-100), a refund under the id of the payment it returns, the user partner with
+transaction_type "invoice_payment" and the invoice payload
+(https://core.telegram.org/bots/api#getstartransactions, #startransaction, #transactionpartneruser)."""
 
 from __future__ import annotations
 
@@ -43,6 +49,9 @@ class FakeTelegram:
         self.files: dict[str, bytes] = {}
         self.webhook: tuple[str, str] | None = None
         self.refunded: set[str] = set()
+        #: the bot's Star transactions, oldest first (StarTransaction objects)
+        self.star_transactions: list[dict[str, Any]] = []
+        self._charges: dict[str, tuple[int, str, int]] = {}  # charge id -> (payer, payload, amount)
         self._faults: dict[str, list[tuple[int, str, int | None]]] = {}
         self._blocked: dict[int, tuple[int, str]] = {}
         self._ids = itertools.count(1)
@@ -154,10 +163,35 @@ class FakeTelegram:
         return query_id
 
     def successful_payment(self, user_id: int, payload: str, total_amount: int, charge_id: str,
-                           currency: str = "XTR") -> None:
+                           currency: str = "XTR", *, lost: bool = False, age_s: int = 0) -> None:
+        """The user paid: Stars into the bot's account, and the update (unless `lost`: it never reaches the bot,
+        as when a crashed bot had acknowledged it). `age_s`: the transaction happened that long ago."""
+        if charge_id not in self._charges:
+            self._charges[charge_id] = (user_id, payload, total_amount)
+            self.star_transactions.append({"id": charge_id, "amount": total_amount, "date": int(time.time()) - age_s,
+                                           "source": self._partner(user_id, payload)})
+        if lost:
+            return
         paid = {"currency": currency, "total_amount": total_amount, "invoice_payload": payload,
                 "telegram_payment_charge_id": charge_id, "provider_payment_charge_id": ""}
         self._inject("message", self._message(user_id, "en", successful_payment=paid))
+
+    def _partner(self, user_id: int, payload: str) -> dict[str, Any]:
+        return {"type": "user", "transaction_type": "invoice_payment", "user": self._user(user_id, "en"),
+                "invoice_payload": payload}
+
+    def chargeback(self, charge_id: str, *, notify: bool = False) -> None:
+        """Stars taken back from the bot for a payment without the bot asking (a store chargeback)."""
+        user_id, payload, amount = self._charges[charge_id]
+        self._refund(charge_id)
+        if notify:
+            self.refunded_payment(user_id, payload, amount, charge_id)
+
+    def _refund(self, charge_id: str) -> None:
+        user_id, payload, amount = self._charges[charge_id]
+        self.refunded.add(charge_id)
+        self.star_transactions.append({"id": charge_id, "amount": amount, "date": int(time.time()),
+                                       "receiver": self._partner(user_id, payload)})
 
     def refunded_payment(self, user_id: int, payload: str, total_amount: int, charge_id: str) -> None:
         """Telegram's service message about a refunded Stars payment (the shop's own refund or a chargeback)."""
@@ -184,15 +218,18 @@ class FakeTelegram:
         if self._client is None:
             self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30.0))
         # like Telegram's setWebhook max_connections (default 40): at most 40 pushes in flight
+        # an update is retried until the bot answers 200 (here for up to about a minute, backing off to 1 s)
         async with self._push_slots:
-            for _ in range(5):
+            pause = 0.1
+            for _ in range(70):
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
                     async with self._client.post(url, json=update, headers=headers) as response:
                         await response.read()
                         if response.status == 200:
                             return
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     async def _params(self, request: Request) -> Params:
         if request.headers.get("content-type", "").startswith("application/json"):
@@ -303,5 +340,15 @@ class FakeTelegram:
         if charge in self.refunded:
             return JSONResponse({"ok": False, "error_code": 400, "description": "Bad Request: CHARGE_ALREADY_REFUNDED"},
                                 status_code=400)
-        self.refunded.add(charge)
+        if charge not in self._charges or self._charges[charge][0] != int(params["user_id"]):
+            return JSONResponse({"ok": False, "error_code": 400, "description": "Bad Request: CHARGE_NOT_FOUND"},
+                                status_code=400)
+        self._refund(charge)
         return True
+
+    async def _m_getStarTransactions(self, params: Params) -> Any:
+        offset, limit = int(params.get("offset") or 0), int(params.get("limit") or 100)
+        if offset < 0 or not 1 <= limit <= 100:
+            return JSONResponse({"ok": False, "error_code": 400, "description": "Bad Request: LIMIT_INVALID"},
+                                status_code=400)
+        return {"transactions": self.star_transactions[offset:offset + limit]}

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.composition import build_shop
 from fulfillment.delivery import Delivery
 from fulfillment.errors import PaymentRejected
 from fulfillment.orders import CheckoutRequest
 from storage.records import OrderState, PaymentEventIn, PaymentOutcome
+from tests.fulfillment.conftest import settings_for
 from tests.storage.seed import make_shop
 
 
@@ -174,3 +176,52 @@ async def test_retry_after_is_honoured_exactly(shop):
     shop.delivery.clock = lambda: now + timedelta(seconds=8)
     assert await shop.delivery.run_once() == 1
     assert len(channel.sent) == 1
+
+
+@pytest.fixture
+async def shop_on_both(store, tmp_path):
+    """A shop on SQLite and on PostgreSQL (the `store` fixture of tests/conftest.py)."""
+    return await build_shop(settings_for(tmp_path), store=store)
+
+
+async def test_second_payment_of_a_paid_order_is_a_duplicate_with_its_ledger_lines_once(shop_on_both):
+    shop = shop_on_both
+    seeded = await make_shop(shop.store, codes=5, vault=shop.vault)
+    channel = shop.channels["console"] = RecordingChannel()
+    order, first = await _paid_order(shop, seeded)
+    second = shop.providers["test"].pay(order)  # the buyer paid the same invoice again (two devices)
+
+    applied = await shop.payments.receive(first)
+    twice = await shop.payments.receive(second)
+    again = await shop.payments.receive(second)  # the same notification repeated
+    await shop.delivery.drain()
+
+    assert applied.outcome == PaymentOutcome.ALLOCATED
+    assert (twice.outcome, twice.order_id) == (PaymentOutcome.DUPLICATE, order.id)
+    assert (again.outcome, again.detail) == (PaymentOutcome.ALREADY_APPLIED, "duplicate")
+    assert len(channel.sent) == 1
+    assert (await shop.store.order_by_id(order.id)).state == OrderState.DELIVERED
+    assert await shop.store.order_payment(order.id) == ("test", first.provider_txn_id, order.amount)
+    now = datetime.now(UTC)
+    lines = {line.kind: line.amount for line in await shop.store.ledger(now - timedelta(days=1), now + timedelta(1))}
+    assert lines["duplicate_payment"] == order.amount
+    assert lines["duplicate_refund"] == -order.amount
+    assert lines["sale"] == order.amount
+
+
+async def test_order_held_by_the_channel_is_not_applied(shop_on_both):
+    shop = shop_on_both
+    seeded = await make_shop(shop.store, codes=5, vault=shop.vault)
+    channel = shop.channels["console"] = RecordingChannel()
+    order, event = await _paid_order(shop, seeded)
+
+    result = await shop.payments.receive(event, hold=("payer_not_buyer",))
+    await shop.delivery.drain()
+
+    assert result.outcome == PaymentOutcome.REVIEW
+    assert channel.sent == []
+    assert (await shop.store.order_by_id(order.id)).state == OrderState.REVIEW
+    events = await shop.store.order_events(order.id)
+    assert events[-1].cause.endswith("payer_not_buyer")
+    assert await shop.store.order_payment(order.id) == ("test", event.provider_txn_id, order.amount)
+
