@@ -92,7 +92,7 @@ async def serve(settings: Settings) -> int:
     if settings.wechatpay.enabled:  # registers the "wechatpay" provider; its routes and job are added below
         from bot.wechatpay import WeChatPay
 
-        wechatpay = WeChatPay.build(shop)
+        wechatpay = WeChatPay.build(shop, ctx.senders)
     # the catalogue, FAQ matcher (jieba's dictionary), PTB and the rest built above live as long as the process:
     # frozen, the cyclic collector's full passes stop walking those millions of objects again and again
     gc.collect()

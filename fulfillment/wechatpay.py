@@ -53,9 +53,40 @@ class WeChatPayError(Exception):
         self.code = code
 
 
+#: out_trade_no suffix per trade type. WeChat Pay accepts one out_trade_no in one payment scenario only and
+#: refuses a second prepay of it under another trade type ("201 商户订单号重复"), so an order has one trade
+#: number per type: `{ref}-J` (JSAPI, inside WeChat) and `{ref}-N` (Native QR). Order refs are 12 characters of
+#: [2-9A-Z] (storage new_ref), so a trade number is 14 characters of [A-Za-z0-9_-|*], inside the 6-32 rule.
+TRADE_SUFFIX = {"jsapi": "-J", "native": "-N"}
+
+
+def out_trade_no(ref: str, kind: str) -> str:
+    """The out_trade_no of an order for one trade type ("jsapi" or "native")."""
+    return ref + TRADE_SUFFIX[kind]
+
+
+def order_ref_of(trade_no: str) -> str:
+    """The order ref behind an out_trade_no (a bare ref too: prepays made before trade numbers had types)."""
+    for suffix in TRADE_SUFFIX.values():
+        if trade_no.endswith(suffix):
+            return trade_no[: -len(suffix)]
+    return trade_no
+
+
+def sibling_trade_nos(trade_no: str) -> list[str]:
+    """The order's other trade numbers (to close once this one is paid)."""
+    ref = order_ref_of(trade_no)
+    return [n for n in (ref, *(ref + s for s in TRADE_SUFFIX.values())) if n != trade_no]
+
+
 def out_refund_no(order: Order) -> str:
     """One refund per order (the outbox holds one refund row per order), so retries reuse this number."""
     return "R" + order.ref
+
+
+def extra_refund_no(trade_no: str) -> str:
+    """The refund of a second payment of an order: one per trade number (one success per trade number)."""
+    return "D" + trade_no
 
 
 def rfc3339(moment: datetime) -> str:
@@ -114,33 +145,39 @@ class WeChatPayClient:
             raise WeChatPayError(response.status_code, "BAD_RESPONSE", "not a JSON object")
         return data
 
-    def _order_body(self, order: Order, description: str) -> dict[str, Any]:
+    def _order_body(self, order: Order, kind: str, description: str) -> dict[str, Any]:
         cfg = self.config
         return {"appid": cfg.app_id, "mchid": cfg.mchid, "description": description[:127] or order.ref,
-                "out_trade_no": order.ref, "time_expire": rfc3339(order.expires_at),
+                "out_trade_no": out_trade_no(order.ref, kind), "time_expire": rfc3339(order.expires_at),
                 "notify_url": cfg.notify_url, "amount": {"total": order.amount, "currency": order.currency}}
 
     async def prepay_jsapi(self, order: Order, openid: str, description: str) -> str:
-        body = self._order_body(order, description) | {"payer": {"openid": openid}}
+        body = self._order_body(order, "jsapi", description) | {"payer": {"openid": openid}}
         return str((await self.request("POST", "/v3/pay/transactions/jsapi", body))["prepay_id"])
 
     async def prepay_native(self, order: Order, description: str) -> str:
         return str((await self.request("POST", "/v3/pay/transactions/native",
-                                       self._order_body(order, description)))["code_url"])
+                                       self._order_body(order, "native", description)))["code_url"])
 
-    async def query(self, ref: str) -> dict[str, Any]:
+    async def query(self, trade_no: str) -> dict[str, Any]:
+        """GET a transaction by its out_trade_no (one per order and trade type)."""
         return await self.request(
-            "GET", f"/v3/pay/transactions/out-trade-no/{quote(ref, safe='')}?mchid={quote(self.config.mchid)}")
+            "GET", f"/v3/pay/transactions/out-trade-no/{quote(trade_no, safe='')}?mchid={quote(self.config.mchid)}")
 
-    async def close(self, ref: str) -> None:
-        await self.request("POST", f"/v3/pay/transactions/out-trade-no/{quote(ref, safe='')}/close",
+    async def close(self, trade_no: str) -> None:
+        await self.request("POST", f"/v3/pay/transactions/out-trade-no/{quote(trade_no, safe='')}/close",
                            {"mchid": self.config.mchid})
 
     async def refund(self, order: Order, transaction_id: str, amount: int, reason: str = "") -> dict[str, Any]:
+        """The whole payment back: `total` is what that transaction took (it may differ from the order's amount
+        when a mismatching payment was held and the merchant rejected it)."""
+        return await self.refund_transaction(out_refund_no(order), transaction_id, amount, order.currency, reason)
+
+    async def refund_transaction(self, refund_no: str, transaction_id: str, amount: int, currency: str,
+                                 reason: str = "") -> dict[str, Any]:
         body: dict[str, Any] = {
-            "transaction_id": transaction_id, "out_refund_no": out_refund_no(order),
-            "notify_url": self.config.notify_url,
-            "amount": {"refund": amount, "total": order.amount, "currency": order.currency},
+            "transaction_id": transaction_id, "out_refund_no": refund_no, "notify_url": self.config.notify_url,
+            "amount": {"refund": amount, "total": amount, "currency": currency},
         }
         if reason:
             body["reason"] = reason[:80]

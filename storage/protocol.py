@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from storage.protocol_wechatpay import ExtraPaymentStore
 from storage.records import (
     BatchStats,
     Category,
@@ -41,7 +42,7 @@ from storage.records import (
 )
 
 
-class Store(Protocol):
+class Store(ExtraPaymentStore, Protocol):
     # -- lifecycle ---------------------------------------------------------
     async def migrate(self) -> int: ...
     async def schema_version(self) -> int: ...

@@ -1,11 +1,22 @@
 """A fake WeChat Pay APIv3 server on 127.0.0.1: checks our request signatures, signs its responses with the
-platform key, keeps transactions and refunds, and sends signed, encrypted notifications to our notify URL."""
+platform key, keeps transactions and refunds, and sends signed, encrypted notifications to our notify URL.
+
+Strict where WeChat Pay is strict about prepays (JSAPI/小程序下单, https://pay.wechatpay.cn/doc/v3/merchant/4012791897:
+`out_trade_no` is 6-32 characters of [A-Za-z0-9_-|*], unique per merchant): one out_trade_no lives in one payment
+scenario only. A second prepay of it under another trade type (Native first in a desktop browser, then JSAPI
+inside WeChat) is refused with HTTP 400 `{"code":"INVALID_REQUEST","message":"201 商户订单号重复"}` ("这个等于你一个订单号在
+两个不同支付场景下单了,这是不被系统允许的", WeChat Pay's answer in the developer community,
+https://developers.weixin.qq.com/community/develop/doc/00068ce24f86509b623bd1b645b400), and so is one with the
+same type but other parameters (another payer's openid or amount). Repeating the same prepay with the same
+parameters returns the same prepay_id / code_url, which stays valid for two hours.
+"""
 
 from __future__ import annotations
 
 import json
 import secrets
 import time
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +37,27 @@ from fulfillment.wechatpay_crypto import (
 )
 
 
+TRADE_NO = re.compile(r"[A-Za-z0-9_\-|*]{6,32}")
+
+
+class Trades(dict[str, dict[str, Any]]):
+    """Transactions by out_trade_no. For the tests' convenience an order ref whose order has exactly one trade
+    number (`{ref}-J` or `{ref}-N`) finds that trade too: `fake.transactions[order.ref]`."""
+
+    def __missing__(self, key: str) -> dict[str, Any]:
+        found = [v for k, v in self.items() if k.startswith(key + "-")]
+        if len(found) != 1:
+            raise KeyError(key)
+        return found[0]
+
+    def resolve(self, key: str) -> str:
+        """The out_trade_no a test means by `key` (an out_trade_no, or the ref of an order with one trade)."""
+        if key in self:
+            return key
+        found = [k for k in self if k.startswith(key + "-")]
+        return found[0] if len(found) == 1 else key
+
+
 @dataclass
 class FakeWeChatPay:
     mchid: str
@@ -37,10 +69,16 @@ class FakeWeChatPay:
     platform_serial: str  # PUB_KEY_ID_… (public-key mode) or a certificate serial in hex
     notify_url: str = ""
     refund_status: str = "SUCCESS"  # what a new refund answers: SUCCESS or PROCESSING
-    transactions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    transactions: Trades = field(default_factory=Trades)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # out_trade_nos refused with "201 商户订单号重复"
+
+    @staticmethod
+    def public(tx: dict[str, Any]) -> dict[str, Any]:
+        """A transaction as the query API and notifications show it (no prepay bookkeeping)."""
+        return {k: v for k, v in tx.items() if k not in ("prepay_id", "code_url", "prepay_params")}
 
     # -- signing ---------------------------------------------------------------
     def sign_headers(self, body: str, *, timestamp: int | None = None, nonce: str | None = None,
@@ -98,7 +136,9 @@ class FakeWeChatPay:
             return await client.post(self.notify_url, content=body, headers=headers)
 
     def pay(self, ref: str, openid: str = "", amount: int | None = None, state: str = "SUCCESS") -> dict[str, Any]:
-        """The customer pays (or not): the transaction's state changes as WeChat Pay's would."""
+        """The customer pays (or not): the transaction's state changes as WeChat Pay's would. `ref` is an
+        out_trade_no, or an order ref whose order has one prepaid trade."""
+        ref = self.transactions.resolve(ref)
         tx = self.transactions.setdefault(ref, self._new_transaction(ref, amount or 0, "NATIVE", openid))
         tx["trade_state"] = state
         if amount is not None:
@@ -107,7 +147,7 @@ class FakeWeChatPay:
             tx["transaction_id"] = tx.get("transaction_id") or "42" + secrets.token_hex(13)
             tx["success_time"] = time.strftime("%Y-%m-%dT%H:%M:%S+08:00")
             tx["payer"] = {"openid": openid or tx["payer"].get("openid") or "o" + secrets.token_hex(8)}
-        return dict(tx)
+        return self.public(tx)
 
     async def notify_paid(self, ref: str, openid: str = "") -> httpx.Response:
         tx = self.pay(ref, openid)
@@ -155,12 +195,19 @@ class FakeWeChatPay:
         if data["mchid"] != self.mchid or data["appid"] != self.app_id:
             return self._error(400, "APPID_MCHID_NOT_MATCH", "appid and mchid do not match")
         ref = data["out_trade_no"]
+        if not isinstance(ref, str) or not TRADE_NO.fullmatch(ref):
+            return self._error(400, "PARAM_ERROR", "out_trade_no must be 6-32 characters of [A-Za-z0-9_-|*]")
         tx = self.transactions.get(ref)
         if tx is not None and tx["trade_state"] == "SUCCESS":
             return self._error(400, "ORDERPAID", "order paid")
+        params = {k: data.get(k) for k in ("description", "amount", "payer", "time_expire")}
+        if tx is not None and (tx["trade_type"] != kind.upper() or tx["prepay_params"] != params):
+            self.duplicates.append(ref)
+            return self._error(400, "INVALID_REQUEST", "201 商户订单号重复")
         if tx is None:
             tx = self.transactions[ref] = self._new_transaction(ref, amount["total"], kind.upper(),
                                                                 (data.get("payer") or {}).get("openid", ""))
+            tx["prepay_params"] = params
             tx["prepay_id"] = "wx" + secrets.token_hex(14)
             tx["code_url"] = "weixin://wxpay/bizpayurl?pr=" + secrets.token_hex(4)
         if kind == "jsapi":
@@ -176,7 +223,7 @@ class FakeWeChatPay:
         tx = self.transactions.get(request.path_params["ref"])
         if tx is None:
             return self._error(404, "ORDER_NOT_EXIST", "order does not exist")
-        return self._answer({k: v for k, v in tx.items() if k not in ("prepay_id", "code_url")})
+        return self._answer(self.public(tx))
 
     async def close(self, request: Request) -> Response:
         raw, failed = await self._body(request)
