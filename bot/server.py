@@ -21,6 +21,7 @@ from starlette.types import Lifespan
 
 from bot.composition import Shop, build_context, build_shop
 from bot.jobs import JobStatus, run_jobs, ticket_sla_job
+from bot.logs import redact_access_log
 from bot.settings import Settings
 
 log = logging.getLogger("kamibot.server")
@@ -125,7 +126,9 @@ async def serve(settings: Settings) -> int:
     if wechatpay is not None:
         app.router.routes.extend(wechatpay.routes())  # GET /pay/wechat/{order_ref}, POST /pay/wechat/notify
     # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; KAMIBOT_RISK__TRUSTED_PROXIES decides
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port, proxy_headers=False,
-                                           log_level=settings.log_level.lower(), lifespan="on"))
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, proxy_headers=False,
+                            log_level=settings.log_level.lower(), lifespan="on")
+    redact_access_log()  # after Config: it (re)configures uvicorn's loggers
+    server = uvicorn.Server(config)
     await server.serve()
     return 0
