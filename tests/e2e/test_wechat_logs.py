@@ -23,7 +23,15 @@ from tests.fakes.loopback import free_port, serve, shut
 from tests.fakes.wechat_api import AES_KEY, APP_ID, APP_SECRET, TOKEN, FakeWeChat, callback, message_xml
 from tests.fakes.wechatpay_api import FakeWeChatPay
 from tests.wechat.conftest import ADMIN, CUSTOMER, reply_text
-from tests.wechatpay.conftest import API_V3_KEY, BROWSER_UA, MCHID, MERCHANT_SERIAL, PUB_KEY_ID, WECHAT_UA, write_key_files
+from tests.wechatpay.conftest import (
+    API_V3_KEY,
+    BROWSER_UA,
+    MCHID,
+    MERCHANT_SERIAL,
+    PUB_KEY_ID,
+    WECHAT_UA,
+    write_key_files,
+)
 
 
 async def test_a_whole_wechat_purchase_leaves_no_secret_in_the_logs(tmp_path: Path) -> None:
@@ -98,6 +106,8 @@ async def test_a_whole_wechat_purchase_leaves_no_secret_in_the_logs(tmp_path: Pa
     text = out.decode() + err.decode()
     assert "event=server.stopped" in text, text[-3000:]
     assert f"/pay/wechat/{ref}?" in text  # uvicorn's access log is on, with the route
-    assert "sig=" not in text and "openid=" not in text and "signature=" not in text
+    assert "sig=" not in text
+    assert "openid=" not in text
+    assert "signature=" not in text
     leaked = sorted(s for s in secrets if s and s in text)
     assert leaked == [], [line for line in text.splitlines() if any(s in line for s in leaked)][:5]

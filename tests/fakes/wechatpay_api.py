@@ -4,8 +4,8 @@ platform key, keeps transactions and refunds, and sends signed, encrypted notifi
 Strict where WeChat Pay is strict about prepays (JSAPI/小程序下单, https://pay.wechatpay.cn/doc/v3/merchant/4012791897:
 `out_trade_no` is 6-32 characters of [A-Za-z0-9_-|*], unique per merchant): one out_trade_no lives in one payment
 scenario only. A second prepay of it under another trade type (Native first in a desktop browser, then JSAPI
-inside WeChat) is refused with HTTP 400 `{"code":"INVALID_REQUEST","message":"201 商户订单号重复"}` ("这个等于你一个订单号在
-两个不同支付场景下单了,这是不被系统允许的", WeChat Pay's answer in the developer community,
+inside WeChat) is refused with HTTP 400 `{"code":"INVALID_REQUEST","message":"201 商户订单号重复"}`
+("这个等于你一个订单号在两个不同支付场景下单了,这是不被系统允许的", WeChat Pay's answer in the developer community,
 https://developers.weixin.qq.com/community/develop/doc/00068ce24f86509b623bd1b645b400), and so is one with the
 same type but other parameters (another payer's openid or amount). Repeating the same prepay with the same
 parameters returns the same prepay_id / code_url, which stays valid for two hours.
@@ -14,9 +14,9 @@ parameters returns the same prepay_id / code_url, which stays valid for two hour
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,6 @@ from fulfillment.wechatpay_crypto import (
     rsa_sign,
     rsa_verify,
 )
-
 
 TRADE_NO = re.compile(r"[A-Za-z0-9_\-|*]{6,32}")
 
