@@ -61,9 +61,9 @@ class AfterPayment:
         """After the inbox recorded `event` (a SUCCESS transaction of `trade_no`): returns the outcome's name."""
         if result.outcome in (PaymentOutcome.REVIEW, PaymentOutcome.ALREADY_APPLIED):
             fresh = await self.store.order_by_id(order.id) or order
-            own = await self.store.order_payment(order.id)
-            if (fresh.state not in PAYABLE_STATES and own is not None
-                    and (own[0], own[1]) != (event.provider, event.provider_txn_id)):
+            own = await self.own_payment(order.id)
+            if fresh.state not in PAYABLE_STATES and own is not None and own != (event.provider,
+                                                                               event.provider_txn_id):
                 return await self.refund_extra(fresh, trade_no, event)
             if result.outcome == PaymentOutcome.REVIEW:  # first time only: a repeat is ALREADY_APPLIED
                 log.warning("event=wechatpay.held order_id=%s", order.id)
@@ -71,6 +71,15 @@ class AfterPayment:
         if result.outcome in (PaymentOutcome.ALLOCATED, PaymentOutcome.FAILED):
             await self.close_siblings(order, trade_no)
         return result.outcome.value
+
+    async def own_payment(self, order_id: int) -> tuple[str, str] | None:
+        """(provider, txn id) of the payment the order lives by: the one that paid it (allocated, or failed for
+        want of stock), else the first one held with it. Not simply the first recorded: two payments racing in
+        on PostgreSQL can be applied in the other order than their ids were given."""
+        records = await self.store.payment_records(order_id)
+        own = next((r for r in records if r.outcome in ("allocated", "failed")), None)
+        own = own or next((r for r in records if r.outcome == "review"), None)
+        return (own.provider, own.provider_txn_id) if own is not None else None
 
     async def refund_extra(self, order: Order, trade_no: str, event: PaymentEventIn) -> str:
         """The money of a second payment back to its payer, once; raises (the notification is retried) when

@@ -4,6 +4,7 @@ its own; a second payment of an order goes straight back, once, with a ledger li
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -173,3 +174,24 @@ async def test_refund_failure_answers_fail_so_wechat_pay_retries_and_refunds_lat
     env.fake.refund_status = "SUCCESS"
     assert (await env.fake.send(*env.fake.notification("TRANSACTION.SUCCESS", inside))).status_code == 204
     assert await _ledger(env, "extra_refund") == [(-1000, "CNY")]
+
+
+async def test_both_notifications_at_once_keep_one_payment_and_refund_the_other(env):
+    listen(env)
+    order = await _both_pages(env)
+    native = env.fake.pay(order.ref + "-N", "o-buyer-1")
+    inside = env.fake.pay(order.ref + "-J", "o-buyer-1")
+    answers = await asyncio.gather(env.fake.send(*env.fake.notification("TRANSACTION.SUCCESS", native)),
+                                   env.fake.send(*env.fake.notification("TRANSACTION.SUCCESS", inside)))
+    assert [a.status_code for a in answers] == [204, 204]
+    kept = (await env.shop.store.order_payment(order.id))
+    records = await env.shop.store.payment_records(order.id)
+    allocated = [r.provider_txn_id for r in records if r.outcome == "allocated"]
+    assert len(allocated) == 1
+    refunded = [r["transaction_id"] for r in env.fake.refunds.values()]
+    assert len(refunded) == 1
+    assert refunded[0] != allocated[0]
+    assert {refunded[0], allocated[0]} == {native["transaction_id"], inside["transaction_id"]}
+    assert kept is not None
+    await env.shop.delivery.drain()
+    assert [d.order.id for d in env.channel.sent] == [order.id]
