@@ -8,11 +8,13 @@ and the APIv3 reference (https://pay.weixin.qq.com/doc/v3/merchant/4012791856).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -113,9 +115,8 @@ class WeChatPayClient:
             self._http = httpx.AsyncClient(timeout=self.config.timeout_s)
         return self._http
 
-    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def _send(self, method: str, path: str, text: str) -> httpx.Response:
         cfg = self.config
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":")) if body is not None else ""
         now = self.clock()
         headers = {
             "Authorization": authorization(cfg.mchid, cfg.merchant_serial_no, cfg.merchant_key, method, path, text,
@@ -134,8 +135,13 @@ class WeChatPayClient:
             except (ValueError, AttributeError):
                 pass
             raise WeChatPayError(response.status_code, code, message)
+        return response
+
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":")) if body is not None else ""
+        response = await self._send(method, path, text)
         try:
-            verify_signed(cfg.platform_keys, response.headers, response.text, self.clock())
+            verify_signed(self.config.platform_keys, response.headers, response.text, self.clock())
         except SignatureError as exc:
             raise WeChatPayError(response.status_code, "RESPONSE_SIGNATURE", str(exc)) from None
         if not response.content:
@@ -144,6 +150,22 @@ class WeChatPayClient:
         if not isinstance(data, dict):
             raise WeChatPayError(response.status_code, "BAD_RESPONSE", "not a JSON object")
         return data
+
+    async def trade_bill(self, day: date) -> bytes:
+        """The SUCCESS trade bill of one day (GET /v3/bill/tradebill, then its download_url), uncompressed.
+
+        The file itself is not signed: its SHA1 from the signed answer is checked instead
+        (https://pay.weixin.qq.com/docs/merchant/apis/native-payment/get-trade-bill.html). Only a download URL on
+        the configured gateway is followed (our Authorization header goes nowhere else)."""
+        info = await self.request("GET", f"/v3/bill/tradebill?bill_date={day.isoformat()}&bill_type=SUCCESS")
+        url, base = str(info.get("download_url", "")), self.config.base_url.rstrip("/")
+        if not url.startswith(base + "/"):
+            raise WeChatPayError(200, "BILL_URL", "download_url is not on the WeChat Pay gateway")
+        raw = (await self._send("GET", url[len(base):], "")).content
+        if str(info.get("hash_type", "")).upper() != "SHA1" or not hmac.compare_digest(
+                hashlib.sha1(raw).hexdigest(), str(info.get("hash_value", "")).lower()):  # noqa: S324 - WeChat's
+            raise WeChatPayError(200, "BILL_HASH", "the bill does not match its hash")
+        return raw
 
     def _order_body(self, order: Order, kind: str, description: str) -> dict[str, Any]:
         cfg = self.config

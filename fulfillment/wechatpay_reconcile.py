@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from fulfillment.wechatpay import WeChatPayClient, WeChatPayError, order_ref_of
+from fulfillment.wechatpay_bill import TradeBillCheck
 from fulfillment.wechatpay_notify import NotifyRejected, WeChatPayNotifications
 from fulfillment.wechatpay_watch import WATCH_KEY, WATCH_LOCK, WatchList
 from storage.protocol import Store
@@ -38,6 +39,8 @@ class WeChatPayReconciler:
         self.client = client
         self.notifications = notifications
         self.watch = WatchList(store, clock)
+        #: yesterday's trade bill, once a day: payments the notifications and the watch list both missed
+        self.bills = TradeBillCheck(store, client, notifications, clock)
         self.min_age = min_age
         self.batch = batch
         self.clock = clock
@@ -45,7 +48,8 @@ class WeChatPayReconciler:
         self._offset = 0
 
     async def run_once(self) -> int:
-        """One pass over the watch list by the lease holder; returns how many orders were settled."""
+        """One pass over the watch list (and the day's trade bill, once) by the lease holder; returns how many
+        trades were settled or found in the bill."""
         now = self.clock()
         if not await self.store.try_lease(JOB_LEASE, self.holder, now + timedelta(minutes=5), now):
             return 0
@@ -61,7 +65,7 @@ class WeChatPayReconciler:
                 if await self._settle(ref):
                     done.add(ref)
             await self.watch.remove(done)
-            return len(done)
+            return len(done) + await self.bills.run_once()
         finally:
             await self.store.release_lease(JOB_LEASE, self.holder)
 

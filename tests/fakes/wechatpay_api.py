@@ -13,10 +13,12 @@ parameters returns the same prepay_id / code_url, which stays valid for two hour
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,11 +75,13 @@ class FakeWeChatPay:
     calls: list[tuple[str, str]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)  # out_trade_nos refused with "201 商户订单号重复"
+    bills: dict[str, bytes] = field(default_factory=dict)  # download token → bill file
+    bill_rewrite: Callable[[bytes], bytes] | None = None  # a test's tampering with the file on its way
 
     @staticmethod
     def public(tx: dict[str, Any]) -> dict[str, Any]:
         """A transaction as the query API and notifications show it (no prepay bookkeeping)."""
-        return {k: v for k, v in tx.items() if k not in ("prepay_id", "code_url", "prepay_params")}
+        return {k: v for k, v in tx.items() if k not in ("prepay_id", "code_url", "prepay_params", "bill_date")}
 
     # -- signing ---------------------------------------------------------------
     def sign_headers(self, body: str, *, timestamp: int | None = None, nonce: str | None = None,
@@ -145,6 +149,7 @@ class FakeWeChatPay:
         if state == "SUCCESS":
             tx["transaction_id"] = tx.get("transaction_id") or "42" + secrets.token_hex(13)
             tx["success_time"] = time.strftime("%Y-%m-%dT%H:%M:%S+08:00")
+            tx.setdefault("bill_date", time.strftime("%Y-%m-%d", time.gmtime(time.time() + 8 * 3600)))
             tx["payer"] = {"openid": openid or tx["payer"].get("openid") or "o" + secrets.token_hex(8)}
         return self.public(tx)
 
@@ -262,8 +267,55 @@ class FakeWeChatPay:
         self.refunds[data["out_refund_no"]] = refund
         return self._answer(refund)
 
+    # -- trade bills (https://pay.weixin.qq.com/docs/merchant/products/bill-download/format-trade.html) ------------
+    BILL_HEADER = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,"
+                   "交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,商品名称,商户数据包,"
+                   "手续费,费率,订单金额,费率备注")
+
+    def bill_text(self, day: str) -> str:
+        """The SUCCESS bill of one day (Beijing date): backtick-prefixed fields, amounts in yuan, a summary."""
+        paid = [t for t in self.transactions.values() if t.get("bill_date") == day and t.get("transaction_id")]
+        lines = [self.BILL_HEADER]
+        for t in paid:
+            yuan = f"{t['amount']['total'] / 100:.2f}"
+            fields = [f"{day} 12:00:00", t["appid"], t["mchid"], "0", "", t["transaction_id"], t["out_trade_no"],
+                      t["payer"].get("openid", ""), t["trade_type"], "SUCCESS", "OTHERS", t["amount"]["currency"],
+                      yuan, "0.00", "goods", "", "0.00", "0.60%", yuan, ""]
+            lines.append(",".join("`" + f for f in fields))
+        total = sum(t["amount"]["total"] for t in paid) / 100
+        lines += ["总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额",
+                  f"`{len(paid)},`{total:.2f},`0.00,`0.00,`0.00,`{total:.2f},`0.00"]
+        return "\r\n".join(lines) + "\r\n"
+
+    async def trade_bill(self, request: Request) -> Response:
+        _, failed = await self._body(request)
+        if failed:
+            return failed
+        day = request.query_params.get("bill_date", "")
+        if request.query_params.get("bill_type", "ALL") not in ("ALL", "SUCCESS"):
+            return self._error(400, "PARAM_ERROR", "bill_type")
+        if not any(t.get("bill_date") == day and t.get("transaction_id") for t in self.transactions.values()):
+            return self._error(400, "NO_STATEMENT_EXIST", "账单文件不存在")
+        data = self.bill_text(day).encode()
+        token = secrets.token_hex(8)
+        self.bills[token] = data
+        url = f"{str(request.base_url).rstrip('/')}/v3/billdownload/file?token={token}"
+        return self._answer({"hash_type": "SHA1", "hash_value": hashlib.sha1(data).hexdigest(), "download_url": url})
+
+    async def bill_download(self, request: Request) -> Response:
+        """The bill file itself: our signed request, an unsigned answer (its hash came with the download URL)."""
+        _, failed = await self._body(request)
+        if failed:
+            return failed
+        data = self.bills.get(request.query_params.get("token", ""))
+        if data is None:
+            return self._error(404, "RESOURCE_NOT_EXISTS", "no such bill")
+        return Response(self.bill_rewrite(data) if self.bill_rewrite else data, media_type="text/plain")
+
     def app(self) -> Starlette:
         return Starlette(routes=[
+            Route("/v3/bill/tradebill", self.trade_bill, methods=["GET"]),
+            Route("/v3/billdownload/file", self.bill_download, methods=["GET"]),
             Route("/v3/pay/transactions/{kind:str}", self.prepay, methods=["POST"]),
             Route("/v3/pay/transactions/out-trade-no/{ref}", self.query, methods=["GET"]),
             Route("/v3/pay/transactions/out-trade-no/{ref}/close", self.close, methods=["POST"]),
