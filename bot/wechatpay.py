@@ -117,8 +117,8 @@ class WeChatPay:
         self.clock = clock
         self.t = Translator(shop.settings.default_language)
         self.client = WeChatPayClient(config, http, clock)
-        self.provider = WeChatPayProvider(self.client)
-        self.after = AfterPayment(shop.store, self.client, self.provider.name, notices or ShopNotices(shop), clock)
+        self.after = AfterPayment(shop.store, self.client, WeChatPayProvider.name, notices or ShopNotices(shop), clock)
+        self.provider = WeChatPayProvider(self.client, self.after.own_payment)
         self.notifications = WeChatPayNotifications(shop.store, shop.payments, config,
                                                     shop.vault.fingerprint, clock,
                                                     on_failed_payment=self._failed_payment,

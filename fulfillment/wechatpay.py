@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -26,6 +26,7 @@ from fulfillment.wechatpay_crypto import PlatformKeys, SignatureError, authoriza
 from storage.records import Order
 
 log = logging.getLogger("kamibot.wechatpay")
+OwnPayment = Callable[[int], Awaitable[tuple[str, str] | None]]
 DEFAULT_BASE_URL = "https://api.mch.weixin.qq.com"
 REFUND_PROCESSING_RETRY_S = 60.0
 
@@ -86,9 +87,10 @@ def out_refund_no(order: Order) -> str:
     return "R" + order.ref
 
 
-def extra_refund_no(trade_no: str) -> str:
-    """The refund of a second payment of an order: one per trade number (one success per trade number)."""
-    return "D" + trade_no
+def extra_refund_no(transaction_id: str) -> str:
+    """The refund of a payment that is not the order's own (a second payment): keyed by its transaction, so
+    whichever path refunds it (the notification, the job, a retry) asks WeChat Pay for the same refund."""
+    return "D" + transaction_id
 
 
 def rfc3339(moment: datetime) -> str:
@@ -211,16 +213,25 @@ class WeChatPayProvider:
 
     Returns only when WeChat Pay says SUCCESS, so the delivery worker records the refund in the ledger then;
     PROCESSING asks the worker to try again (the same out_refund_no finds the same refund), and the REFUND.SUCCESS
-    notification records it too if it comes first (store.refund is idempotent).
+    notification records it too if it comes first (store.refund is idempotent). The order's own payment is
+    refunded as `out_refund_no(order)`; any other transaction of the order (a second payment) as
+    `extra_refund_no(txn)`, so the two refunds can never be taken for one another.
     """
 
     name = "wechatpay"
 
-    def __init__(self, client: WeChatPayClient) -> None:
+    def __init__(self, client: WeChatPayClient, own_payment: OwnPayment | None = None) -> None:
         self.client = client
+        #: (provider, txn id) of the payment an order lives by; None: every refund is of the order's own payment
+        self.own_payment = own_payment
 
     async def refund(self, order: Order, provider_txn_id: str, amount: int) -> str:
-        result = await self.client.refund(order, provider_txn_id, amount, reason="refund " + order.ref)
+        own = await self.own_payment(order.id) if self.own_payment is not None else None
+        if own is not None and own[1] != provider_txn_id:
+            result = await self.client.refund_transaction(extra_refund_no(provider_txn_id), provider_txn_id, amount,
+                                                          order.currency, reason="duplicate payment " + order.ref)
+        else:
+            result = await self.client.refund(order, provider_txn_id, amount, reason="refund " + order.ref)
         status = str(result.get("status", ""))
         log.info("event=wechatpay.refund order_id=%s status=%s", order.id, status)
         if status == "SUCCESS":

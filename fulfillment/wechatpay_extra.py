@@ -88,12 +88,12 @@ class AfterPayment:
         record = await self.store.payment_record(self.provider, txn)
         if record is not None and record.detail.startswith(REFUNDED_DETAIL):
             return "extra_refunded"
-        result = await self.client.refund_transaction(extra_refund_no(trade_no), txn, event.amount, event.currency,
+        result = await self.client.refund_transaction(extra_refund_no(txn), txn, event.amount, event.currency,
                                                       reason="duplicate payment " + order.ref)
         status = str(result.get("status", ""))
         if status not in REFUND_ACCEPTED:
             raise WeChatPayError(200, "REFUND_" + (status or "UNKNOWN"), "refund of a second payment not accepted")
-        refund_id = str(result.get("refund_id", extra_refund_no(trade_no)))
+        refund_id = str(result.get("refund_id", extra_refund_no(txn)))
         if await self.store.refund_extra_payment(self.provider, txn, refund_id, self.clock()):
             log.warning("event=wechatpay.extra_payment_refunded order_id=%s status=%s", order.id, status)
             await self.notices.extra_refunded(order, event.amount, event.currency)

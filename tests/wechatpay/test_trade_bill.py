@@ -56,13 +56,13 @@ async def test_second_payment_found_in_the_bill_is_refunded(env):
     assert (await env.get(env.link(order))).status_code == 200
     assert (await env.get(env.link(order), ua=WECHAT_UA)).status_code == 200
     day = _yesterday_bill(env)
-    env.fake.pay(order.ref + "-J", "o-buyer-1")
+    inside = env.fake.pay(order.ref + "-J", "o-buyer-1")
     assert (await env.fake.notify_paid(order.ref + "-N", "o-buyer-1")).status_code == 204
     await env.wx.watch.remove({order.ref + "-J"})
     for tx in env.fake.transactions.values():
         tx["bill_date"] = day.isoformat()
     assert await env.wx.reconciler.bills.check(day) == 1
-    assert [r["out_refund_no"] for r in env.fake.refunds.values()] == ["D" + order.ref + "-J"]
+    assert [r["out_refund_no"] for r in env.fake.refunds.values()] == ["D" + inside["transaction_id"]]
     assert len(told) == 1
 
 

@@ -68,7 +68,7 @@ def test_trade_numbers_follow_wechat_pays_rule_and_map_back():
         assert order_ref_of(no) == ref
     assert out_trade_no(ref, "jsapi") != out_trade_no(ref, "native")
     assert order_ref_of(ref) == ref  # a bare ref (prepays made before trade numbers had types)
-    assert len(extra_refund_no(out_trade_no(ref, "native"))) <= 64
+    assert len(extra_refund_no("4200001234202612011234567890")) <= 64
 
 
 async def test_fake_refuses_a_second_prepay_of_one_out_trade_no_under_another_type(env):
@@ -120,7 +120,7 @@ async def test_both_trades_paid_the_second_is_refunded_once_and_everyone_told(en
     await env.wx.reconciler.run_once()
     refunds = [r for r in env.fake.refunds.values() if r["transaction_id"] == inside["transaction_id"]]
     assert len(refunds) == 1
-    assert refunds[0]["out_refund_no"] == extra_refund_no(order.ref + "-J")
+    assert refunds[0]["out_refund_no"] == extra_refund_no(inside["transaction_id"])
     assert refunds[0]["amount"]["refund"] == refunds[0]["amount"]["total"] == 1000
     assert sum(1 for _, path in env.fake.calls if path == "/v3/refund/domestic/refunds") == 1
     assert not any(r["transaction_id"] == native["transaction_id"] for r in env.fake.refunds.values())
@@ -139,7 +139,7 @@ async def test_both_trades_paid_the_second_is_refunded_once_and_everyone_told(en
     assert order.ref in told[0][1]
     assert "¥10.00" in told[0][1]
     # WeChat Pay's REFUND.SUCCESS for it is acknowledged and changes nothing
-    assert (await env.fake.notify_refund(extra_refund_no(order.ref + "-J"))).status_code == 204
+    assert (await env.fake.notify_refund(extra_refund_no(inside["transaction_id"]))).status_code == 204
     assert (await env.order(order)).state == OrderState.DELIVERED
     assert await _ledger(env, "refund") == []
 
@@ -195,3 +195,20 @@ async def test_both_notifications_at_once_keep_one_payment_and_refund_the_other(
     assert kept is not None
     await env.shop.delivery.drain()
     assert [d.order.id for d in env.channel.sent] == [order.id]
+
+
+async def test_the_provider_refunds_a_second_payment_under_its_own_number_never_the_orders(env):
+    """A generic "refund this payment" (e.g. a shop-wide duplicate-payment path) asks the provider: the second
+    transaction gets the same refund the notification path made, and the order's own refund number stays free."""
+    listen(env)
+    order = await _both_pages(env)
+    native = env.fake.pay(order.ref + "-N", "o-buyer-1")
+    inside = env.fake.pay(order.ref + "-J", "o-buyer-1")
+    assert (await env.fake.send(*env.fake.notification("TRANSACTION.SUCCESS", native))).status_code == 204
+    assert (await env.fake.send(*env.fake.notification("TRANSACTION.SUCCESS", inside))).status_code == 204
+    fresh = await env.order(order)
+    again = await env.wx.provider.refund(fresh, inside["transaction_id"], 1000)
+    assert len(env.fake.refunds) == 1
+    assert again == next(iter(env.fake.refunds.values()))["refund_id"]
+    await env.wx.provider.refund(fresh, native["transaction_id"], 1000)  # the merchant refunds the order itself
+    assert sorted(env.fake.refunds) == sorted([extra_refund_no(inside["transaction_id"]), "R" + order.ref])
