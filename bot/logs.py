@@ -21,3 +21,23 @@ def configure_logging(level: str = "INFO", as_json: bool = False, stream: object
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+
+
+class AccessLogRedaction(logging.Filter):
+    """uvicorn's access log without query strings: they carry pay links' signatures (`sig`), buyers' openids
+    (pay links, WeChat callbacks: `openid`, `signature`, `msg_signature`, `nonce`) and whatever a client puts there.
+    The route stays: `GET /pay/wechat/K2345?… HTTP/1.1 200`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # uvicorn.protocols: logger.info('%s - "%s %s HTTP/%s" %d', client, method, full_path, version, status)
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (args[0], args[1], args[2].split("?", 1)[0] + "?…", args[3], args[4])
+        return True
+
+
+def redact_access_log() -> None:
+    """Install the redaction on uvicorn's access logger (after uvicorn.Config has configured its logging)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, AccessLogRedaction) for f in access.filters):
+        access.addFilter(AccessLogRedaction())

@@ -21,6 +21,7 @@ from starlette.types import Lifespan
 
 from bot.composition import Shop, build_context, build_shop
 from bot.jobs import JobStatus, run_jobs, ticket_sla_job
+from bot.logs import redact_access_log
 from bot.settings import Settings
 from fulfillment.checkpoints import Checkpoints
 
@@ -94,7 +95,7 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
     if settings.wechatpay.enabled:  # registers the "wechatpay" provider; its routes and job are added below
         from bot.wechatpay import WeChatPay
 
-        wechatpay = WeChatPay.build(shop)
+        wechatpay = WeChatPay.build(shop, ctx.senders)
     # the catalogue, FAQ matcher (jieba's dictionary), PTB and the rest built above live as long as the process:
     # frozen, the cyclic collector's full passes stop walking those millions of objects again and again
     gc.collect()
@@ -130,7 +131,9 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
     if wechatpay is not None:
         app.router.routes.extend(wechatpay.routes())  # GET /pay/wechat/{order_ref}, POST /pay/wechat/notify
     # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; KAMIBOT_RISK__TRUSTED_PROXIES decides
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port, proxy_headers=False,
-                                           log_level=settings.log_level.lower(), lifespan="on"))
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, proxy_headers=False,
+                            log_level=settings.log_level.lower(), lifespan="on")
+    redact_access_log()  # after Config: it (re)configures uvicorn's loggers
+    server = uvicorn.Server(config)
     await server.serve()
     return 0

@@ -26,10 +26,12 @@ from starlette.routing import Route
 
 from bot.composition import Shop
 from bot.settings import Settings, WeChatPaySettings
+from bot.wechatpay_notices import Send, ShopNotices
 from fulfillment.errors import RiskChallenge, RiskDenied, ShopError
 from fulfillment.orders import HOLDING, KEPT_THE_MONEY
-from fulfillment.wechatpay import WeChatPayClient, WeChatPayConfig, WeChatPayError, WeChatPayProvider
+from fulfillment.wechatpay import WeChatPayClient, WeChatPayConfig, WeChatPayError, WeChatPayProvider, out_trade_no
 from fulfillment.wechatpay_crypto import PlatformKeys, jsapi_pay_sign, load_private_key, nonce_str
+from fulfillment.wechatpay_extra import AfterPayment, PaymentNotices
 from fulfillment.wechatpay_notify import NotifyRejected, WeChatPayNotifications
 from fulfillment.wechatpay_reconcile import WatchList, WeChatPayReconciler
 from handlers.types import Invoice
@@ -108,17 +110,19 @@ class WeChatPay:
 
     def __init__(self, shop: Shop, config: WeChatPayConfig, key: bytes, *, http: httpx.AsyncClient | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 reconcile_min_age: timedelta = timedelta(minutes=1)) -> None:
+                 reconcile_min_age: timedelta = timedelta(minutes=1), notices: PaymentNotices | None = None) -> None:
         self.shop = shop
         self.config = config
         self.key = key
         self.clock = clock
         self.t = Translator(shop.settings.default_language)
         self.client = WeChatPayClient(config, http, clock)
-        self.provider = WeChatPayProvider(self.client)
+        self.after = AfterPayment(shop.store, self.client, WeChatPayProvider.name, notices or ShopNotices(shop), clock)
+        self.provider = WeChatPayProvider(self.client, self.after.own_payment)
         self.notifications = WeChatPayNotifications(shop.store, shop.payments, config,
                                                     shop.vault.fingerprint, clock,
-                                                    on_failed_payment=self._failed_payment)
+                                                    on_failed_payment=self._failed_payment,
+                                                    after_payment=self.after.settle)
         self.watch = WatchList(shop.store, clock)
         self.reconciler = WeChatPayReconciler(shop.store, self.client, self.notifications,
                                               min_age=reconcile_min_age, clock=clock)
@@ -126,9 +130,10 @@ class WeChatPay:
         self.trusted_proxies = parse_networks(shop.settings.risk.trusted_proxies)
 
     @classmethod
-    def build(cls, shop: Shop) -> WeChatPay:
+    def build(cls, shop: Shop, senders: dict[str, Send] | None = None) -> WeChatPay:
+        """`senders`: the chat channels' send functions (ShopContext.senders), to tell buyers about their payment."""
         settings = shop.settings.wechatpay
-        return cls(shop, load_config(settings), link_key(settings))
+        return cls(shop, load_config(settings), link_key(settings), notices=ShopNotices(shop, senders))
 
     def routes(self) -> list[Route]:
         return [Route("/pay/wechat/notify", self.notify, methods=["POST"]),
@@ -227,7 +232,8 @@ class WeChatPay:
         return None
 
     async def _prepay(self, order: Order, openid: str, lang: str) -> str:
-        """prepay_id (JSAPI, with openid) or code_url (Native), created once per order and reused on reload."""
+        """prepay_id (JSAPI, with openid) or code_url (Native), created once per order and trade type (each with
+        its own out_trade_no) and reused on reload."""
         kind = "jsapi" if openid else "native"
         cache_key = f"wechatpay.prepay.{kind}.{order.ref}"
         if openid:
@@ -236,7 +242,8 @@ class WeChatPay:
         cached = await self.shop.store.kv_get(cache_key, now)
         if cached:
             return cached
-        await self.watch.add(order.ref)  # before the prepay: a crash after it still gets reconciled
+        # before the prepay: a crash after it still gets reconciled
+        await self.watch.add(out_trade_no(order.ref, kind))
         description = await self._description(order, lang)
         if openid:
             value = await self.client.prepay_jsapi(order, openid, description)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from storage.events import EventType, OrderEvent
 from storage.protocol import Store
+from storage.protocols.payments_extra import PaymentRecord
 from storage.records import Order, OrderState, Sku
 
 
@@ -36,6 +37,10 @@ class OrderLookup:
     async def payment(self, order_id: int) -> tuple[str, str, int] | None:
         """(provider, provider txn id, amount) of the payment applied to the order, if any."""
         return await self.store.order_payment(order_id)
+
+    async def payment_records(self, order_id: int) -> list[PaymentRecord]:
+        """Every payment recorded for the order (the held one too, with the amount actually paid)."""
+        return await self.store.payment_records(order_id)
 
     async def events(self, order_id: int) -> list[OrderEvent]:
         return await self.store.order_events(order_id)

@@ -8,11 +8,13 @@ and the APIv3 reference (https://pay.weixin.qq.com/doc/v3/merchant/4012791856).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +26,7 @@ from fulfillment.wechatpay_crypto import PlatformKeys, SignatureError, authoriza
 from storage.records import Order
 
 log = logging.getLogger("kamibot.wechatpay")
+OwnPayment = Callable[[int], Awaitable[tuple[str, str] | None]]
 DEFAULT_BASE_URL = "https://api.mch.weixin.qq.com"
 REFUND_PROCESSING_RETRY_S = 60.0
 
@@ -53,9 +56,41 @@ class WeChatPayError(Exception):
         self.code = code
 
 
+#: out_trade_no suffix per trade type. WeChat Pay accepts one out_trade_no in one payment scenario only and
+#: refuses a second prepay of it under another trade type ("201 商户订单号重复"), so an order has one trade
+#: number per type: `{ref}-J` (JSAPI, inside WeChat) and `{ref}-N` (Native QR). Order refs are 12 characters of
+#: [2-9A-Z] (storage new_ref), so a trade number is 14 characters of [A-Za-z0-9_-|*], inside the 6-32 rule.
+TRADE_SUFFIX = {"jsapi": "-J", "native": "-N"}
+
+
+def out_trade_no(ref: str, kind: str) -> str:
+    """The out_trade_no of an order for one trade type ("jsapi" or "native")."""
+    return ref + TRADE_SUFFIX[kind]
+
+
+def order_ref_of(trade_no: str) -> str:
+    """The order ref behind an out_trade_no (a bare ref too: prepays made before trade numbers had types)."""
+    for suffix in TRADE_SUFFIX.values():
+        if trade_no.endswith(suffix):
+            return trade_no[: -len(suffix)]
+    return trade_no
+
+
+def sibling_trade_nos(trade_no: str) -> list[str]:
+    """The order's other trade numbers (to close once this one is paid)."""
+    ref = order_ref_of(trade_no)
+    return [n for n in (ref, *(ref + s for s in TRADE_SUFFIX.values())) if n != trade_no]
+
+
 def out_refund_no(order: Order) -> str:
     """One refund per order (the outbox holds one refund row per order), so retries reuse this number."""
     return "R" + order.ref
+
+
+def extra_refund_no(transaction_id: str) -> str:
+    """The refund of a payment that is not the order's own (a second payment): keyed by its transaction, so
+    whichever path refunds it (the notification, the job, a retry) asks WeChat Pay for the same refund."""
+    return "D" + transaction_id
 
 
 def rfc3339(moment: datetime) -> str:
@@ -82,9 +117,8 @@ class WeChatPayClient:
             self._http = httpx.AsyncClient(timeout=self.config.timeout_s)
         return self._http
 
-    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def _send(self, method: str, path: str, text: str) -> httpx.Response:
         cfg = self.config
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":")) if body is not None else ""
         now = self.clock()
         headers = {
             "Authorization": authorization(cfg.mchid, cfg.merchant_serial_no, cfg.merchant_key, method, path, text,
@@ -103,8 +137,13 @@ class WeChatPayClient:
             except (ValueError, AttributeError):
                 pass
             raise WeChatPayError(response.status_code, code, message)
+        return response
+
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":")) if body is not None else ""
+        response = await self._send(method, path, text)
         try:
-            verify_signed(cfg.platform_keys, response.headers, response.text, self.clock())
+            verify_signed(self.config.platform_keys, response.headers, response.text, self.clock())
         except SignatureError as exc:
             raise WeChatPayError(response.status_code, "RESPONSE_SIGNATURE", str(exc)) from None
         if not response.content:
@@ -114,33 +153,55 @@ class WeChatPayClient:
             raise WeChatPayError(response.status_code, "BAD_RESPONSE", "not a JSON object")
         return data
 
-    def _order_body(self, order: Order, description: str) -> dict[str, Any]:
+    async def trade_bill(self, day: date) -> bytes:
+        """The SUCCESS trade bill of one day (GET /v3/bill/tradebill, then its download_url), uncompressed.
+
+        The file itself is not signed: its SHA1 from the signed answer is checked instead
+        (https://pay.weixin.qq.com/docs/merchant/apis/native-payment/get-trade-bill.html). Only a download URL on
+        the configured gateway is followed (our Authorization header goes nowhere else)."""
+        info = await self.request("GET", f"/v3/bill/tradebill?bill_date={day.isoformat()}&bill_type=SUCCESS")
+        url, base = str(info.get("download_url", "")), self.config.base_url.rstrip("/")
+        if not url.startswith(base + "/"):
+            raise WeChatPayError(200, "BILL_URL", "download_url is not on the WeChat Pay gateway")
+        raw = (await self._send("GET", url[len(base):], "")).content
+        if str(info.get("hash_type", "")).upper() != "SHA1" or not hmac.compare_digest(
+                hashlib.sha1(raw).hexdigest(), str(info.get("hash_value", "")).lower()):  # noqa: S324 - WeChat's
+            raise WeChatPayError(200, "BILL_HASH", "the bill does not match its hash")
+        return raw
+
+    def _order_body(self, order: Order, kind: str, description: str) -> dict[str, Any]:
         cfg = self.config
         return {"appid": cfg.app_id, "mchid": cfg.mchid, "description": description[:127] or order.ref,
-                "out_trade_no": order.ref, "time_expire": rfc3339(order.expires_at),
+                "out_trade_no": out_trade_no(order.ref, kind), "time_expire": rfc3339(order.expires_at),
                 "notify_url": cfg.notify_url, "amount": {"total": order.amount, "currency": order.currency}}
 
     async def prepay_jsapi(self, order: Order, openid: str, description: str) -> str:
-        body = self._order_body(order, description) | {"payer": {"openid": openid}}
+        body = self._order_body(order, "jsapi", description) | {"payer": {"openid": openid}}
         return str((await self.request("POST", "/v3/pay/transactions/jsapi", body))["prepay_id"])
 
     async def prepay_native(self, order: Order, description: str) -> str:
         return str((await self.request("POST", "/v3/pay/transactions/native",
-                                       self._order_body(order, description)))["code_url"])
+                                       self._order_body(order, "native", description)))["code_url"])
 
-    async def query(self, ref: str) -> dict[str, Any]:
+    async def query(self, trade_no: str) -> dict[str, Any]:
+        """GET a transaction by its out_trade_no (one per order and trade type)."""
         return await self.request(
-            "GET", f"/v3/pay/transactions/out-trade-no/{quote(ref, safe='')}?mchid={quote(self.config.mchid)}")
+            "GET", f"/v3/pay/transactions/out-trade-no/{quote(trade_no, safe='')}?mchid={quote(self.config.mchid)}")
 
-    async def close(self, ref: str) -> None:
-        await self.request("POST", f"/v3/pay/transactions/out-trade-no/{quote(ref, safe='')}/close",
+    async def close(self, trade_no: str) -> None:
+        await self.request("POST", f"/v3/pay/transactions/out-trade-no/{quote(trade_no, safe='')}/close",
                            {"mchid": self.config.mchid})
 
     async def refund(self, order: Order, transaction_id: str, amount: int, reason: str = "") -> dict[str, Any]:
+        """The whole payment back: `total` is what that transaction took (it may differ from the order's amount
+        when a mismatching payment was held and the merchant rejected it)."""
+        return await self.refund_transaction(out_refund_no(order), transaction_id, amount, order.currency, reason)
+
+    async def refund_transaction(self, refund_no: str, transaction_id: str, amount: int, currency: str,
+                                 reason: str = "") -> dict[str, Any]:
         body: dict[str, Any] = {
-            "transaction_id": transaction_id, "out_refund_no": out_refund_no(order),
-            "notify_url": self.config.notify_url,
-            "amount": {"refund": amount, "total": order.amount, "currency": order.currency},
+            "transaction_id": transaction_id, "out_refund_no": refund_no, "notify_url": self.config.notify_url,
+            "amount": {"refund": amount, "total": amount, "currency": currency},
         }
         if reason:
             body["reason"] = reason[:80]
@@ -152,16 +213,25 @@ class WeChatPayProvider:
 
     Returns only when WeChat Pay says SUCCESS, so the delivery worker records the refund in the ledger then;
     PROCESSING asks the worker to try again (the same out_refund_no finds the same refund), and the REFUND.SUCCESS
-    notification records it too if it comes first (store.refund is idempotent).
+    notification records it too if it comes first (store.refund is idempotent). The order's own payment is
+    refunded as `out_refund_no(order)`; any other transaction of the order (a second payment) as
+    `extra_refund_no(txn)`, so the two refunds can never be taken for one another.
     """
 
     name = "wechatpay"
 
-    def __init__(self, client: WeChatPayClient) -> None:
+    def __init__(self, client: WeChatPayClient, own_payment: OwnPayment | None = None) -> None:
         self.client = client
+        #: (provider, txn id) of the payment an order lives by; None: every refund is of the order's own payment
+        self.own_payment = own_payment
 
     async def refund(self, order: Order, provider_txn_id: str, amount: int) -> str:
-        result = await self.client.refund(order, provider_txn_id, amount, reason="refund " + order.ref)
+        own = await self.own_payment(order.id) if self.own_payment is not None else None
+        if own is not None and own[1] != provider_txn_id:
+            result = await self.client.refund_transaction(extra_refund_no(provider_txn_id), provider_txn_id, amount,
+                                                          order.currency, reason="duplicate payment " + order.ref)
+        else:
+            result = await self.client.refund(order, provider_txn_id, amount, reason="refund " + order.ref)
         status = str(result.get("status", ""))
         log.info("event=wechatpay.refund order_id=%s status=%s", order.id, status)
         if status == "SUCCESS":

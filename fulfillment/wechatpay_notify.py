@@ -1,9 +1,15 @@
 """WeChat Pay notifications: authenticate, decrypt, match against the order, record once.
 
 Order of checks (https://pay.weixin.qq.com/doc/v3/merchant/4012791861): signature type, timestamp within five
-minutes, signature with the key named by `Wechatpay-Serial`, nonce never seen before (shared by all processes),
-then the AEAD_AES_256_GCM resource. A transaction is recorded through the PaymentInbox keyed by
-`transaction_id`, so a repeated notification, the reconciliation job and a retry all deliver once.
+minutes, signature with the key named by `Wechatpay-Serial`, nonce not used by a notification we already
+processed (shared by all processes), then the AEAD_AES_256_GCM resource. A transaction is recorded through the
+PaymentInbox keyed by `transaction_id`, so a repeated notification, the reconciliation job and a retry all
+deliver once.
+
+The nonce is claimed only once the notification was processed (its payment recorded): when recording fails
+(database restart, crash) WeChat Pay's retry of the identical request is processed, not refused. A replay of an
+already processed notification (the signature binds its nonce to its bytes) is answered with success and changes
+nothing, so a lost answer does not leave WeChat Pay retrying for a day.
 """
 
 from __future__ import annotations
@@ -16,11 +22,15 @@ from typing import Any
 
 from fulfillment.errors import PaymentRejected
 from fulfillment.payments import PaymentInbox
-from fulfillment.wechatpay import WeChatPayConfig
+from fulfillment.wechatpay import WeChatPayConfig, order_ref_of
 from fulfillment.wechatpay_crypto import DecryptError, SignatureError, decrypt_resource, verify_signed
 from storage import events
 from storage.protocol import Store
-from storage.records import Order, PaymentEventIn
+from storage.protocols.payments_extra import REFUNDED_DETAIL
+from storage.records import Order, PaymentApplied, PaymentEventIn
+
+#: what happens after a transaction was recorded (fulfillment/wechatpay_extra.AfterPayment.settle)
+Settle = Callable[[Order, str, PaymentEventIn, PaymentApplied], Awaitable[str]]
 
 log = logging.getLogger("kamibot.wechatpay")
 PROVIDER = "wechatpay"
@@ -46,7 +56,8 @@ def _text(data: Mapping[str, Any], key: str) -> str:
 class WeChatPayNotifications:
     def __init__(self, store: Store, inbox: PaymentInbox, config: WeChatPayConfig,
                  fingerprint: Callable[[str], str], clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 on_failed_payment: Callable[[Order, str], Awaitable[None]] | None = None) -> None:
+                 on_failed_payment: Callable[[Order, str], Awaitable[None]] | None = None,
+                 after_payment: Settle | None = None) -> None:
         self.store = store
         self.inbox = inbox
         self.config = config
@@ -54,6 +65,8 @@ class WeChatPayNotifications:
         self.fingerprint = fingerprint
         #: told of a payment error (the risk module counts failed attempts); never blocks the answer
         self.on_failed_payment = on_failed_payment
+        #: refunds a second payment, announces a held one, closes the order's other trade numbers
+        self.after_payment = after_payment
         self.clock = clock
 
     async def handle(self, headers: Mapping[str, str], body: bytes) -> str:
@@ -65,16 +78,21 @@ class WeChatPayNotifications:
         except (UnicodeDecodeError, SignatureError) as exc:
             log.warning("event=wechatpay.notify_rejected reason=%r", str(exc)[:80])
             raise NotifyRejected(401, "signature verification failed") from None
-        if not await self.store.claim_once(NONCE_SCOPE, nonce, now + NONCE_KEEP, now):
-            log.warning("event=wechatpay.notify_rejected reason=replayed_nonce")
-            raise NotifyRejected(401, "replayed notification")
+        if await self.store.once_claimed(NONCE_SCOPE, nonce, now):
+            # the signature binds this nonce to these bytes: the same notification, already processed
+            log.info("event=wechatpay.notify_replayed")
+            return "replayed"
         event_type, resource = self._open(text)
         if event_type.startswith("TRANSACTION."):
-            return await self.apply_transaction(resource)
-        if event_type.startswith("REFUND."):
-            return await self.apply_refund(resource)
-        log.info("event=wechatpay.notify_ignored event_type=%r", event_type[:40])
-        return "ignored"
+            outcome = await self.apply_transaction(resource)
+        elif event_type.startswith("REFUND."):
+            outcome = await self.apply_refund(resource)
+        else:
+            log.info("event=wechatpay.notify_ignored event_type=%r", event_type[:40])
+            outcome = "ignored"
+        # claimed once processed: a failure above leaves the nonce free for WeChat Pay's retry
+        await self.store.claim_once(NONCE_SCOPE, nonce, now + NONCE_KEEP, now)
+        return outcome
 
     def _open(self, text: str) -> tuple[str, dict[str, Any]]:
         try:
@@ -103,8 +121,8 @@ class WeChatPayNotifications:
         if _text(tx, "mchid") != self.config.mchid or _text(tx, "appid") != self.config.app_id:
             log.warning("event=wechatpay.foreign_transaction")
             raise NotifyRejected(400, "mchid or appid does not match")
-        ref = _text(tx, "out_trade_no")
-        order = await self.store.order_by_ref(ref) if ref else None
+        trade_no = _text(tx, "out_trade_no")
+        order = await self.store.order_by_ref(order_ref_of(trade_no)) if trade_no else None
         if order is None:
             log.warning("event=wechatpay.unknown_order")
             raise NotifyRejected(404, "unknown order")
@@ -123,7 +141,8 @@ class WeChatPayNotifications:
         if not isinstance(total, int) or isinstance(total, bool) or not txn:
             raise NotifyRejected(400, "transaction lacks amount or transaction_id")
         if (total, currency) != (order.amount, order.currency):
-            # money really moved (the notification is signed): the inbox holds the order for review, no delivery
+            # money really moved (the notification is signed): the inbox holds the order for review, no delivery;
+            # the event keeps the amount actually paid
             log.warning("event=wechatpay.amount_mismatch order_id=%s", order.id)
         payer = tx.get("payer")
         openid = _text(payer, "openid") if isinstance(payer, dict) else ""
@@ -132,18 +151,25 @@ class WeChatPayNotifications:
             result = await self.inbox.receive(event)
         except PaymentRejected:
             raise NotifyRejected(400, "transaction amount or currency invalid") from None
+        if self.after_payment is not None:
+            return await self.after_payment(order, trade_no, event, result)
         return result.outcome.value
 
     async def apply_refund(self, data: Mapping[str, Any]) -> str:
         """REFUND.SUCCESS for the whole payment of an order → refunded with its ledger lines (idempotent)."""
         if _text(data, "mchid") != self.config.mchid:
             raise NotifyRejected(400, "mchid does not match")
-        ref = _text(data, "out_trade_no")
-        order = await self.store.order_by_ref(ref) if ref else None
+        trade_no = _text(data, "out_trade_no")
+        order = await self.store.order_by_ref(order_ref_of(trade_no)) if trade_no else None
         if order is None:
             raise NotifyRejected(404, "unknown order")
         payment = await self.store.order_payment(order.id)
-        if payment is None or payment[0] != PROVIDER or payment[1] != _text(data, "transaction_id"):
+        txn = _text(data, "transaction_id")
+        if payment is not None and payment[1] != txn:
+            extra = await self.store.payment_record(PROVIDER, txn)
+            if extra is not None and extra.detail.startswith(REFUNDED_DETAIL):
+                return "extra_refunded"  # the refund of a second payment (fulfillment/wechatpay_extra.py)
+        if payment is None or payment[0] != PROVIDER or payment[1] != txn:
             log.warning("event=wechatpay.refund_mismatch order_id=%s", order.id)
             raise NotifyRejected(400, "refund does not match the order's payment")
         status = _text(data, "refund_status")

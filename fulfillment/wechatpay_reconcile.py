@@ -1,76 +1,34 @@
 """Reconciliation for WeChat Pay: ask about orders whose notification never came, close the expired ones.
 
-Every order that got a prepay is put on a watch list (one shared value, changed only under a short lease so
-processes do not lose each other's updates). The job, run by one lease holder at a time, queries each watched
-order that is older than `min_age`: SUCCESS is applied through the notification path (idempotent on
-`transaction_id`), an unpaid order past its reservation is closed, a settled order leaves the list.
-WeChat Pay calls never happen while the list's lease is held.
+Every trade number (out_trade_no: one per order and trade type) that got a prepay is put on a watch list (one
+shared value, changed only under a short lease so processes do not lose each other's updates). The job, run by
+one lease holder at a time, queries each watched trade that is older than `min_age`: SUCCESS is applied through
+the notification path (idempotent on `transaction_id`; a second payment of an order goes back), an unpaid trade
+is closed once its order is past its reservation or paid through its other trade number, a settled trade leaves
+the list. WeChat Pay calls never happen while the list's lease is held.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import httpx
+
 from fulfillment.orders import PAYABLE
-from fulfillment.wechatpay import WeChatPayClient, WeChatPayError
+from fulfillment.wechatpay import WeChatPayClient, WeChatPayError, order_ref_of
+from fulfillment.wechatpay_bill import TradeBillCheck
 from fulfillment.wechatpay_notify import NotifyRejected, WeChatPayNotifications
+from fulfillment.wechatpay_watch import WATCH_KEY, WATCH_LOCK, WatchList
 from storage.protocol import Store
 from storage.records import Order, OrderState
 
 log = logging.getLogger("kamibot.wechatpay")
-WATCH_KEY = "wechatpay.watch"
-WATCH_LOCK = "wechatpay.watch.lock"
+__all__ = ["WATCH_KEY", "WATCH_LOCK", "WatchList", "WeChatPayReconciler"]
 JOB_LEASE = "wechatpay.reconcile"
 UNPAID_TRADE_STATES = ("NOTPAY", "USERPAYING")
-
-
-class WatchList:
-    """Order refs with a live prepay, in one kv value; updates are read-modify-write under a lease."""
-
-    def __init__(self, store: Store, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.store = store
-        self.clock = clock
-
-    async def refs(self) -> dict[str, float]:
-        raw = await self.store.kv_get(WATCH_KEY, self.clock())
-        data = json.loads(raw) if raw else {}
-        return data if isinstance(data, dict) else {}
-
-    async def _update(self, change: Callable[[dict[str, float]], None]) -> None:
-        holder = secrets.token_hex(8)
-        for _ in range(200):
-            now = self.clock()
-            if await self.store.try_lease(WATCH_LOCK, holder, now + timedelta(seconds=5), now):
-                try:
-                    refs = await self.refs()
-                    change(refs)
-                    await self.store.kv_put(WATCH_KEY, json.dumps(refs, separators=(",", ":")), None)
-                finally:
-                    await self.store.release_lease(WATCH_LOCK, holder)
-                return
-            await asyncio.sleep(0.01)
-        raise TimeoutError("wechatpay watch list is locked")
-
-    async def add(self, ref: str) -> None:
-        at = self.clock().timestamp()
-
-        def change(refs: dict[str, float]) -> None:
-            refs.setdefault(ref, at)
-
-        await self._update(change)
-
-    async def remove(self, done: set[str]) -> None:
-        def change(refs: dict[str, float]) -> None:
-            for ref in done:
-                refs.pop(ref, None)
-
-        if done:
-            await self._update(change)
 
 
 class WeChatPayReconciler:
@@ -81,6 +39,8 @@ class WeChatPayReconciler:
         self.client = client
         self.notifications = notifications
         self.watch = WatchList(store, clock)
+        #: yesterday's trade bill, once a day: payments the notifications and the watch list both missed
+        self.bills = TradeBillCheck(store, client, notifications, clock)
         self.min_age = min_age
         self.batch = batch
         self.clock = clock
@@ -88,7 +48,8 @@ class WeChatPayReconciler:
         self._offset = 0
 
     async def run_once(self) -> int:
-        """One pass over the watch list by the lease holder; returns how many orders were settled."""
+        """One pass over the watch list (and the day's trade bill, once) by the lease holder; returns how many
+        trades were settled or found in the bill."""
         now = self.clock()
         if not await self.store.try_lease(JOB_LEASE, self.holder, now + timedelta(minutes=5), now):
             return 0
@@ -104,27 +65,28 @@ class WeChatPayReconciler:
                 if await self._settle(ref):
                     done.add(ref)
             await self.watch.remove(done)
-            return len(done)
+            return len(done) + await self.bills.run_once()
         finally:
             await self.store.release_lease(JOB_LEASE, self.holder)
 
-    async def _settle(self, ref: str) -> bool:
-        """True when the order needs no more attention from this job."""
-        order = await self.store.order_by_ref(ref)
-        if order is None or order.state not in PAYABLE:
+    async def _settle(self, trade_no: str) -> bool:
+        """True when the trade needs no more attention from this job."""
+        order = await self.store.order_by_ref(order_ref_of(trade_no))
+        if order is None:
             return True
+        settled = order.state not in PAYABLE  # paid (perhaps through its other trade number) or closed
         try:
-            tx = await self.client.query(ref)
+            tx = await self.client.query(trade_no)
         except WeChatPayError as exc:
             if exc.code == "ORDER_NOT_EXIST":
-                return self._expired(order)
+                return settled or self._expired(order)
             log.warning("event=wechatpay.query_failed order_id=%s code=%s", order.id, exc.code)
             return False
         state = str(tx.get("trade_state", ""))
         if state == "SUCCESS":
             return await self._apply(order, tx)
         if state in UNPAID_TRADE_STATES:
-            return await self._close_if_expired(order) if self._expired(order) else False
+            return await self._close(order, trade_no) if settled or self._expired(order) else False
         log.info("event=wechatpay.reconciled order_id=%s trade_state=%r", order.id, state[:20])
         return True  # CLOSED, REVOKED, PAYERROR, REFUND: nothing more to ask
 
@@ -137,12 +99,15 @@ class WeChatPayReconciler:
         except NotifyRejected as exc:
             log.warning("event=wechatpay.reconcile_rejected order_id=%s reason=%r", order.id, exc.message)
             return True
+        except (WeChatPayError, httpx.HTTPError) as exc:  # e.g. the refund of a second payment: next pass
+            log.warning("event=wechatpay.reconcile_failed order_id=%s error=%s", order.id, type(exc).__name__)
+            return False
         log.info("event=wechatpay.reconciled order_id=%s outcome=%s", order.id, outcome)
         return True
 
-    async def _close_if_expired(self, order: Order) -> bool:
+    async def _close(self, order: Order, trade_no: str) -> bool:
         try:
-            await self.client.close(order.ref)
+            await self.client.close(trade_no)
         except WeChatPayError as exc:
             if exc.code == "ORDERPAID":  # paid in the last moment: the next pass applies it
                 return False

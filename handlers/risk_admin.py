@@ -14,7 +14,7 @@ from handlers.types import Button, Incoming, Reply
 from locales import Translator
 from risk.engine import RiskEngine
 from risk.rules import RulesError, summaries
-from storage.records import OrderState
+from storage.records import Order, OrderState
 
 log = logging.getLogger("kamibot.merchant")
 LOG_LIMIT = 10
@@ -95,10 +95,20 @@ class MerchantRisk(MerchantCommands):
         for order in held:
             who = f"{order.channel}:{order.user_id}"
             replies.append(Reply(self._t(lang, "risk.review_line", ref=order.ref, user=who,
-                                         total=self.ctx.tr.money(lang, order.amount, order.currency),
+                                         total=await self._paid_and_expected(lang, order),
                                          reasons=await self.ctx.services.lookup.review_reasons(order.id)),
                                  review_buttons(self.ctx.tr, lang, order.ref)))
         return replies
+
+    async def _paid_and_expected(self, lang: str, order: Order) -> str:
+        """The order's total, or what was actually paid next to it when the held payment differs."""
+        expected = self.ctx.tr.money(lang, order.amount, order.currency)
+        paid = next((p for p in await self.ctx.services.lookup.payment_records(order.id) if p.outcome == "review"),
+                    None)
+        if paid is None or (paid.amount, paid.currency) == (order.amount, order.currency):
+            return expected
+        return self._t(lang, "risk.paid_vs_expected", paid=self.ctx.tr.money(lang, paid.amount, paid.currency),
+                       expected=expected)
 
     async def button(self, msg: Incoming, lang: str, arg: str) -> list[Reply]:
         verdict, _, ref = arg.partition(":")

@@ -12,11 +12,13 @@ from storage.postgres_sales import PgSales
 from storage.postgres_shared import PgSharedState
 from storage.postgres_tickets import PgTickets
 from storage.postgres_vault import PgVault
+from storage.postgres_wechatpay import PgExtraPayments
 
 
-class PostgresStore(PgCatalog, PgVault, PgSales, PgCustomers, PgSharedState, PgRisk, PostgresBase, PgTickets):
-    """The Store protocol (storage/protocol.py) on PostgreSQL. PostgresBase comes before PgTickets, whose `pool` is a
-    placeholder for the base's."""
+class PostgresStore(PgCatalog, PgVault, PgSales, PgCustomers, PgSharedState, PgRisk, PostgresBase, PgTickets,
+                    PgExtraPayments):
+    """The Store protocol (storage/protocol.py) on PostgreSQL. PostgresBase comes before PgTickets and
+    PgExtraPayments, whose `pool` is a placeholder for the base's."""
 
 
 if TYPE_CHECKING:  # mypy checks here that the composed class implements every concern's protocol

@@ -16,6 +16,7 @@ from storage.protocols.catalog import CatalogStore
 from storage.protocols.customers import CustomerStore
 from storage.protocols.ledger import LedgerStore
 from storage.protocols.orders import OrderStore, OutboxStore, PaymentStore
+from storage.protocols.payments_extra import ExtraPaymentStore
 from storage.protocols.risk import RiskStore
 from storage.protocols.schema import SchemaStore
 from storage.protocols.shared import SharedStateStore
@@ -23,7 +24,7 @@ from storage.protocols.tickets import TicketStore
 from storage.protocols.vault import VaultStore
 
 
-class Store(SchemaStore, CatalogStore, VaultStore, OrderStore, PaymentStore, OutboxStore, LedgerStore, CustomerStore,
-            SharedStateStore, RiskStore, TicketStore, Protocol):
+class Store(SchemaStore, CatalogStore, VaultStore, OrderStore, PaymentStore, ExtraPaymentStore, OutboxStore,
+            LedgerStore, CustomerStore, SharedStateStore, RiskStore, TicketStore, Protocol):
     """Everything: what the composition root builds (storage/sqlite.py SqliteStore, storage/postgres.py
     PostgresStore)."""

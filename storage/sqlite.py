@@ -16,9 +16,10 @@ from storage.sqlite_sales import Sales
 from storage.sqlite_shared import SharedState
 from storage.sqlite_tickets import Tickets
 from storage.sqlite_vault import VaultCodes
+from storage.sqlite_wechatpay import ExtraPayments
 
 
-class SqliteStore(Catalog, VaultCodes, Sales, Customers, SharedState, Risk, Tickets, SqliteBase):
+class SqliteStore(Catalog, VaultCodes, Sales, Customers, SharedState, Risk, Tickets, ExtraPayments, SqliteBase):
     """The Store protocol (storage/protocol.py) on SQLite."""
 
 

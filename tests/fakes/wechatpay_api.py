@@ -1,11 +1,24 @@
 """A fake WeChat Pay APIv3 server on 127.0.0.1: checks our request signatures, signs its responses with the
-platform key, keeps transactions and refunds, and sends signed, encrypted notifications to our notify URL."""
+platform key, keeps transactions and refunds, and sends signed, encrypted notifications to our notify URL.
+
+Strict where WeChat Pay is strict about prepays (JSAPI/小程序下单, https://pay.wechatpay.cn/doc/v3/merchant/4012791897:
+`out_trade_no` is 6-32 characters of [A-Za-z0-9_-|*], unique per merchant): one out_trade_no lives in one payment
+scenario only. A second prepay of it under another trade type (Native first in a desktop browser, then JSAPI
+inside WeChat) is refused with HTTP 400 `{"code":"INVALID_REQUEST","message":"201 商户订单号重复"}`
+("这个等于你一个订单号在两个不同支付场景下单了,这是不被系统允许的", WeChat Pay's answer in the developer community,
+https://developers.weixin.qq.com/community/develop/doc/00068ce24f86509b623bd1b645b400), and so is one with the
+same type but other parameters (another payer's openid or amount). Repeating the same prepay with the same
+parameters returns the same prepay_id / code_url, which stays valid for two hours.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +38,26 @@ from fulfillment.wechatpay_crypto import (
     rsa_verify,
 )
 
+TRADE_NO = re.compile(r"[A-Za-z0-9_\-|*]{6,32}")
+
+
+class Trades(dict[str, dict[str, Any]]):
+    """Transactions by out_trade_no. For the tests' convenience an order ref whose order has exactly one trade
+    number (`{ref}-J` or `{ref}-N`) finds that trade too: `fake.transactions[order.ref]`."""
+
+    def __missing__(self, key: str) -> dict[str, Any]:
+        found = [v for k, v in self.items() if k.startswith(key + "-")]
+        if len(found) != 1:
+            raise KeyError(key)
+        return found[0]
+
+    def resolve(self, key: str) -> str:
+        """The out_trade_no a test means by `key` (an out_trade_no, or the ref of an order with one trade)."""
+        if key in self:
+            return key
+        found = [k for k in self if k.startswith(key + "-")]
+        return found[0] if len(found) == 1 else key
+
 
 @dataclass
 class FakeWeChatPay:
@@ -37,10 +70,18 @@ class FakeWeChatPay:
     platform_serial: str  # PUB_KEY_ID_… (public-key mode) or a certificate serial in hex
     notify_url: str = ""
     refund_status: str = "SUCCESS"  # what a new refund answers: SUCCESS or PROCESSING
-    transactions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    transactions: Trades = field(default_factory=Trades)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)  # out_trade_nos refused with "201 商户订单号重复"
+    bills: dict[str, bytes] = field(default_factory=dict)  # download token → bill file
+    bill_rewrite: Callable[[bytes], bytes] | None = None  # a test's tampering with the file on its way
+
+    @staticmethod
+    def public(tx: dict[str, Any]) -> dict[str, Any]:
+        """A transaction as the query API and notifications show it (no prepay bookkeeping)."""
+        return {k: v for k, v in tx.items() if k not in ("prepay_id", "code_url", "prepay_params", "bill_date")}
 
     # -- signing ---------------------------------------------------------------
     def sign_headers(self, body: str, *, timestamp: int | None = None, nonce: str | None = None,
@@ -98,7 +139,9 @@ class FakeWeChatPay:
             return await client.post(self.notify_url, content=body, headers=headers)
 
     def pay(self, ref: str, openid: str = "", amount: int | None = None, state: str = "SUCCESS") -> dict[str, Any]:
-        """The customer pays (or not): the transaction's state changes as WeChat Pay's would."""
+        """The customer pays (or not): the transaction's state changes as WeChat Pay's would. `ref` is an
+        out_trade_no, or an order ref whose order has one prepaid trade."""
+        ref = self.transactions.resolve(ref)
         tx = self.transactions.setdefault(ref, self._new_transaction(ref, amount or 0, "NATIVE", openid))
         tx["trade_state"] = state
         if amount is not None:
@@ -106,8 +149,9 @@ class FakeWeChatPay:
         if state == "SUCCESS":
             tx["transaction_id"] = tx.get("transaction_id") or "42" + secrets.token_hex(13)
             tx["success_time"] = time.strftime("%Y-%m-%dT%H:%M:%S+08:00")
+            tx.setdefault("bill_date", time.strftime("%Y-%m-%d", time.gmtime(time.time() + 8 * 3600)))
             tx["payer"] = {"openid": openid or tx["payer"].get("openid") or "o" + secrets.token_hex(8)}
-        return dict(tx)
+        return self.public(tx)
 
     async def notify_paid(self, ref: str, openid: str = "") -> httpx.Response:
         tx = self.pay(ref, openid)
@@ -155,12 +199,19 @@ class FakeWeChatPay:
         if data["mchid"] != self.mchid or data["appid"] != self.app_id:
             return self._error(400, "APPID_MCHID_NOT_MATCH", "appid and mchid do not match")
         ref = data["out_trade_no"]
+        if not isinstance(ref, str) or not TRADE_NO.fullmatch(ref):
+            return self._error(400, "PARAM_ERROR", "out_trade_no must be 6-32 characters of [A-Za-z0-9_-|*]")
         tx = self.transactions.get(ref)
         if tx is not None and tx["trade_state"] == "SUCCESS":
             return self._error(400, "ORDERPAID", "order paid")
+        params = {k: data.get(k) for k in ("description", "amount", "payer", "time_expire")}
+        if tx is not None and (tx["trade_type"] != kind.upper() or tx["prepay_params"] != params):
+            self.duplicates.append(ref)
+            return self._error(400, "INVALID_REQUEST", "201 商户订单号重复")
         if tx is None:
             tx = self.transactions[ref] = self._new_transaction(ref, amount["total"], kind.upper(),
                                                                 (data.get("payer") or {}).get("openid", ""))
+            tx["prepay_params"] = params
             tx["prepay_id"] = "wx" + secrets.token_hex(14)
             tx["code_url"] = "weixin://wxpay/bizpayurl?pr=" + secrets.token_hex(4)
         if kind == "jsapi":
@@ -176,7 +227,7 @@ class FakeWeChatPay:
         tx = self.transactions.get(request.path_params["ref"])
         if tx is None:
             return self._error(404, "ORDER_NOT_EXIST", "order does not exist")
-        return self._answer({k: v for k, v in tx.items() if k not in ("prepay_id", "code_url")})
+        return self._answer(self.public(tx))
 
     async def close(self, request: Request) -> Response:
         raw, failed = await self._body(request)
@@ -216,8 +267,55 @@ class FakeWeChatPay:
         self.refunds[data["out_refund_no"]] = refund
         return self._answer(refund)
 
+    # -- trade bills (https://pay.weixin.qq.com/docs/merchant/products/bill-download/format-trade.html) ------------
+    BILL_HEADER = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,"
+                   "交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,商品名称,商户数据包,"
+                   "手续费,费率,订单金额,费率备注")
+
+    def bill_text(self, day: str) -> str:
+        """The SUCCESS bill of one day (Beijing date): backtick-prefixed fields, amounts in yuan, a summary."""
+        paid = [t for t in self.transactions.values() if t.get("bill_date") == day and t.get("transaction_id")]
+        lines = [self.BILL_HEADER]
+        for t in paid:
+            yuan = f"{t['amount']['total'] / 100:.2f}"
+            fields = [f"{day} 12:00:00", t["appid"], t["mchid"], "0", "", t["transaction_id"], t["out_trade_no"],
+                      t["payer"].get("openid", ""), t["trade_type"], "SUCCESS", "OTHERS", t["amount"]["currency"],
+                      yuan, "0.00", "goods", "", "0.00", "0.60%", yuan, ""]
+            lines.append(",".join("`" + f for f in fields))
+        total = sum(t["amount"]["total"] for t in paid) / 100
+        lines += ["总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额",
+                  f"`{len(paid)},`{total:.2f},`0.00,`0.00,`0.00,`{total:.2f},`0.00"]
+        return "\r\n".join(lines) + "\r\n"
+
+    async def trade_bill(self, request: Request) -> Response:
+        _, failed = await self._body(request)
+        if failed:
+            return failed
+        day = request.query_params.get("bill_date", "")
+        if request.query_params.get("bill_type", "ALL") not in ("ALL", "SUCCESS"):
+            return self._error(400, "PARAM_ERROR", "bill_type")
+        if not any(t.get("bill_date") == day and t.get("transaction_id") for t in self.transactions.values()):
+            return self._error(400, "NO_STATEMENT_EXIST", "账单文件不存在")
+        data = self.bill_text(day).encode()
+        token = secrets.token_hex(8)
+        self.bills[token] = data
+        url = f"{str(request.base_url).rstrip('/')}/v3/billdownload/file?token={token}"
+        return self._answer({"hash_type": "SHA1", "hash_value": hashlib.sha1(data).hexdigest(), "download_url": url})
+
+    async def bill_download(self, request: Request) -> Response:
+        """The bill file itself: our signed request, an unsigned answer (its hash came with the download URL)."""
+        _, failed = await self._body(request)
+        if failed:
+            return failed
+        data = self.bills.get(request.query_params.get("token", ""))
+        if data is None:
+            return self._error(404, "RESOURCE_NOT_EXISTS", "no such bill")
+        return Response(self.bill_rewrite(data) if self.bill_rewrite else data, media_type="text/plain")
+
     def app(self) -> Starlette:
         return Starlette(routes=[
+            Route("/v3/bill/tradebill", self.trade_bill, methods=["GET"]),
+            Route("/v3/billdownload/file", self.bill_download, methods=["GET"]),
             Route("/v3/pay/transactions/{kind:str}", self.prepay, methods=["POST"]),
             Route("/v3/pay/transactions/out-trade-no/{ref}", self.query, methods=["GET"]),
             Route("/v3/pay/transactions/out-trade-no/{ref}/close", self.close, methods=["POST"]),

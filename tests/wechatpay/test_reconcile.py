@@ -36,7 +36,7 @@ async def test_expired_unpaid_order_is_closed(env):
     await env.shop.orders.expire_due()
     assert await env.wx.reconciler.run_once() == 1
     assert env.fake.transactions[order.ref]["trade_state"] == "CLOSED"
-    assert ("POST", f"/v3/pay/transactions/out-trade-no/{order.ref}/close") in env.fake.calls
+    assert ("POST", f"/v3/pay/transactions/out-trade-no/{order.ref}-N/close") in env.fake.calls
     assert (await env.order(order)).state == OrderState.EXPIRED
     assert await env.wx.watch.refs() == {}
 
@@ -45,7 +45,7 @@ async def test_unpaid_live_order_stays_watched_and_open(env):
     order = await _prepaid(env)
     assert await env.wx.reconciler.run_once() == 0
     assert env.fake.transactions[order.ref]["trade_state"] == "NOTPAY"
-    assert set(await env.wx.watch.refs()) == {order.ref}
+    assert set(await env.wx.watch.refs()) == {order.ref + "-N"}  # its Native trade number
 
 
 async def test_payment_made_just_before_expiry_is_honoured_not_closed(env):
@@ -92,7 +92,7 @@ async def test_watch_list_updates_from_many_pages_at_once_lose_nothing(env):
     orders = [await env.checkout(f"o-{i}") for i in range(8)]
     pages = await asyncio.gather(*(env.get(env.link(o, f"o-{i}")) for i, o in enumerate(orders)))
     assert [p.status_code for p in pages] == [200] * 8
-    assert set(await env.wx.watch.refs()) == {o.ref for o in orders}
+    assert set(await env.wx.watch.refs()) == {o.ref + "-N" for o in orders}
 
 
 async def test_long_watch_list_is_worked_through_in_turns(env):
@@ -103,7 +103,7 @@ async def test_long_watch_list_is_worked_through_in_turns(env):
     for _ in range(3):
         await env.wx.reconciler.run_once()
     assert (await env.order(paid)).state == OrderState.DELIVERING
-    assert set(await env.wx.watch.refs()) == {o.ref for o in unpaid}
+    assert set(await env.wx.watch.refs()) == {o.ref + "-N" for o in unpaid}
 
 
 async def test_job_and_notification_racing_for_one_payment_deliver_once(env):
