@@ -172,7 +172,9 @@ async def test_refund_failure_answers_fail_so_wechat_pay_retries_and_refunds_lat
     # the money is owed back from the moment the payment is known as a second one (one ledger line, written
     # with the decision); the refund itself waits for WeChat Pay's retry
     assert await _ledger(env, "duplicate_refund") == [(-1000, "CNY")]
-    assert not (await env.shop.store.payment_record("wechatpay", inside["transaction_id"])).detail.startswith("refunded")
+    second = await env.shop.store.payment_record("wechatpay", inside["transaction_id"])
+    assert second is not None
+    assert not second.detail.startswith("refunded")
     env.fake.refunds.clear()
     env.fake.refund_status = "SUCCESS"
     assert (await env.fake.send(*env.fake.notification("TRANSACTION.SUCCESS", inside))).status_code == 204
