@@ -53,7 +53,7 @@ class TelegramSender:
         text = to_html(reply)
         if reply.codes or reply.document is not None or reply.invoice is not None or not fits(text):
             return False
-        await self.pacer.wait_global()
+        await self.pacer.wait_edit(chat_id)
         try:
             async with self.in_flight:
                 await self.api.call("editMessageText", chat_id=int(chat_id), message_id=message_id, text=text,

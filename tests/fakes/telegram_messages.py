@@ -60,10 +60,17 @@ class MessageMemory:
     """Mixed into FakeTelegram: `remember` every message the bot sends; tests read `shown`."""
 
     _shown: dict[tuple[int, int], dict[str, Any]]
+    #: (chat id, method, the message as shown right after) for every message sent or edited, in order
+    _shown_log: list[tuple[int, str, dict[str, Any]]]
+
+    @property
+    def shown_log(self) -> list[tuple[int, str, dict[str, Any]]]:
+        if not hasattr(self, "_shown_log"):
+            self._shown, self._shown_log = {}, []
+        return self._shown_log
 
     def remember(self, params: Params, message: dict[str, Any]) -> dict[str, Any]:
-        if not hasattr(self, "_shown"):
-            self._shown = {}
+        log = self.shown_log
         kept = dict(message)
         if "text" in kept:
             kept["text"], entities = parse_html(str(kept["text"])) if params.get("parse_mode") == "HTML" \
@@ -73,17 +80,18 @@ class MessageMemory:
         if params.get("reply_markup"):
             kept["reply_markup"] = params["reply_markup"]
         self._shown[(int(kept["chat"]["id"]), int(kept["message_id"]))] = kept
+        log.append((int(kept["chat"]["id"]), "send", dict(kept)))
         return message
 
     def shown(self, chat_id: int, message_id: int) -> dict[str, Any] | None:
         """The message as a client shows it now (after any edits), or None if the bot never sent it."""
-        return getattr(self, "_shown", {}).get((chat_id, message_id))
+        _ = self.shown_log
+        return self._shown.get((chat_id, message_id))
 
     def _editable(self, params: Params) -> dict[str, Any] | JSONResponse:
         if "inline_message_id" in params:
             return _error("inline messages are not sent by this shop")
-        key = (int(params["chat_id"]), int(params["message_id"]))
-        message = getattr(self, "_shown", {}).get(key)
+        message = self.shown(int(params["chat_id"]), int(params["message_id"]))
         if message is None:
             return _error("message to edit not found")
         return message
@@ -106,6 +114,7 @@ class MessageMemory:
         message.pop("reply_markup", None)
         if markup:
             message["reply_markup"] = markup
+        self.shown_log.append((int(message["chat"]["id"]), "edit", dict(message)))
         return message
 
     async def _m_editMessageReplyMarkup(self, params: Params) -> Any:
@@ -119,4 +128,5 @@ class MessageMemory:
         message.pop("reply_markup", None)
         if markup:
             message["reply_markup"] = markup
+        self.shown_log.append((int(message["chat"]["id"]), "edit", dict(message)))
         return message

@@ -1,0 +1,55 @@
+"""`kamibot run` as its own OS process against the fake Bot API, on a seeded demo shop (SQLite file).
+
+The bot gets a process of its own so that what a test or a benchmark measures of it is not mixed with the
+fake server's and the walkers' work in the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from bot.composition import build_shop
+from bot.demo import seed_demo
+from bot.settings import Settings
+from tests.e2e.procs import settings_env, spawn
+from tests.fakes.loopback import free_port
+from tests.fakes.telegram_bot_api import FakeTelegram
+
+
+async def seed(data_dir: Path, db_url: str) -> None:
+    shop = await build_shop(Settings(data_dir=data_dir, database_url=db_url))
+    try:
+        await seed_demo(shop)
+    finally:
+        await shop.close()
+
+
+@contextlib.asynccontextmanager
+async def telegram_bot_process(data_dir: Path, fake: FakeTelegram, **settings: str) -> AsyncIterator[None]:
+    """Polling mode; `settings`: more KAMIBOT_TELEGRAM__* values (e.g. PER_CHAT_BURST="4")."""
+    db_url = f"sqlite:///{data_dir / 'shop.db'}"
+    await seed(data_dir, db_url)
+    env = {**settings_env(data_dir, db_url), "KAMIBOT_HTTP_PORT": str(free_port()),
+           "KAMIBOT_DEFAULT_LANGUAGE": "en", "KAMIBOT_TELEGRAM__TOKEN": fake.token,
+           "KAMIBOT_TELEGRAM__BASE_URL": fake.base_url, "KAMIBOT_TELEGRAM__BASE_FILE_URL": fake.base_file_url,
+           **{f"KAMIBOT_TELEGRAM__{k.upper()}": v for k, v in settings.items()}}
+    proc = spawn("bot", "run", env=env)
+    try:
+        await fake.wait_for("deleteWebhook", timeout=60)  # polling starts right after
+        await asyncio.sleep(0.3)
+        if proc.poll() is not None:
+            raise AssertionError(f"the bot stopped: {proc.communicate()[1][-2000:]}")
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = await asyncio.to_thread(proc.communicate, timeout=30)
+        except Exception:
+            proc.kill()
+            raise
+    errors = [line for line in err.splitlines() if "ERROR" in line or "Traceback" in line]
+    assert not errors, errors[:5]
