@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,7 +31,8 @@ async def seed(data_dir: Path, db_url: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def telegram_bot_process(data_dir: Path, fake: FakeTelegram, **settings: str) -> AsyncIterator[None]:
+async def telegram_bot_process(data_dir: Path, fake: FakeTelegram,
+                               **settings: str) -> AsyncIterator[subprocess.Popen[str]]:
     """Polling mode; `settings`: more KAMIBOT_TELEGRAM__* values (e.g. PER_CHAT_BURST="4")."""
     db_url = f"sqlite:///{data_dir / 'shop.db'}"
     await seed(data_dir, db_url)
@@ -43,7 +46,7 @@ async def telegram_bot_process(data_dir: Path, fake: FakeTelegram, **settings: s
         await asyncio.sleep(0.3)
         if proc.poll() is not None:
             raise AssertionError(f"the bot stopped: {proc.communicate()[1][-2000:]}")
-        yield
+        yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -53,3 +56,9 @@ async def telegram_bot_process(data_dir: Path, fake: FakeTelegram, **settings: s
             raise
     errors = [line for line in err.splitlines() if "ERROR" in line or "Traceback" in line]
     assert not errors, errors[:5]
+
+
+def cpu_seconds(proc: subprocess.Popen[str]) -> float:
+    """User + system CPU time the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
