@@ -55,10 +55,13 @@ class TelegramBot:
         self.sender = sender
         self.alerts = alerts
         self.notify_paid = notify_paid
+        self.answered_on_arrival = False
 
     def register(self) -> None:
         processor = self.app.update_processor
-        if isinstance(processor, UpdateIntake):  # flood control at arrival (handlers/telegram/intake.py)
+        #: flood control and the presses' answers at arrival (handlers/telegram/intake.py)
+        self.answered_on_arrival = isinstance(processor, UpdateIntake)
+        if isinstance(processor, UpdateIntake):
             processor.gate = ArrivalCheck(self.ctx, self.sender)
         self.app.add_handler(PreCheckoutQueryHandler(self.on_pre_checkout))
         self.app.add_handler(MessageHandler(filters.SUCCESSFUL_PAYMENT, self.on_paid))
@@ -101,10 +104,12 @@ class TelegramBot:
         return f"/reply {ticket} {text.strip()}"
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """A press: its spinner was stopped on arrival (intake.py); a menu moves on in the message it was on."""
+        """A press: its spinner is stopped on arrival (intake.py); a menu moves on in the message it was on."""
         query = update.callback_query
         if query is None:
             return
+        if not self.answered_on_arrival:
+            await self.sender.answer_button(query.id)
         msg = self._incoming(update, button=query.data or "")
         await self.send_all(msg.chat_id, await self.conversation.handle(msg), menu_message(query.message))
 
