@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -17,25 +18,32 @@ from pathlib import Path
 from bot.composition import build_shop
 from bot.demo import seed_demo
 from bot.settings import Settings
+from fulfillment.importer import ImportSource, import_codes
 from tests.e2e.procs import settings_env, spawn
 from tests.fakes.loopback import free_port
 from tests.fakes.telegram_bot_api import FakeTelegram
 
 
-async def seed(data_dir: Path, db_url: str) -> None:
+async def seed(data_dir: Path, db_url: str, extra_codes: int = 0) -> None:
+    """The demo shop, and `extra_codes` more codes for its first SKU (genshin-60; the demo has 30)."""
     shop = await build_shop(Settings(data_dir=data_dir, database_url=db_url))
     try:
         await seed_demo(shop)
+        if extra_codes:
+            path = data_dir / "more-codes.txt"
+            path.write_text("".join(f"MORE-{secrets.token_hex(8)}\n" for _ in range(extra_codes)), encoding="utf-8")
+            pool = await shop.catalog.find_pool("genshin-60")
+            await import_codes(shop.store, shop.vault, pool, ImportSource(path, "txt"), supplier="test", unit_cost=1)
     finally:
         await shop.close()
 
 
 @contextlib.asynccontextmanager
-async def telegram_bot_process(data_dir: Path, fake: FakeTelegram,
+async def telegram_bot_process(data_dir: Path, fake: FakeTelegram, extra_codes: int = 0,
                                **settings: str) -> AsyncIterator[subprocess.Popen[str]]:
     """Polling mode; `settings`: more KAMIBOT_TELEGRAM__* values (e.g. PER_CHAT_BURST="4")."""
     db_url = f"sqlite:///{data_dir / 'shop.db'}"
-    await seed(data_dir, db_url)
+    await seed(data_dir, db_url, extra_codes)
     env = {**settings_env(data_dir, db_url), "KAMIBOT_HTTP_PORT": str(free_port()),
            "KAMIBOT_DEFAULT_LANGUAGE": "en", "KAMIBOT_TELEGRAM__TOKEN": fake.token,
            "KAMIBOT_TELEGRAM__BASE_URL": fake.base_url, "KAMIBOT_TELEGRAM__BASE_FILE_URL": fake.base_file_url,
