@@ -48,7 +48,9 @@ class UpdateIntake(BaseUpdateProcessor):
                 coroutine.close()  # never started: nothing to undo
             return
         user = update.effective_user if isinstance(update, Update) else None
-        if user is None:
+        if user is None or (isinstance(update, Update) and update.pre_checkout_query is not None):
+            # a pre-checkout query must be answered within Telegram's 10 s: never behind the payer's own queue
+            # (it only exists once its invoice was sent, so it cannot overtake the update that made it)
             async with self._working:
                 await coroutine
             return

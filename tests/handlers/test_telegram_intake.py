@@ -58,6 +58,30 @@ async def test_a_users_queued_updates_hold_no_place_another_user_needs():
     assert done == ["b1", *(f"a{n}" for n in range(1, 10))]  # user 1's in arrival order
 
 
+def pre_checkout(user_id: int) -> Update:
+    return Update.de_json({"update_id": next(_ids), "pre_checkout_query": {
+        "id": f"pc{next(_ids)}", "from": _user(user_id), "currency": "XTR", "total_amount": 45,
+        "invoice_payload": "K1"}}, None)
+
+
+async def test_a_pre_checkout_query_is_not_queued_behind_the_payers_own_updates():
+    """Telegram waits 10 s for the answer; the payer's earlier updates may be waiting for the per-chat pace."""
+    intake = UpdateIntake()
+    release, done = asyncio.Event(), []
+
+    async def handle(name: str, block: bool = False) -> None:
+        if block:
+            await release.wait()
+        done.append(name)
+
+    busy = asyncio.create_task(intake.process_update(text(1), handle("earlier", block=True)))
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(intake.process_update(pre_checkout(1), handle("pre_checkout")), 1.0)
+    release.set()
+    await busy
+    assert done == ["pre_checkout", "earlier"]
+
+
 async def test_an_update_over_the_limit_is_dropped_at_once_not_queued():
     intake = UpdateIntake(max_concurrent_updates=4)
     release, done = asyncio.Event(), []
