@@ -21,8 +21,10 @@ class TelegramSettings(BaseModel):
     #: checked against X-Telegram-Bot-Api-Secret-Token on every webhook request (1-256 chars A-Z a-z 0-9 _ -)
     webhook_secret: SecretStr = SecretStr("")
     notify_paid_orders: bool = True
-    #: per-chat pacing (Telegram allows about one message per second per chat) and overall (about 30/s)
+    #: per-chat pacing (Telegram allows about one message per second per chat, short bursts tolerated) and
+    #: overall (about 30/s): a chat's first `per_chat_burst` messages go at once, then one per interval
     per_chat_interval_s: float = Field(1.0, ge=0)
+    per_chat_burst: int = Field(4, ge=1, le=20)
     global_per_second: float = Field(30.0, gt=0)
     #: the Stars recovery job (getStarTransactions): how often (0 = off), and how old a transaction must be
     #: before the job takes it up (younger ones are left to their live update)

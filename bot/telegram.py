@@ -15,9 +15,10 @@ from telegram.ext import Application, ApplicationBuilder
 from bot.composition import Shop
 from handlers.context import ShopContext
 from handlers.router import Conversation
-from handlers.telegram.adapter import PerUserOrder, TelegramBot
+from handlers.telegram.adapter import TelegramBot
 from handlers.telegram.broadcast import TelegramBroadcaster
 from handlers.telegram.channel import CHANNEL, StarsProvider, TelegramAlerts, TelegramChannel, TelegramSender
+from handlers.telegram.intake import UpdateIntake
 from handlers.telegram.pacing import Pacer
 from handlers.telegram.payments import carries_payment
 from handlers.telegram.polling import PaymentSafePoller
@@ -78,14 +79,14 @@ def build_telegram(shop: Shop, ctx: ShopContext) -> TelegramRuntime:
     os.environ.setdefault("PTB_TIMEDELTA", "true")
     t = shop.settings.telegram
     builder = (ApplicationBuilder().token(t.token.get_secret_value()).base_url(t.base_url)
-               .base_file_url(t.base_file_url).concurrent_updates(PerUserOrder(256))
+               .base_file_url(t.base_file_url).concurrent_updates(UpdateIntake(256))
                .request(AiohttpRequest(pool_size=64)).get_updates_request(AiohttpRequest(pool_size=1))
                .updater(None))  # polling: PaymentSafePoller, which records payments before confirming them
     app = builder.build()
-    sender = TelegramSender(app.bot, Pacer(t.per_chat_interval_s, t.global_per_second))
+    sender = TelegramSender(app.bot, Pacer(t.per_chat_interval_s, t.global_per_second, t.per_chat_burst))
     ctx.merchants[CHANNEL] = {str(i) for i in t.admin_ids}
     alerts = TelegramAlerts(ctx, sender, t.admin_ids)
-    adapter = TelegramBot(ctx, Conversation(ctx), app, sender, alerts, t.notify_paid_orders)
+    adapter = TelegramBot(ctx, Conversation(ctx, flood_control=False), app, sender, alerts, t.notify_paid_orders)
     adapter.register()
     shop.channels[CHANNEL] = TelegramChannel(ctx, sender)
     shop.providers["telegram"] = StarsProvider(app.bot)

@@ -10,6 +10,7 @@ from fulfillment.wholenumbers import parse_whole
 from handlers.aftersales import AfterSalesDialog
 from handlers.context import ShopContext
 from handlers.faq_admin import MerchantFaq
+from handlers.flood import Admission, FloodGate
 from handlers.merchant import Merchant
 from handlers.risk_admin import MerchantRisk
 from handlers.storefront import Storefront
@@ -32,7 +33,7 @@ def _int(text: str) -> int:
 
 
 class Conversation:
-    def __init__(self, ctx: ShopContext) -> None:
+    def __init__(self, ctx: ShopContext, flood_control: bool = True) -> None:
         self.ctx = ctx
         self.storefront = Storefront(ctx)
         self.merchant = Merchant(ctx)
@@ -40,19 +41,16 @@ class Conversation:
         self.faq = MerchantFaq(ctx)
         self.after = AfterSalesDialog(ctx, self.storefront, self.faq.current)
         self.tickets = MerchantTickets(ctx)
-        self._flood_told: set[tuple[str, str]] = set()
+        #: off where the channel adapter counts every update as it arrives (Telegram: handlers/telegram/intake.py)
+        self.flood = FloodGate(ctx) if flood_control else None
 
     async def handle(self, msg: Incoming) -> list[Reply]:
         await self.ctx.load_language(msg.channel, msg.user_id)
         lang = self.ctx.language(msg.channel, msg.user_id, msg.language)
-        if not await self._within_flood_limit(msg):
+        admission = await self.flood.admit(msg.channel, msg.user_id) if self.flood else Admission.ANSWER
+        if admission is not Admission.ANSWER:
             # one notice per flood, then silence: a flooding user must not spend the bot's platform quota
-            who = (msg.channel, msg.user_id)
-            if who in self._flood_told:
-                return []
-            self._flood_told.add(who)
-            return [Reply(self.ctx.tr(lang, "risk.slow_down"))]
-        self._flood_told.discard((msg.channel, msg.user_id))
+            return [Reply(self.ctx.tr(lang, "risk.slow_down"))] if admission is Admission.NOTICE else []
         try:
             if msg.button:
                 return await self._button(msg, lang)
@@ -68,11 +66,6 @@ class Conversation:
             return [Reply(text)]
         except ValueError:
             return [Reply(self.ctx.tr(lang, "error.bad_input"))]
-
-    async def _within_flood_limit(self, msg: Incoming) -> bool:
-        if self.ctx.risk is None or self.ctx.is_merchant(msg.channel, msg.user_id):
-            return True
-        return await self.ctx.risk.allow_message(msg.channel, msg.user_id)
 
     async def _button(self, msg: Incoming, lang: str) -> list[Reply]:
         kind, _, arg = msg.button.partition(":")

@@ -5,19 +5,14 @@ Payments (pre-checkout, successful and refunded payments) are handled in handler
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import tempfile
-from collections import Counter
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 from telegram import Update
 from telegram.ext import (
     Application,
-    BaseUpdateProcessor,
     CallbackQueryHandler,
     ContextTypes,
     MessageHandler,
@@ -29,44 +24,15 @@ from fulfillment.delivery import PermanentFailure, RetryLater
 from handlers.context import ShopContext
 from handlers.router import Conversation
 from handlers.telegram.channel import CHANNEL, TelegramAlerts, TelegramSender
+from handlers.telegram.intake import ArrivalCheck, UpdateIntake
 from handlers.telegram.payments import TelegramPayments
-from handlers.telegram.render import keyboard_rows
+from handlers.telegram.render import keyboard_rows, menu_message
 from handlers.telegram.request import inline_keyboard
 from handlers.tickets_admin import ticket_of_notice
 from handlers.types import Attachment, Incoming, Reply
 
 log = logging.getLogger("kamibot.telegram")
 MAX_DOWNLOAD = 20 * 1024 * 1024  # bots can download files up to 20 MB
-
-
-class PerUserOrder(BaseUpdateProcessor):
-    """Updates run concurrently, except that one user's updates run in the order they arrived."""
-
-    def __init__(self, max_concurrent_updates: int = 256) -> None:
-        super().__init__(max_concurrent_updates)
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._users: Counter[int] = Counter()
-
-    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
-        user = update.effective_user if isinstance(update, Update) else None
-        if user is None:
-            await coroutine
-            return
-        lock = self._locks.setdefault(user.id, asyncio.Lock())
-        self._users[user.id] += 1
-        try:
-            async with lock:
-                await coroutine
-        finally:
-            self._users[user.id] -= 1
-            if not self._users[user.id]:
-                del self._users[user.id], self._locks[user.id]
-
-    async def initialize(self) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
 
 
 class TelegramBot:
@@ -80,8 +46,14 @@ class TelegramBot:
         self.notify_paid = notify_paid
         #: pre-checkout, successful and refunded payments (handlers/telegram/payments.py)
         self.payments = TelegramPayments(ctx, sender.api, alerts, self.send_all, notify_paid)
+        self.answered_on_arrival = False
 
     def register(self) -> None:
+        processor = self.app.update_processor
+        #: flood control and the presses' answers at arrival (handlers/telegram/intake.py)
+        self.answered_on_arrival = isinstance(processor, UpdateIntake)
+        if isinstance(processor, UpdateIntake):
+            processor.gate = ArrivalCheck(self.ctx, self.sender)
         self.app.add_handler(PreCheckoutQueryHandler(self.on_pre_checkout))
         self.app.add_handler(MessageHandler(filters.SUCCESSFUL_PAYMENT, self.on_paid))
         self.app.add_handler(MessageHandler(filters.StatusUpdate.REFUNDED_PAYMENT, self.on_refunded))
@@ -123,17 +95,23 @@ class TelegramBot:
         return f"/reply {ticket} {text.strip()}"
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A press: its spinner is stopped on arrival (intake.py); a menu moves on in the message it was on."""
         query = update.callback_query
         if query is None:
             return
-        with contextlib.suppress(Exception):  # an expired query id must not stop the answer itself
-            await self.sender.api.call("answerCallbackQuery", callback_query_id=query.id)
+        if not self.answered_on_arrival:
+            await self.sender.answer_button(query.id)
         msg = self._incoming(update, button=query.data or "")
-        await self.send_all(msg.chat_id, await self.conversation.handle(msg))
+        await self.send_all(msg.chat_id, await self.conversation.handle(msg), menu_message(query.message))
 
-    async def send_all(self, chat_id: str, replies: list[Reply]) -> None:
-        for reply in replies:
+    async def send_all(self, chat_id: str, replies: list[Reply], menu_id: int | None = None) -> None:
+        """The replies in order. With `menu_id` (the message whose button was pressed), a first reply that is a
+        menu (it has buttons) replaces that message's text and buttons instead of adding a message."""
+        for n, reply in enumerate(replies):
             try:
+                if n == 0 and menu_id is not None and reply.buttons and await self.sender.edit(chat_id, menu_id,
+                                                                                                reply):
+                    continue
                 if reply.invoice is not None:
                     await self._invoice(chat_id, reply)
                 else:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from telegram import Bot
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, RetryAfter
+from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
 from fulfillment.delivery import Delivery, PermanentFailure, RetryLater
 from handlers.context import ShopContext
@@ -27,12 +27,14 @@ CHANNEL = "telegram"
 class TelegramSender:
     """Every message the bot sends goes through here: pacing, HTML, documents, error mapping."""
 
-    def __init__(self, bot: Bot, pacer: Pacer, in_flight: int = 32) -> None:
+    def __init__(self, bot: Bot, pacer: Pacer, in_flight: int = 32, answers_in_flight: int = 8) -> None:
         self.bot = bot
         self.api = BotApi(bot)
         self.pacer = pacer
         # at most this many Bot API calls at once: a burst waits here, not inside the HTTP clients' pools
         self.in_flight = asyncio.Semaphore(in_flight)
+        # button answers have their own few: a flood of taps cannot take the messages' places
+        self._answers = asyncio.Semaphore(answers_in_flight)
 
     async def send(self, chat_id: str, reply: Reply) -> None:
         await self.pacer.wait(chat_id)
@@ -40,10 +42,38 @@ class TelegramSender:
             async with self.in_flight:
                 await self._send(chat_id, reply)
         except RetryAfter as exc:
-            delay = exc.retry_after
-            raise RetryLater(delay.total_seconds() if hasattr(delay, "total_seconds") else float(delay)) from None
+            raise RetryLater(_seconds(exc.retry_after)) from None
         except Forbidden:
             raise PermanentFailure("chat unreachable (bot blocked)") from None
+
+    async def edit(self, chat_id: str, message_id: int, reply: Reply) -> bool:
+        """Replace the text and buttons of a message the bot sent (a menu moving on in place). False: this reply is
+        not a menu (codes, a document, too long) or Telegram refuses the edit (message gone, too old, not text):
+        send it as a new message instead. https://core.telegram.org/bots/api#editmessagetext"""
+        text = to_html(reply)
+        if reply.codes or reply.document is not None or reply.invoice is not None or not fits(text):
+            return False
+        await self.pacer.wait_edit(chat_id)
+        try:
+            async with self.in_flight:
+                await self.api.call("editMessageText", chat_id=int(chat_id), message_id=message_id, text=text,
+                                    parse_mode=ParseMode.HTML.value, reply_markup=inline_keyboard(keyboard_rows(reply)))
+        except BadRequest as exc:
+            # the same button pressed twice: the menu already shows this
+            return "not modified" in str(exc).lower()
+        except RetryAfter as exc:
+            raise RetryLater(_seconds(exc.retry_after)) from None
+        except Forbidden:
+            raise PermanentFailure("chat unreachable (bot blocked)") from None
+        return True
+
+    async def answer_button(self, query_id: str) -> None:
+        """Stop the spinner of a pressed button (not a message: no pacing); an expired query id is ignored."""
+        try:
+            async with self._answers:
+                await self.api.call("answerCallbackQuery", callback_query_id=query_id)
+        except TelegramError as exc:
+            log.info("event=telegram.answer_failed error=%s", type(exc).__name__)
 
     async def _send(self, chat_id: str, reply: Reply) -> None:
         text = to_html(reply)
@@ -60,6 +90,12 @@ class TelegramSender:
             return
         await self.api.call("sendMessage", chat_id=int(chat_id), text=text, parse_mode=ParseMode.HTML.value,
                             reply_markup=inline_keyboard(keyboard_rows(reply)))
+
+
+def _seconds(delay: object) -> float:
+    """RetryAfter.retry_after: a timedelta with PTB_TIMEDELTA, an int otherwise."""
+    total = getattr(delay, "total_seconds", None)
+    return float(total()) if callable(total) else float(delay)  # type: ignore[arg-type]
 
 
 class TelegramChannel:

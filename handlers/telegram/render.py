@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, MaybeInaccessibleMessage, Message, MessageEntity
 
 from handlers.types import Reply
 
@@ -32,3 +32,14 @@ def to_html(reply: Reply) -> str:
 
 def fits(text: str) -> bool:
     return len(text) <= MAX_TEXT
+
+
+def menu_message(message: MaybeInaccessibleMessage | None) -> int | None:
+    """The id of the message a button was pressed on if a menu may move on in it: a text message the bot can
+    still see. A message that shows codes is never overwritten (they stay where the buyer found them), nor an
+    invoice or a document (they have no text to edit)."""
+    if not isinstance(message, Message) or message.text is None:
+        return None
+    if any(e.type in (MessageEntity.CODE, MessageEntity.PRE) for e in message.entities):
+        return None
+    return message.message_id

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +21,7 @@ from wechatpy.replies import TextReply
 
 from fulfillment.errors import ShopError
 from handlers.context import ShopContext
+from handlers.ordering import InOrder
 from handlers.render import delivery_reply
 from handlers.router import Conversation
 from handlers.types import Incoming, Reply
@@ -65,8 +65,7 @@ class WeChatBot:
         self.undelivered = sender.undelivered if sender is not None else Undelivered(shared)
         self.passive_budget_s = passive_budget_s
         self.dedupe_for = dedupe_for
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._users: Counter[str] = Counter()
+        self._in_order: InOrder[str] = InOrder()
 
     def verify(self, query: Mapping[str, str]) -> str:
         return self.crypto.verify_url(query)
@@ -141,19 +140,12 @@ class WeChatBot:
 
     async def _answer(self, message: Any, openid: str, kind: str) -> Rendered:
         """One user's messages are answered in order (the numbers of one answer feed the next)."""
-        lock = self._locks.setdefault(openid, asyncio.Lock())
-        self._users[openid] += 1
-        try:
-            async with lock:
-                try:
-                    return await self._turn(message, openid, kind)
-                except Exception:  # noqa: BLE001 - the user gets an apology, the log the class and trace
-                    log.exception("event=wechat.answer_failed")
-                    return Rendered([self.ctx.tr(self.ctx.language(CHANNEL, openid, ""), "error.generic")])
-        finally:
-            self._users[openid] -= 1
-            if not self._users[openid]:
-                del self._users[openid], self._locks[openid]
+        async with self._in_order.turn(openid):
+            try:
+                return await self._turn(message, openid, kind)
+            except Exception:  # noqa: BLE001 - the user gets an apology, the log the class and trace
+                log.exception("event=wechat.answer_failed")
+                return Rendered([self.ctx.tr(self.ctx.language(CHANNEL, openid, ""), "error.generic")])
 
     async def _turn(self, message: Any, openid: str, kind: str) -> Rendered:
         replies = await self._replies(message, openid, kind)

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.fakes.loopback import free_port, serve, shut
+from tests.fakes.telegram_messages import MessageMemory
 
 Params = dict[str, Any]
 BOT_ID = 424242
@@ -39,7 +40,7 @@ def _decode(value: Any) -> Any:
     return value
 
 
-class FakeTelegram:
+class FakeTelegram(MessageMemory):
     token = "123456:TEST-token"
 
     def __init__(self) -> None:
@@ -149,7 +150,7 @@ class FakeTelegram:
 
     def press_button(self, user_id: int, message_id: int, data: str, language_code: str = "en") -> str:
         query_id = f"cb{next(self._ids)}"
-        message = self._message(BOT_ID, language_code, text="…")
+        message = dict(self.shown(user_id, message_id) or self._message(BOT_ID, language_code, text="…"))
         message["chat"] = {"id": user_id, "type": "private"}
         message["message_id"] = message_id
         self._inject("callback_query", {"id": query_id, "from": self._user(user_id, language_code),
@@ -283,7 +284,7 @@ class FakeTelegram:
         message = self._message(BOT_ID, "en", **fields)
         message["chat"] = {"id": int(params["chat_id"]), "type": "private"}
         message["from"] = {"id": BOT_ID, "is_bot": True, "first_name": "Shop", "username": "kamibot_test_bot"}
-        return message
+        return self.remember(params, message)
 
     async def _m_getMe(self, params: Params) -> dict[str, Any]:
         return {"id": BOT_ID, "is_bot": True, "first_name": "Shop", "username": "kamibot_test_bot",
@@ -312,9 +313,6 @@ class FakeTelegram:
                 "pending_update_count": len(self.updates)}
 
     async def _m_sendMessage(self, params: Params) -> dict[str, Any]:
-        return self._sent_message(params, text=str(params.get("text", "")))
-
-    async def _m_editMessageText(self, params: Params) -> dict[str, Any]:
         return self._sent_message(params, text=str(params.get("text", "")))
 
     async def _m_sendInvoice(self, params: Params) -> dict[str, Any]:
