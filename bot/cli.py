@@ -136,7 +136,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 def _sub(args: argparse.Namespace) -> str:
     sub = str(getattr(args, f"{args.command}_command", "") or "")
-    return f"{sub} {args.menu_command}" if sub == "menu" and getattr(args, "menu_command", "") else sub
+    return f"{sub} {args.menu_command}" if sub == "menu" and getattr(args, "menu_command", None) else sub
 
 
 def _faq_classify(args: argparse.Namespace) -> int:

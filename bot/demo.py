@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import sys
 import tempfile
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -80,7 +81,7 @@ def _prompt() -> str:
         return ""
 
 
-def _rich_writer():  # type: ignore[no-untyped-def]
+def _rich_writer() -> Callable[[str], None]:
     from rich.console import Console
 
     console = Console(highlight=False)

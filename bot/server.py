@@ -65,7 +65,8 @@ def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None
             return Response(status_code=400)
         return Response(status_code=200 if taken else 503)
 
-    routes = [Route("/healthz", health), Route("/telegram/webhook", telegram_webhook, methods=["POST"])]
+    routes: list[BaseRoute] = [Route("/healthz", health),
+                               Route("/telegram/webhook", telegram_webhook, methods=["POST"])]
     routes += wechat_routes  # GET/POST /wechat when the Official Account is configured (bot/wechat.py)
     return Starlette(routes=routes, lifespan=lifespan)
 

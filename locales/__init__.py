@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from importlib import resources
 
-from babel.dates import format_datetime
+from babel.dates import format_datetime, get_timezone
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, get_currency_precision
 
@@ -54,4 +54,4 @@ class Translator:
 
     def when(self, lang: str, moment: datetime, tz: str) -> str:
         """A UTC time shown in the reader's zone."""
-        return format_datetime(moment, "yyyy-MM-dd HH:mm", tzinfo=tz, locale=lang)
+        return format_datetime(moment, "yyyy-MM-dd HH:mm", tzinfo=get_timezone(tz), locale=lang)

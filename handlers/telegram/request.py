@@ -90,7 +90,7 @@ class AiohttpRequest(BaseRequest):
         connect = self._connect_timeout if connect_timeout is BaseRequest.DEFAULT_NONE else connect_timeout
         pool = self._pool_timeout if pool_timeout is BaseRequest.DEFAULT_NONE else pool_timeout
         if isinstance(request_data, JsonCall):
-            return await self._json_post(url, request_data, read, connect, pool)  # type: ignore[arg-type]
+            return await self._json_post(url, request_data, read, connect, pool)
         if self._session is None:  # a call before Bot.initialize (PTB's httpx request allowed that too)
             await self.initialize()
         session = self._session

@@ -84,7 +84,8 @@ class StarsRecovery:
             return  # paid media, gifts, withdrawals: not the shop's invoices
         if source.get("type") == "user" and source.get("invoice_payload"):
             ref = str(source["invoice_payload"])
-            if await self.store.order_by_ref(ref) is None:  # not this shop's invoice (the bot's older history)
+            # not this shop's invoice (the bot's older history)
+            if await self.payments.ctx.services.lookup.by_ref(ref) is None:
                 log.info("event=telegram.stars_skipped reason=unknown_order")
                 return
             user = int(source["user"]["id"])
