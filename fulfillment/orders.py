@@ -98,6 +98,10 @@ CLOSED = frozenset({S.EXPIRED, S.REJECTED, S.REFUNDED, S.FAILED})
 SOLD = KEPT_THE_MONEY | {S.REFUNDED}
 #: a customer's "I did not receive it" is about one of these (paid, or paid and held by review)
 PAID_OR_IN_REVIEW = KEPT_THE_MONEY | {S.REVIEW}
+#: paid and its codes not yet shown: the outbox is on it
+ON_THE_WAY = frozenset({S.PAID, S.DELIVERING})
+#: not paid yet (still open for payment, or not even reserved)
+UNPAID = HOLDING | {S.CREATED}
 
 #: the groups a store is built with (storage/records.py StateGroups)
 STATE_GROUPS = StateGroups(holding=HOLDING, payable=PAYABLE, refundable=REFUNDABLE, with_codes=WITH_CODES,

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from fulfillment.errors import BadInput, NoCodes, UnknownOrder
-from fulfillment.orders import PAID_OR_IN_REVIEW, REFUNDABLE, WITH_CODES
+from fulfillment.orders import ON_THE_WAY, PAID_OR_IN_REVIEW, REFUNDABLE, UNPAID, WITH_CODES
 from handlers.context import ShopContext
 from handlers.faq import FaqMatcher, Match
 from handlers.render import order_line, product_name
@@ -174,12 +174,12 @@ class AfterSalesDialog:
                 return [Reply(self._t(lang, "after.resent_recently", ref=order.ref), [[self._human(lang)]])]
             self.ctx.spawn(self.ctx.delivery.run_once())
             return [Reply(self._t(lang, "after.resent", ref=order.ref))]
-        if order.state in (S.PAID, S.DELIVERING):
+        if order.state in ON_THE_WAY:
             self.ctx.spawn(self.ctx.delivery.run_once())  # push the outbox now rather than at the next poll
             return [Reply(self._t(lang, "after.on_the_way", ref=order.ref))]
         if order.state == S.REVIEW:
             return [Reply(self._t(lang, "after.in_review", ref=order.ref), [[self._human(lang)]])]
-        if order.state in (S.CREATED, S.RESERVED, S.AWAITING_PAYMENT):
+        if order.state in UNPAID:
             return [Reply(self._t(lang, "after.not_paid", ref=order.ref), [[self._shop(lang), self._orders(lang)]])]
         if order.state == S.EXPIRED:
             return [Reply(self._t(lang, "after.expired", ref=order.ref), [[self._shop(lang)]])]

@@ -40,10 +40,10 @@ class RecoveryState(Protocol):
     async def kv_put(self, key: str, value: str, expires_at: datetime | None) -> None: ...
 
 class StarsRecovery:
-    def __init__(self, store: RecoveryState, api: BotApi, payments: TelegramPayments, grace: timedelta,
+    def __init__(self, shared: RecoveryState, api: BotApi, payments: TelegramPayments, grace: timedelta,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC), lease: timedelta = timedelta(minutes=2)
                  ) -> None:
-        self.store = store
+        self.shared = shared
         self.api = api
         self.payments = payments
         self.grace = grace
@@ -54,15 +54,15 @@ class StarsRecovery:
     async def tick(self) -> int:
         """Read the transactions not read yet; the number read (a full page asks for the next tick at once)."""
         now = self.clock()
-        if not await self.store.try_lease(LEASE, self.holder, now + self.lease, now):
+        if not await self.shared.try_lease(LEASE, self.holder, now + self.lease, now):
             return 0  # another process is at it
         try:
             return await self._page(now)
         finally:
-            await self.store.release_lease(LEASE, self.holder)
+            await self.shared.release_lease(LEASE, self.holder)
 
     async def _page(self, now: datetime) -> int:
-        offset = int(await self.store.kv_get(CURSOR, now) or 0)
+        offset = int(await self.shared.kv_get(CURSOR, now) or 0)
         result = await self.api.call("getStarTransactions", offset=offset, limit=PAGE)
         transactions: list[dict[str, Any]] = list(result.get("transactions") or []) if isinstance(result, dict) else []
         read = 0
@@ -74,7 +74,7 @@ class StarsRecovery:
                 read += 1
         finally:
             if read:
-                await self.store.kv_put(CURSOR, str(offset + read), None)
+                await self.shared.kv_put(CURSOR, str(offset + read), None)
         return read if read == PAGE else 0
 
     async def _one(self, tx: dict[str, Any]) -> None:
