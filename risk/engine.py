@@ -383,8 +383,8 @@ class RiskEngine:
 
     async def review_reasons(self, order_id: int) -> tuple[str, ...]:
         """The rule ids of the order's latest risk hold; () when it was never held."""
-        flagged = [e for e in await self.store.order_events(order_id) if e.type is EventType.RISK_FLAGGED]
-        return tuple(flagged[-1].params["reasons"]) if flagged else ()
+        flagged = await self.store.last_order_event(order_id, EventType.RISK_FLAGGED)
+        return tuple(flagged.params["reasons"]) if flagged is not None else ()
 
     async def close(self) -> None:
         await self.decisions.flush()

@@ -9,7 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from storage.errors import UnknownRecord
-from storage.events import NewOrderEvent, OrderEvent
+from storage.events import EventType, NewOrderEvent, OrderEvent
 from storage.events import read as read_event
 from storage.postgres_base import ORDER_COLS, PostgresBase, applied_from, aware, code_from, order_from
 from storage.records import (
@@ -86,6 +86,12 @@ class PgSales(PostgresBase):
         rows = await self.pool.fetch("SELECT order_id, from_state, to_state, type, params::text, at FROM order_events"
                                      " WHERE order_id = $1 ORDER BY id", order_id)
         return [read_event(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def last_order_event(self, order_id: int, event_type: EventType) -> OrderEvent | None:
+        r = await self.pool.fetchrow("SELECT order_id, from_state, to_state, type, params::text, at FROM order_events"
+                                     " WHERE order_id = $1 AND type = $2 ORDER BY id DESC LIMIT 1", order_id,
+                                     event_type.value)
+        return read_event(r[0], r[1], r[2], r[3], r[4], r[5]) if r else None
 
     async def order_items(self, order_id: int) -> list[OrderItem]:
         rows = await self.pool.fetch(

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from storage import sqlite_orders as tx
-from storage.events import NewOrderEvent, OrderEvent
+from storage.events import EventType, NewOrderEvent, OrderEvent
 from storage.events import read as read_event
 from storage.records import (
     EncryptedCode,
@@ -93,6 +93,11 @@ class Sales(SqliteBase):
         rows = await self._all("SELECT order_id, from_state, to_state, type, params, at FROM order_events"
                                " WHERE order_id = ? ORDER BY id", (order_id,))
         return [read_event(r[0], r[1], r[2], r[3], r[4], from_ts(r[5])) for r in rows]
+
+    async def last_order_event(self, order_id: int, event_type: EventType) -> OrderEvent | None:
+        r = await self._one("SELECT order_id, from_state, to_state, type, params, at FROM order_events"
+                            " WHERE order_id = ? AND type = ? ORDER BY id DESC LIMIT 1", (order_id, event_type.value))
+        return read_event(r[0], r[1], r[2], r[3], r[4], from_ts(r[5])) if r else None
 
     async def order_items(self, order_id: int) -> list[OrderItem]:
         rows = await self._all(

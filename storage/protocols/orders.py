@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from storage.events import NewOrderEvent, OrderEvent
+from storage.events import EventType, NewOrderEvent, OrderEvent
 from storage.records import (
     NewOrder,
     Order,
@@ -49,6 +49,10 @@ class OrderStore(Protocol):
         ...
 
     async def order_events(self, order_id: int) -> list[OrderEvent]: ...
+    async def last_order_event(self, order_id: int, event_type: EventType) -> OrderEvent | None:
+        """The order's newest event of one type (a point read: the payment path asks it of every order)."""
+        ...
+
     async def order_items(self, order_id: int) -> list[OrderItem]: ...
     async def expire_reservations(self, now: datetime, limit: int) -> list[int]: ...
 

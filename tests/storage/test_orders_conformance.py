@@ -278,3 +278,17 @@ async def test_a_note_is_not_a_move_and_a_move_is_not_a_note(store):
     assert (last.from_state, last.to_state, last.type, last.cause) == ("reserved", "reserved", "note", "called")
     assert (await store.order_by_id(order.id)).state == S.RESERVED
 
+
+
+async def test_last_order_event_of_a_type_is_the_newest_and_none_for_an_order_without_one(store):
+    shop = await make_shop(store)
+    order = await store.reserve(new_order(shop.sku, qty=1), NOW)
+    assert await store.last_order_event(order.id, events.EventType.RISK_FLAGGED) is None
+    await store.add_order_note(order.id, events.risk_flagged(reasons=["velocity"]), NOW)
+    await store.add_order_note(order.id, events.risk_flagged(reasons=["new_user", "amount"]), NOW)
+    newest = await store.last_order_event(order.id, events.EventType.RISK_FLAGGED)
+    assert newest is not None
+    assert newest.params["reasons"] == ["new_user", "amount"]
+    checkout = await store.last_order_event(order.id, events.EventType.CHECKOUT)
+    assert checkout is not None
+    assert checkout.to_state == S.CREATED
