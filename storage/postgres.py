@@ -16,6 +16,7 @@ from asyncpg.pool import PoolConnectionProxy
 from storage.errors import InsufficientStock, PurchaseLimitReached, SchemaTooNew, UnknownRecord
 from storage.migrations import migrations
 from storage.postgres_shared import PgSharedState
+from storage.postgres_supply import PgSupply
 from storage.postgres_tickets import PgTickets
 from storage.records import (
     BatchStats,
@@ -94,7 +95,7 @@ async def _retrying(op: Callable[[], Awaitable[T]], attempts: int = 5) -> T:
     raise AssertionError("unreachable")
 
 
-class PostgresStore(PgSharedState, PgTickets):
+class PostgresStore(PgSharedState, PgTickets, PgSupply):
     def __init__(self, dsn: str, schema: str | None = None, min_size: int = 2, max_size: int = 20) -> None:
         self.dsn = dsn
         self.schema = schema

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from storage.protocol_supply import SupplyStore
 from storage.records import (
     AutoReplaceRequest,
     BadCodeReported,
@@ -45,7 +46,7 @@ from storage.records import (
 )
 
 
-class Store(Protocol):
+class Store(SupplyStore, Protocol):
     # -- lifecycle ---------------------------------------------------------
     async def migrate(self) -> int: ...
     async def schema_version(self) -> int: ...

@@ -50,6 +50,7 @@ from storage.records import (
 )
 from storage.sqlite_customers import Customers
 from storage.sqlite_shared import SharedState
+from storage.sqlite_supply import Supply
 from storage.sqlite_tickets import Tickets
 from storage.sqlite_vault import insert_codes as _insert_codes
 from storage.sqltime import from_ts, ts
@@ -117,7 +118,7 @@ def _bulk_payments(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], t
         outcomes[idx[n]] = (True, applied)
 
 
-class SqliteStore(Customers, SharedState, Tickets):
+class SqliteStore(Customers, SharedState, Tickets, Supply):
     """One connection per process; its thread serialises this process's transactions."""
 
     def __init__(self, path: Path, busy_timeout_ms: int = 30_000, cache_kib: int = 32_768) -> None:
