@@ -78,7 +78,6 @@ async def bench(store: Any) -> AsyncIterator[Bench]:
                                                 f"{notify_base}/kw/notify", ("41847",)), NOW)
         await store.save_supplier(await _record(vault, "acg", "acgfaka", arun.url, afake.app_id, afake.app_key), NOW)
         yield Bench(store, vault, registry, service, kfake, afake, shop.pool, shop, notify_base)
-        await kfake.drain()
-        await kfake.close()
+        await kfake.close()  # cancels pending settlements and callbacks
         await registry.aclose()
     await shut(server, task)
