@@ -22,6 +22,7 @@ from starlette.types import Lifespan
 from bot.composition import Shop, build_context, build_shop
 from bot.jobs import JobStatus, run_jobs, ticket_sla_job
 from bot.settings import Settings
+from bot.supply import build_supply
 
 log = logging.getLogger("kamibot.server")
 MAX_WEBHOOK_BODY = 1024 * 1024
@@ -74,6 +75,7 @@ async def serve(settings: Settings) -> int:
     # interval a busy event loop makes each of those statements wait up to 5 ms (the convoy effect)
     sys.setswitchinterval(0.0005)
     shop = await build_shop(settings)
+    supply = build_supply(shop)  # suppliers, procurement, restock and on-demand buying (issue 14)
     status = JobStatus()
     ctx = build_context(shop, {"console": set(settings.merchant_ids)})
     telegram = None
@@ -103,7 +105,7 @@ async def serve(settings: Settings) -> int:
         stop = asyncio.Event()
         if telegram is not None:
             await telegram.start()
-        extra = [ticket_sla_job(ctx, settings)]
+        extra = [ticket_sla_job(ctx, settings), *supply.jobs()]
         if wechatpay is not None:
             extra.append(wechatpay.job())
         jobs = asyncio.create_task(run_jobs(shop, stop, status, extra=extra))
@@ -114,6 +116,7 @@ async def serve(settings: Settings) -> int:
             await jobs
             if wechatpay is not None:
                 await wechatpay.aclose()
+            await supply.aclose()
             if telegram is not None:
                 await telegram.stop()
             if wechat is not None:
@@ -122,6 +125,7 @@ async def serve(settings: Settings) -> int:
             log.info("event=server.stopped")
 
     app = create_app(shop, status, lifespan, telegram, wechat.routes() if wechat is not None else ())
+    app.router.routes.extend(supply.routes())  # POST /suppliers/{name}/notify
     if wechatpay is not None:
         app.router.routes.extend(wechatpay.routes())  # GET /pay/wechat/{order_ref}, POST /pay/wechat/notify
     # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; KAMIBOT_RISK__TRUSTED_PROXIES decides

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -112,6 +112,8 @@ class OrderService:
         self.risk = risk
         self.ttl = reservation_ttl
         self.clock = clock
+        #: buys what an on-demand SKU lacks (fulfillment.sourcing.SourcingService.on_demand); True: reserve again
+        self.on_short: Callable[[Sku, int], Awaitable[bool]] | None = None
 
     async def checkout(self, req: CheckoutRequest) -> Order:
         """Validate and hold stock; the order comes back `reserved` with its amount fixed."""
@@ -131,7 +133,12 @@ class OrderService:
         new = NewOrder(req.channel, req.user_id, req.chat_id, sku.id, quantity, price.amount * quantity,
                        price.currency, now + self.ttl, req.language)
         try:
-            order = await self.store.reserve(new, now)
+            try:
+                order = await self.store.reserve(new, now)
+            except store_errors.InsufficientStock:
+                if self.on_short is None or not await self.on_short(sku, quantity):
+                    raise
+                order = await self.store.reserve(new, now)  # codes bought on demand are in the pool now
         except store_errors.InsufficientStock:
             available = await self.store.pool_available(sku.pool_id)
             raise OutOfStock("not enough stock", available=available // sku.units) from None

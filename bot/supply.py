@@ -1,0 +1,48 @@
+"""The supply side assembled for `kamibot run`: supplier registry, procurement, sourcing, their jobs and the
+supplier callback route. Built from a Shop by `build_supply` (which also gives OrderService its on-demand hook)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from starlette.routing import Route
+
+from bot.composition import Shop
+from bot.supplier_routes import supplier_routes
+from fulfillment.procurement import ProcurementService
+from fulfillment.sourcing import SourcingService
+from fulfillment.suppliers.registry import SupplierRegistry
+
+Job = tuple[str, float, Callable[[], Awaitable[int]]]
+
+
+@dataclass
+class Supply:
+    registry: SupplierRegistry
+    procurement: ProcurementService
+    sourcing: SourcingService
+    resolve_every: float = 5.0
+    restock_every: float = 10.0
+
+    def jobs(self) -> list[Job]:
+        """`extra` jobs of bot.jobs.run_jobs: unknown procurements queried, low pools restocked (both leased)."""
+        return [("procurement_resolve", self.resolve_every, self.procurement.resolve_due),
+                ("restock", self.restock_every, self.sourcing.restock_due)]
+
+    def routes(self) -> list[Route]:
+        return supplier_routes(self.procurement)
+
+    async def aclose(self) -> None:
+        await self.registry.aclose()
+
+
+def build_supply(shop: Shop, holder: str | None = None) -> Supply:
+    holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+    registry = SupplierRegistry(shop.store, shop.vault)
+    procurement = ProcurementService(shop.store, shop.vault, registry, holder)
+    sourcing = SourcingService(shop.store, registry, procurement, holder)
+    shop.orders.on_short = sourcing.on_demand
+    return Supply(registry, procurement, sourcing)

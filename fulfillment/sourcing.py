@@ -1,0 +1,157 @@
+"""Where a SKU's codes come from: its own pool first, then the cheapest healthy supplier product of its source
+list, never above the SKU's maximum unit cost; automatic restock of low pools; buying on demand.
+
+- Offers come from each source supplier's catalogue (cached for `catalogue_ttl` seconds per supplier): in stock,
+  enough of it when the supplier counts, cost at or under `max_unit_cost`; a supplier whose breaker is open or
+  whose catalogue cannot be read is skipped. Cheapest first, the source list's order breaking ties.
+- `procure` fails over to the next offer only when a purchase definitively failed; a purchase that is unknown (or
+  still sent) stops it: buying elsewhere then is how a shop buys twice.
+- `restock_due` (job): for every pool at or under its low-stock mark with a SKU that has a restock quantity, one
+  process at a time per pool (lease `restock:<pool id>`; the store also refuses a second open restock of a pool)
+  buys that quantity into the pool.
+- `on_demand` (OrderService's hook when a reservation finds too little stock): for a SKU marked on_demand, buys
+  the missing uses into its pool at once, one buyer per pool at a time (lease `on-demand:<pool id>`, others wait
+  briefly), so the reservation that follows holds real codes. Nothing is charged to the customer before the codes
+  are in the vault: a paid order is then always delivered from stock, and a purchase whose outcome is unknown
+  refuses the reservation (out of stock for now) instead of taking money for codes that may never come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from fulfillment.procurement import ProcurementService
+from fulfillment.suppliers.errors import SupplierError
+from fulfillment.suppliers.protocol import StockState, SupplierProduct
+from fulfillment.suppliers.registry import SupplierRegistry
+from storage.protocol import Store
+from storage.records import Sku
+from storage.records_supply import Procurement, ProcurementState, SkuSourcing
+
+log = logging.getLogger("kamibot.sourcing")
+
+
+@dataclass(frozen=True)
+class Offer:
+    supplier: str
+    product_id: str
+    unit_cost: int
+    currency: str
+    position: int
+
+
+class SourcingService:
+    def __init__(self, store: Store, registry: SupplierRegistry, procurement: ProcurementService, holder: str,
+                 catalogue_ttl: float = 60.0, lease: timedelta = timedelta(seconds=60),
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.registry = registry
+        self.procurement = procurement
+        self.holder = holder
+        self.catalogue_ttl = catalogue_ttl
+        self.lease = lease
+        self.clock = clock
+        self.monotonic = monotonic
+        self._catalogues: dict[str, tuple[float, dict[str, SupplierProduct]]] = {}
+
+    async def _catalogue(self, name: str) -> dict[str, SupplierProduct] | None:
+        cached = self._catalogues.get(name)
+        if cached is not None and self.monotonic() - cached[0] < self.catalogue_ttl:
+            return cached[1]
+        supplier = await self.registry.get(name)
+        if supplier is None or not self.registry.healthy(name):
+            return None
+        try:
+            products = {p.product_id: p for p in await supplier.catalogue()}
+        except SupplierError as exc:
+            log.info("event=sourcing.catalogue_failed supplier=%s reason=%s", name, exc.kind)
+            return None
+        self._catalogues[name] = (self.monotonic(), products)
+        return products
+
+    def forget(self, name: str) -> None:
+        """Drop a supplier's cached catalogue (after a refusal: its stock or price changed)."""
+        self._catalogues.pop(name, None)
+
+    async def offers(self, sourcing: SkuSourcing, quantity: int, only: str | None = None) -> list[Offer]:
+        found = []
+        for position, source in enumerate(sourcing.sources):
+            if only is not None and source.supplier != only:
+                continue
+            products = await self._catalogue(source.supplier)
+            product = (products or {}).get(source.product_id)
+            if product is None or product.stock is not StockState.IN_STOCK:
+                continue
+            if product.stock_count is not None and product.stock_count < quantity:
+                continue
+            if product.cost.amount > sourcing.max_unit_cost or not self.registry.healthy(source.supplier):
+                continue
+            found.append(Offer(source.supplier, source.product_id, product.cost.amount, product.cost.currency,
+                               position))
+        return sorted(found, key=lambda o: (o.unit_cost, o.position))
+
+    async def procure(self, sourcing: SkuSourcing, quantity: int, pool_id: int, order_id: int | None = None,
+                      only: str | None = None) -> Procurement | None:
+        """Buy `quantity` into the pool from the best offer, failing over on definitive failures only."""
+        last: Procurement | None = None
+        for offer in await self.offers(sourcing, quantity, only):
+            p = await self.procurement.buy(offer.supplier, offer.product_id, quantity, sourcing.max_unit_cost,
+                                           offer.currency, pool_id, order_id)
+            if p is None:
+                return last  # another purchase for this pool or order is open: never a second one
+            last = p
+            if p.state is not ProcurementState.FAILED:
+                return p  # succeeded, or unknown/sent: never fail over while the outcome is open
+            self.forget(offer.supplier)
+            log.info("event=sourcing.failover pool=%d from=%s reason=%s", pool_id, offer.supplier, p.detail)
+        return last
+
+    async def restock(self, pool_id: int, sourcing: SkuSourcing, quantity: int, only: str | None = None
+                      ) -> Procurement | None:
+        """One restock of a pool, under its lease (None: another process is restocking it)."""
+        name, now = f"restock:{pool_id}", self.clock()
+        if not await self.store.try_lease(name, self.holder, now + self.lease, now):
+            return None
+        try:
+            return await self.procure(sourcing, quantity, pool_id, only=only)
+        finally:
+            await self.store.release_lease(name, self.holder)
+
+    async def restock_due(self) -> int:
+        """Job tick: restock every low pool that has a restock rule; the number of purchases that succeeded."""
+        done = 0
+        for pool_id, sourcing in await self.store.restock_candidates():
+            p = await self.restock(pool_id, sourcing, sourcing.restock_quantity)
+            done += p is not None and p.state is ProcurementState.SUCCEEDED
+        return done
+
+    async def on_demand(self, sku: Sku, quantity: int) -> bool:
+        """Buy what a reservation of `quantity` items lacks, for an on-demand SKU; True when it may retry."""
+        sourcing = await self.store.sku_sourcing(sku.id)
+        if sourcing is None or not sourcing.on_demand or not sourcing.sources:
+            return False
+        need = quantity * sku.units
+        name = f"on-demand:{sku.pool_id}"
+        for _ in range(50):  # another buyer of this pool is buying: wait for it, then look again
+            if await self.store.pool_available(sku.pool_id) >= need:
+                return True
+            now = self.clock()
+            if await self.store.try_lease(name, self.holder, now + self.lease, now):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            return False
+        try:
+            short = need - await self.store.pool_available(sku.pool_id)
+            if short <= 0:
+                return True
+            p = await self.procure(sourcing, short, sku.pool_id)
+            return p is not None and p.state is ProcurementState.SUCCEEDED and p.received > 0
+        finally:
+            await self.store.release_lease(name, self.holder)
