@@ -6,6 +6,8 @@ issued are in the vault exactly once, and the procurement's final state matches 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -179,3 +181,34 @@ async def test_the_callback_route_answers_ok_404_and_413(bench):
         assert big.status_code == 413
         forged = await client.post(f"{bench.notify_base}/kw/notify", data={"outer_order_id": "P1", "sign": "00"})
         assert forged.status_code == 403
+
+
+async def test_a_process_that_dies_between_sent_and_the_answer_is_resolved_after_restart(bench):
+    """The buyer's task dies while the supplier holds its answer (as a SIGKILL would leave it: `sent`, nothing
+    settled); a fresh service (the restarted process, its own registry and breaker) queries and settles it."""
+    from dataclasses import replace
+
+    from fulfillment.procurement import ProcurementPolicy, ProcurementService
+    from fulfillment.suppliers.registry import SupplierRegistry
+    from tests.storage.seed import NOW
+
+    record = await bench.store.supplier_by_name("kw")
+    await bench.store.save_supplier(replace(record, notify_url=""), NOW)  # no callback: only a query can tell
+    bench.kashangwl.faults.hold_after_accept = 1
+    task = asyncio.ensure_future(_buy(bench))
+    for _ in range(200):
+        if bench.kashangwl.orders:
+            break
+        await asyncio.sleep(0.005)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    [p] = await bench.store.procurements([ProcurementState.SENT], 10)
+    restarted = ProcurementService(bench.store, bench.vault, SupplierRegistry(bench.store, bench.vault), "other",
+                                   ProcurementPolicy(sent_grace=timedelta(0)))
+    assert await restarted.resolve_due() == 1
+    done = await bench.store.procurement_by_ref(p.our_ref)
+    assert (done.state, done.received) == (ProcurementState.SUCCEEDED, 3)
+    assert bench.kashangwl.buy_requests == 1
+    await _vault_holds_exactly(bench, bench.kashangwl.issued_codes)
+    await restarted.registry.aclose()

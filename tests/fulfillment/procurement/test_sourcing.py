@@ -168,3 +168,29 @@ async def test_concurrent_buyers_of_an_on_demand_sku_with_a_slow_supplier(bench)
     bought = sum(o.quantity for o in bench.kashangwl.orders.values())
     assert bought == len(bench.kashangwl.issued_codes)
     assert len(sold) + await bench.available() == bought  # every bought code sold once or still in stock
+
+
+@pytest.mark.parametrize("fault", ["hold_after_accept", "http_500_after_accept", "reset_after_accept",
+                                   "fewer_codes", "duplicate_codes", "out_of_balance"])
+async def test_acgfaka_faults_never_take_money_for_codes_that_may_not_come(bench, fault):
+    await bench.store.save_sku_sourcing(_sourcing(bench, on_demand=True, restock_quantity=0,
+                                                  sources=(SkuSource("acg", "STEAM10"),)))
+    if fault == "out_of_balance":
+        bench.acgfaka.balance = 0
+    else:
+        setattr(bench.acgfaka.faults, fault, 1)
+    _, orders = _services(bench)
+    sold = []
+    for n in range(3):
+        with contextlib.suppress(OutOfStock):
+            sold.append(await _checkout(orders, bench, f"u{n}", qty=2))
+        await bench.service.resolve_due()
+    for order in sold:
+        await _pay_and_deliver(bench, order)
+    await _proofs(bench)
+    requests = [r[0] for r in await bench.sql("SELECT our_ref FROM procurements")]
+    assert len(set(bench.acgfaka.request_nos)) == len(bench.acgfaka.request_nos)
+    assert set(bench.acgfaka.request_nos) <= set(requests)
+    if fault.endswith("after_accept"):  # answer lost, not findable by our reference: unknown, nothing more bought
+        assert [r[0] for r in await bench.sql("SELECT state FROM procurements")] == ["unknown"]
+        assert (sold, bench.acgfaka.trade_requests) == ([], 1)
