@@ -112,8 +112,8 @@ def _plan(db: sqlite3.Connection, p: NewProcurement, now: datetime) -> Procureme
 def _move(db: sqlite3.Connection, our_ref: str, frm: Sequence[str], to: str, detail: str | None,
           now: datetime) -> bool:
     marks = ",".join("?" * len(frm))
-    cur = db.execute(f"UPDATE procurements SET state = ?, detail = CASE WHEN held = 1 THEN detail ELSE COALESCE(?, detail) END,"
-                     " updated_at = ?"
+    cur = db.execute("UPDATE procurements SET state = ?,"
+                     " detail = CASE WHEN held = 1 THEN detail ELSE COALESCE(?, detail) END, updated_at = ?"
                      f" WHERE our_ref = ? AND state IN ({marks})", (to, detail, ts(now), our_ref, *frm))
     return cur.rowcount == 1
 
