@@ -13,6 +13,7 @@ from handlers.faq_admin import MerchantFaq
 from handlers.merchant import Merchant
 from handlers.risk_admin import MerchantRisk
 from handlers.storefront import Storefront
+from handlers.supply_admin import SUPPLY_COMMANDS, MerchantSupply
 from handlers.tickets_admin import TICKET_COMMANDS, MerchantTickets
 from handlers.types import Incoming, Reply
 
@@ -37,6 +38,7 @@ class Conversation:
         self.faq = MerchantFaq(ctx)
         self.after = AfterSalesDialog(ctx, self.store, self.faq.current)
         self.tickets = MerchantTickets(ctx)
+        self.supply = MerchantSupply(ctx)
         self._flood_told: set[tuple[str, str]] = set()
 
     async def handle(self, msg: Incoming) -> list[Reply]:
@@ -119,6 +121,8 @@ class Conversation:
             return await self.faq.handle(msg, lang, rest)
         if command in TICKET_COMMANDS:
             return await self.tickets.handle(msg, lang, command, rest)
+        if command in SUPPLY_COMMANDS:
+            return await self.supply.handle(msg, lang, command, rest)
         if command not in RISK_COMMANDS:
             return None
         await self.ctx.store.audit(msg.channel, msg.user_id, command, rest[:200], datetime.now(UTC))

@@ -1,0 +1,59 @@
+"""Merchant supply commands in the console chat against the fake kashangwl supplier on loopback."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fulfillment.procurement import ProcurementService
+from fulfillment.sourcing import SourcingService
+from fulfillment.suppliers.credentials import seal_secret
+from fulfillment.suppliers.registry import SupplierRegistry
+from storage.records_supply import SupplierRecord
+from tests.fakes.supplier_faults import Running
+from tests.fakes.supplier_kashangwl import FakeKashangwl, FakeProduct
+
+
+async def test_sources_restock_and_procurements_in_chat(demo):
+    fake = FakeKashangwl(balance=50_000)
+    fake.add_product(FakeProduct("41847", "Genshin 60", 450, stock=20))
+    ctx = demo.merchant.ctx
+    shop = demo.shop
+    async with Running(fake.app) as running:
+        await shop.store.save_supplier(SupplierRecord("kw", "kashangwl", running.url, fake.customer_id,
+                                                      seal_secret(shop.vault, "kw", fake.key),
+                                                      product_ids=("41847",), read_timeout_ms=2000),
+                                       datetime.now(UTC))
+        registry = SupplierRegistry(shop.store, shop.vault)
+        ctx.supply = SourcingService(shop.store, registry, ProcurementService(shop.store, shop.vault, registry, "t"),
+                                     "t")
+        await demo.customer.say("/suppliers")
+        assert "kw" not in demo.out.text()  # customers do not see supply commands
+        demo.out.clear()
+        await demo.merchant.say("/suppliers")
+        assert demo.out.text() == "kw: kashangwl, ok"
+        demo.out.clear()
+        await demo.merchant.say("/supplier kw balance")
+        assert "kw: balance" in demo.out.text()
+        assert "500" in demo.out.text()
+        demo.out.clear()
+        await demo.merchant.say("/supplier kw products")
+        assert "41847 Genshin 60" in demo.out.text()
+        demo.out.clear()
+        await demo.merchant.say("/source genshin-60 own kw:41847 max_cost=500 restock=5")
+        assert "Sources of genshin-60: kw:41847; max cost 500, restock 5." in demo.out.text()
+        before = await shop.store.pool_available((await shop.store.pool_by_slug("genshin-60")).id)
+        demo.out.clear()
+        await demo.merchant.say("/restock genshin-60 3 from=kw")
+        assert "3 codes received, 0 missing" in demo.out.text()
+        assert await shop.store.pool_available((await shop.store.pool_by_slug("genshin-60")).id) == before + 3
+        assert len(fake.orders) == 1
+        demo.out.clear()
+        await demo.merchant.say("/procurements")
+        assert demo.out.text() == "No such procurements."
+        demo.out.clear()
+        await demo.merchant.say("/source genshin-60 nobody:1")
+        assert demo.out.text() == "No supplier named nobody."
+        audit = [a[3] for a in await shop.store.audit_entries(20)]
+        assert "restock" in audit
+        assert fake.key not in demo.out.text()
+        await registry.aclose()
