@@ -78,7 +78,7 @@ async def serve(settings: Settings) -> int:
     supply = build_supply(shop)  # suppliers, procurement, restock and on-demand buying (issue 14)
     status = JobStatus()
     ctx = build_context(shop, {"console": set(settings.merchant_ids)})
-    ctx.supply = supply.sourcing  # merchant /suppliers, /source, /restock, /procurements
+    supply.attach(ctx)  # merchant /suppliers, /source, /restock, /procurements; low-balance alerts
     telegram = None
     if settings.telegram.enabled:
         from bot.telegram import build_telegram

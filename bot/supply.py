@@ -3,6 +3,7 @@ supplier callback route. Built from a Shop by `build_supply` (which also gives O
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,10 @@ from bot.supplier_routes import supplier_routes
 from fulfillment.procurement import ProcurementService
 from fulfillment.sourcing import SourcingService
 from fulfillment.suppliers.registry import SupplierRegistry
+from handlers.context import ShopContext
+from handlers.types import Reply
 
+log = logging.getLogger("kamibot.supply")
 Job = tuple[str, float, Callable[[], Awaitable[int]]]
 
 
@@ -32,11 +36,34 @@ class Supply:
         return [("procurement_resolve", self.resolve_every, self.procurement.resolve_due),
                 ("restock", self.restock_every, self.sourcing.restock_due)]
 
+    def attach(self, ctx: ShopContext) -> None:
+        """Give the chat its supply commands and the sourcing its way to alert merchants."""
+        ctx.supply = self.sourcing
+        self.sourcing.alert = merchant_alert(ctx)
+
     def routes(self) -> list[Route]:
         return supplier_routes(self.procurement)
 
     async def aclose(self) -> None:
         await self.registry.aclose()
+
+
+def merchant_alert(ctx: ShopContext) -> Callable[[str, dict[str, object]], Awaitable[None]]:
+    """Send a supply alert (message id + params) to every merchant of every channel that can send."""
+    async def alert(msgid: str, params: dict[str, object]) -> None:
+        for channel, send in ctx.senders.items():
+            for merchant in sorted(ctx.merchants.get(channel, set())):
+                await ctx.load_language(channel, merchant)
+                lang = ctx.language(channel, merchant, "")
+                amount = params.get("amount", 0)
+                text = ctx.tr(lang, msgid, **{**params, "amount": ctx.tr.money(
+                    lang, int(amount) if isinstance(amount, int) else 0, str(params.get("currency", "CNY")))})
+                try:
+                    await send(merchant, Reply(text))
+                except Exception:  # noqa: BLE001 - one unreachable merchant must not stop the others
+                    log.warning("event=supply.alert_failed channel=%s merchant=%s", channel, merchant)
+
+    return alert
 
 
 def build_supply(shop: Shop, holder: str | None = None) -> Supply:

@@ -9,6 +9,9 @@ list, never above the SKU's maximum unit cost; automatic restock of low pools; b
 - `restock_due` (job): for every pool at or under its low-stock mark with a SKU that has a restock quantity, one
   process at a time per pool (lease `restock:<pool id>`; the store also refuses a second open restock of a pool)
   buys that quantity into the pool.
+- Before buying from a supplier its balance is read (cached like the catalogue): an offer the balance cannot pay
+  is skipped. After a purchase the balance is read again; under the supplier's `low_balance` mark the merchants
+  are alerted once per crossing (a claim-once key per "epoch"; climbing back over the mark starts a new epoch).
 - `on_demand` (OrderService's hook when a reservation finds too little stock): for a SKU marked on_demand, buys
   the missing uses into its pool at once, one buyer per pool at a time (lease `on-demand:<pool id>`, others wait
   briefly), so the reservation that follows holds real codes. Nothing is charged to the customer before the codes
@@ -21,19 +24,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from fulfillment.procurement import ProcurementService
 from fulfillment.suppliers.errors import SupplierError
-from fulfillment.suppliers.protocol import StockState, SupplierProduct
+from fulfillment.suppliers.protocol import Money, StockState, SupplierProduct
 from fulfillment.suppliers.registry import SupplierRegistry
 from storage.protocol import Store
 from storage.records import Sku
 from storage.records_supply import Procurement, ProcurementState, SkuSourcing
 
 log = logging.getLogger("kamibot.sourcing")
+_FAR = timedelta(days=3650)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,9 @@ class SourcingService:
         self.clock = clock
         self.monotonic = monotonic
         self._catalogues: dict[str, tuple[float, dict[str, SupplierProduct]]] = {}
+        self._balances: dict[str, tuple[float, Money]] = {}
+        #: tells the merchants (message id, params); set by the composition root
+        self.alert: Callable[[str, dict[str, object]], Awaitable[None]] | None = None
 
     async def _catalogue(self, name: str) -> dict[str, SupplierProduct] | None:
         cached = self._catalogues.get(name)
@@ -76,8 +83,48 @@ class SourcingService:
         return products
 
     def forget(self, name: str) -> None:
-        """Drop a supplier's cached catalogue (after a refusal: its stock or price changed)."""
+        """Drop a supplier's cached catalogue and balance (after a refusal or a purchase: they changed)."""
         self._catalogues.pop(name, None)
+        self._balances.pop(name, None)
+
+    async def balance(self, name: str) -> Money | None:
+        cached = self._balances.get(name)
+        if cached is not None and self.monotonic() - cached[0] < self.catalogue_ttl:
+            return cached[1]
+        supplier = await self.registry.get(name)
+        if supplier is None:
+            return None
+        try:
+            money = await supplier.balance()
+        except SupplierError as exc:
+            log.info("event=sourcing.balance_failed supplier=%s reason=%s", name, exc.kind)
+            return None
+        self._balances[name] = (self.monotonic(), money)
+        return money
+
+    async def _check_low_balance(self, name: str) -> None:
+        record = await self.store.supplier_by_name(name)
+        if record is None or not record.low_balance:
+            return
+        money = await self.balance(name)
+        if money is None:
+            return
+        now = self.clock()
+        epoch_key = f"supplier.low_balance_epoch:{name}"
+        epoch = await self.store.kv_get(epoch_key, now) or "0"
+        alerted_key = f"supplier.low_balance_alerted:{name}"
+        if money.amount >= record.low_balance:
+            if await self.store.kv_get(alerted_key, now) == epoch:
+                await self.store.kv_put(epoch_key, str(int(epoch) + 1), None)  # back over the mark: re-arm
+            return
+        if await self.store.claim_once("supplier.low_balance", f"{name}:{epoch}", now + _FAR, now):
+            await self.store.kv_put(alerted_key, epoch, None)
+            log.warning("event=supplier.low_balance supplier=%s balance=%d threshold=%d", name, money.amount,
+                        record.low_balance)
+            if self.alert is not None:
+                await self.alert("supply.low_balance", {"name": name, "amount": money.amount,
+                                                        "currency": money.currency,
+                                                        "threshold": record.low_balance})
 
     async def offers(self, sourcing: SkuSourcing, quantity: int, only: str | None = None) -> list[Offer]:
         found = []
@@ -101,14 +148,19 @@ class SourcingService:
         """Buy `quantity` into the pool from the best offer, failing over on definitive failures only."""
         last: Procurement | None = None
         for offer in await self.offers(sourcing, quantity, only):
+            funds = await self.balance(offer.supplier)
+            if funds is not None and funds.amount < offer.unit_cost * quantity:
+                log.info("event=sourcing.skipped supplier=%s reason=balance", offer.supplier)
+                continue
             p = await self.procurement.buy(offer.supplier, offer.product_id, quantity, sourcing.max_unit_cost,
                                            offer.currency, pool_id, order_id)
             if p is None:
                 return last  # another purchase for this pool or order is open: never a second one
             last = p
-            if p.state is not ProcurementState.FAILED:
-                return p  # succeeded, or unknown/sent: never fail over while the outcome is open
             self.forget(offer.supplier)
+            if p.state is not ProcurementState.FAILED:
+                await self._check_low_balance(offer.supplier)
+                return p  # succeeded, or unknown/sent: never fail over while the outcome is open
             log.info("event=sourcing.failover pool=%d from=%s reason=%s", pool_id, offer.supplier, p.detail)
         return last
 

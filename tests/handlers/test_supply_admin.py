@@ -57,3 +57,21 @@ async def test_sources_restock_and_procurements_in_chat(demo):
         assert "restock" in audit
         assert fake.key not in demo.out.text()
         await registry.aclose()
+
+
+async def test_low_balance_alert_reaches_the_merchants_in_their_language(demo):
+    from bot.demo import MERCHANT_ID
+    from bot.supply import merchant_alert
+    from handlers.types import Reply
+
+    async def send(chat_id: str, reply: Reply) -> None:
+        demo.out.write(f"[to {chat_id}] {reply.text}")
+
+    ctx = demo.merchant.ctx
+    ctx.senders["console"] = send
+    ctx.languages[("console", MERCHANT_ID)] = "zh_CN"
+    demo.out.clear()
+    await merchant_alert(ctx)("supply.low_balance", {"name": "kw", "amount": 4020, "currency": "CNY",
+                                                     "threshold": 5000})
+    assert demo.out.text().startswith(f"[to {MERCHANT_ID}] ⚠️ 供应商 kw：余额")
+    assert "40.20" in demo.out.text()

@@ -144,8 +144,10 @@ async def test_paid_orders_end_delivered_or_refunded_under_supplier_faults(bench
     await bench.kashangwl.drain()
     await _proofs(bench)
     states = [p.state for p in await bench.store.procurements(list(ProcurementState), 100)]
-    if fault in ("out_of_balance", "unknown_then_failed"):
+    if fault == "unknown_then_failed":
         assert ProcurementState.FAILED in states
+    if fault == "out_of_balance":  # the balance check before buying skips the supplier: nothing sent
+        assert (states, bench.kashangwl.buy_requests) == ([], 0)
     if fault == "wrong_product_callback":
         assert [r[0] for r in await bench.sql("SELECT held FROM procurements")] in ([1], [True])
         assert sold == []
@@ -194,3 +196,32 @@ async def test_acgfaka_faults_never_take_money_for_codes_that_may_not_come(bench
     if fault.endswith("after_accept"):  # answer lost, not findable by our reference: unknown, nothing more bought
         assert [r[0] for r in await bench.sql("SELECT state FROM procurements")] == ["unknown"]
         assert (sold, bench.acgfaka.trade_requests) == ([], 1)
+
+
+async def test_balance_checked_before_buying_and_low_balance_alerted_once_per_crossing(bench):
+    await bench.store.save_sku_sourcing(_sourcing(bench, restock_quantity=2))
+    record = await bench.store.supplier_by_name("kw")
+    await bench.store.save_supplier(replace(record, low_balance=5_000), datetime.now(UTC))
+    sourcing, _ = _services(bench)
+    alerts: list[tuple[str, dict[str, object]]] = []
+
+    async def alert(msgid: str, params: dict[str, object]) -> None:
+        alerts.append((msgid, params))
+
+    sourcing.alert = alert
+    bench.kashangwl.balance = 6_000
+    await sourcing.procure(_sourcing(bench), 2, bench.pool.id)  # 6000 - 1980 = 4020 < 5000: alert
+    await sourcing.procure(_sourcing(bench), 2, bench.pool.id)  # still under: no second alert
+    assert [a[0] for a in alerts] == ["supply.low_balance"]
+    assert alerts[0][1]["amount"] == 6_000 - 2 * CARD_PRICE
+    bench.kashangwl.balance = 50_000  # topped up: over the mark, re-armed
+    await sourcing.procure(_sourcing(bench), 1, bench.pool.id)
+    bench.kashangwl.balance = 4_000
+    await sourcing.procure(_sourcing(bench), 1, bench.pool.id)
+    assert len(alerts) == 2
+    # a balance that cannot pay skips the supplier (acg-faka buys instead); nothing is sent to kw
+    bench.kashangwl.balance = 100
+    before = bench.kashangwl.buy_requests
+    p = await sourcing.procure(_sourcing(bench), 1, bench.pool.id)
+    assert p.supplier == "acg"
+    assert bench.kashangwl.buy_requests == before
