@@ -44,6 +44,7 @@ class SupplierRegistry:
         self.vault = vault
         self._build = build
         self._cache: dict[str, tuple[SupplierRecord, GuardedSupplier]] = {}
+        self._replaced: list[GuardedSupplier] = []  # adapters of changed rows: closed with the registry
 
     def _guarded(self, record: SupplierRecord) -> GuardedSupplier:
         cached = self._cache.get(record.name)
@@ -52,6 +53,7 @@ class SupplierRegistry:
         breaker = CircuitBreaker(record.name, record.breaker_failures, float(record.breaker_cool_down_s))
         if cached is not None:
             breaker = cached[1].breaker  # a new key or URL does not forget the supplier's recent failures
+            self._replaced.append(cached[1])  # a call may still be using it: closed later, not now
         guarded = GuardedSupplier(self._build(record, self.vault), breaker)
         self._cache[record.name] = (record, guarded)
         return guarded
@@ -71,6 +73,7 @@ class SupplierRegistry:
         return cached is None or cached[1].breaker.state.value != "open"
 
     async def aclose(self) -> None:
-        for _, guarded in self._cache.values():
+        for guarded in [g for _, g in self._cache.values()] + self._replaced:
             await guarded.aclose()
         self._cache.clear()
+        self._replaced.clear()
