@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from bot.composition import Shop
 from bot.supplier_routes import supplier_routes
+from fulfillment.price_sync import PriceSync
 from fulfillment.procurement import ProcurementService
 from fulfillment.sourcing import SourcingService
 from fulfillment.suppliers.registry import SupplierRegistry
@@ -28,18 +29,22 @@ class Supply:
     registry: SupplierRegistry
     procurement: ProcurementService
     sourcing: SourcingService
+    sync: PriceSync
     resolve_every: float = 5.0
     restock_every: float = 10.0
+    sync_every: float = 600.0
 
     def jobs(self) -> list[Job]:
         """`extra` jobs of bot.jobs.run_jobs: unknown procurements queried, low pools restocked (both leased)."""
         return [("procurement_resolve", self.resolve_every, self.procurement.resolve_due),
-                ("restock", self.restock_every, self.sourcing.restock_due)]
+                ("restock", self.restock_every, self.sourcing.restock_due),
+                ("price_sync", self.sync_every, self.sync.run_once)]
 
     def attach(self, ctx: ShopContext) -> None:
         """Give the chat its supply commands and the sourcing its way to alert merchants."""
         ctx.supply = self.sourcing
-        self.sourcing.alert = merchant_alert(ctx)
+        self.sourcing.alert = self.sync.alert = merchant_alert(ctx)
+        self.sourcing.price_sync = self.sync  # merchant /sync
 
     def routes(self) -> list[Route]:
         return supplier_routes(self.procurement)
@@ -72,4 +77,4 @@ def build_supply(shop: Shop, holder: str | None = None) -> Supply:
     procurement = ProcurementService(shop.store, shop.vault, registry, holder)
     sourcing = SourcingService(shop.store, registry, procurement, holder)
     shop.orders.on_short = sourcing.on_demand
-    return Supply(registry, procurement, sourcing)
+    return Supply(registry, procurement, sourcing, PriceSync(shop.store, registry, holder))

@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fulfillment.procurement import ProcurementService
 from fulfillment.suppliers.errors import SupplierError
@@ -66,6 +67,7 @@ class SourcingService:
         self._balances: dict[str, tuple[float, Money]] = {}
         #: tells the merchants (message id, params); set by the composition root
         self.alert: Callable[[str, dict[str, object]], Awaitable[None]] | None = None
+        self.price_sync: Any = None  # fulfillment.price_sync.PriceSync, for the merchant's /sync
 
     async def _catalogue(self, name: str) -> dict[str, SupplierProduct] | None:
         cached = self._catalogues.get(name)

@@ -1,6 +1,6 @@
 """Merchant supply commands in chat: /suppliers, /supplier NAME balance|test|products,
 /source SKU [own] SUPPLIER:PRODUCT … [max_cost=N] [restock=N] [on_demand], /restock POOL N [from=SUPPLIER],
-/procurements [unknown|failed]. Every command that changes something is audited; nothing shows a credential."""
+/procurements [unknown|failed], /sync. Every command that changes something is audited; nothing shows a credential."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from handlers.types import Incoming, Reply
 from storage.records_supply import ProcurementState, SkuSource, SkuSourcing
 
 log = logging.getLogger("kamibot.merchant")
-SUPPLY_COMMANDS = {"suppliers", "supplier", "source", "restock", "procurements"}
+SUPPLY_COMMANDS = {"suppliers", "supplier", "source", "restock", "procurements", "sync"}
 LIST_LIMIT = 20
 MAX_RESTOCK = 1000
 
@@ -31,7 +31,7 @@ class MerchantSupply(MerchantCommands):
 
     async def handle(self, msg: Incoming, lang: str, command: str, rest: str) -> list[Reply]:
         args = shlex.split(rest) if rest else []
-        if command in ("source", "restock"):
+        if command in ("source", "restock", "sync"):
             await self.ctx.store.audit(msg.channel, msg.user_id, command, rest[:200], datetime.now(UTC))
         if command == "suppliers":
             return [Reply(await self._suppliers(lang))]
@@ -41,6 +41,8 @@ class MerchantSupply(MerchantCommands):
             return [Reply(await self._source(lang, args))]
         if command == "restock" and len(args) in (2, 3):
             return [Reply(await self._restock(lang, args))]
+        if command == "sync":
+            return [Reply(await self._sync(lang))]
         if command == "procurements":
             return [Reply(await self._procurements(lang, args[0] if args else ""))]
         return [Reply(self._t(lang, "supply.help"))]
@@ -119,6 +121,15 @@ class MerchantSupply(MerchantCommands):
             return self._t(lang, "supply.restock_blocked", pool=pool.slug)
         return self._t(lang, "supply.restock_result", pool=pool.slug, ref=p.our_ref, state=p.state.value,
                        received=p.received, shortfall=p.shortfall)
+
+    async def _sync(self, lang: str) -> str:
+        sync = self._sourcing().price_sync
+        report = await sync.sync() if sync is not None else None
+        if report is None:
+            return self._t(lang, "supply.sync_busy")
+        return self._t(lang, "supply.sync_done", suppliers=report.suppliers, failed=len(report.failed),
+                       changes=len(report.cost_changes), repriced=len(report.repriced),
+                       below=len(report.below_cost))
 
     async def _procurements(self, lang: str, which: str) -> str:
         states = {"unknown": [ProcurementState.UNKNOWN], "failed": [ProcurementState.FAILED]}.get(

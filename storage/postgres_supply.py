@@ -14,20 +14,26 @@ import asyncpg
 
 from storage.records import NewCode
 from storage.records_supply import (
+    CostChange,
     NewProcurement,
     Procurement,
     ProcurementState,
     Settlement,
     SkuSourcing,
+    SupplierProductRow,
     SupplierRecord,
 )
 from storage.sqlite_supply import (
     PROC_COLS,
+    PRODUCT_COLS,
+    SAVE_SOURCING,
+    SOURCING_COLS,
     SUPPLIER_COLS,
-    encode_sources,
     procurement,
+    product_row,
     settles,
     sourcing,
+    sourcing_params,
     supplier_params,
     supplier_record,
 )
@@ -41,6 +47,12 @@ def _aware(dt: datetime) -> datetime:
 
 def _same(value: Any) -> datetime:
     return value  # type: ignore[no-any-return]
+
+
+def _numbered(sql: str) -> str:
+    """SQLite's ? placeholders as PostgreSQL's $1, $2, ..."""
+    parts = sql.split("?")
+    return "".join(part + (f"${i + 1}" if i < len(parts) - 1 else "") for i, part in enumerate(parts))
 
 
 def _proc(r: asyncpg.Record) -> Procurement:
@@ -175,23 +187,45 @@ class PgSupply:
         return [_proc(r) for r in rows]
 
     async def save_sku_sourcing(self, sourcing: SkuSourcing) -> None:
-        s = sourcing
-        await self.pool.execute(
-            "INSERT INTO sku_sourcing (sku_id, own, sources, max_unit_cost, restock_quantity, on_demand)"
-            " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (sku_id) DO UPDATE SET own = excluded.own,"
-            " sources = excluded.sources, max_unit_cost = excluded.max_unit_cost,"
-            " restock_quantity = excluded.restock_quantity, on_demand = excluded.on_demand",
-            s.sku_id, s.own, encode_sources(s.sources), s.max_unit_cost, s.restock_quantity, s.on_demand)
+        await self.pool.execute(_numbered(SAVE_SOURCING), *sourcing_params(sourcing))
 
     async def sku_sourcing(self, sku_id: int) -> SkuSourcing | None:
-        r = await self.pool.fetchrow("SELECT sku_id, own, sources, max_unit_cost, restock_quantity, on_demand"
-                                     " FROM sku_sourcing WHERE sku_id = $1", sku_id)
+        r = await self.pool.fetchrow(f"SELECT {SOURCING_COLS} FROM sku_sourcing WHERE sku_id = $1", sku_id)
         return sourcing(r) if r else None
+
+    async def sku_sourcings(self) -> list[SkuSourcing]:
+        return [sourcing(r) for r in await self.pool.fetch(f"SELECT {SOURCING_COLS} FROM sku_sourcing"
+                                                           " ORDER BY sku_id")]
+
+    async def record_supplier_products(self, supplier: str, rows: Sequence[SupplierProductRow],
+                                       now: datetime) -> list[CostChange]:
+        """One statement: the old costs read and the catalogue upserted together."""
+        if not rows:
+            return []
+        changed = await self.pool.fetch(
+            "WITH input AS (SELECT * FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],"
+            "  $7::bigint[]) AS t(product_id, name, cost, currency, stock, stock_count)),"
+            " old AS (SELECT product_id, cost FROM supplier_products WHERE supplier = $1),"
+            f" up AS (INSERT INTO supplier_products ({PRODUCT_COLS}, updated_at)"
+            "  SELECT $1, product_id, name, cost, currency, stock, stock_count, $8 FROM input"
+            "  ON CONFLICT (supplier, product_id) DO UPDATE SET name = excluded.name, cost = excluded.cost,"
+            "  currency = excluded.currency, stock = excluded.stock, stock_count = excluded.stock_count,"
+            "  updated_at = excluded.updated_at RETURNING product_id, cost)"
+            " SELECT up.product_id, old.cost, up.cost FROM up LEFT JOIN old USING (product_id)"
+            " WHERE old.cost IS DISTINCT FROM up.cost ORDER BY up.product_id",
+            supplier, [r.product_id for r in rows], [r.name[:200] for r in rows], [r.cost for r in rows],
+            [r.currency for r in rows], [r.stock for r in rows], [r.stock_count for r in rows], _aware(now))
+        return [CostChange(supplier, r[0], None if r[1] is None else int(r[1]), int(r[2])) for r in changed]
+
+    async def supplier_products(self) -> list[SupplierProductRow]:
+        rows = await self.pool.fetch(f"SELECT {PRODUCT_COLS} FROM supplier_products ORDER BY supplier, product_id")
+        return [product_row(r) for r in rows]
 
     async def restock_candidates(self) -> list[tuple[int, SkuSourcing]]:
         rows = await self.pool.fetch(
-            "SELECT p.id, s.sku_id, s.own, s.sources, s.max_unit_cost, s.restock_quantity, s.on_demand"
-            " FROM pools p JOIN skus k ON k.pool_id = p.id JOIN sku_sourcing s ON s.sku_id = k.id"
+            "SELECT p.id, s.sku_id, s.own, s.sources, s.max_unit_cost, s.restock_quantity, s.on_demand,"
+            " s.margin_floor, s.markup_bp, s.price_unit FROM pools p JOIN skus k ON k.pool_id = p.id"
+            " JOIN sku_sourcing s ON s.sku_id = k.id"
             " WHERE p.available <= p.low_stock AND s.restock_quantity > 0 ORDER BY p.id, k.id")
         seen: dict[int, SkuSourcing] = {}
         for r in rows:

@@ -17,11 +17,13 @@ from typing import Protocol
 
 from storage.records import NewCode
 from storage.records_supply import (
+    CostChange,
     NewProcurement,
     Procurement,
     ProcurementState,
     Settlement,
     SkuSourcing,
+    SupplierProductRow,
     SupplierRecord,
 )
 
@@ -70,6 +72,13 @@ class SupplyStore(Protocol):
 
     async def save_sku_sourcing(self, sourcing: SkuSourcing) -> None: ...
     async def sku_sourcing(self, sku_id: int) -> SkuSourcing | None: ...
+    async def sku_sourcings(self) -> list[SkuSourcing]: ...
+    async def record_supplier_products(self, supplier: str, rows: Sequence[SupplierProductRow],
+                                       now: datetime) -> list[CostChange]:
+        """Save a supplier's catalogue as a sync saw it; the products whose cost changed or that are new."""
+        ...
+
+    async def supplier_products(self) -> list[SupplierProductRow]: ...
     async def restock_candidates(self) -> list[tuple[int, SkuSourcing]]:
         """(pool id, sourcing) of pools whose available uses are at or under their low-stock mark and that have
         a SKU with restock_quantity > 0 (the first such SKU of each pool)."""

@@ -114,3 +114,27 @@ class SkuSourcing:
     max_unit_cost: int = 0
     restock_quantity: int = 0
     on_demand: bool = False
+    margin_floor: int = 0  # per unit, minor units: a price under cost + this alerts the merchants
+    markup_bp: int = 0  # auto-reprice rule: price = cost × (1 + markup_bp / 10000); 0: no automatic repricing
+    price_unit: int = 1  # repriced amounts are rounded up to a multiple of this (the channel's unit)
+
+
+@dataclass(frozen=True)
+class SupplierProductRow:
+    """A supplier product as the last catalogue sync saw it."""
+
+    supplier: str
+    product_id: str
+    name: str
+    cost: int
+    currency: str
+    stock: str  # fulfillment.suppliers.protocol.StockState value
+    stock_count: int | None
+
+
+@dataclass(frozen=True)
+class CostChange:
+    supplier: str
+    product_id: str
+    old_cost: int | None  # None: first seen
+    new_cost: int

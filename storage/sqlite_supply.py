@@ -11,6 +11,7 @@ from typing import Any
 
 from storage.records import NewCode
 from storage.records_supply import (
+    CostChange,
     NewProcurement,
     Procurement,
     ProcurementState,
@@ -18,6 +19,7 @@ from storage.records_supply import (
     Settlement,
     SkuSource,
     SkuSourcing,
+    SupplierProductRow,
     SupplierRecord,
 )
 from storage.sqlite_vault import insert_codes
@@ -66,8 +68,22 @@ def decode_sources(text: str) -> tuple[SkuSource, ...]:
     return tuple(out)
 
 
+SOURCING_COLS = "sku_id, own, sources, max_unit_cost, restock_quantity, on_demand, margin_floor, markup_bp, price_unit"
+PRODUCT_COLS = "supplier, product_id, name, cost, currency, stock, stock_count"
+
+
 def sourcing(r: Any) -> SkuSourcing:
-    return SkuSourcing(int(r[0]), bool(r[1]), decode_sources(r[2]), int(r[3]), int(r[4]), bool(r[5]))
+    return SkuSourcing(int(r[0]), bool(r[1]), decode_sources(r[2]), int(r[3]), int(r[4]), bool(r[5]), int(r[6]),
+                       int(r[7]), int(r[8]))
+
+
+def sourcing_params(s: SkuSourcing) -> tuple[Any, ...]:
+    return (s.sku_id, s.own, encode_sources(s.sources), s.max_unit_cost, s.restock_quantity, s.on_demand,
+            s.margin_floor, s.markup_bp, s.price_unit)
+
+
+def product_row(r: Any) -> SupplierProductRow:
+    return SupplierProductRow(r[0], r[1], r[2], int(r[3]), r[4], r[5], None if r[6] is None else int(r[6]))
 
 
 def settles(current: ProcurementState, outcome: ProcurementState) -> bool:
@@ -153,12 +169,32 @@ def _settle(db: sqlite3.Connection, our_ref: str, o: Settlement, codes: Sequence
     return procurement(db.execute(f"SELECT {PROC_COLS} FROM procurements WHERE id = ?", (p.id,)).fetchone())
 
 
+SAVE_SOURCING = (
+    f"INSERT INTO sku_sourcing ({SOURCING_COLS}) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (sku_id) DO UPDATE SET"
+    " own = excluded.own, sources = excluded.sources, max_unit_cost = excluded.max_unit_cost,"
+    " restock_quantity = excluded.restock_quantity, on_demand = excluded.on_demand,"
+    " margin_floor = excluded.margin_floor, markup_bp = excluded.markup_bp, price_unit = excluded.price_unit")
+
+
 def _save_sourcing(db: sqlite3.Connection, s: SkuSourcing) -> None:
-    db.execute("INSERT INTO sku_sourcing (sku_id, own, sources, max_unit_cost, restock_quantity, on_demand)"
-               " VALUES (?,?,?,?,?,?) ON CONFLICT (sku_id) DO UPDATE SET own = excluded.own,"
-               " sources = excluded.sources, max_unit_cost = excluded.max_unit_cost,"
-               " restock_quantity = excluded.restock_quantity, on_demand = excluded.on_demand",
-               (s.sku_id, s.own, encode_sources(s.sources), s.max_unit_cost, s.restock_quantity, s.on_demand))
+    db.execute(SAVE_SOURCING, sourcing_params(s))
+
+
+def _record_products(db: sqlite3.Connection, supplier: str, rows: Sequence[SupplierProductRow],
+                     now: datetime) -> list[CostChange]:
+    """Upsert a supplier's catalogue; the products whose cost changed (or that are new)."""
+    changes = []
+    for r in rows:
+        old = db.execute("SELECT cost FROM supplier_products WHERE supplier = ? AND product_id = ?",
+                         (supplier, r.product_id)).fetchone()
+        db.execute(f"INSERT INTO supplier_products ({PRODUCT_COLS}, updated_at) VALUES (?,?,?,?,?,?,?,?)"
+                   " ON CONFLICT (supplier, product_id) DO UPDATE SET name = excluded.name, cost = excluded.cost,"
+                   " currency = excluded.currency, stock = excluded.stock, stock_count = excluded.stock_count,"
+                   " updated_at = excluded.updated_at",
+                   (supplier, r.product_id, r.name[:200], r.cost, r.currency, r.stock, r.stock_count, ts(now)))
+        if old is None or int(old[0]) != r.cost:
+            changes.append(CostChange(supplier, r.product_id, None if old is None else int(old[0]), r.cost))
+    return changes
 
 
 class Supply:
@@ -219,14 +255,26 @@ class Supply:
         await self._tx(_save_sourcing, sourcing)
 
     async def sku_sourcing(self, sku_id: int) -> SkuSourcing | None:
-        r = await self._one("SELECT sku_id, own, sources, max_unit_cost, restock_quantity, on_demand"
-                            " FROM sku_sourcing WHERE sku_id = ?", (sku_id,))
+        r = await self._one(f"SELECT {SOURCING_COLS} FROM sku_sourcing WHERE sku_id = ?", (sku_id,))
         return sourcing(r) if r else None
+
+    async def sku_sourcings(self) -> list[SkuSourcing]:
+        return [sourcing(r) for r in await self._all(f"SELECT {SOURCING_COLS} FROM sku_sourcing ORDER BY sku_id")]
+
+    async def record_supplier_products(self, supplier: str, rows: Sequence[SupplierProductRow],
+                                       now: datetime) -> list[CostChange]:
+        changes: list[CostChange] = await self._tx(_record_products, supplier, list(rows), now)
+        return changes
+
+    async def supplier_products(self) -> list[SupplierProductRow]:
+        rows = await self._all(f"SELECT {PRODUCT_COLS} FROM supplier_products ORDER BY supplier, product_id")
+        return [product_row(r) for r in rows]
 
     async def restock_candidates(self) -> list[tuple[int, SkuSourcing]]:
         rows = await self._all(
-            "SELECT p.id, s.sku_id, s.own, s.sources, s.max_unit_cost, s.restock_quantity, s.on_demand"
-            " FROM pools p JOIN skus k ON k.pool_id = p.id JOIN sku_sourcing s ON s.sku_id = k.id"
+            "SELECT p.id, s.sku_id, s.own, s.sources, s.max_unit_cost, s.restock_quantity, s.on_demand,"
+            " s.margin_floor, s.markup_bp, s.price_unit FROM pools p JOIN skus k ON k.pool_id = p.id"
+            " JOIN sku_sourcing s ON s.sku_id = k.id"
             " WHERE p.available <= p.low_stock AND s.restock_quantity > 0 ORDER BY p.id, k.id")
         seen: dict[int, SkuSourcing] = {}
         for r in rows:

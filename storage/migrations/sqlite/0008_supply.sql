@@ -54,5 +54,19 @@ CREATE TABLE sku_sourcing (
     sources TEXT NOT NULL DEFAULT '',
     max_unit_cost INTEGER NOT NULL DEFAULT 0 CHECK (max_unit_cost >= 0),
     restock_quantity INTEGER NOT NULL DEFAULT 0 CHECK (restock_quantity >= 0),
-    on_demand INTEGER NOT NULL DEFAULT 0
+    on_demand INTEGER NOT NULL DEFAULT 0,
+    margin_floor INTEGER NOT NULL DEFAULT 0 CHECK (margin_floor >= 0),
+    markup_bp INTEGER NOT NULL DEFAULT 0 CHECK (markup_bp >= 0),
+    price_unit INTEGER NOT NULL DEFAULT 1 CHECK (price_unit >= 1)
+);
+CREATE TABLE supplier_products (
+    supplier TEXT NOT NULL,
+    product_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    cost INTEGER NOT NULL CHECK (cost >= 0),
+    currency TEXT NOT NULL,
+    stock TEXT NOT NULL,
+    stock_count INTEGER,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (supplier, product_id)
 );
