@@ -168,6 +168,19 @@ class ProcurementService:
             return None
         return await self.apply(p, order)
 
+    async def settle_by_merchant(self, our_ref: str, outcome: ProcurementState, actor: str
+                                 ) -> Procurement | None:
+        """A merchant checked the supplier's own records: FAILED (nothing was bought: the pool or order may buy
+        again) or SUCCEEDED without codes (bought, codes imported by hand). Audited; None for an unknown or
+        already settled reference."""
+        if outcome not in (ProcurementState.FAILED, ProcurementState.SUCCEEDED):
+            raise ValueError("a merchant settles a procurement as failed or succeeded")
+        settled = await self.store.settle_procurement(our_ref, Settlement(outcome, detail=f"settled by {actor}"),
+                                                      [], self.clock())
+        if settled is not None:
+            await self.store.audit("supply", actor, "procurement.settle", f"{our_ref} {outcome.value}", self.clock())
+        return settled
+
     async def resolve_due(self) -> int:
         """Job tick: one process at a time (a lease) queries unknown procurements and stale sent/planned ones."""
         now = self.clock()

@@ -1,6 +1,7 @@
 """Merchant supply commands in chat: /suppliers, /supplier NAME balance|test|products,
 /source SKU [own] SUPPLIER:PRODUCT … [max_cost=N] [restock=N] [on_demand], /restock POOL N [from=SUPPLIER],
-/procurements [unknown|failed], /sync. Every command that changes something is audited; nothing shows a credential."""
+/procurements [unknown|failed], /procurement REF retry|failed|succeeded, /sync.
+Every command that changes something is audited; nothing shows a credential."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from handlers.types import Incoming, Reply
 from storage.records_supply import ProcurementState, SkuSource, SkuSourcing
 
 log = logging.getLogger("kamibot.merchant")
-SUPPLY_COMMANDS = {"suppliers", "supplier", "source", "restock", "procurements", "sync"}
+SUPPLY_COMMANDS = {"suppliers", "supplier", "source", "restock", "procurements", "procurement", "sync"}
 LIST_LIMIT = 20
 MAX_RESTOCK = 1000
 
@@ -31,7 +32,7 @@ class MerchantSupply(MerchantCommands):
 
     async def handle(self, msg: Incoming, lang: str, command: str, rest: str) -> list[Reply]:
         args = shlex.split(rest) if rest else []
-        if command in ("source", "restock", "sync"):
+        if command in ("source", "restock", "sync", "procurement"):
             await self.ctx.store.audit(msg.channel, msg.user_id, command, rest[:200], datetime.now(UTC))
         if command == "suppliers":
             return [Reply(await self._suppliers(lang))]
@@ -43,6 +44,8 @@ class MerchantSupply(MerchantCommands):
             return [Reply(await self._restock(lang, args))]
         if command == "sync":
             return [Reply(await self._sync(lang))]
+        if command == "procurement" and len(args) == 2 and args[1] in ("retry", "failed", "succeeded"):
+            return [Reply(await self._procurement(msg, lang, args[0].upper(), args[1]))]
         if command == "procurements":
             return [Reply(await self._procurements(lang, args[0] if args else ""))]
         return [Reply(self._t(lang, "supply.help"))]
@@ -130,6 +133,20 @@ class MerchantSupply(MerchantCommands):
         return self._t(lang, "supply.sync_done", suppliers=report.suppliers, failed=len(report.failed),
                        changes=len(report.cost_changes), repriced=len(report.repriced),
                        below=len(report.below_cost))
+
+    async def _procurement(self, msg: Incoming, lang: str, ref: str, what: str) -> str:
+        service = self._sourcing().procurement
+        p = await self.ctx.store.procurement_by_ref(ref)
+        if p is None:
+            return self._t(lang, "supply.procurement_unknown", ref=ref)
+        if what == "retry":
+            done = await service.resolve(p)
+        else:
+            done = await service.settle_by_merchant(ref, ProcurementState(what), f"{msg.channel}:{msg.user_id}")
+        p = done or await self.ctx.store.procurement_by_ref(ref) or p
+        return self._t(lang, "supply.procurement_line", ref=p.our_ref, supplier=p.supplier, product=p.product_id,
+                       quantity=p.quantity, state=p.state.value, held=" (held)" if p.held else "",
+                       detail=p.detail[:80])
 
     async def _procurements(self, lang: str, which: str) -> str:
         states = {"unknown": [ProcurementState.UNKNOWN], "failed": [ProcurementState.FAILED]}.get(

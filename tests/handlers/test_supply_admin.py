@@ -8,7 +8,7 @@ from fulfillment.procurement import ProcurementService
 from fulfillment.sourcing import SourcingService
 from fulfillment.suppliers.credentials import seal_secret
 from fulfillment.suppliers.registry import SupplierRegistry
-from storage.records_supply import SupplierRecord
+from storage.records_supply import NewProcurement, SupplierRecord
 from tests.fakes.supplier_faults import Running
 from tests.fakes.supplier_kashangwl import FakeKashangwl, FakeProduct
 
@@ -56,6 +56,22 @@ async def test_sources_restock_and_procurements_in_chat(demo):
         audit = [a[3] for a in await shop.store.audit_entries(20)]
         assert "restock" in audit
         assert fake.key not in demo.out.text()
+        # an order whose answer was lost and that its supplier cannot find: a merchant settles it
+        pool = await shop.store.pool_by_slug("genshin-60")
+        now = datetime.now(UTC)
+        await shop.store.plan_procurement(NewProcurement("PLOST1", "kw", "41847", 2, 500, "CNY", pool.id), now)
+        await shop.store.mark_procurement_sent("PLOST1", now)
+        await shop.store.mark_procurement_unknown("PLOST1", "supplier.outcome_unknown", now)
+        demo.out.clear()
+        await demo.merchant.say("/procurements unknown")
+        assert demo.out.text() == "PLOST1 kw:41847 ×2 unknown supplier.outcome_unknown"
+        demo.out.clear()
+        await demo.merchant.say("/procurement plost1 failed")
+        assert demo.out.text().startswith("PLOST1 kw:41847 ×2 failed settled by console:")
+        assert "procurement.settle" in [a[3] for a in await shop.store.audit_entries(20)]
+        demo.out.clear()
+        await demo.merchant.say("/procurement PLOST1 succeeded")  # settled already: nothing changes
+        assert " failed " in demo.out.text()
         await registry.aclose()
 
 
