@@ -39,6 +39,7 @@ from storage.records_supply import Procurement, ProcurementState, SkuSourcing
 
 log = logging.getLogger("kamibot.sourcing")
 _FAR = timedelta(days=3650)
+SHOWN_UNCOUNTED = 99  # a supplier that does not count its stock (recharge, unlimited) shows this many
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,23 @@ class SourcingService:
             p = await self.restock(pool_id, sourcing, sourcing.restock_quantity)
             done += p is not None and p.state is ProcurementState.SUCCEEDED
         return done
+
+    async def sellable(self, sku: Sku) -> int:
+        """Stock to show customers: own stock, plus for an on-demand SKU what its healthy sources reported at the
+        last catalogue sync (a source that does not count shows as SHOWN_UNCOUNTED)."""
+        own = await self.store.pool_available(sku.pool_id) // sku.units
+        sourcing = await self.store.sku_sourcing(sku.id)
+        if sourcing is None or not sourcing.on_demand:
+            return own
+        reported = {(p.supplier, p.product_id): p for p in await self.store.supplier_products()}
+        extra = 0
+        for source in sourcing.sources:
+            p = reported.get((source.supplier, source.product_id))
+            if p is None or p.stock != StockState.IN_STOCK.value or p.cost > sourcing.max_unit_cost \
+                    or not self.registry.healthy(source.supplier):
+                continue
+            extra += SHOWN_UNCOUNTED if p.stock_count is None else p.stock_count // sku.units
+        return own + extra
 
     async def on_demand(self, sku: Sku, quantity: int) -> bool:
         """Buy what a reservation of `quantity` items lacks, for an on-demand SKU; True when it may retry."""

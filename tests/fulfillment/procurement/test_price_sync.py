@@ -80,3 +80,21 @@ async def test_one_sync_at_a_time(bench):
     assert await bench.store.try_lease("supply.sync", "other-process", now + timedelta(minutes=1), now)
     assert await sync.sync() is None
     assert bench.kashangwl.calls == []
+
+
+async def test_stock_shown_for_an_on_demand_sku_adds_what_healthy_sources_report(bench):
+    from fulfillment.sourcing import SHOWN_UNCOUNTED, SourcingService
+
+    sku = bench.shop.sku
+    sourcing = SourcingService(bench.store, bench.registry, bench.service, "t")
+    await bench.store.save_sku_sourcing(SkuSourcing(sku.id, sources=(SkuSource("kw", "41847"),
+                                                                     SkuSource("acg", "STEAM10")),
+                                                    max_unit_cost=2000))
+    await PriceSync(bench.store, bench.registry, "t").sync()
+    assert await sourcing.sellable(sku) == 0  # not on demand: own stock only
+    await bench.store.save_sku_sourcing(SkuSourcing(sku.id, sources=(SkuSource("kw", "41847"),
+                                                                     SkuSource("acg", "STEAM10")),
+                                                    max_unit_cost=2000, on_demand=True))
+    # kashangwl does not count (supply_state only), acg-faka reports 50
+    assert await sourcing.sellable(sku) == SHOWN_UNCOUNTED + 50
+    assert await sourcing.sellable(bench.shop.big) == 0  # the 2-pack SKU has no sourcing of its own
