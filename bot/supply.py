@@ -43,7 +43,7 @@ class Supply:
     def attach(self, ctx: ShopContext) -> None:
         """Give the chat its supply commands and the sourcing its way to alert merchants."""
         ctx.supply = self.sourcing
-        self.sourcing.alert = self.sync.alert = merchant_alert(ctx)
+        self.sourcing.alert = self.sync.alert = self.procurement.alert = merchant_alert(ctx)
         self.sourcing.price_sync = self.sync  # merchant /sync
 
     def routes(self) -> list[Route]:

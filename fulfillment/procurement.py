@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -58,6 +58,7 @@ class ProcurementPolicy:
     not_found_after: timedelta = timedelta(minutes=10)  # kashangwl: "no such order" this long after sending
     resolve_batch: int = 50
     lease: timedelta = timedelta(seconds=30)
+    alert_after: timedelta = timedelta(minutes=30)  # an outcome still unknown this long: merchants are told
 
 
 class ProcurementService:
@@ -70,6 +71,15 @@ class ProcurementService:
         self.holder = holder
         self.policy = policy
         self.clock = clock
+        #: tells the merchants (message id, params) about held and long-unknown procurements; set by bot/supply.py
+        self.alert: Callable[[str, dict[str, object]], Awaitable[None]] | None = None
+
+    async def _alert_once(self, msgid: str, p: Procurement, detail: str) -> None:
+        now = self.clock()
+        if await self.store.claim_once(msgid, p.our_ref, now + timedelta(days=3650), now) and self.alert is not None:
+            await self.alert(msgid, {"ref": p.our_ref, "supplier": p.supplier, "product": p.product_id,
+                                     "quantity": p.quantity, "supplier_order": p.supplier_order_id or "-",
+                                     "detail": detail[:120]})
 
     # -- buying ----------------------------------------------------------------------------------------------
     async def buy(self, supplier: str, product_id: str, quantity: int, max_unit_cost: int, currency: str,
@@ -112,6 +122,7 @@ class ProcurementService:
         if mismatch:
             log.warning("event=procurement.held ref=%s supplier=%s reason=%s", p.our_ref, p.supplier, mismatch)
             await self.store.hold_procurement(p.our_ref, mismatch, self.clock())
+            await self._alert_once("supply.held", p, mismatch)
             return await self.store.procurement_by_ref(p.our_ref)
         cost = order.cost.amount if order.cost is not None and order.cost.currency == p.currency else None
         if order.status is OrderStatus.SUCCEEDED:
@@ -194,6 +205,8 @@ class ProcurementService:
             for p in due:
                 if p.held:
                     continue
+                if p.state is ProcurementState.UNKNOWN and now - p.created_at >= self.policy.alert_after:
+                    await self._alert_once("supply.unknown_long", p, p.detail)
                 done = await self.resolve(p)
                 settled += done is not None and done.state is not p.state and done.state is not ProcurementState.UNKNOWN
             return settled

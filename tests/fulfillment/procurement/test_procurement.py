@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import replace
 from datetime import timedelta
 
 import httpx
@@ -111,6 +112,12 @@ async def test_a_forged_callback_is_refused_and_changes_nothing(bench):
 
 
 async def test_a_callback_naming_another_product_is_held_for_a_merchant(bench):
+    alerts = []
+
+    async def alert(msgid, params):
+        alerts.append((msgid, params["ref"]))
+
+    bench.service.alert = alert
     bench.kashangwl.faults.wrong_product_callback = 1
     bench.kashangwl.faults.hold_after_accept = 1
     p = await _buy(bench)
@@ -121,6 +128,7 @@ async def test_a_callback_naming_another_product_is_held_for_a_merchant(bench):
     assert held.state is ProcurementState.UNKNOWN
     assert await bench.service.resolve_due() == 0  # held ones wait for a merchant
     assert await bench.available() == 0
+    assert alerts == [("supply.held", p.our_ref)]  # told once, though the supplier may retry its callback
 
 
 async def test_out_of_balance_is_a_definitive_failure(bench):
@@ -147,9 +155,18 @@ async def test_acgfaka_answer_lost_stays_unknown_until_a_merchant_settles_it(ben
     bench.acgfaka.faults.reset_after_accept = 1
     p = await _buy(bench, quantity=2, supplier="acg", product="STEAM10", max_cost=CARD_PRICE + 10)
     assert p.state is ProcurementState.UNKNOWN
+    alerts = []
+
+    async def alert(msgid, params):
+        alerts.append((msgid, params["ref"], params["supplier_order"]))
+
+    bench.service.alert = alert
+    bench.service.policy = replace(bench.service.policy, alert_after=timedelta(0))
+    await bench.service.resolve_due()
     await bench.service.resolve_due()
     assert (await bench.store.procurement_by_ref(p.our_ref)).state is ProcurementState.UNKNOWN
     assert bench.acgfaka.trade_requests == 1
+    assert alerts == [("supply.unknown_long", p.our_ref, "-")]  # once, with what the merchant needs to look
 
 
 async def test_one_live_procurement_per_order_and_one_open_restock_per_pool(bench):
