@@ -133,12 +133,7 @@ class OrderService:
         new = NewOrder(req.channel, req.user_id, req.chat_id, sku.id, quantity, price.amount * quantity,
                        price.currency, now + self.ttl, req.language)
         try:
-            try:
-                order = await self.store.reserve(new, now)
-            except store_errors.InsufficientStock:
-                if self.on_short is None or not await self.on_short(sku, quantity):
-                    raise
-                order = await self.store.reserve(new, now)  # codes bought on demand are in the pool now
+            order = await self._reserve(new, now, sku)
         except store_errors.InsufficientStock:
             available = await self.store.pool_available(sku.pool_id)
             raise OutOfStock("not enough stock", available=available // sku.units) from None
@@ -151,6 +146,17 @@ class OrderService:
         log.info("event=order.reserved order_id=%s sku_id=%s quantity=%s channel=%s",
                  order.id, sku.id, quantity, req.channel)
         return order
+
+    async def _reserve(self, new: NewOrder, now: datetime, sku: Sku) -> Order:
+        """reserve(); when short and the SKU buys on demand, buy and try again (a few times: concurrent buyers may
+        take the codes bought for this one first)."""
+        for _ in range(3):
+            try:
+                return await self.store.reserve(new, now)
+            except store_errors.InsufficientStock:
+                if self.on_short is None or not await self.on_short(sku, new.quantity):
+                    raise
+        return await self.store.reserve(new, now)
 
     async def move(self, order_id: int, to: OrderState, cause: str) -> bool:
         moved = await self.store.transition(order_id, sources_of(to), to, cause, self.clock())

@@ -39,6 +39,7 @@ from storage.records_supply import Procurement, ProcurementState, SkuSourcing
 
 log = logging.getLogger("kamibot.sourcing")
 _FAR = timedelta(days=3650)
+ON_DEMAND_BATCH_MAX = 20  # one on-demand purchase buys for at most this many queued buyers
 SHOWN_UNCOUNTED = 99  # a supplier that does not count its stock (recharge, unlimited) shows this many
 
 
@@ -66,6 +67,8 @@ class SourcingService:
         self.monotonic = monotonic
         self._catalogues: dict[str, tuple[float, dict[str, SupplierProduct]]] = {}
         self._balances: dict[str, tuple[float, Money]] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._waiting: dict[int, int] = {}  # buyers of each pool inside on_demand in this process
         #: tells the merchants (message id, params); set by the composition root
         self.alert: Callable[[str, dict[str, object]], Awaitable[None]] | None = None
         self.price_sync: Any = None  # fulfillment.price_sync.PriceSync, for the merchant's /sync
@@ -209,21 +212,32 @@ class SourcingService:
         if sourcing is None or not sourcing.on_demand or not sourcing.sources:
             return False
         need = quantity * sku.units
-        name = f"on-demand:{sku.pool_id}"
-        for _ in range(50):  # another buyer of this pool is buying: wait for it, then look again
-            if await self.store.pool_available(sku.pool_id) >= need:
-                return True
-            now = self.clock()
-            if await self.store.try_lease(name, self.holder, now + self.lease, now):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            return False
+        # buyers in this process queue on a lock (the lease's holder is the process: it would let them all in);
+        # the one buying buys for those queued behind it too (what is left over stays in the pool)
+        self._waiting[sku.pool_id] = self._waiting.get(sku.pool_id, 0) + 1
         try:
-            short = need - await self.store.pool_available(sku.pool_id)
-            if short <= 0:
-                return True
-            p = await self.procure(sourcing, short, sku.pool_id)
-            return p is not None and p.state is ProcurementState.SUCCEEDED and p.received > 0
+            return await self._buy_for(sku, sourcing, need)
         finally:
-            await self.store.release_lease(name, self.holder)
+            self._waiting[sku.pool_id] -= 1
+
+    async def _buy_for(self, sku: Sku, sourcing: SkuSourcing, need: int) -> bool:
+        name = f"on-demand:{sku.pool_id}"
+        async with self._locks.setdefault(sku.pool_id, asyncio.Lock()):
+            for _ in range(50):  # another process is buying for this pool: wait for it, then look again
+                if await self.store.pool_available(sku.pool_id) >= need:
+                    return True
+                now = self.clock()
+                if await self.store.try_lease(name, self.holder, now + self.lease, now):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                return False
+            try:
+                available = await self.store.pool_available(sku.pool_id)
+                if available >= need:
+                    return True
+                short = min(need * self._waiting.get(sku.pool_id, 1), need * ON_DEMAND_BATCH_MAX) - available
+                p = await self.procure(sourcing, short, sku.pool_id)
+                return p is not None and p.state is ProcurementState.SUCCEEDED and p.received > 0
+            finally:
+                await self.store.release_lease(name, self.holder)
