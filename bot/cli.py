@@ -15,6 +15,7 @@ from typing import Any
 from bot.composition import Shop, build_shop, open_store
 from bot.logs import configure_logging
 from bot.settings import Settings
+from bot.suppliers_cli import SUPPLIER_HANDLERS, add_supplier_commands
 from fulfillment.catalog import ShopFile, sku_spec
 from fulfillment.errors import ShopError, VaultError
 from fulfillment.importer import CodeImporter, ImportSource, detect_kind, parse_unit_cost
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("text", nargs="?", default=None)
     classify.add_argument("--file", default=None, help="one text per line (- for stdin): one JSON line each")
     classify.add_argument("--intents", default=None, help="FAQ TOML file (default: the built-in intents)")
+    add_supplier_commands(sub)
     return p
 
 
@@ -331,3 +333,4 @@ _HANDLERS: dict[str, Callable[[Shop, argparse.Namespace], Awaitable[int]]] = {
     "catalog.sku": _catalog_sku,
     "catalog.product": _catalog_product,
 }
+_HANDLERS.update(SUPPLIER_HANDLERS)

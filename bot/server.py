@@ -23,6 +23,7 @@ from bot.composition import Shop, build_context, build_shop
 from bot.jobs import JobStatus, run_jobs, ticket_sla_job
 from bot.logs import redact_access_log
 from bot.settings import Settings
+from bot.supply import build_supply
 from fulfillment.checkpoints import Checkpoints
 
 log = logging.getLogger("kamibot.server")
@@ -78,8 +79,10 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
     # interval a busy event loop makes each of those statements wait up to 5 ms (the convoy effect)
     sys.setswitchinterval(0.0005)
     shop = await build_shop(settings, checkpoints=checkpoints)  # checkpoints: crash tests only
+    supply = build_supply(shop)  # suppliers, procurement, restock and on-demand buying (issue 14)
     status = JobStatus()
     ctx = build_context(shop, {"console": set(settings.merchant_ids)})
+    supply.attach(ctx)  # merchant /suppliers, /source, /restock, /procurements; low-balance alerts
     telegram = None
     if settings.telegram.enabled:
         from bot.telegram import build_telegram
@@ -107,7 +110,7 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
         stop = asyncio.Event()
         if telegram is not None:
             await telegram.start()
-        extra = [ticket_sla_job(ctx, settings)]
+        extra = [ticket_sla_job(ctx, settings), *supply.jobs()]
         stars = telegram.job() if telegram is not None else None
         if stars is not None:
             extra.append(stars)  # finds Stars payments whose update was lost (getStarTransactions)
@@ -121,6 +124,7 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
             await jobs
             if wechatpay is not None:
                 await wechatpay.aclose()
+            await supply.aclose()
             if telegram is not None:
                 await telegram.stop()
             if wechat is not None:
@@ -129,6 +133,7 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
             log.info("event=server.stopped")
 
     app = create_app(shop, status, lifespan, telegram, wechat.routes() if wechat is not None else ())
+    app.router.routes.extend(supply.routes())  # POST /suppliers/{name}/notify
     if wechatpay is not None:
         app.router.routes.extend(wechatpay.routes())  # GET /pay/wechat/{order_ref}, POST /pay/wechat/notify
     # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; KAMIBOT_RISK__TRUSTED_PROXIES decides

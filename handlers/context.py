@@ -68,6 +68,8 @@ class ShopContext:
     faq: FaqMatcher | None = None
     #: the built-in FAQ matcher, built once per shop off the event loop (built by the composition root)
     faq_builtin: BuiltinMatcher = field(kw_only=True)
+    #: sourcing and procurement (fulfillment.sourcing.SourcingService) when `kamibot run` built it; None otherwise
+    supply: Any = None
 
     def language(self, channel: str, user_id: str, platform_language: str) -> str:
         chosen = self.languages.get((channel, user_id))

@@ -14,6 +14,7 @@ from handlers.flood import Admission, FloodGate
 from handlers.merchant import Merchant
 from handlers.risk_admin import MerchantRisk
 from handlers.storefront import Storefront
+from handlers.supply_admin import SUPPLY_COMMANDS, MerchantSupply
 from handlers.tickets_admin import TICKET_COMMANDS, MerchantTickets
 from handlers.types import Incoming, Reply
 
@@ -43,6 +44,7 @@ class Conversation:
         self.tickets = MerchantTickets(ctx)
         #: off where the channel adapter counts every update as it arrives (Telegram: handlers/telegram/intake.py)
         self.flood = FloodGate(ctx) if flood_control else None
+        self.supply = MerchantSupply(ctx)
 
     async def handle(self, msg: Incoming) -> list[Reply]:
         await self.ctx.load_language(msg.channel, msg.user_id)
@@ -115,6 +117,8 @@ class Conversation:
             return await self.faq.handle(msg, lang, rest)
         if command in TICKET_COMMANDS:
             return await self.tickets.handle(msg, lang, command, rest)
+        if command in SUPPLY_COMMANDS:
+            return await self.supply.handle(msg, lang, command, rest)
         if command not in RISK_COMMANDS:
             return None
         await self.ctx.services.audit.record(msg.channel, msg.user_id, command, rest)

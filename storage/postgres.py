@@ -10,13 +10,14 @@ from storage.postgres_customers import PgCustomers
 from storage.postgres_risk import PgRisk
 from storage.postgres_sales import PgSales
 from storage.postgres_shared import PgSharedState
+from storage.postgres_supply import PgSupply
 from storage.postgres_tickets import PgTickets
 from storage.postgres_vault import PgVault
 from storage.postgres_wechatpay import PgExtraPayments
 
 
 class PostgresStore(PgCatalog, PgVault, PgSales, PgCustomers, PgSharedState, PgRisk, PostgresBase, PgTickets,
-                    PgExtraPayments):
+                    PgExtraPayments, PgSupply):
     """The Store protocol (storage/protocol.py) on PostgreSQL. PostgresBase comes before PgTickets and
     PgExtraPayments, whose `pool` is a placeholder for the base's."""
 

@@ -20,11 +20,12 @@ from storage.protocols.payments_extra import ExtraPaymentStore
 from storage.protocols.risk import RiskStore
 from storage.protocols.schema import SchemaStore
 from storage.protocols.shared import SharedStateStore
+from storage.protocols.supply import SupplyStore
 from storage.protocols.tickets import TicketStore
 from storage.protocols.vault import VaultStore
 
 
 class Store(SchemaStore, CatalogStore, VaultStore, OrderStore, PaymentStore, ExtraPaymentStore, OutboxStore,
-            LedgerStore, CustomerStore, SharedStateStore, RiskStore, TicketStore, Protocol):
+            LedgerStore, CustomerStore, SharedStateStore, RiskStore, TicketStore, SupplyStore, Protocol):
     """Everything: what the composition root builds (storage/sqlite.py SqliteStore, storage/postgres.py
     PostgresStore)."""

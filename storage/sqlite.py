@@ -14,12 +14,14 @@ from storage.sqlite_customers import Customers
 from storage.sqlite_risk import Risk
 from storage.sqlite_sales import Sales
 from storage.sqlite_shared import SharedState
+from storage.sqlite_supply import Supply
 from storage.sqlite_tickets import Tickets
 from storage.sqlite_vault import VaultCodes
 from storage.sqlite_wechatpay import ExtraPayments
 
 
-class SqliteStore(Catalog, VaultCodes, Sales, Customers, SharedState, Risk, Tickets, ExtraPayments, SqliteBase):
+class SqliteStore(Catalog, VaultCodes, Sales, Customers, SharedState, Risk, Tickets, ExtraPayments, Supply,
+                  SqliteBase):
     """The Store protocol (storage/protocol.py) on SQLite."""
 
 

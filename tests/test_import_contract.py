@@ -1,6 +1,7 @@
 """The layering rules of DESIGN.md ("Layout") as an executable import contract, read with ast from the source.
 
-- handlers/ may import storage's plain data (storage.records, storage.events) but never the Store protocols,
+- handlers/ may import storage's plain data (storage.records, storage.records_supply,
+  storage.events) but never the Store protocols,
   storage errors or a backend: conversations and adapters talk to fulfillment/risk services;
 - nothing in fulfillment/, risk/, storage/, handlers/ or locales/ imports bot/ (only the composition root
   knows everything);
@@ -22,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "handlers", "fulfillment", "risk", "storage", "locales")
 #: storage modules that hold plain data only (records, typed events): importable from anywhere
-STORAGE_PLAIN_DATA = ("storage.records", "storage.events")
+STORAGE_PLAIN_DATA = ("storage.records", "storage.records_supply", "storage.events")
 
 
 @dataclass(frozen=True, order=True)

@@ -1,0 +1,243 @@
+"""Where a SKU's codes come from: its own pool first, then the cheapest healthy supplier product of its source
+list, never above the SKU's maximum unit cost; automatic restock of low pools; buying on demand.
+
+- Offers come from each source supplier's catalogue (cached for `catalogue_ttl` seconds per supplier): in stock,
+  enough of it when the supplier counts, cost at or under `max_unit_cost`; a supplier whose breaker is open or
+  whose catalogue cannot be read is skipped. Cheapest first, the source list's order breaking ties.
+- `procure` fails over to the next offer only when a purchase definitively failed; a purchase that is unknown (or
+  still sent) stops it: buying elsewhere then is how a shop buys twice.
+- `restock_due` (job): for every pool at or under its low-stock mark with a SKU that has a restock quantity, one
+  process at a time per pool (lease `restock:<pool id>`; the store also refuses a second open restock of a pool)
+  buys that quantity into the pool.
+- Before buying from a supplier its balance is read (cached like the catalogue): an offer the balance cannot pay
+  is skipped. After a purchase the balance is read again; under the supplier's `low_balance` mark the merchants
+  are alerted once per crossing (a claim-once key per "epoch"; climbing back over the mark starts a new epoch).
+- `on_demand` (OrderService's hook when a reservation finds too little stock): for a SKU marked on_demand, buys
+  the missing uses into its pool at once, one buyer per pool at a time (lease `on-demand:<pool id>`, others wait
+  briefly), so the reservation that follows holds real codes. Nothing is charged to the customer before the codes
+  are in the vault: a paid order is then always delivered from stock, and a purchase whose outcome is unknown
+  refuses the reservation (out of stock for now) instead of taking money for codes that may never come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fulfillment.procurement import ProcurementService
+from fulfillment.suppliers.errors import SupplierError
+from fulfillment.suppliers.protocol import Money, StockState, SupplierProduct
+from fulfillment.suppliers.registry import SupplierRegistry
+from storage.protocol import Store
+from storage.records import Sku
+from storage.records_supply import Procurement, ProcurementState, SkuSourcing
+
+log = logging.getLogger("kamibot.sourcing")
+_FAR = timedelta(days=3650)
+ON_DEMAND_BATCH_MAX = 20  # one on-demand purchase buys for at most this many queued buyers
+SHOWN_UNCOUNTED = 99  # a supplier that does not count its stock (recharge, unlimited) shows this many
+
+
+@dataclass(frozen=True)
+class Offer:
+    supplier: str
+    product_id: str
+    unit_cost: int
+    currency: str
+    position: int
+
+
+class SourcingService:
+    def __init__(self, store: Store, registry: SupplierRegistry, procurement: ProcurementService, holder: str,
+                 catalogue_ttl: float = 60.0, lease: timedelta = timedelta(seconds=60),
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.registry = registry
+        self.procurement = procurement
+        self.holder = holder
+        self.catalogue_ttl = catalogue_ttl
+        self.lease = lease
+        self.clock = clock
+        self.monotonic = monotonic
+        self._catalogues: dict[str, tuple[float, dict[str, SupplierProduct]]] = {}
+        self._balances: dict[str, tuple[float, Money]] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._waiting: dict[int, int] = {}  # buyers of each pool inside on_demand in this process
+        #: tells the merchants (message id, params); set by the composition root
+        self.alert: Callable[[str, dict[str, object]], Awaitable[None]] | None = None
+        self.price_sync: Any = None  # fulfillment.price_sync.PriceSync, for the merchant's /sync
+
+    async def _catalogue(self, name: str) -> dict[str, SupplierProduct] | None:
+        cached = self._catalogues.get(name)
+        if cached is not None and self.monotonic() - cached[0] < self.catalogue_ttl:
+            return cached[1]
+        supplier = await self.registry.get(name)
+        if supplier is None or not self.registry.healthy(name):
+            return None
+        try:
+            products = {p.product_id: p for p in await supplier.catalogue()}
+        except SupplierError as exc:
+            log.info("event=sourcing.catalogue_failed supplier=%s reason=%s", name, exc.kind)
+            return None
+        self._catalogues[name] = (self.monotonic(), products)
+        return products
+
+    def forget(self, name: str) -> None:
+        """Drop a supplier's cached catalogue and balance (after a refusal or a purchase: they changed)."""
+        self._catalogues.pop(name, None)
+        self._balances.pop(name, None)
+
+    async def balance(self, name: str) -> Money | None:
+        cached = self._balances.get(name)
+        if cached is not None and self.monotonic() - cached[0] < self.catalogue_ttl:
+            return cached[1]
+        supplier = await self.registry.get(name)
+        if supplier is None:
+            return None
+        try:
+            money = await supplier.balance()
+        except SupplierError as exc:
+            log.info("event=sourcing.balance_failed supplier=%s reason=%s", name, exc.kind)
+            return None
+        self._balances[name] = (self.monotonic(), money)
+        return money
+
+    async def _check_low_balance(self, name: str) -> None:
+        record = await self.store.supplier_by_name(name)
+        if record is None or not record.low_balance:
+            return
+        money = await self.balance(name)
+        if money is None:
+            return
+        now = self.clock()
+        epoch_key = f"supplier.low_balance_epoch:{name}"
+        epoch = await self.store.kv_get(epoch_key, now) or "0"
+        alerted_key = f"supplier.low_balance_alerted:{name}"
+        if money.amount >= record.low_balance:
+            if await self.store.kv_get(alerted_key, now) == epoch:
+                await self.store.kv_put(epoch_key, str(int(epoch) + 1), None)  # back over the mark: re-arm
+            return
+        if await self.store.claim_once("supplier.low_balance", f"{name}:{epoch}", now + _FAR, now):
+            await self.store.kv_put(alerted_key, epoch, None)
+            log.warning("event=supplier.low_balance supplier=%s balance=%d threshold=%d", name, money.amount,
+                        record.low_balance)
+            if self.alert is not None:
+                await self.alert("supply.low_balance", {"name": name, "amount": money.amount,
+                                                        "currency": money.currency,
+                                                        "threshold": record.low_balance})
+
+    async def offers(self, sourcing: SkuSourcing, quantity: int, only: str | None = None) -> list[Offer]:
+        found = []
+        for position, source in enumerate(sourcing.sources):
+            if only is not None and source.supplier != only:
+                continue
+            products = await self._catalogue(source.supplier)
+            product = (products or {}).get(source.product_id)
+            if product is None or product.stock is not StockState.IN_STOCK:
+                continue
+            if product.stock_count is not None and product.stock_count < quantity:
+                continue
+            if product.cost.amount > sourcing.max_unit_cost or not self.registry.healthy(source.supplier):
+                continue
+            found.append(Offer(source.supplier, source.product_id, product.cost.amount, product.cost.currency,
+                               position))
+        return sorted(found, key=lambda o: (o.unit_cost, o.position))
+
+    async def procure(self, sourcing: SkuSourcing, quantity: int, pool_id: int, order_id: int | None = None,
+                      only: str | None = None) -> Procurement | None:
+        """Buy `quantity` into the pool from the best offer, failing over on definitive failures only."""
+        last: Procurement | None = None
+        for offer in await self.offers(sourcing, quantity, only):
+            funds = await self.balance(offer.supplier)
+            if funds is not None and funds.amount < offer.unit_cost * quantity:
+                log.info("event=sourcing.skipped supplier=%s reason=balance", offer.supplier)
+                continue
+            p = await self.procurement.buy(offer.supplier, offer.product_id, quantity, sourcing.max_unit_cost,
+                                           offer.currency, pool_id, order_id)
+            if p is None:
+                return last  # another purchase for this pool or order is open: never a second one
+            last = p
+            self.forget(offer.supplier)
+            if p.state is not ProcurementState.FAILED:
+                await self._check_low_balance(offer.supplier)
+                return p  # succeeded, or unknown/sent: never fail over while the outcome is open
+            log.info("event=sourcing.failover pool=%d from=%s reason=%s", pool_id, offer.supplier, p.detail)
+        return last
+
+    async def restock(self, pool_id: int, sourcing: SkuSourcing, quantity: int, only: str | None = None
+                      ) -> Procurement | None:
+        """One restock of a pool, under its lease (None: another process is restocking it)."""
+        name, now = f"restock:{pool_id}", self.clock()
+        if not await self.store.try_lease(name, self.holder, now + self.lease, now):
+            return None
+        try:
+            return await self.procure(sourcing, quantity, pool_id, only=only)
+        finally:
+            await self.store.release_lease(name, self.holder)
+
+    async def restock_due(self) -> int:
+        """Job tick: restock every low pool that has a restock rule; the number of purchases that succeeded."""
+        done = 0
+        for pool_id, sourcing in await self.store.restock_candidates():
+            p = await self.restock(pool_id, sourcing, sourcing.restock_quantity)
+            done += p is not None and p.state is ProcurementState.SUCCEEDED
+        return done
+
+    async def sellable(self, sku: Sku) -> int:
+        """Stock to show customers: own stock, plus for an on-demand SKU what its healthy sources reported at the
+        last catalogue sync (a source that does not count shows as SHOWN_UNCOUNTED)."""
+        own = await self.store.pool_available(sku.pool_id) // sku.units
+        sourcing = await self.store.sku_sourcing(sku.id)
+        if sourcing is None or not sourcing.on_demand:
+            return own
+        reported = {(p.supplier, p.product_id): p for p in await self.store.supplier_products()}
+        extra = 0
+        for source in sourcing.sources:
+            p = reported.get((source.supplier, source.product_id))
+            if p is None or p.stock != StockState.IN_STOCK.value or p.cost > sourcing.max_unit_cost \
+                    or not self.registry.healthy(source.supplier):
+                continue
+            extra += SHOWN_UNCOUNTED if p.stock_count is None else p.stock_count // sku.units
+        return own + extra
+
+    async def on_demand(self, sku: Sku, quantity: int) -> bool:
+        """Buy what a reservation of `quantity` items lacks, for an on-demand SKU; True when it may retry."""
+        sourcing = await self.store.sku_sourcing(sku.id)
+        if sourcing is None or not sourcing.on_demand or not sourcing.sources:
+            return False
+        need = quantity * sku.units
+        # buyers in this process queue on a lock (the lease's holder is the process: it would let them all in);
+        # the one buying buys for those queued behind it too (what is left over stays in the pool)
+        self._waiting[sku.pool_id] = self._waiting.get(sku.pool_id, 0) + 1
+        try:
+            return await self._buy_for(sku, sourcing, need)
+        finally:
+            self._waiting[sku.pool_id] -= 1
+
+    async def _buy_for(self, sku: Sku, sourcing: SkuSourcing, need: int) -> bool:
+        name = f"on-demand:{sku.pool_id}"
+        async with self._locks.setdefault(sku.pool_id, asyncio.Lock()):
+            for _ in range(50):  # another process is buying for this pool: wait for it, then look again
+                if await self.store.pool_available(sku.pool_id) >= need:
+                    return True
+                now = self.clock()
+                if await self.store.try_lease(name, self.holder, now + self.lease, now):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                return False
+            try:
+                available = await self.store.pool_available(sku.pool_id)
+                if available >= need:
+                    return True
+                short = min(need * self._waiting.get(sku.pool_id, 1), need * ON_DEMAND_BATCH_MAX) - available
+                p = await self.procure(sourcing, short, sku.pool_id)
+                return p is not None and p.state is ProcurementState.SUCCEEDED and p.received > 0
+            finally:
+                await self.store.release_lease(name, self.holder)
