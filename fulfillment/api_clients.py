@@ -1,0 +1,122 @@
+"""API clients of the order API: keys (a public key id and a secret shown once, kept sealed under the vault key),
+scopes, revocation, and their prepaid wallets (every movement a wallet ledger line)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from fulfillment.api_secrets import SecretBox
+from fulfillment.errors import BadInput
+from fulfillment.vault import Vault
+from storage.protocols.api import ApiClient, ApiStore, InsufficientBalance, NameTaken, WalletLine
+from storage.protocols.shared import SharedStateStore
+
+log = logging.getLogger("kamibot.api")
+SCOPES = ("catalog:read", "orders:write", "orders:read")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+SECRET_PURPOSE = "api-secret"
+#: a wallet movement's amount, in minor units (one top-up of at most 10^12: a trillion fen)
+MAX_TOP_UP = 10**12
+
+__all__ = ["SCOPES", "ApiClient", "ApiKeys", "NewKey", "WalletLine"]
+
+
+class KeyStore(ApiStore, SharedStateStore, Protocol):
+    """Clients and wallets, and the claim-once keys that make a nonce single-use across processes."""
+
+
+@dataclass(frozen=True)
+class NewKey:
+    client: ApiClient
+    secret: str  # shown once to the merchant; never stored in clear, never logged
+
+
+class ApiKeys:
+    def __init__(self, store: KeyStore, vault: Vault,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store = store
+        self.box = SecretBox(vault)
+        self.clock = clock
+        self._secrets: dict[tuple[str, bytes], str] = {}  # (key id, nonce) -> clear secret, this process only
+
+    async def create(self, name: str, scopes: list[str]) -> NewKey:
+        if not _NAME.match(name):
+            raise BadInput("name: letters, digits, _ . - (at most 64)")
+        wanted = tuple(dict.fromkeys(s.strip() for s in scopes if s.strip()))
+        if not wanted or any(s not in SCOPES for s in wanted):
+            raise BadInput(f"scopes: one or more of {', '.join(SCOPES)}")
+        key_id = "kk_" + secrets.token_hex(8)
+        secret = "ks_" + secrets.token_urlsafe(32)
+        sealed = self.box.seal(SECRET_PURPOSE, key_id, secret.encode())
+        try:
+            client = await self.store.create_api_client(key_id, name, wanted, sealed, self.clock())
+        except NameTaken:
+            raise BadInput(f"an API client named {name} exists") from None
+        log.info("event=api.key_created key_id=%s scopes=%s", key_id, ",".join(wanted))
+        return NewKey(client, secret)
+
+    async def clients(self) -> list[ApiClient]:
+        return await self.store.api_clients()
+
+    async def revoke(self, ref: str) -> bool:
+        client = await self.find(ref)
+        done = await self.store.revoke_api_client(client.key_id, self.clock())
+        if done:
+            log.info("event=api.key_revoked key_id=%s", client.key_id)
+        return done
+
+    async def find(self, ref: str) -> ApiClient:
+        """A client by key id or name."""
+        client = await self.store.api_client(ref)
+        if client is None:
+            client = next((c for c in await self.store.api_clients() if c.name == ref), None)
+        if client is None:
+            raise BadInput(f"no API client {ref}")
+        return client
+
+    async def live_client(self, key_id: str) -> ApiClient | None:
+        """The client of a request's key id, unless unknown or revoked (read each request: a revocation in any
+        process takes effect at once)."""
+        client = await self.store.api_client(key_id)
+        return client if client is not None and client.revoked_at is None else None
+
+    async def claim_nonce(self, key_id: str, nonce: str, window: timedelta) -> bool:
+        """True the first time (key id, nonce) is seen within the signature window, in any process."""
+        now = self.clock()
+        return await self.store.claim_once("api.nonce", f"{key_id}:{nonce}", now + 2 * window, now)
+
+    def secret_of(self, client: ApiClient) -> str:
+        cache_key = (client.key_id, client.secret.nonce)
+        secret = self._secrets.get(cache_key)
+        if secret is None:
+            secret = self.box.open(SECRET_PURPOSE, client.key_id, client.secret).decode()
+            self._secrets[cache_key] = secret
+        return secret
+
+    async def top_up(self, ref: str, amount: int, currency: str, note: str) -> WalletLine:
+        """A merchant's wallet movement (negative: a correction); never below zero."""
+        if not _CURRENCY.match(currency):
+            raise BadInput("currency: three capital letters (CNY, USD)")
+        if amount == 0 or abs(amount) > MAX_TOP_UP:
+            raise BadInput("amount: a non-zero whole number of minor units")
+        client = await self.find(ref)
+        try:
+            line = await self.store.adjust_wallet(client.id, currency, amount, "topup", note[:200], self.clock())
+        except InsufficientBalance:
+            raise BadInput("the wallet holds less than that") from None
+        assert line is not None  # only order-bound movements are once-only
+        log.info("event=api.wallet_topup client_id=%s currency=%s amount=%s", client.id, currency, amount)
+        return line
+
+    async def wallet(self, client_id: int) -> dict[str, int]:
+        return await self.store.wallet_balances(client_id)
+
+    async def wallet_lines(self, client_id: int, limit: int = 50) -> list[WalletLine]:
+        return await self.store.wallet_lines(client_id, limit)

@@ -1,0 +1,124 @@
+"""The order API's endpoints under /api/v1: authenticate, check the scope, parse, call the fulfillment verb,
+answer JSON. POST /orders runs under its Idempotency-Key (fulfillment/api_idempotency.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from fulfillment.api_clients import ApiClient, ApiKeys
+from fulfillment.api_errors import ApiCode, ApiError
+from fulfillment.api_idempotency import IdempotentReplies
+from fulfillment.api_orders import ApiOrders, OrderRequest
+from fulfillment.api_signing import IDEMPOTENCY_HEADER
+from handlers.api.auth import Authenticator, require
+from handlers.api.wire import MAX_BODY, ApiRequest, ApiResponse, error_response, refuse, respond
+
+log = logging.getLogger("kamibot.api")
+PREFIX = "/api/v1"
+_ORDER_NO = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_SLUG = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_ORDER_FIELDS = {"client_order_no", "sku", "quantity", "callback_url"}
+
+Handler = Callable[[ApiClient, ApiRequest, str], Awaitable[ApiResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    pattern: re.Pattern[str]
+    scope: str
+    handler: Handler
+
+
+def parse_order(body: bytes) -> OrderRequest:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(ApiCode.MALFORMED) from None
+    if not isinstance(data, dict) or not set(data) <= _ORDER_FIELDS:
+        raise ApiError(ApiCode.MALFORMED)
+    no, sku, callback = data.get("client_order_no"), data.get("sku"), data.get("callback_url") or ""
+    if not isinstance(no, str) or not _ORDER_NO.match(no) or not isinstance(sku, str) or not sku:
+        raise ApiError(ApiCode.MALFORMED)
+    if not isinstance(callback, str) or "quantity" not in data:
+        raise ApiError(ApiCode.MALFORMED)
+    if not _SLUG.match(sku):
+        raise ApiError(ApiCode.UNKNOWN_SKU)
+    return OrderRequest(no, sku, data["quantity"], callback)
+
+
+class ApiChannel:
+    def __init__(self, auth: Authenticator, keys: ApiKeys, orders: ApiOrders, replies: IdempotentReplies) -> None:
+        self.auth = auth
+        self.keys = keys
+        self.orders = orders
+        self.replies = replies
+        self.routes = [
+            Route("GET", re.compile(r"^/products$"), "catalog:read", self._products),
+            Route("GET", re.compile(r"^/products/(?P<arg>[^/]+)$"), "catalog:read", self._product),
+            Route("GET", re.compile(r"^/wallet$"), "orders:read", self._wallet),
+            Route("POST", re.compile(r"^/orders$"), "orders:write", self._place),
+            Route("GET", re.compile(r"^/orders/(?P<arg>[^/]+)$"), "orders:read", self._order),
+        ]
+
+    async def handle(self, req: ApiRequest) -> ApiResponse:
+        """Any request under /api/v1: a JSON answer, never an exception (INTERNAL hides what failed)."""
+        try:
+            return await self._handle(req)
+        except ApiError as exc:
+            return error_response(exc)
+        except Exception as exc:  # noqa: BLE001 - the client gets INTERNAL, the log the class name only
+            log.error("event=api.failed path=%s error=%s", req.path[:80], type(exc).__name__)
+            return refuse(ApiCode.INTERNAL)
+
+    async def _handle(self, req: ApiRequest) -> ApiResponse:
+        if len(req.body) > MAX_BODY:
+            raise ApiError(ApiCode.BODY_TOO_LARGE)
+        client = await self.auth.authenticate(req)
+        sub = req.path[len(PREFIX):] if req.path.startswith(PREFIX) else ""
+        for route in self.routes:
+            m = route.pattern.match(sub)
+            if m is not None and route.method == req.method:
+                require(client, route.scope)
+                return await route.handler(client, req, m.groupdict().get("arg") or "")
+        raise ApiError(ApiCode.NOT_FOUND)
+
+    async def _products(self, client: ApiClient, req: ApiRequest, arg: str) -> ApiResponse:
+        return respond(200, {"products": [p.as_json() for p in await self.orders.products()]})
+
+    async def _product(self, client: ApiClient, req: ApiRequest, arg: str) -> ApiResponse:
+        if not _SLUG.match(arg):
+            raise ApiError(ApiCode.UNKNOWN_SKU)
+        return respond(200, (await self.orders.product(arg)).as_json())
+
+    async def _wallet(self, client: ApiClient, req: ApiRequest, arg: str) -> ApiResponse:
+        return respond(200, {"balances": await self.keys.wallet(client.id)})
+
+    async def _order(self, client: ApiClient, req: ApiRequest, arg: str) -> ApiResponse:
+        if not _ORDER_NO.match(arg):
+            raise ApiError(ApiCode.UNKNOWN_ORDER)
+        return respond(200, (await self.orders.order(client, arg)).as_json())
+
+    async def _place(self, client: ApiClient, req: ApiRequest, arg: str) -> ApiResponse:
+        order = parse_order(req.body)
+        key = req.headers.get(IDEMPOTENCY_HEADER, "")
+
+        async def work() -> tuple[int, bytes]:
+            try:
+                view = await self.orders.place(client, order)
+            except ApiError as exc:
+                answer = error_response(exc)
+                return answer.status, answer.body
+            return 201, respond(201, view.as_json()).body
+
+        if not key:
+            status, body = await work()
+        elif not self.replies.valid_key(key):
+            raise ApiError(ApiCode.MALFORMED)
+        else:
+            status, body = await self.replies.run(client.id, key, order.digest(), work)
+        return ApiResponse(status, body)
