@@ -1,0 +1,70 @@
+"""POST /api/v1/orders and the reads around it, on both backends: a wallet-paid order answered with its codes,
+debited once, readable again; the catalogue with the API price and stock state."""
+
+from __future__ import annotations
+
+from tests.api.conftest import PRICE, ApiShop
+
+
+async def test_signed_order_is_answered_with_its_codes_and_debits_the_wallet_once(api: ApiShop) -> None:
+    # given a funded client
+    # when it orders two codes
+    r = await api.order("A-1", 2)
+    # then the answer carries both codes, the wallet paid exactly the price once
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["client_order_no"] == "A-1" and body["quantity"] == 2 and body["amount"] == 2 * PRICE
+    assert len(body["codes"]) == 2 and all(c.startswith("CODE-") for c in body["codes"])
+    assert await api.shop.store.wallet_balances(api.key.client.id) == {"CNY": 10_000 - 2 * PRICE}
+    lines = await api.shop.store.wallet_lines(api.key.client.id, 10)
+    assert [(ln.kind, ln.amount, ln.balance_after) for ln in lines] == [
+        ("order", -2 * PRICE, 10_000 - 2 * PRICE), ("topup", 10_000, 10_000)]
+    # and the order reads back with the same codes, and the wallet endpoint agrees
+    again = await api.call("GET", "/api/v1/orders/A-1")
+    assert again.status_code == 200 and again.json()["codes"] == body["codes"]
+    wallet = await api.call("GET", "/api/v1/wallet")
+    assert wallet.json() == {"balances": {"CNY": 10_000 - 2 * PRICE}}
+
+
+async def test_delivery_worker_completes_api_orders(api: ApiShop) -> None:
+    r = await api.order("A-1", 1)
+    assert r.json()["state"] == "delivering"
+    await api.shop.delivery.drain()
+    after = await api.call("GET", "/api/v1/orders/A-1")
+    assert after.json()["state"] == "delivered" and after.json()["codes"] == r.json()["codes"]
+
+
+async def test_same_order_number_and_body_returns_the_first_order(api: ApiShop) -> None:
+    first = await api.order("A-1", 1)
+    second = await api.order("A-1", 1)
+    assert second.status_code == 201 and second.json() == first.json()
+    assert await api.shop.store.wallet_balances(api.key.client.id) == {"CNY": 10_000 - PRICE}
+
+
+async def test_products_list_the_api_price_and_stock(api: ApiShop) -> None:
+    r = await api.call("GET", "/api/v1/products")
+    assert r.status_code == 200
+    mine = [p for p in r.json()["products"] if p["sku"] == api.sku_slug]
+    assert mine and mine[0]["price"] == PRICE and mine[0]["currency"] == "CNY"
+    assert mine[0]["stock"] == "in_stock" and mine[0]["available"] == 20
+    one = await api.call("GET", f"/api/v1/products/{api.sku_slug}")
+    assert one.json() == mine[0]
+    # a SKU without an API price is not offered
+    assert all(p["sku"] == api.sku_slug for p in r.json()["products"])
+
+
+async def test_signed_query_string_is_accepted(api: ApiShop) -> None:
+    r = await api.call("GET", "/api/v1/products", query="b=2&a=1&a=0")
+    assert r.status_code == 200
+
+
+async def test_wallet_refund_credits_once(api: ApiShop) -> None:
+    from fulfillment.api_orders import WalletProvider
+
+    r = await api.order("A-1", 1)
+    order = await api.shop.store.order_by_ref(r.json()["order_no"])
+    assert order is not None
+    provider = WalletProvider(api.shop.store)
+    await provider.refund(order, "x", order.amount)
+    await provider.refund(order, "x", order.amount)
+    assert await api.shop.store.wallet_balances(api.key.client.id) == {"CNY": 10_000}
