@@ -33,13 +33,15 @@ async def test_concurrent_orders_on_one_wallet_never_overdraw_it(api: ApiShop) -
     answers = await asyncio.gather(*(api.order(f"B-{i}", 1) for i in range(40)))
     # then exactly 14 are placed, the rest refused for the balance, and the money adds up
     codes = sorted(r.json()["code"] if r.status_code != 201 else "OK" for r in answers)
-    assert codes.count("OK") == 14 and set(codes) == {"OK", "INSUFFICIENT_BALANCE"}
+    assert codes.count("OK") == 14
+    assert set(codes) == {"OK", "INSUFFICIENT_BALANCE"}
     store, cid = api.shop.store, api.key.client.id
     balance = (await store.wallet_balances(cid))["CNY"]
     assert balance == 10_000 - 14 * PRICE >= 0
     lines = await store.wallet_lines(cid, 1000)
     debits = [ln for ln in lines if ln.kind == "order"]
-    assert len(debits) == 14 and len({ln.order_id for ln in debits}) == 14
+    assert len(debits) == 14
+    assert len({ln.order_id for ln in debits}) == 14
     assert sum(ln.amount for ln in lines) == balance
     assert all(ln.balance_after >= 0 for ln in lines)
     orders = await store.orders_for_user("api", f"client:{cid}", 1000, 0)

@@ -13,15 +13,19 @@ async def test_signed_order_is_answered_with_its_codes_and_debits_the_wallet_onc
     # then the answer carries both codes, the wallet paid exactly the price once
     assert r.status_code == 201, r.text
     body = r.json()
-    assert body["client_order_no"] == "A-1" and body["quantity"] == 2 and body["amount"] == 2 * PRICE
-    assert len(body["codes"]) == 2 and all(c.startswith("CODE-") for c in body["codes"])
+    assert body["client_order_no"] == "A-1"
+    assert body["quantity"] == 2
+    assert body["amount"] == 2 * PRICE
+    assert len(body["codes"]) == 2
+    assert all(c.startswith("CODE-") for c in body["codes"])
     assert await api.shop.store.wallet_balances(api.key.client.id) == {"CNY": 10_000 - 2 * PRICE}
     lines = await api.shop.store.wallet_lines(api.key.client.id, 10)
     assert [(ln.kind, ln.amount, ln.balance_after) for ln in lines] == [
         ("order", -2 * PRICE, 10_000 - 2 * PRICE), ("topup", 10_000, 10_000)]
     # and the order reads back with the same codes, and the wallet endpoint agrees
     again = await api.call("GET", "/api/v1/orders/A-1")
-    assert again.status_code == 200 and again.json()["codes"] == body["codes"]
+    assert again.status_code == 200
+    assert again.json()["codes"] == body["codes"]
     wallet = await api.call("GET", "/api/v1/wallet")
     assert wallet.json() == {"balances": {"CNY": 10_000 - 2 * PRICE}}
 
@@ -31,13 +35,15 @@ async def test_delivery_worker_completes_api_orders(api: ApiShop) -> None:
     assert r.json()["state"] == "delivering"
     await api.shop.delivery.drain()
     after = await api.call("GET", "/api/v1/orders/A-1")
-    assert after.json()["state"] == "delivered" and after.json()["codes"] == r.json()["codes"]
+    assert after.json()["state"] == "delivered"
+    assert after.json()["codes"] == r.json()["codes"]
 
 
 async def test_same_order_number_and_body_returns_the_first_order(api: ApiShop) -> None:
     first = await api.order("A-1", 1)
     second = await api.order("A-1", 1)
-    assert second.status_code == 201 and second.json() == first.json()
+    assert second.status_code == 201
+    assert second.json() == first.json()
     assert await api.shop.store.wallet_balances(api.key.client.id) == {"CNY": 10_000 - PRICE}
 
 
@@ -45,8 +51,11 @@ async def test_products_list_the_api_price_and_stock(api: ApiShop) -> None:
     r = await api.call("GET", "/api/v1/products")
     assert r.status_code == 200
     mine = [p for p in r.json()["products"] if p["sku"] == api.sku_slug]
-    assert mine and mine[0]["price"] == PRICE and mine[0]["currency"] == "CNY"
-    assert mine[0]["stock"] == "in_stock" and mine[0]["available"] == 20
+    assert mine
+    assert mine[0]["price"] == PRICE
+    assert mine[0]["currency"] == "CNY"
+    assert mine[0]["stock"] == "in_stock"
+    assert mine[0]["available"] == 20
     one = await api.call("GET", f"/api/v1/products/{api.sku_slug}")
     assert one.json() == mine[0]
     # a SKU without an API price is not offered
