@@ -25,6 +25,8 @@ from tests.storage.seed import make_shop
 
 PRICE = 700
 ALL_SCOPES = ["catalog:read", "orders:write", "orders:read"]
+#: rate limits out of the way except where a test measures them
+FAST = {"rate_per_s": 100_000, "burst": 100_000}
 
 
 @dataclass
@@ -64,14 +66,14 @@ async def open_api_shop(tmp_path: Path, backend: str, codes: int = 20, funds: in
                         scopes: list[str] | None = None) -> tuple[ApiShop, str | None]:
     schema = None
     if backend == "sqlite":
-        shop = await build_shop(settings_for(tmp_path, risk={"enabled": False}), risk=AllowAll())
+        shop = await build_shop(settings_for(tmp_path, risk={"enabled": False}, api=FAST), risk=AllowAll())
     else:
         from storage.postgres import PostgresStore
 
         schema = await pg_schema_or_skip()
         store = await PostgresStore(PG_DSN, schema=schema, states=STATE_GROUPS).open()
         await store.migrate()
-        shop = await build_shop(settings_for(tmp_path, risk={"enabled": False}), store=store, risk=AllowAll())
+        shop = await build_shop(settings_for(tmp_path, risk={"enabled": False}, api=FAST), store=store, risk=AllowAll())
     runtime = build_api(shop)
     seeded = await make_shop(shop.store, codes=codes, vault=shop.vault)
     await shop.store.set_price(Price(seeded.sku.id, "api", "CNY", PRICE))
