@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
 from fulfillment.api_signing import Signer
-from tests.api.conftest import ApiShop
+from tests.api.conftest import ApiShop, close_api_shop, open_api_shop
 
 
 async def expect(api: ApiShop, response_coro: object, status: int, code: str) -> None:
@@ -124,3 +125,18 @@ async def test_idempotency_key_with_another_body(api: ApiShop) -> None:
 async def test_unknown_route_and_order(api: ApiShop) -> None:
     await expect(api, api.call("GET", "/api/v1/nothing"), 404, "NOT_FOUND")
     await expect(api, api.call("GET", "/api/v1/orders/NOPE"), 404, "UNKNOWN_ORDER")
+
+
+
+async def test_rate_limit_per_key(tmp_path: Path) -> None:
+    # given keys limited to a burst of 3 requests
+    api, _ = await open_api_shop(tmp_path, "sqlite", limits={"rate_per_s": 0.001, "burst": 3})
+    other = await api.keys.create("other", ["orders:read"])
+    try:
+        # when one key sends 4 requests, then the 4th is refused; another key is not affected
+        answers = [(await api.call("GET", "/api/v1/wallet")).status_code for _ in range(4)]
+        assert answers == [200, 200, 200, 429]
+        second = await api.call("GET", "/api/v1/wallet", signer=Signer(other.client.key_id, other.secret))
+        assert second.status_code == 200
+    finally:
+        await close_api_shop(api, None)
