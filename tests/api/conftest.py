@@ -74,7 +74,8 @@ async def open_api_shop(tmp_path: Path, backend: str, codes: int = 20, funds: in
         schema = await pg_schema_or_skip()
         store = await PostgresStore(PG_DSN, schema=schema, states=STATE_GROUPS).open()
         await store.migrate()
-        shop = await build_shop(settings_for(tmp_path, risk={"enabled": False}, api=limits or FAST), store=store, risk=AllowAll())
+        shop = await build_shop(settings_for(tmp_path, risk={"enabled": False}, api=limits or FAST), store=store,
+                                risk=AllowAll())
     runtime = build_api(shop)
     seeded = await make_shop(shop.store, codes=codes, vault=shop.vault)
     await shop.store.set_price(Price(seeded.sku.id, "api", "CNY", PRICE))
