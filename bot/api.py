@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -59,8 +60,10 @@ def build_api(shop: Shop) -> ApiRuntime:
 
         limiter = MemoryLimiter()
     auth = Authenticator(keys, limiter, settings.rate_per_s, settings.burst)
-    orders = ApiOrders(shop.store, shop.catalog, shop.vault, settings.allow_private_callbacks)
-    replies = IdempotentReplies(shop.store, SecretBox(shop.vault))
+    orders = ApiOrders(shop.store, shop.catalog, shop.vault, settings.allow_private_callbacks,
+                       checkpoints=shop.payments.checkpoints)
+    lease = timedelta(seconds=settings.idempotency_lease_s)
+    replies = IdempotentReplies(shop.store, SecretBox(shop.vault), lease=lease, wait=lease * 2 / 3)
     shop.channels[CHANNEL] = ApiDeliveries()
     shop.providers["wallet"] = WalletProvider(shop.store)
     return ApiRuntime(ApiChannel(auth, keys, orders, replies))

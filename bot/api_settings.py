@@ -12,3 +12,6 @@ class ApiSettings(BaseModel):
     burst: int = Field(40, ge=1)
     #: callbacks to private, loopback and link-local addresses (tests, a shop calling its own LAN); off by default
     allow_private_callbacks: bool = False
+    #: a POST's Idempotency-Key is held this long by the request running it; a retry after that (the holder
+    #: died) runs it again, which finds the order already placed by its client_order_no
+    idempotency_lease_s: float = Field(30.0, ge=0.1, le=600)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from fulfillment.api_errors import ApiCode, ApiError
 from fulfillment.callback_urls import BadCallbackUrl, check_callback_url
 from fulfillment.catalog import CatalogService
+from fulfillment.checkpoints import Checkpoints, NoCheckpoints
 from fulfillment.errors import BadQuantity
 from fulfillment.orders import MAX_QUANTITY, WITH_CODES, parse_quantity
 from fulfillment.vault import Vault
@@ -24,6 +25,8 @@ from storage.records import Order, Sku
 
 log = logging.getLogger("kamibot.api")
 CHANNEL = "api"
+#: checkpoint (fulfillment/checkpoints.py): the order is placed and paid (committed), its answer not yet sent
+API_ORDER_PLACED = "api.order_placed"
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,10 @@ class OrderRequest:
 
 class ApiOrders:
     def __init__(self, store: Store, catalog: CatalogService, vault: Vault, allow_private_callbacks: bool = False,
+                 checkpoints: Checkpoints | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
+        self.checkpoints = checkpoints or NoCheckpoints()
         self.catalog = catalog
         self.vault = vault
         self.allow_private_callbacks = allow_private_callbacks
@@ -139,6 +144,7 @@ class ApiOrders:
             raise ApiError(ApiCode.UNKNOWN_SKU) from None
         except DuplicateOrderNo:
             raise ApiError(ApiCode.DUPLICATE_ORDER_NO) from None
+        self.checkpoints.reach(API_ORDER_PLACED)
         if placed.fresh:
             log.info("event=api.order_placed order_id=%s client_id=%s sku_id=%s quantity=%s",
                      placed.order_id, client.id, sku.id, quantity)
