@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bot.composition import Shop
+from fulfillment.api_callbacks import ApiCallbacks
 from fulfillment.api_clients import ApiKeys
 from fulfillment.api_errors import ApiCode
 from fulfillment.api_idempotency import IdempotentReplies
@@ -64,6 +65,6 @@ def build_api(shop: Shop) -> ApiRuntime:
                        checkpoints=shop.payments.checkpoints)
     lease = timedelta(seconds=settings.idempotency_lease_s)
     replies = IdempotentReplies(shop.store, SecretBox(shop.vault), lease=lease, wait=lease * 2 / 3)
-    shop.channels[CHANNEL] = ApiDeliveries()
+    shop.channels[CHANNEL] = ApiDeliveries(ApiCallbacks(shop.store, keys, settings.allow_private_callbacks))
     shop.providers["wallet"] = WalletProvider(shop.store)
     return ApiRuntime(ApiChannel(auth, keys, orders, replies))

@@ -64,7 +64,7 @@ class ApiShop:
 
 async def open_api_shop(tmp_path: Path, backend: str, codes: int = 20, funds: int = 10_000,
                         scopes: list[str] | None = None,
-                        limits: dict[str, float] | None = None) -> tuple[ApiShop, str | None]:
+                        limits: dict[str, object] | None = None) -> tuple[ApiShop, str | None]:
     schema = None
     if backend == "sqlite":
         shop = await build_shop(settings_for(tmp_path, risk={"enabled": False}, api=limits or FAST), risk=AllowAll())
