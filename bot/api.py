@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -19,8 +20,25 @@ from fulfillment.api_orders import CHANNEL, ApiOrders, WalletProvider
 from fulfillment.api_secrets import SecretBox
 from handlers.api.auth import Authenticator
 from handlers.api.delivery import ApiDeliveries
+from handlers.api.openapi import document
 from handlers.api.routes import PREFIX, ApiChannel
-from handlers.api.wire import MAX_BODY, ApiRequest, ApiResponse, refuse
+from handlers.api.wire import MAX_BODY, ApiRequest, ApiResponse, dump, refuse
+
+
+class _AnyPath(Convertor[str]):
+    """The rest of a path including newlines (Starlette's `path` stops at one, and would answer its own plain-text
+    404): every request under /api/v1 gets the API's JSON answer."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("api_any", _AnyPath())
 
 
 @dataclass
@@ -28,7 +46,11 @@ class ApiRuntime:
     channel: ApiChannel
 
     def routes(self) -> list[BaseRoute]:
-        return [Route(PREFIX + "/{rest:path}", self.endpoint, methods=["GET", "POST"])]
+        return [Route("/api/openapi.json", self.openapi, methods=["GET"]),
+                Route(PREFIX + "/{rest:api_any}", self.endpoint, methods=["GET", "POST"])]
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(dump(document()), media_type="application/json")
 
     async def endpoint(self, request: Request) -> Response:
         declared = request.headers.get("content-length", "")

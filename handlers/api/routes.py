@@ -3,7 +3,6 @@ answer JSON. POST /orders runs under its Idempotency-Key (fulfillment/api_idempo
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -12,16 +11,16 @@ from dataclasses import dataclass
 from fulfillment.api_clients import ApiClient, ApiKeys
 from fulfillment.api_errors import ApiCode, ApiError
 from fulfillment.api_idempotency import IdempotentReplies
-from fulfillment.api_orders import ApiOrders, OrderRequest
+from fulfillment.api_orders import ApiOrders
 from fulfillment.api_signing import IDEMPOTENCY_HEADER
 from handlers.api.auth import Authenticator, require
+from handlers.api.models import parse_order
 from handlers.api.wire import MAX_BODY, ApiRequest, ApiResponse, error_response, refuse, respond
 
 log = logging.getLogger("kamibot.api")
 PREFIX = "/api/v1"
 _ORDER_NO = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _SLUG = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_ORDER_FIELDS = {"client_order_no", "sku", "quantity", "callback_url"}
 
 Handler = Callable[[ApiClient, ApiRequest, str], Awaitable[ApiResponse]]
 
@@ -32,23 +31,6 @@ class Route:
     pattern: re.Pattern[str]
     scope: str
     handler: Handler
-
-
-def parse_order(body: bytes) -> OrderRequest:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(ApiCode.MALFORMED) from None
-    if not isinstance(data, dict) or not set(data) <= _ORDER_FIELDS:
-        raise ApiError(ApiCode.MALFORMED)
-    no, sku, callback = data.get("client_order_no"), data.get("sku"), data.get("callback_url") or ""
-    if not isinstance(no, str) or not _ORDER_NO.match(no) or not isinstance(sku, str) or not sku:
-        raise ApiError(ApiCode.MALFORMED)
-    if not isinstance(callback, str) or "quantity" not in data:
-        raise ApiError(ApiCode.MALFORMED)
-    if not _SLUG.match(sku):
-        raise ApiError(ApiCode.UNKNOWN_SKU)
-    return OrderRequest(no, sku, data["quantity"], callback)
 
 
 class ApiChannel:
