@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from fulfillment.errors import BadInput
 from fulfillment.vault import Vault
 from storage.protocols.api import ApiClient, ApiStore, InsufficientBalance, NameTaken, WalletLine
 from storage.protocols.shared import SharedStateStore
+from storage.records import OnceKey
 
 log = logging.getLogger("kamibot.api")
 SCOPES = ("catalog:read", "orders:write", "orders:read")
@@ -24,6 +26,8 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 SECRET_PURPOSE = "api-secret"
 #: a wallet movement's amount, in minor units (one top-up of at most 10^12: a trillion fen)
 MAX_TOP_UP = 10**12
+#: a process reuses a client's record (scopes, revocation) this long before reading it again
+CLIENT_TTL_S = 1.0
 
 __all__ = ["SCOPES", "ApiClient", "ApiKeys", "NewKey", "WalletLine"]
 
@@ -45,6 +49,7 @@ class ApiKeys:
         self.box = SecretBox(vault)
         self.clock = clock
         self._secrets: dict[tuple[str, bytes], str] = {}  # (key id, nonce) -> clear secret, this process only
+        self._clients: dict[str, tuple[float, ApiClient]] = {}  # key id -> (valid until, client)
 
     async def create(self, name: str, scopes: list[str]) -> NewKey:
         if not _NAME.match(name):
@@ -68,6 +73,7 @@ class ApiKeys:
     async def revoke(self, ref: str) -> bool:
         client = await self.find(ref)
         done = await self.store.revoke_api_client(client.key_id, self.clock())
+        self._clients.pop(client.key_id, None)
         if done:
             log.info("event=api.key_revoked key_id=%s", client.key_id)
         return done
@@ -82,15 +88,26 @@ class ApiKeys:
         return client
 
     async def live_client(self, key_id: str) -> ApiClient | None:
-        """The client of a request's key id, unless unknown or revoked (read each request: a revocation in any
-        process takes effect at once)."""
-        client = await self.store.api_client(key_id)
-        return client if client is not None and client.revoked_at is None else None
+        """The client of a request's key id, unless unknown or revoked. A known client is remembered for
+        CLIENT_TTL_S, so a revocation in another process takes effect within that time."""
+        now = time.monotonic()
+        hit = self._clients.get(key_id)
+        if hit is None or hit[0] <= now:
+            client = await self.store.api_client(key_id)
+            if client is None:
+                return None
+            if len(self._clients) > 10_000:
+                self._clients.clear()
+            hit = self._clients[key_id] = (now + CLIENT_TTL_S, client)
+        return hit[1] if hit[1].revoked_at is None else None
 
-    async def claim_nonce(self, key_id: str, nonce: str, window: timedelta) -> bool:
-        """True the first time (key id, nonce) is seen within the signature window, in any process."""
-        now = self.clock()
-        return await self.store.claim_once("api.nonce", f"{key_id}:{nonce}", now + 2 * window, now)
+    def nonce_key(self, key_id: str, nonce: str, window: timedelta) -> OnceKey:
+        """The claim-once key of a request's nonce, kept past both ends of the signature window."""
+        return OnceKey("api.nonce", f"{key_id}:{nonce}", self.clock() + 2 * window)
+
+    async def claim_nonce(self, key: OnceKey) -> bool:
+        """True the first time the nonce is seen within the signature window, in any process."""
+        return await self.store.claim_once(key.scope, key.key, key.expires_at, self.clock())
 
     def secret_of(self, client: ApiClient) -> str:
         cache_key = (client.key_id, client.secret.nonce)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -20,13 +21,21 @@ from fulfillment.orders import MAX_QUANTITY, WITH_CODES, parse_quantity
 from fulfillment.vault import Vault
 from storage import errors as store_errors
 from storage.protocol import Store
-from storage.protocols.api import ApiClient, ApiOrderIn, DuplicateOrderNo, InsufficientBalance
-from storage.records import Order, Sku
+from storage.protocols.api import ApiClient, ApiOrderIn, DuplicateOrderNo, InsufficientBalance, NonceUsed
+from storage.records import OnceKey, Order, OrderItem, Price, Sku
 
 log = logging.getLogger("kamibot.api")
 CHANNEL = "api"
 #: checkpoint (fulfillment/checkpoints.py): the order is placed and paid (committed), its answer not yet sent
 API_ORDER_PLACED = "api.order_placed"
+#: how long a process reuses a SKU and its API price for orders: a merchant's change reaches API orders within it
+CATALOG_TTL_S = 1.0
+#: what the order transaction refused (nothing changed), as the API's codes
+_REFUSALS: dict[type[Exception], ApiCode] = {
+    NonceUsed: ApiCode.NONCE_REUSED, InsufficientBalance: ApiCode.INSUFFICIENT_BALANCE,
+    store_errors.InsufficientStock: ApiCode.OUT_OF_STOCK, store_errors.PurchaseLimitReached: ApiCode.LIMIT_REACHED,
+    store_errors.UnknownRecord: ApiCode.UNKNOWN_SKU, DuplicateOrderNo: ApiCode.DUPLICATE_ORDER_NO,
+}
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ class ApiOrders:
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
         self.checkpoints = checkpoints or NoCheckpoints()
+        self._offers: dict[str, tuple[float, Sku | None, Price | None]] = {}
         self.catalog = catalog
         self.vault = vault
         self.allow_private_callbacks = allow_private_callbacks
@@ -110,9 +120,23 @@ class ApiOrders:
             raise ApiError(ApiCode.UNKNOWN_SKU)
         return view
 
-    async def place(self, client: ApiClient, req: OrderRequest) -> OrderView:
-        """Place (or find again) the client's order; every refusal changes nothing."""
-        sku = await self.store.sku_by_slug(req.sku)
+    async def _offer(self, slug: str) -> tuple[Sku | None, Price | None]:
+        """The SKU of a slug and its API price, remembered for CATALOG_TTL (each order would read both again)."""
+        now = time.monotonic()
+        hit = self._offers.get(slug)
+        if hit is not None and hit[0] > now:
+            return hit[1], hit[2]
+        sku = await self.store.sku_by_slug(slug)
+        price = await self.catalog.price_on(sku.id, CHANNEL) if sku is not None and sku.active else None
+        if len(self._offers) > 10_000:
+            self._offers.clear()
+        self._offers[slug] = (now + CATALOG_TTL_S, sku, price)
+        return sku, price
+
+    async def place(self, client: ApiClient, req: OrderRequest, nonce: OnceKey | None = None) -> OrderView:
+        """Place (or find again) the client's order, claiming the request's nonce in the same transaction when
+        given; every refusal changes nothing."""
+        sku, price = await self._offer(req.sku)
         if sku is None or not sku.active:
             raise ApiError(ApiCode.UNKNOWN_SKU)
         try:
@@ -121,7 +145,6 @@ class ApiOrders:
             raise ApiError(ApiCode.BAD_QUANTITY) from None
         if not sku.min_qty <= quantity <= min(sku.max_qty, MAX_QUANTITY):
             raise ApiError(ApiCode.BAD_QUANTITY)
-        price = await self.catalog.price_on(sku.id, CHANNEL)
         if price is None:
             raise ApiError(ApiCode.NO_PRICE)
         if req.callback_url:
@@ -133,24 +156,14 @@ class ApiOrders:
         new = ApiOrderIn(client.id, req.client_order_no, req.digest(), req.callback_url, sku.id, quantity,
                          price.amount * quantity, price.currency, now + timedelta(minutes=15))
         try:
-            placed = await self.store.place_api_order(new, now)
-        except InsufficientBalance:
-            raise ApiError(ApiCode.INSUFFICIENT_BALANCE) from None
-        except store_errors.InsufficientStock:
-            raise ApiError(ApiCode.OUT_OF_STOCK) from None
-        except store_errors.PurchaseLimitReached:
-            raise ApiError(ApiCode.LIMIT_REACHED) from None
-        except store_errors.UnknownRecord:
-            raise ApiError(ApiCode.UNKNOWN_SKU) from None
-        except DuplicateOrderNo:
-            raise ApiError(ApiCode.DUPLICATE_ORDER_NO) from None
+            placed = await self.store.place_api_order(new, now, nonce)
+        except tuple(_REFUSALS) as exc:
+            raise ApiError(_REFUSALS[type(exc)]) from None
         self.checkpoints.reach(API_ORDER_PLACED)
         if placed.fresh:
             log.info("event=api.order_placed order_id=%s client_id=%s sku_id=%s quantity=%s",
                      placed.order_id, client.id, sku.id, quantity)
-        order = await self.store.order_by_id(placed.order_id)
-        assert order is not None
-        return await self._order_view(order, req.client_order_no, sku)
+        return self._view_of(placed.order, req.client_order_no, sku, placed.items)
 
     async def order(self, client: ApiClient, client_order_no: str) -> OrderView:
         link = await self.store.api_order(client.id, client_order_no)
@@ -162,9 +175,11 @@ class ApiOrders:
         return await self._order_view(order, client_order_no, sku)
 
     async def _order_view(self, order: Order, client_order_no: str, sku: Sku) -> OrderView:
-        codes = []
-        if order.state in WITH_CODES:
-            codes = [self.vault.open(item.code) for item in await self.store.order_items(order.id)]
+        items = await self.store.order_items(order.id) if order.state in WITH_CODES else []
+        return self._view_of(order, client_order_no, sku, items)
+
+    def _view_of(self, order: Order, client_order_no: str, sku: Sku, items: Sequence[OrderItem]) -> OrderView:
+        codes = [self.vault.open(item.code) for item in items] if order.state in WITH_CODES else []
         return OrderView(client_order_no, order.ref, order.state.value, sku.slug, order.quantity, order.amount,
                          order.currency, order.created_at.astimezone(UTC).isoformat(timespec="seconds"), codes)
 

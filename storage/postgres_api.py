@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from storage.errors import InsufficientStock, PurchaseLimitReached, UnknownRecord
-from storage.postgres_base import PostgresBase, _retrying, aware
+from storage.postgres_base import ORDER_COLS, PostgresBase, _retrying, aware, order_from
 from storage.protocols.api import (
     ApiClient,
     ApiOrderIn,
@@ -19,15 +19,27 @@ from storage.protocols.api import (
     IdemState,
     InsufficientBalance,
     NameTaken,
+    NonceUsed,
     Sealed,
     WalletLine,
 )
-from storage.sqlite_api import CLIENT_COLS, LINE_COLS, LINK_COLS, client_from, idem_claim_from, line_from, link_from
+from storage.records import OnceKey
+from storage.sqlite_api import (
+    CLIENT_COLS,
+    LINE_COLS,
+    LINK_COLS,
+    client_from,
+    idem_claim_from,
+    item_from,
+    line_from,
+    link_from,
+)
 from storage.sqlite_orders import new_ref
 
 _ERRORS: dict[str, type[Exception]] = {"KB001": UnknownRecord, "KB002": PurchaseLimitReached,
                                        "KB003": InsufficientStock, "KB004": InsufficientBalance,
-                                       "KB005": DuplicateOrderNo}
+                                       "KB005": DuplicateOrderNo, "KB006": NonceUsed}
+_ORDER_COLS_O = ", ".join("o." + c.strip() for c in ORDER_COLS.split(","))
 _IDEM_COLS = "request_hash, locked_until, status, body_key_id, body_nonce, body_ct"
 
 
@@ -93,21 +105,32 @@ class PgApiVerbs(PostgresBase):
                                      " ORDER BY id DESC LIMIT $2", client_id, limit)
         return [line_from(r) for r in rows]
 
-    async def place_api_order(self, order: ApiOrderIn, now: datetime) -> ApiOrderPlaced:
+    async def place_api_order(self, order: ApiOrderIn, now: datetime, nonce: OnceKey | None = None
+                              ) -> ApiOrderPlaced:
         async def once() -> ApiOrderPlaced:
-            try:
-                r = await self.pool.fetchrow(
-                    "SELECT order_id, fresh FROM kb_api_order($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
-                    order.client_id, order.client_order_no, order.request_hash, order.callback_url, new_ref(),
-                    order.sku_id, order.quantity, order.amount, order.currency, order.language,
-                    aware(order.expires_at), aware(now), self._closed, self._payable)
-            except asyncpg.PostgresError as exc:
-                error = _ERRORS.get(getattr(exc, "sqlstate", "") or "")
-                if error is not None:
-                    raise error(str(getattr(exc, "message", "") or exc)) from None
-                raise
-            assert r is not None
-            return ApiOrderPlaced(int(r[0]), bool(r[1]))
+            async with self.pool.acquire() as conn:
+                try:
+                    r = await conn.fetchrow(
+                        "SELECT order_id, fresh FROM kb_api_order($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,"
+                        "$15,$16,$17)",
+                        order.client_id, order.client_order_no, order.request_hash, order.callback_url, new_ref(),
+                        order.sku_id, order.quantity, order.amount, order.currency, order.language,
+                        aware(order.expires_at), aware(now), self._closed, self._payable,
+                        nonce.scope if nonce else None, nonce.key if nonce else None,
+                        aware(nonce.expires_at) if nonce else None)
+                except asyncpg.PostgresError as exc:
+                    error = _ERRORS.get(getattr(exc, "sqlstate", "") or "")
+                    if error is not None:
+                        raise error(str(getattr(exc, "message", "") or exc)) from None
+                    raise
+                assert r is not None
+                # the committed order and its codes in one more round trip (a LEFT JOIN: the order row first)
+                rows = await conn.fetch(
+                    f"SELECT {_ORDER_COLS_O}, i.item_no, c.id, c.digest, c.key_id, c.nonce, c.ciphertext, i.use_no"
+                    " FROM orders o LEFT JOIN order_items i ON i.order_id = o.id AND NOT i.released"
+                    " LEFT JOIN codes c ON c.id = i.code_id WHERE o.id = $1 ORDER BY i.item_no", r[0])
+            items = tuple(item_from(row[15:]) for row in rows if row[15] is not None)
+            return ApiOrderPlaced(order_from(rows[0]), items, bool(r[1]))
 
         return await _retrying(once)
 

@@ -19,11 +19,23 @@ from storage.protocols.api import (
     IdemState,
     InsufficientBalance,
     NameTaken,
+    NonceUsed,
     Sealed,
     WalletLine,
 )
-from storage.records import NewOrder, PaymentEventIn, PaymentOutcome, StateGroups
+from storage.records import (
+    EncryptedCode,
+    NewOrder,
+    OnceKey,
+    OrderItem,
+    PaymentEventIn,
+    PaymentOutcome,
+    StateGroups,
+)
 from storage.sqlite_base import SqliteBase
+from storage.sqlite_sales import _ORDER_COLS as ORDER_COLS
+from storage.sqlite_sales import _order as order_from
+from storage.sqlite_shared import _claim_once
 from storage.sqltime import from_ts, ts
 
 CLIENT_COLS = "id, key_id, name, scopes, secret_key_id, secret_nonce, secret_ct, created_at, revoked_at"
@@ -88,14 +100,17 @@ def _adjust_once(db: sqlite3.Connection, client_id: int, currency: str, amount: 
     return adjust_wallet(db, client_id, currency, amount, kind, note, order_id, at)
 
 
-def place_api_order(db: sqlite3.Connection, o: ApiOrderIn, now: datetime, g: StateGroups) -> ApiOrderPlaced:
+def place_api_order(db: sqlite3.Connection, o: ApiOrderIn, now: datetime, g: StateGroups,
+                    nonce: OnceKey | None) -> ApiOrderPlaced:
     """Under BEGIN IMMEDIATE (no other writer anywhere): a raise anywhere rolls the whole body back."""
+    if nonce is not None and not _claim_once(db, nonce.scope, nonce.key, nonce.expires_at, now):
+        raise NonceUsed("nonce claimed before")
     known = db.execute("SELECT order_id, request_hash FROM api_orders WHERE client_id = ? AND client_order_no = ?",
                        (o.client_id, o.client_order_no)).fetchone()
     if known is not None:
         if known[1] != o.request_hash:
             raise DuplicateOrderNo(f"client {o.client_id} order number taken by another request")
-        return ApiOrderPlaced(int(known[0]), False)
+        return _placed(db, int(known[0]), False)
     order_id = tx.reserve(db, NewOrder("api", f"client:{o.client_id}", str(o.client_id), o.sku_id, o.quantity,
                                        o.amount, o.currency, o.expires_at, o.language), now, g)
     at = ts(now)
@@ -107,7 +122,24 @@ def place_api_order(db: sqlite3.Connection, o: ApiOrderIn, now: datetime, g: Sta
         raise InsufficientStock(f"order {order_id} not allocated: {applied.outcome}")
     db.execute("INSERT INTO api_orders (client_id, client_order_no, order_id, request_hash, callback_url, created_at)"
                " VALUES (?,?,?,?,?,?)", (o.client_id, o.client_order_no, order_id, o.request_hash, o.callback_url, at))
-    return ApiOrderPlaced(order_id, True)
+    return _placed(db, order_id, True)
+
+
+def _placed(db: sqlite3.Connection, order_id: int, fresh: bool) -> ApiOrderPlaced:
+    """The order and its codes as this transaction sees them (no second read after the commit)."""
+    order = order_from(db.execute(f"SELECT {ORDER_COLS} FROM orders WHERE id = ?", (order_id,)).fetchone())
+    items = tuple(item_from(r) for r in db.execute(f"{ITEMS_SQL} ?{ITEMS_ORDER}", (order_id,)))
+    return ApiOrderPlaced(order, items, fresh)
+
+
+#: an order's live items with their encrypted codes (the order id is the parameter)
+ITEMS_SQL = ("SELECT i.item_no, c.id, c.digest, c.key_id, c.nonce, c.ciphertext, i.use_no FROM order_items i"
+             " JOIN codes c ON c.id = i.code_id WHERE NOT i.released AND i.order_id =")
+ITEMS_ORDER = " ORDER BY i.item_no"
+
+
+def item_from(r: Any) -> OrderItem:
+    return OrderItem(int(r[0]), EncryptedCode(int(r[1]), bytes(r[2]), r[3], bytes(r[4]), bytes(r[5])), int(r[6]))
 
 
 def _idem_row(db: sqlite3.Connection, client_id: int, key: str) -> Any:
@@ -184,8 +216,9 @@ class ApiVerbs(SqliteBase):
                                " ORDER BY id DESC LIMIT ?", (client_id, limit))
         return [line_from(r) for r in rows]
 
-    async def place_api_order(self, order: ApiOrderIn, now: datetime) -> ApiOrderPlaced:
-        return await self._tx(place_api_order, order, now, self._states)
+    async def place_api_order(self, order: ApiOrderIn, now: datetime, nonce: OnceKey | None = None
+                              ) -> ApiOrderPlaced:
+        return await self._tx(place_api_order, order, now, self._states, nonce)
 
     async def api_order(self, client_id: int, client_order_no: str) -> ApiOrderLink | None:
         r = await self._one(f"SELECT {LINK_COLS} FROM api_orders WHERE client_id = ? AND client_order_no = ?",

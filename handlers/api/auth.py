@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from fulfillment import api_signing as signing
@@ -17,9 +18,17 @@ from fulfillment.api_clients import ApiClient, ApiKeys
 from fulfillment.api_errors import ApiCode, ApiError
 from handlers.api.wire import ApiRequest
 from risk.limiters import Bucket, Limiter, LimiterUnavailable
+from storage.records import OnceKey
 
 log = logging.getLogger("kamibot.api")
 _MAX_HEADER = 128
+
+
+@dataclass(frozen=True)
+class Caller:
+    client: ApiClient
+    #: the request's nonce when its claim is deferred to the request's own transaction (else claimed already)
+    nonce: OnceKey | None = None
 
 
 class Authenticator:
@@ -31,7 +40,9 @@ class Authenticator:
         self.burst = burst
         self.wall_clock = wall_clock
 
-    async def authenticate(self, req: ApiRequest) -> ApiClient:
+    async def authenticate(self, req: ApiRequest, defer_nonce: bool = False) -> Caller:
+        """The verified caller. With `defer_nonce` the nonce is not claimed here: the caller's one store
+        transaction claims it (Caller.nonce), and `settle` claims it when that transaction did not happen."""
         key_id = req.headers.get(signing.KEY_HEADER, "")
         stamp = req.headers.get(signing.TIMESTAMP_HEADER, "")
         nonce = req.headers.get(signing.NONCE_HEADER, "")
@@ -51,10 +62,15 @@ class Authenticator:
                                stamp, nonce):
             log.info("event=api.rejected reason=signature key_id=%s", key_id)
             raise ApiError(ApiCode.BAD_SIGNATURE)
-        if not await self.keys.claim_nonce(key_id, nonce, _window()):
+        once = self.keys.nonce_key(key_id, nonce, _window())
+        if not defer_nonce and not await self.keys.claim_nonce(once):
             raise ApiError(ApiCode.NONCE_REUSED)
         await self._rate_limit(client)
-        return client
+        return Caller(client, once if defer_nonce else None)
+
+    async def settle(self, caller: Caller) -> bool:
+        """Claim a deferred nonce whose transaction did not run or was undone; False: it was claimed before."""
+        return caller.nonce is None or await self.keys.claim_nonce(caller.nonce)
 
     async def _rate_limit(self, client: ApiClient) -> None:
         if self.limiter is None:

@@ -8,12 +8,12 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from fulfillment.api_clients import ApiClient, ApiKeys
+from fulfillment.api_clients import ApiKeys
 from fulfillment.api_errors import ApiCode, ApiError
 from fulfillment.api_idempotency import IdempotentReplies
 from fulfillment.api_orders import ApiOrders
 from fulfillment.api_signing import IDEMPOTENCY_HEADER
-from handlers.api.auth import Authenticator, require
+from handlers.api.auth import Authenticator, Caller, require
 from handlers.api.models import parse_order
 from handlers.api.wire import MAX_BODY, ApiRequest, ApiResponse, error_response, refuse, respond
 
@@ -22,7 +22,7 @@ PREFIX = "/api/v1"
 _ORDER_NO = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _SLUG = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-Handler = Callable[[ApiClient, ApiRequest, str], Awaitable[ApiResponse]]
+Handler = Callable[[Caller, ApiRequest, str], Awaitable[ApiResponse]]
 
 
 @dataclass(frozen=True)
@@ -60,47 +60,59 @@ class ApiChannel:
     async def _handle(self, req: ApiRequest) -> ApiResponse:
         if len(req.body) > MAX_BODY:
             raise ApiError(ApiCode.BODY_TOO_LARGE)
-        client = await self.auth.authenticate(req)
         sub = req.path[len(PREFIX):] if req.path.startswith(PREFIX) else ""
-        for route in self.routes:
-            m = route.pattern.match(sub)
-            if m is not None and route.method == req.method:
-                require(client, route.scope)
-                return await route.handler(client, req, m.groupdict().get("arg") or "")
-        raise ApiError(ApiCode.NOT_FOUND)
+        found = next(((r, m) for r in self.routes if r.method == req.method
+                      for m in [r.pattern.match(sub)] if m is not None), None)
+        # an order without an Idempotency-Key claims its nonce in its own transaction (one write, not two)
+        defer = found is not None and found[0].handler == self._place and not req.headers.get(IDEMPOTENCY_HEADER)
+        caller = await self.auth.authenticate(req, defer_nonce=defer)
+        if found is None:
+            raise ApiError(ApiCode.NOT_FOUND)
+        route, match = found
+        try:
+            require(caller.client, route.scope)
+            return await route.handler(caller, req, match.groupdict().get("arg") or "")
+        except ApiError as exc:
+            # refused before or inside the transaction (undone): the nonce is still spent, exactly once
+            if exc.code != ApiCode.NONCE_REUSED and not await self.auth.settle(caller):
+                raise ApiError(ApiCode.NONCE_REUSED) from None
+            raise
+        except Exception:
+            await self.auth.settle(caller)
+            raise
 
-    async def _products(self, client: ApiClient, req: ApiRequest, arg: str) -> ApiResponse:
+    async def _products(self, caller: Caller, req: ApiRequest, arg: str) -> ApiResponse:
         return respond(200, {"products": [p.as_json() for p in await self.orders.products()]})
 
-    async def _product(self, client: ApiClient, req: ApiRequest, arg: str) -> ApiResponse:
+    async def _product(self, caller: Caller, req: ApiRequest, arg: str) -> ApiResponse:
         if not _SLUG.match(arg):
             raise ApiError(ApiCode.UNKNOWN_SKU)
         return respond(200, (await self.orders.product(arg)).as_json())
 
-    async def _wallet(self, client: ApiClient, req: ApiRequest, arg: str) -> ApiResponse:
-        return respond(200, {"balances": await self.keys.wallet(client.id)})
+    async def _wallet(self, caller: Caller, req: ApiRequest, arg: str) -> ApiResponse:
+        return respond(200, {"balances": await self.keys.wallet(caller.client.id)})
 
-    async def _order(self, client: ApiClient, req: ApiRequest, arg: str) -> ApiResponse:
+    async def _order(self, caller: Caller, req: ApiRequest, arg: str) -> ApiResponse:
         if not _ORDER_NO.match(arg):
             raise ApiError(ApiCode.UNKNOWN_ORDER)
-        return respond(200, (await self.orders.order(client, arg)).as_json())
+        return respond(200, (await self.orders.order(caller.client, arg)).as_json())
 
-    async def _place(self, client: ApiClient, req: ApiRequest, arg: str) -> ApiResponse:
+    async def _place(self, caller: Caller, req: ApiRequest, arg: str) -> ApiResponse:
         order = parse_order(req.body)
         key = req.headers.get(IDEMPOTENCY_HEADER, "")
+        if not key:
+            view = await self.orders.place(caller.client, order, caller.nonce)
+            return respond(201, view.as_json())
+        if not self.replies.valid_key(key):
+            raise ApiError(ApiCode.MALFORMED)
 
         async def work() -> tuple[int, bytes]:
             try:
-                view = await self.orders.place(client, order)
+                view = await self.orders.place(caller.client, order)
             except ApiError as exc:
                 answer = error_response(exc)
                 return answer.status, answer.body
             return 201, respond(201, view.as_json()).body
 
-        if not key:
-            status, body = await work()
-        elif not self.replies.valid_key(key):
-            raise ApiError(ApiCode.MALFORMED)
-        else:
-            status, body = await self.replies.run(client.id, key, order.digest(), work)
+        status, body = await self.replies.run(caller.client.id, key, order.digest(), work)
         return ApiResponse(status, body)

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from storage.errors import StoreError
+from storage.records import OnceKey, Order, OrderItem
 
 
 class InsufficientBalance(StoreError):
@@ -21,6 +22,10 @@ class InsufficientBalance(StoreError):
 
 class DuplicateOrderNo(StoreError):
     """The client's order number belongs to an order placed with another request body (nothing changed)."""
+
+
+class NonceUsed(StoreError):
+    """The request's nonce was claimed before (nothing changed)."""
 
 
 class NameTaken(StoreError):
@@ -80,8 +85,13 @@ class ApiOrderIn:
 
 @dataclass(frozen=True, slots=True)
 class ApiOrderPlaced:
-    order_id: int
+    order: Order  # as committed
+    items: tuple[OrderItem, ...]  # its live codes (encrypted), read in the same call
     fresh: bool  # False: the client's number named an earlier order of the same body
+
+    @property
+    def order_id(self) -> int:
+        return self.order.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +145,13 @@ class WalletStore(Protocol):
 
 
 class ApiOrderStore(Protocol):
-    async def place_api_order(self, order: ApiOrderIn, now: datetime) -> ApiOrderPlaced:
-        """One transaction: the client's order number claimed, stock reserved, the wallet debited, the payment
-        applied (codes allocated, deliver outbox row, ledger) — or nothing at all. An earlier order of the same
-        number and body comes back with fresh=False. Raises InsufficientBalance, InsufficientStock,
-        PurchaseLimitReached, UnknownRecord (SKU) or DuplicateOrderNo."""
+    async def place_api_order(self, order: ApiOrderIn, now: datetime, nonce: OnceKey | None = None
+                              ) -> ApiOrderPlaced:
+        """One transaction: the request's nonce claimed (as claim_once; NonceUsed), the client's order number
+        claimed, stock reserved, the wallet debited, the payment applied (codes allocated, deliver outbox row,
+        ledger) — or nothing at all. An earlier order of the same number and body comes back with fresh=False.
+        Raises NonceUsed, InsufficientBalance, InsufficientStock, PurchaseLimitReached, UnknownRecord (SKU) or
+        DuplicateOrderNo."""
         ...
 
     async def api_order(self, client_id: int, client_order_no: str) -> ApiOrderLink | None: ...

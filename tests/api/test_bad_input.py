@@ -140,3 +140,22 @@ async def test_rate_limit_per_key(tmp_path: Path) -> None:
         assert second.status_code == 200
     finally:
         await close_api_shop(api, None)
+
+
+async def test_nonce_of_a_placed_order_is_spent(api: ApiShop) -> None:
+    # the nonce of an order without Idempotency-Key is claimed inside the order's own transaction
+    body = json.dumps({"client_order_no": "A-0", "sku": api.sku_slug, "quantity": 1}).encode()
+    first = api.signer.headers("POST", "/api/v1/orders", "", body, nonce="n-spent-0001")
+    assert (await api.http.post("/api/v1/orders", content=body, headers=first)).status_code == 201
+    other = json.dumps({"client_order_no": "A-1", "sku": api.sku_slug, "quantity": 1}).encode()
+    again = api.signer.headers("POST", "/api/v1/orders", "", other, nonce="n-spent-0001")
+    await expect(api, api.http.post("/api/v1/orders", content=other, headers=again), 401, "NONCE_REUSED")
+
+
+async def test_nonce_of_a_refused_order_is_spent_too(api: ApiShop) -> None:
+    body = json.dumps({"client_order_no": "A-0", "sku": api.sku_slug, "quantity": 20}).encode()
+    refused = api.signer.headers("POST", "/api/v1/orders", "", body, nonce="n-refused-001")
+    answer = await api.http.post("/api/v1/orders", content=body, headers=refused)
+    assert answer.json()["code"] == "INSUFFICIENT_BALANCE"
+    replay = api.signer.headers("GET", "/api/v1/wallet", nonce="n-refused-001")
+    await expect(api, api.http.get("/api/v1/wallet", headers=replay), 401, "NONCE_REUSED")

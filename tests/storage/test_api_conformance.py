@@ -15,9 +15,10 @@ from storage.protocols.api import (
     IdemState,
     InsufficientBalance,
     NameTaken,
+    NonceUsed,
     Sealed,
 )
-from storage.records import OrderState, Price
+from storage.records import OnceKey, OrderState, Price
 from tests.storage.seed import NOW, make_shop
 
 SECRET = Sealed("k1", b"n" * 12, b"ciphertext")
@@ -135,3 +136,18 @@ async def test_idempotency_claims(store: Store) -> None:
     assert (await store.claim_idempotency(cid, "k2", "h1", lease, NOW)).state == IdemState.NEW
     await store.release_idempotency(cid, "k2")
     assert (await store.claim_idempotency(cid, "k2", "h1", lease, NOW)).state == IdemState.NEW
+
+
+async def test_the_order_claims_its_nonce_in_its_transaction(store: Store) -> None:
+    shop = await make_shop(store, codes=3)
+    cid = await _client(store)
+    nonce = OnceKey("api.nonce", "kk_1:n1", NOW + timedelta(minutes=10))
+    # a refused order leaves the nonce free
+    with pytest.raises(InsufficientBalance):
+        await store.place_api_order(_order(cid, shop.sku.id, amount=9_000), NOW, nonce)
+    assert not await store.once_claimed("api.nonce", "kk_1:n1", NOW)
+    await store.place_api_order(_order(cid, shop.sku.id), NOW, nonce)
+    assert await store.once_claimed("api.nonce", "kk_1:n1", NOW)
+    with pytest.raises(NonceUsed):
+        await store.place_api_order(_order(cid, shop.sku.id, no="A-2"), NOW, nonce)
+    assert await store.api_order(cid, "A-2") is None

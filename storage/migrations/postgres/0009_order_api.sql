@@ -57,15 +57,25 @@ CREATE TABLE api_idempotency (
 -- A wallet-paid API order, one transaction (mirrors storage/sqlite_api.py place_api_order): the client's order
 -- number taken under an advisory lock (a retry finds the first order; another body is KB005), stock held
 -- (kb_reserve), the wallet debited only if it covers the amount (KB004), the payment applied (kb_receive:
--- allocation, items, ledger, deliver outbox row) and anything short of an allocation undone (KB003).
+-- allocation, items, ledger, deliver outbox row) and anything short of an allocation undone (KB003); with a
+-- nonce, the request's claim-once key first (KB006 when claimed before).
 CREATE FUNCTION kb_api_order(p_client BIGINT, p_order_no TEXT, p_hash TEXT, p_callback TEXT, p_ref TEXT,
                              p_sku BIGINT, p_qty BIGINT, p_amount BIGINT, p_currency TEXT, p_lang TEXT,
                              p_expires TIMESTAMPTZ, p_now TIMESTAMPTZ, p_closed TEXT[], p_payable TEXT[],
+                             p_nonce_scope TEXT, p_nonce_key TEXT, p_nonce_expires TIMESTAMPTZ,
                              OUT order_id BIGINT, OUT fresh BOOLEAN)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_hash TEXT; v_balance BIGINT; o orders; r RECORD;
 BEGIN
+    IF p_nonce_key IS NOT NULL THEN
+        -- the request's nonce, claimed with the order (as PgSharedState.claim_once): undone if the order is
+        INSERT INTO once_keys (scope, key, expires_at) VALUES (p_nonce_scope, p_nonce_key, p_nonce_expires)
+        ON CONFLICT (scope, key) DO UPDATE SET expires_at = excluded.expires_at WHERE once_keys.expires_at <= p_now;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'nonce claimed before' USING ERRCODE = 'KB006';
+        END IF;
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtext('kb.api_order'), hashtext(p_client || ':' || p_order_no));
     SELECT a.order_id, a.request_hash INTO order_id, v_hash FROM api_orders a
      WHERE a.client_id = p_client AND a.client_order_no = p_order_no;
