@@ -106,7 +106,7 @@ async def test_version_4_causes_become_typed_events(old_store):
     await old.run("INSERT INTO kv (key, value, expires_at) VALUES (?,?,?)", f"risk.review:{fresh}",
                   "new_user,night", later)
 
-    assert await store.migrate() == 5
+    assert await store.migrate(5) == 5
 
     got = [(e.from_state, e.to_state, e.type, dict(e.params)) for e in await store.order_events(done)]
     assert got == [(f, t, kind, params) for f, t, _, kind, params in OLD_EVENTS]
