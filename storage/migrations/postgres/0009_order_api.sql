@@ -54,11 +54,13 @@ CREATE TABLE api_idempotency (
     PRIMARY KEY (client_id, idem_key)
 );
 
--- A wallet-paid API order, one transaction (mirrors storage/sqlite_api.py place_api_order): the client's order
--- number taken under an advisory lock (a retry finds the first order; another body is KB005), stock held
--- (kb_reserve), the wallet debited only if it covers the amount (KB004), the payment applied (kb_receive:
--- allocation, items, ledger, deliver outbox row) and anything short of an allocation undone (KB003); with a
--- nonce, the request's claim-once key first (KB006 when claimed before).
+-- A wallet-paid API order, one transaction (mirrors storage/sqlite_api.py place_api_order): with a nonce, the
+-- request's claim-once key first (KB006 when claimed before); the client's order number taken under an advisory
+-- lock (a retry finds the first order; another body is KB005); the order written as kb_reserve does (KB001 unknown
+-- SKU, KB002 per-user limit) and its payment applied (kb_receive: allocation with SKIP LOCKED, items, ledger,
+-- deliver outbox row); anything short of an allocation undone (KB003). The two rows every order of one client
+-- and SKU shares, the pool's counter (the stock gate: uses neither held by reservations nor sold, KB003) and the
+-- wallet (KB004), are updated last, so their row locks are held only until the commit.
 CREATE FUNCTION kb_api_order(p_client BIGINT, p_order_no TEXT, p_hash TEXT, p_callback TEXT, p_ref TEXT,
                              p_sku BIGINT, p_qty BIGINT, p_amount BIGINT, p_currency TEXT, p_lang TEXT,
                              p_expires TIMESTAMPTZ, p_now TIMESTAMPTZ, p_closed TEXT[], p_payable TEXT[],
@@ -66,10 +68,11 @@ CREATE FUNCTION kb_api_order(p_client BIGINT, p_order_no TEXT, p_hash TEXT, p_ca
                              OUT order_id BIGINT, OUT fresh BOOLEAN)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_hash TEXT; v_balance BIGINT; o orders; r RECORD;
+    v_hash TEXT; v_balance BIGINT; v_pool BIGINT; v_units BIGINT; v_limit BIGINT; v_bought BIGINT;
+    v_user TEXT := 'client:' || p_client; o orders; r RECORD;
 BEGIN
     IF p_nonce_key IS NOT NULL THEN
-        -- the request's nonce, claimed with the order (as PgSharedState.claim_once): undone if the order is
+        -- as PgSharedState.claim_once; undone with the order if the order is refused
         INSERT INTO once_keys (scope, key, expires_at) VALUES (p_nonce_scope, p_nonce_key, p_nonce_expires)
         ON CONFLICT (scope, key) DO UPDATE SET expires_at = excluded.expires_at WHERE once_keys.expires_at <= p_now;
         IF NOT FOUND THEN
@@ -86,8 +89,40 @@ BEGIN
         fresh := FALSE;
         RETURN;
     END IF;
-    o := kb_reserve(p_ref, 'api', 'client:' || p_client, p_client::TEXT, p_sku, p_qty, p_amount, p_currency,
-                    p_expires, p_lang, p_now, p_closed);
+    -- a wallet that cannot pay is refused before any work (the debit below decides under the row lock)
+    IF NOT EXISTS (SELECT 1 FROM api_wallets WHERE client_id = p_client AND currency = p_currency
+                    AND balance >= p_amount) THEN
+        RAISE EXCEPTION 'client % wallet cannot pay %', p_client, p_amount USING ERRCODE = 'KB004';
+    END IF;
+    SELECT s.pool_id, s.units, s.per_user_limit INTO v_pool, v_units, v_limit
+      FROM skus s JOIN products p ON p.id = s.product_id WHERE s.id = p_sku AND s.active AND p.active;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'sku % unknown or inactive', p_sku USING ERRCODE = 'KB001';
+    END IF;
+    IF v_limit > 0 THEN
+        PERFORM pg_advisory_xact_lock(hashtext('api' || ':' || v_user || ':' || p_sku));
+        SELECT COALESCE(SUM(quantity), 0) INTO v_bought FROM orders
+         WHERE user_id = v_user AND channel = 'api' AND sku_id = p_sku AND NOT (state = ANY (p_closed));
+        IF v_bought + p_qty > v_limit THEN
+            RAISE EXCEPTION 'sku % per-user limit %', p_sku, v_limit USING ERRCODE = 'KB002';
+        END IF;
+    END IF;
+    INSERT INTO orders (ref, channel, user_id, chat_id, sku_id, pool_id, quantity, units, amount, currency, state,
+                        language, created_at, expires_at, updated_at)
+    VALUES (p_ref, 'api', v_user, p_client::TEXT, p_sku, v_pool, p_qty, v_units, p_amount, p_currency, 'reserved',
+            p_lang, p_now, p_expires, p_now)
+    RETURNING * INTO o;
+    INSERT INTO order_events (order_id, from_state, to_state, type, params, at)
+    VALUES (o.id, NULL, 'created', 'checkout', '{}', p_now), (o.id, 'created', 'reserved', 'stock_held', '{}', p_now);
+    SELECT * INTO r FROM kb_receive('wallet', p_client || ':' || p_order_no, p_ref, p_amount, p_currency, 0, '',
+                                    p_now, p_now, p_payable);
+    IF r.outcome <> 'allocated' THEN
+        RAISE EXCEPTION 'order % not allocated: %', o.id, r.outcome USING ERRCODE = 'KB003';
+    END IF;
+    UPDATE pools SET available = available - p_qty * v_units WHERE id = v_pool AND available >= p_qty * v_units;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pool % cannot hold % uses', v_pool, p_qty * v_units USING ERRCODE = 'KB003';
+    END IF;
     UPDATE api_wallets SET balance = balance - p_amount
      WHERE client_id = p_client AND currency = p_currency AND balance >= p_amount
     RETURNING balance INTO v_balance;
@@ -96,11 +131,6 @@ BEGIN
     END IF;
     INSERT INTO api_wallet_ledger (client_id, currency, amount, balance_after, kind, order_id, note, at)
     VALUES (p_client, p_currency, -p_amount, v_balance, 'order', o.id, p_order_no, p_now);
-    SELECT * INTO r FROM kb_receive('wallet', p_client || ':' || p_order_no, p_ref, p_amount, p_currency, 0, '',
-                                    p_now, p_now, p_payable);
-    IF r.outcome <> 'allocated' THEN
-        RAISE EXCEPTION 'order % not allocated: %', o.id, r.outcome USING ERRCODE = 'KB003';
-    END IF;
     INSERT INTO api_orders (client_id, client_order_no, order_id, request_hash, callback_url, created_at)
     VALUES (p_client, p_order_no, o.id, p_hash, p_callback, p_now);
     order_id := o.id;
