@@ -30,6 +30,7 @@ class ApiCode(enum.StrEnum):
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
     IDEMPOTENCY_IN_PROGRESS = "IDEMPOTENCY_IN_PROGRESS"
     BAD_CALLBACK_URL = "BAD_CALLBACK_URL"
+    NOT_REFUNDABLE = "NOT_REFUNDABLE"
     INTERNAL = "INTERNAL"
 
 
@@ -55,6 +56,7 @@ ERRORS: dict[ApiCode, tuple[int, str]] = {
     ApiCode.IDEMPOTENCY_KEY_REUSED: (422, "This Idempotency-Key was used with another request body."),
     ApiCode.IDEMPOTENCY_IN_PROGRESS: (409, "A request with this Idempotency-Key is still running; retry later."),
     ApiCode.BAD_CALLBACK_URL: (422, "The callback_url must be an http(s) URL of a public address."),
+    ApiCode.NOT_REFUNDABLE: (409, "The order is not in a state that can be refunded."),
     ApiCode.INTERNAL: (500, "The server failed; the request may be retried with the same Idempotency-Key."),
 }
 

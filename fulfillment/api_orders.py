@@ -17,12 +17,12 @@ from fulfillment.callback_urls import BadCallbackUrl, check_callback_url
 from fulfillment.catalog import CatalogService
 from fulfillment.checkpoints import Checkpoints, NoCheckpoints
 from fulfillment.errors import BadQuantity
-from fulfillment.orders import MAX_QUANTITY, WITH_CODES, parse_quantity
+from fulfillment.orders import MAX_QUANTITY, REFUNDABLE, WITH_CODES, parse_quantity
 from fulfillment.vault import Vault
 from storage import errors as store_errors
 from storage.protocol import Store
 from storage.protocols.api import ApiClient, ApiOrderIn, DuplicateOrderNo, InsufficientBalance, NonceUsed
-from storage.records import OnceKey, Order, OrderItem, Price, Sku
+from storage.records import NewTicket, OnceKey, Order, OrderItem, Price, Sku
 
 log = logging.getLogger("kamibot.api")
 CHANNEL = "api"
@@ -164,6 +164,23 @@ class ApiOrders:
             log.info("event=api.order_placed order_id=%s client_id=%s sku_id=%s quantity=%s",
                      placed.order_id, client.id, sku.id, quantity)
         return self._view_of(placed.order, req.client_order_no, sku, placed.items)
+
+    async def request_refund(self, client: ApiClient, client_order_no: str, reason: str) -> OrderView:
+        """A refund request for the merchant: a `refund` ticket about the order (the same live one again on a
+        repeat). The merchant refunds in chat (/refund: the money goes back to the wallet, `order.refunded` is
+        called back) or closes the ticket."""
+        link = await self.store.api_order(client.id, client_order_no)
+        order = await self.store.order_by_id(link.order_id) if link is not None else None
+        if order is None:
+            raise ApiError(ApiCode.UNKNOWN_ORDER)
+        if order.state not in REFUNDABLE:
+            raise ApiError(ApiCode.NOT_REFUNDABLE)
+        ticket = await self.store.open_ticket(NewTicket(CHANNEL, order.user_id, order.chat_id, "refund",
+                                                        reason.strip()[:500], order.id), self.clock())
+        log.info("event=api.refund_requested order_id=%s ticket_id=%s", order.id, ticket.id)
+        sku = await self.store.sku_by_id(order.sku_id)
+        assert sku is not None
+        return await self._order_view(order, client_order_no, sku)
 
     async def order(self, client: ApiClient, client_order_no: str) -> OrderView:
         link = await self.store.api_order(client.id, client_order_no)

@@ -27,6 +27,14 @@ class OrderBody(BaseModel):
                                      description="http(s) URL of a public address for signed order events")
 
 
+class RefundRequestBody(BaseModel):
+    """POST /api/v1/orders/{client_order_no}/refund-request"""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reason: str = Field(min_length=1, max_length=500, description="why, for the merchant who decides")
+
+
 class ErrorBody(BaseModel):
     code: ApiCode
     message: str
@@ -45,3 +53,10 @@ def parse_order(body: bytes) -> OrderRequest:
     if not re.match(SKU_PATTERN, parsed.sku):
         raise ApiError(ApiCode.UNKNOWN_SKU)
     return OrderRequest(parsed.client_order_no, parsed.sku, parsed.quantity, parsed.callback_url or "")
+
+
+def parse_refund_request(body: bytes) -> str:
+    try:
+        return RefundRequestBody.model_validate_json(body).reason
+    except ValidationError:
+        raise ApiError(ApiCode.MALFORMED) from None

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 from fulfillment.api_errors import ERRORS
 from fulfillment.api_orders import OrderView, ProductView
 from fulfillment.api_signing import IDEMPOTENCY_HEADER, KEY_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
-from handlers.api.models import ErrorBody, OrderBody
+from handlers.api.models import ErrorBody, OrderBody, RefundRequestBody
 from handlers.api.routes import PREFIX
 
 _REF = "#/components/schemas/{model}"
@@ -47,8 +47,8 @@ def _op(summary: str, scope: str, ok: int, ref: str, *codes: int, **extra: Any) 
 @functools.cache
 def document() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for name, target in (("ProductView", ProductView), ("OrderView", OrderView), ("OrderBody", OrderBody),
-                         ("ErrorBody", ErrorBody)):
+    models = (ProductView, OrderView, OrderBody, RefundRequestBody, ErrorBody)
+    for name, target in ((m.__name__, m) for m in models):
         schema, defs = _schema(target)
         schemas[name] = schema
         schemas.update(defs)
@@ -74,6 +74,10 @@ def document() -> dict[str, Any]:
         f"{PREFIX}/orders/{{client_order_no}}": {"get": _op(
             "An order by the client's number", "orders:read", 200, "OrderView", 404,
             params=[{"name": "client_order_no", **path_param}])},
+        f"{PREFIX}/orders/{{client_order_no}}/refund-request": {"post": _op(
+            "Ask the merchant to refund an order (decided in chat; order.refunded is called back)", "orders:write",
+            202, "OrderView", 400, 404, 409, 413, params=[{"name": "client_order_no", **path_param}],
+            requestBody={"required": True, **_json("RefundRequestBody")})},
     }
     return {"openapi": "3.1.0",
             "info": {"title": "kamibot order API", "version": "1", "description": _SIGNING},

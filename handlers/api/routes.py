@@ -14,7 +14,7 @@ from fulfillment.api_idempotency import IdempotentReplies
 from fulfillment.api_orders import ApiOrders
 from fulfillment.api_signing import IDEMPOTENCY_HEADER
 from handlers.api.auth import Authenticator, Caller, require
-from handlers.api.models import parse_order
+from handlers.api.models import parse_order, parse_refund_request
 from handlers.api.wire import MAX_BODY, ApiRequest, ApiResponse, error_response, refuse, respond
 
 log = logging.getLogger("kamibot.api")
@@ -45,6 +45,7 @@ class ApiChannel:
             Route("GET", re.compile(r"^/wallet$"), "orders:read", self._wallet),
             Route("POST", re.compile(r"^/orders$"), "orders:write", self._place),
             Route("GET", re.compile(r"^/orders/(?P<arg>[^/]+)$"), "orders:read", self._order),
+            Route("POST", re.compile(r"^/orders/(?P<arg>[^/]+)/refund-request$"), "orders:write", self._refund),
         ]
 
     async def handle(self, req: ApiRequest) -> ApiResponse:
@@ -96,6 +97,12 @@ class ApiChannel:
         if not _ORDER_NO.match(arg):
             raise ApiError(ApiCode.UNKNOWN_ORDER)
         return respond(200, (await self.orders.order(caller.client, arg)).as_json())
+
+    async def _refund(self, caller: Caller, req: ApiRequest, arg: str) -> ApiResponse:
+        reason = parse_refund_request(req.body)
+        if not _ORDER_NO.match(arg):
+            raise ApiError(ApiCode.UNKNOWN_ORDER)
+        return respond(202, (await self.orders.request_refund(caller.client, arg, reason)).as_json())
 
     async def _place(self, caller: Caller, req: ApiRequest, arg: str) -> ApiResponse:
         order = parse_order(req.body)

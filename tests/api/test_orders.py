@@ -3,6 +3,7 @@ debited once, readable again; the catalogue with the API price and stock state."
 
 from __future__ import annotations
 
+from fulfillment.aftersales import AfterSalesService
 from tests.api.conftest import PRICE, ApiShop
 
 
@@ -77,3 +78,25 @@ async def test_wallet_refund_credits_once(api: ApiShop) -> None:
     await provider.refund(order, "x", order.amount)
     await provider.refund(order, "x", order.amount)
     assert await api.shop.store.wallet_balances(api.key.client.id) == {"CNY": 10_000}
+
+
+async def test_refund_request_goes_to_the_merchant_who_refunds_to_the_wallet(api: ApiShop) -> None:
+    # given a delivered API order
+    placed = await api.order("A-1", 1)
+    await api.shop.delivery.drain()
+    # when the client asks for a refund (twice: one ticket)
+    for _ in range(2):
+        asked = await api.call("POST", "/api/v1/orders/A-1/refund-request", {"reason": "customer cancelled"})
+        assert asked.status_code == 202
+    order = await api.shop.store.order_by_ref(placed.json()["order_no"])
+    assert order is not None
+    tickets = await api.shop.store.live_tickets(10, order.id)
+    assert [(t.kind, t.last_message) for t in tickets] == [("refund", "customer cancelled")]
+    # then the merchant's refund in chat puts the money back in the wallet, once
+    await AfterSalesService(api.shop.store).request_refund(order.ref, "m1")
+    await api.shop.delivery.drain()
+    after = await api.call("GET", "/api/v1/orders/A-1")
+    assert after.json()["state"] == "refunded"
+    assert await api.shop.store.wallet_balances(api.key.client.id) == {"CNY": 10_000}
+    again = await api.call("POST", "/api/v1/orders/A-1/refund-request", {"reason": "again"})
+    assert again.json()["code"] == "NOT_REFUNDABLE"
