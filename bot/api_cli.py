@@ -30,8 +30,14 @@ def register(sub: Any, handlers: Handlers) -> None:
     wallet.add_argument("amount", nargs="?", default="")
     wallet.add_argument("--currency", default="CNY")
     wallet.add_argument("--note", default="")
+    price = keys.add_parser("price", help="the client's own price of a SKU (minor units), or --clear")
+    price.add_argument("client")
+    price.add_argument("sku", help="SKU slug or id")
+    price.add_argument("amount", nargs="?", default="")
+    price.add_argument("--currency", default="CNY")
+    price.add_argument("--clear", action="store_true", help="sell at the api channel price again")
     handlers.update({"api-keys.create": _create, "api-keys.list": _list, "api-keys.revoke": _revoke,
-                     "api-keys.wallet": _wallet})
+                     "api-keys.wallet": _wallet, "api-keys.price": _price})
 
 
 async def _audit(shop: Shop, action: str, detail: str) -> None:
@@ -78,4 +84,16 @@ async def _wallet(shop: Shop, args: argparse.Namespace) -> int:
         print(f"{ccy}\t{amount}")
     for ln in await keys.wallet_lines(client.id, 10):
         print(f"  {ln.at:%Y-%m-%d %H:%M:%S}\t{ln.kind}\t{ln.amount:+d}\t= {ln.balance_after}\t{ln.note}")
+    return 0
+
+
+async def _price(shop: Shop, args: argparse.Namespace) -> int:
+    sku = await shop.catalog.find_sku(args.sku)
+    if not args.clear and not (str(args.amount).isascii() and str(args.amount).isdigit()):
+        raise BadInput("amount: a whole number of minor units, or --clear")
+    amount = None if args.clear else int(args.amount)
+    client = await ApiKeys(shop.store, shop.vault).set_price(args.client, sku.id, amount, args.currency)
+    shown = "api channel price" if amount is None else f"{args.currency} {amount}"
+    await _audit(shop, "api_price.set", f"{client.name} {sku.slug} {shown}")
+    print(f"{client.name} {sku.slug}: {shown}")
     return 0

@@ -132,6 +132,17 @@ class ApiKeys:
         log.info("event=api.wallet_topup client_id=%s currency=%s amount=%s", client.id, currency, amount)
         return line
 
+    async def set_price(self, ref: str, sku_id: int, amount: int | None, currency: str) -> ApiClient:
+        """The client's own price of a SKU (minor units), or None to sell it at the `api` channel price again."""
+        if not _CURRENCY.match(currency):
+            raise BadInput("currency: three capital letters (CNY, USD)")
+        if amount is not None and not 0 <= amount <= MAX_TOP_UP:
+            raise BadInput("amount: a whole number of minor units")
+        client = await self.find(ref)
+        await self.store.set_api_price(client.id, sku_id, None if amount is None else (currency, amount))
+        log.info("event=api.price_set client_id=%s sku_id=%s", client.id, sku_id)
+        return client
+
     async def wallet(self, client_id: int) -> dict[str, int]:
         return await self.store.wallet_balances(client_id)
 

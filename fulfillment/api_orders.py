@@ -92,13 +92,28 @@ class ApiOrders:
         self.store = store
         self.checkpoints = checkpoints or NoCheckpoints()
         self._offers: dict[str, tuple[float, Sku | None, Price | None]] = {}
+        self._price_lists: dict[int, tuple[float, dict[int, tuple[str, int]]]] = {}
         self.catalog = catalog
         self.vault = vault
         self.allow_private_callbacks = allow_private_callbacks
         self.clock = clock
 
-    async def _view(self, sku: Sku) -> ProductView | None:
-        price = await self.catalog.price_on(sku.id, CHANNEL)
+    async def _client_prices(self, client_id: int) -> dict[int, tuple[str, int]]:
+        """The client's price list, remembered for CATALOG_TTL_S."""
+        now = time.monotonic()
+        hit = self._price_lists.get(client_id)
+        if hit is None or hit[0] <= now:
+            if len(self._price_lists) > 10_000:
+                self._price_lists.clear()
+            hit = self._price_lists[client_id] = (now + CATALOG_TTL_S, await self.store.api_prices(client_id))
+        return hit[1]
+
+    async def _price_for(self, client: ApiClient, sku: Sku, channel_price: Price | None) -> Price | None:
+        own = (await self._client_prices(client.id)).get(sku.id)
+        return Price(sku.id, CHANNEL, own[0], own[1]) if own is not None else channel_price
+
+    async def _view(self, client: ApiClient, sku: Sku) -> ProductView | None:
+        price = await self._price_for(client, sku, await self.catalog.price_on(sku.id, CHANNEL))
         product = await self.catalog.product(sku.product_id)
         if price is None or product is None or not product.active or not sku.active:
             return None
@@ -109,34 +124,38 @@ class ApiOrders:
         return ProductView(sku.slug, sku.name_en, sku.name_zh, product.slug, price.amount, price.currency,
                            sku.min_qty, sku.max_qty, stock, max(available, 0))
 
-    async def products(self) -> list[ProductView]:
-        views = [await self._view(sku) for sku in await self.catalog.skus()]
+    async def products(self, client: ApiClient) -> list[ProductView]:
+        """Every active SKU the client can buy: at its own price, else at the `api` channel price."""
+        views = [await self._view(client, sku) for sku in await self.catalog.skus()]
         return [v for v in views if v is not None]
 
-    async def product(self, slug: str) -> ProductView:
+    async def product(self, client: ApiClient, slug: str) -> ProductView:
         sku = await self.store.sku_by_slug(slug)
-        view = await self._view(sku) if sku is not None else None
+        view = await self._view(client, sku) if sku is not None else None
         if view is None:
             raise ApiError(ApiCode.UNKNOWN_SKU)
         return view
 
-    async def _offer(self, slug: str) -> tuple[Sku | None, Price | None]:
-        """The SKU of a slug and its API price, remembered for CATALOG_TTL (each order would read both again)."""
+    async def _offer(self, client: ApiClient, slug: str) -> tuple[Sku | None, Price | None]:
+        """The SKU of a slug and the client's price of it; the SKU and the channel price are remembered for
+        CATALOG_TTL_S (each order would read both again)."""
         now = time.monotonic()
         hit = self._offers.get(slug)
-        if hit is not None and hit[0] > now:
-            return hit[1], hit[2]
-        sku = await self.store.sku_by_slug(slug)
-        price = await self.catalog.price_on(sku.id, CHANNEL) if sku is not None and sku.active else None
-        if len(self._offers) > 10_000:
-            self._offers.clear()
-        self._offers[slug] = (now + CATALOG_TTL_S, sku, price)
-        return sku, price
+        if hit is None or hit[0] <= now:
+            sku = await self.store.sku_by_slug(slug)
+            price = await self.catalog.price_on(sku.id, CHANNEL) if sku is not None and sku.active else None
+            if len(self._offers) > 10_000:
+                self._offers.clear()
+            hit = self._offers[slug] = (now + CATALOG_TTL_S, sku, price)
+        sku = hit[1]
+        if sku is None or not sku.active:
+            return sku, None
+        return sku, await self._price_for(client, sku, hit[2])
 
     async def place(self, client: ApiClient, req: OrderRequest, nonce: OnceKey | None = None) -> OrderView:
         """Place (or find again) the client's order, claiming the request's nonce in the same transaction when
         given; every refusal changes nothing."""
-        sku, price = await self._offer(req.sku)
+        sku, price = await self._offer(client, req.sku)
         if sku is None or not sku.active:
             raise ApiError(ApiCode.UNKNOWN_SKU)
         try:

@@ -69,6 +69,20 @@ class PgApiVerbs(PostgresBase):
                                          " AND revoked_at IS NULL", aware(now), key_id)
         return status.split()[-1] == "1"
 
+    async def set_api_price(self, client_id: int, sku_id: int, price: tuple[str, int] | None) -> None:
+        if price is None:
+            await self.pool.execute("DELETE FROM api_prices WHERE client_id = $1 AND sku_id = $2", client_id, sku_id)
+            return
+        await self.pool.execute(
+            "INSERT INTO api_prices (client_id, sku_id, currency, amount) VALUES ($1,$2,$3,$4) ON CONFLICT"
+            " (client_id, sku_id) DO UPDATE SET currency = excluded.currency, amount = excluded.amount",
+            client_id, sku_id, price[0], price[1])
+
+    async def api_prices(self, client_id: int) -> dict[int, tuple[str, int]]:
+        rows = await self.pool.fetch("SELECT sku_id, currency, amount FROM api_prices WHERE client_id = $1",
+                                     client_id)
+        return {int(r[0]): (r[1], int(r[2])) for r in rows}
+
     async def adjust_wallet(self, client_id: int, currency: str, amount: int, kind: str, note: str,
                             now: datetime, order_id: int | None = None) -> WalletLine | None:
         async with self.pool.acquire() as conn, conn.transaction():

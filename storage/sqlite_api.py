@@ -202,6 +202,20 @@ class ApiVerbs(SqliteBase):
             "UPDATE api_clients SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
             (ts(now), key_id)).rowcount))
 
+    async def set_api_price(self, client_id: int, sku_id: int, price: tuple[str, int] | None) -> None:
+        if price is None:
+            await self._tx(lambda db: db.execute("DELETE FROM api_prices WHERE client_id = ? AND sku_id = ?",
+                                                 (client_id, sku_id)))
+            return
+        await self._tx(lambda db: db.execute(
+            "INSERT INTO api_prices (client_id, sku_id, currency, amount) VALUES (?,?,?,?) ON CONFLICT"
+            " (client_id, sku_id) DO UPDATE SET currency = excluded.currency, amount = excluded.amount",
+            (client_id, sku_id, price[0], price[1])))
+
+    async def api_prices(self, client_id: int) -> dict[int, tuple[str, int]]:
+        rows = await self._all("SELECT sku_id, currency, amount FROM api_prices WHERE client_id = ?", (client_id,))
+        return {int(r[0]): (r[1], int(r[2])) for r in rows}
+
     async def adjust_wallet(self, client_id: int, currency: str, amount: int, kind: str, note: str,
                             now: datetime, order_id: int | None = None) -> WalletLine | None:
         return await self._tx(_adjust_once, client_id, currency, amount, kind, note, order_id, ts(now))

@@ -83,12 +83,12 @@ class ApiChannel:
             raise
 
     async def _products(self, caller: Caller, req: ApiRequest, arg: str) -> ApiResponse:
-        return respond(200, {"products": [p.as_json() for p in await self.orders.products()]})
+        return respond(200, {"products": [p.as_json() for p in await self.orders.products(caller.client)]})
 
     async def _product(self, caller: Caller, req: ApiRequest, arg: str) -> ApiResponse:
         if not _SLUG.match(arg):
             raise ApiError(ApiCode.UNKNOWN_SKU)
-        return respond(200, (await self.orders.product(arg)).as_json())
+        return respond(200, (await self.orders.product(caller.client, arg)).as_json())
 
     async def _wallet(self, caller: Caller, req: ApiRequest, arg: str) -> ApiResponse:
         return respond(200, {"balances": await self.keys.wallet(caller.client.id)})

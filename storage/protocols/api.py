@@ -130,6 +130,18 @@ class ApiClientStore(Protocol):
         ...
 
 
+class ApiPriceStore(Protocol):
+    """A client's own prices (its price list); a SKU without one sells at the `api` channel price."""
+
+    async def set_api_price(self, client_id: int, sku_id: int, price: tuple[str, int] | None) -> None:
+        """(currency, amount) for the client and SKU; None removes it."""
+        ...
+
+    async def api_prices(self, client_id: int) -> dict[int, tuple[str, int]]:
+        """SKU id -> (currency, amount)."""
+        ...
+
+
 class WalletStore(Protocol):
     async def adjust_wallet(self, client_id: int, currency: str, amount: int, kind: str, note: str,
                             now: datetime, order_id: int | None = None) -> WalletLine | None:
@@ -174,5 +186,5 @@ class IdempotencyStore(Protocol):
         ...
 
 
-class ApiStore(ApiClientStore, WalletStore, ApiOrderStore, IdempotencyStore, Protocol):
+class ApiStore(ApiClientStore, ApiPriceStore, WalletStore, ApiOrderStore, IdempotencyStore, Protocol):
     """Everything the order API needs from the store."""

@@ -4,6 +4,7 @@ debited once, readable again; the catalogue with the API price and stock state."
 from __future__ import annotations
 
 from fulfillment.aftersales import AfterSalesService
+from fulfillment.api_signing import Signer
 from tests.api.conftest import PRICE, ApiShop
 
 
@@ -100,3 +101,21 @@ async def test_refund_request_goes_to_the_merchant_who_refunds_to_the_wallet(api
     assert await api.shop.store.wallet_balances(api.key.client.id) == {"CNY": 10_000}
     again = await api.call("POST", "/api/v1/orders/A-1/refund-request", {"reason": "again"})
     assert again.json()["code"] == "NOT_REFUNDABLE"
+
+
+async def test_a_client_price_list_sets_what_the_client_sees_and_pays(api: ApiShop) -> None:
+    # given the client's own price of 500 (the api channel price is 700) and another client without one
+    sku = await api.shop.store.sku_by_slug(api.sku_slug)
+    assert sku is not None
+    await api.keys.set_price(api.key.client.key_id, sku.id, 500, "CNY")
+    other = await api.keys.create("other", ["catalog:read"])
+    # then each sees its own price, and the order is charged at the client's
+    mine = await api.call("GET", f"/api/v1/products/{api.sku_slug}")
+    theirs = await api.call("GET", f"/api/v1/products/{api.sku_slug}", signer=Signer(other.client.key_id, other.secret))
+    assert (mine.json()["price"], theirs.json()["price"]) == (500, PRICE)
+    placed = await api.order("A-1", 2)
+    assert placed.json()["amount"] == 1_000
+    assert await api.shop.store.wallet_balances(api.key.client.id) == {"CNY": 9_000}
+    # and cleared, the channel price applies again
+    await api.keys.set_price(api.key.client.key_id, sku.id, None, "CNY")
+    assert await api.shop.store.api_prices(api.key.client.id) == {}

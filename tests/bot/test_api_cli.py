@@ -25,6 +25,14 @@ def test_api_keys_create_wallet_list_revoke(tmp_path: Path) -> None:
     assert f"shop-b\t{key_id}\tcatalog:read,orders:write\tlive\tCNY=5000" in listed
     assert kamibot(tmp_path, "api-keys", "revoke", key_id).stdout.decode().strip() == "revoked"
     assert "\trevoked " in kamibot(tmp_path, "api-keys", "list").stdout.decode()
+    assert kamibot(tmp_path, "api-keys", "price", "shop-b", "missing-sku", "500").returncode == 2
+    for args in (("catalog", "product", "gems", "--category", "games", "--name-en", "Gems", "--name-zh", "钻石",
+                  "--pool", "gems"),
+                 ("catalog", "sku", "gems-1", "--product", "gems", "--pool", "gems", "--name-en", "1",
+                  "--name-zh", "1")):
+        assert kamibot(tmp_path, *args).returncode == 0
+    priced = kamibot(tmp_path, "api-keys", "price", "shop-b", "gems-1", "500")
+    assert priced.stdout.decode().strip() == "shop-b gems-1: CNY 500"
     bad = kamibot(tmp_path, "api-keys", "create", "x", "--scopes", "orders:delete")
     assert bad.returncode == 2
     db = sqlite3.connect(tmp_path / "kamibot.db")
@@ -34,4 +42,4 @@ def test_api_keys_create_wallet_list_revoke(tmp_path: Path) -> None:
     finally:
         db.close()
     assert secret.encode() not in stored
-    assert audited == ["api_key.create", "api_wallet.adjust", "api_key.revoke"]
+    assert audited == ["api_key.create", "api_wallet.adjust", "api_key.revoke", "api_price.set"]

@@ -1,5 +1,5 @@
 -- kamibot schema v9 (PostgreSQL): the signed order API (issue 15), as sqlite/0009_order_api.sql. API clients (key id
--- + secret encrypted under the vault key), prepaid wallets per client and currency with a ledger line per movement,
+-- + secret encrypted under the vault key), a price list per client, prepaid wallets per client and currency with a ledger line per movement,
 -- the client's order numbers and Idempotency-Key responses (encrypted: they carry codes). kb_api_order places a
 -- wallet-paid order in one transaction: reserve + debit + payment (allocation, outbox, ledger) + the client's number.
 CREATE TABLE api_clients (
@@ -40,6 +40,13 @@ CREATE TABLE api_orders (
     callback_url TEXT NOT NULL DEFAULT '',
     created_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (client_id, client_order_no)
+);
+CREATE TABLE api_prices (
+    client_id BIGINT NOT NULL REFERENCES api_clients(id),
+    sku_id BIGINT NOT NULL REFERENCES skus(id),
+    currency TEXT NOT NULL,
+    amount BIGINT NOT NULL CHECK (amount >= 0),
+    PRIMARY KEY (client_id, sku_id)
 );
 CREATE TABLE api_idempotency (
     client_id BIGINT NOT NULL REFERENCES api_clients(id),

@@ -1,5 +1,5 @@
 -- kamibot schema v9 (SQLite): the signed order API (issue 15). API clients (key id + secret encrypted under the
--- vault key), prepaid wallets per client and currency with a ledger line per movement, the client's order numbers
+-- vault key), a price list per client, prepaid wallets per client and currency with a ledger line per movement, the client's order numbers
 -- and Idempotency-Key responses (encrypted: they carry codes).
 CREATE TABLE api_clients (
     id INTEGER PRIMARY KEY,
@@ -39,6 +39,13 @@ CREATE TABLE api_orders (
     callback_url TEXT NOT NULL DEFAULT '',
     created_at TEXT NOT NULL,
     PRIMARY KEY (client_id, client_order_no)
+);
+CREATE TABLE api_prices (
+    client_id INTEGER NOT NULL REFERENCES api_clients(id),
+    sku_id INTEGER NOT NULL REFERENCES skus(id),
+    currency TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount >= 0),
+    PRIMARY KEY (client_id, sku_id)
 );
 CREATE TABLE api_idempotency (
     client_id INTEGER NOT NULL REFERENCES api_clients(id),
