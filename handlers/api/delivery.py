@@ -1,7 +1,8 @@
 """Delivery of API orders: the codes went back in the order's own answer (and stay readable with
-GET /orders/{client_order_no}); the delivery row sends the signed `order.delivered` / `order.refunded` callback
-when the order has a callback_url (fulfillment/api_callbacks.py). Anything but a 2xx answer raises, and the
-delivery worker retries with backoff; a URL that may not be called any more is a permanent failure."""
+GET /orders/{client_order_no}), so an order's delivery row completes at once (the order is `delivered`) and, like
+its refund, only queues the signed callback (fulfillment/api_callbacks.py). A `callback` row is the POST to the
+client: anything but a 2xx answer raises and the delivery worker retries it with backoff; a URL that may not be
+called any more is a permanent failure of that row alone."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import logging
 
 import httpx
 
-from fulfillment.api_callbacks import ApiCallbacks
+from fulfillment.api_callbacks import CALLBACK_KIND, ApiCallbacks
 from fulfillment.callback_urls import BadCallbackUrl
 from fulfillment.delivery import Delivery, PermanentFailure
 
@@ -33,6 +34,9 @@ class ApiDeliveries:
         return self._http
 
     async def deliver(self, delivery: Delivery) -> None:
+        if delivery.kind != CALLBACK_KIND:
+            await self.callbacks.queue(delivery)
+            return
         try:
             request = await self.callbacks.prepare(delivery)
         except BadCallbackUrl:

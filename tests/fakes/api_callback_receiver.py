@@ -26,6 +26,7 @@ class CallbackReceiver:
     events: list[dict[str, Any]] = field(default_factory=list)
     refused: int = 0
     attempts: int = 0
+    seen_ids: list[str] = field(default_factory=list)  # event ids of every verified attempt, acknowledged or not
 
     def app(self, path: str = "/hook") -> Starlette:
         return Starlette(routes=[Route(path, self.receive, methods=["POST"])])
@@ -42,6 +43,7 @@ class CallbackReceiver:
         if not ok:
             self.refused += 1
             return Response(status_code=401)
+        self.seen_ids.append(h.get("x-kami-event-id", ""))
         if self.fail_next:
             self.fail_next -= 1
             return Response(status_code=500)
