@@ -28,6 +28,8 @@ SECRET_PURPOSE = "api-secret"
 MAX_TOP_UP = 10**12
 #: a process reuses a client's record (scopes, revocation) this long before reading it again
 CLIENT_TTL_S = 1.0
+#: expired nonces are pruned once per this many signed requests of a process
+PRUNE_EVERY = 1000
 
 __all__ = ["SCOPES", "ApiClient", "ApiKeys", "NewKey", "WalletLine"]
 
@@ -50,6 +52,7 @@ class ApiKeys:
         self.clock = clock
         self._secrets: dict[tuple[str, bytes], str] = {}  # (key id, nonce) -> clear secret, this process only
         self._clients: dict[str, tuple[float, ApiClient]] = {}  # key id -> (valid until, client)
+        self._requests = 0
 
     async def create(self, name: str, scopes: list[str]) -> NewKey:
         if not _NAME.match(name):
@@ -108,6 +111,14 @@ class ApiKeys:
     async def claim_nonce(self, key: OnceKey) -> bool:
         """True the first time the nonce is seen within the signature window, in any process."""
         return await self.store.claim_once(key.scope, key.key, key.expires_at, self.clock())
+
+    async def count_request(self) -> None:
+        """Each signed request leaves a nonce key: once per PRUNE_EVERY requests of this process the expired
+        claim-once keys are deleted."""
+        self._requests += 1
+        if self._requests % PRUNE_EVERY == 0:
+            pruned = await self.store.prune_once_keys(self.clock())
+            log.info("event=api.nonces_pruned count=%s", pruned)
 
     def secret_of(self, client: ApiClient) -> str:
         cache_key = (client.key_id, client.secret.nonce)

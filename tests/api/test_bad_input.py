@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from fulfillment import api_clients
 from fulfillment.api_signing import Signer
 from tests.api.conftest import ApiShop, close_api_shop, open_api_shop
 
@@ -159,3 +161,23 @@ async def test_nonce_of_a_refused_order_is_spent_too(api: ApiShop) -> None:
     assert answer.json()["code"] == "INSUFFICIENT_BALANCE"
     replay = api.signer.headers("GET", "/api/v1/wallet", nonce="n-refused-001")
     await expect(api, api.http.get("/api/v1/wallet", headers=replay), 401, "NONCE_REUSED")
+
+
+async def test_another_clients_order_is_unknown(api: ApiShop) -> None:
+    assert (await api.order("A-1", 1)).status_code == 201
+    other = await api.keys.create("other", ["orders:read", "orders:write"])
+    signer = Signer(other.client.key_id, other.secret)
+    await expect(api, api.call("GET", "/api/v1/orders/A-1", signer=signer), 404, "UNKNOWN_ORDER")
+    await expect(api, api.call("POST", "/api/v1/orders/A-1/refund-request", {"reason": "mine"}, signer=signer),
+                 404, "UNKNOWN_ORDER")
+
+
+async def test_expired_nonces_are_pruned(api: ApiShop, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given an expired claim-once key and pruning every 3 signed requests
+    monkeypatch.setattr(api_clients, "PRUNE_EVERY", 3)
+    now = api.keys.clock()
+    await api.shop.store.claim_once("api.nonce", "kk:old", now - timedelta(seconds=1), now - timedelta(minutes=20))
+    # when 3 requests are served, then the expired key is gone (nothing left to prune)
+    for _ in range(3):
+        assert (await api.call("GET", "/api/v1/wallet")).status_code == 200
+    assert await api.shop.store.prune_once_keys(now) == 0
