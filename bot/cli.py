@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bot import api_cli
 from bot.composition import Shop, build_shop, open_store
 from bot.logs import configure_logging
 from bot.settings import Settings
@@ -87,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--file", default=None, help="one text per line (- for stdin): one JSON line each")
     classify.add_argument("--intents", default=None, help="FAQ TOML file (default: the built-in intents)")
     add_supplier_commands(sub)
+    api_cli.register(sub, _HANDLERS)  # kamibot api-keys … (bot/api_cli.py)
     return p
 
 

@@ -136,6 +136,10 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
     app.router.routes.extend(supply.routes())  # POST /suppliers/{name}/notify
     if wechatpay is not None:
         app.router.routes.extend(wechatpay.routes())  # GET /pay/wechat/{order_ref}, POST /pay/wechat/notify
+    if settings.api.enabled:  # the signed order API under /api/v1 (bot/api.py); its channel joins the shop's
+        from bot.api import build_api
+
+        app.router.routes.extend(build_api(shop).routes())
     # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; KAMIBOT_RISK__TRUSTED_PROXIES decides
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, proxy_headers=False,
                             log_level=settings.log_level.lower(), lifespan="on")

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.api_settings import ApiSettings
+
 
 class TelegramSettings(BaseModel):
     """KAMIBOT_TELEGRAM__*: the Telegram channel is on when a token is set."""
@@ -139,6 +141,7 @@ class Settings(BaseSettings):
     wechatpay: WeChatPaySettings = Field(default_factory=WeChatPaySettings)
     wechat: WeChatSettings = Field(default_factory=WeChatSettings)
     aftersales: AfterSalesSettings = Field(default_factory=AfterSalesSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     log_level: str = "INFO"
     log_json: bool = False
 

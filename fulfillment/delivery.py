@@ -13,7 +13,7 @@ import json
 import logging
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -48,6 +48,7 @@ class Delivery:
     product: Product
     codes: list[str] = field(default_factory=list)
     outbox_id: int = 0
+    payload: str = ""  # the outbox row's own payload (an API callback's event)
 
 
 class Channel(Protocol):
@@ -156,7 +157,7 @@ class DeliveryWorker:
         return Delivery(kind, order, sku, product, codes, outbox_id)
 
     async def _send(self, row: OutboxRow) -> None:
-        delivery = await self.build(row.order_id, row.kind, row.id)
+        delivery = replace(await self.build(row.order_id, row.kind, row.id), payload=row.payload)
         self.checkpoints.reach(DELIVERY_CLAIMED)
         await self.channels[row.channel].deliver(delivery)
         self.checkpoints.reach(DELIVERY_SENT)

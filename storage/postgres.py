@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from storage.postgres_api import PgApiVerbs
 from storage.postgres_base import PostgresBase
 from storage.postgres_catalog import PgCatalog
 from storage.postgres_customers import PgCustomers
@@ -16,8 +17,8 @@ from storage.postgres_vault import PgVault
 from storage.postgres_wechatpay import PgExtraPayments
 
 
-class PostgresStore(PgCatalog, PgVault, PgSales, PgCustomers, PgSharedState, PgRisk, PostgresBase, PgTickets,
-                    PgExtraPayments, PgSupply):
+class PostgresStore(PgCatalog, PgVault, PgSales, PgCustomers, PgSharedState, PgRisk, PgApiVerbs, PostgresBase,
+                    PgTickets, PgExtraPayments, PgSupply):
     """The Store protocol (storage/protocol.py) on PostgreSQL. PostgresBase comes before PgTickets and
     PgExtraPayments, whose `pool` is a placeholder for the base's."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from storage.protocols.api import ApiStore
 from storage.protocols.catalog import CatalogStore
 from storage.protocols.customers import CustomerStore
 from storage.protocols.ledger import LedgerStore
@@ -26,6 +27,6 @@ from storage.protocols.vault import VaultStore
 
 
 class Store(SchemaStore, CatalogStore, VaultStore, OrderStore, PaymentStore, ExtraPaymentStore, OutboxStore,
-            LedgerStore, CustomerStore, SharedStateStore, RiskStore, TicketStore, SupplyStore, Protocol):
+            LedgerStore, CustomerStore, SharedStateStore, RiskStore, TicketStore, SupplyStore, ApiStore, Protocol):
     """Everything: what the composition root builds (storage/sqlite.py SqliteStore, storage/postgres.py
     PostgresStore)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from storage.sqlite_api import ApiVerbs
 from storage.sqlite_base import SqliteBase
 from storage.sqlite_catalog import Catalog
 from storage.sqlite_customers import Customers
@@ -20,7 +21,7 @@ from storage.sqlite_vault import VaultCodes
 from storage.sqlite_wechatpay import ExtraPayments
 
 
-class SqliteStore(Catalog, VaultCodes, Sales, Customers, SharedState, Risk, Tickets, ExtraPayments, Supply,
+class SqliteStore(Catalog, VaultCodes, Sales, Customers, SharedState, Risk, Tickets, ExtraPayments, Supply, ApiVerbs,
                   SqliteBase):
     """The Store protocol (storage/protocol.py) on SQLite."""
 

@@ -1,0 +1,151 @@
+"""Signed `POST /api/v1/orders` for an in-stock SKU at 50 concurrent clients, through the real app (the Starlette
+routes of bot/api.py: signature, nonce, the one-transaction order verb with its wallet debit, codes decrypted into
+the answer) in one process, each request handed to the ASGI app as uvicorn would (the client's signing is not
+timed), beside bench_allocation.py's full path (`PaymentInbox.receive`, 1 process) in the same run and backend.
+
+    python benchmarks/bench_api.py [--orders 2000] [--no-pg]
+
+Prints one JSON line. Targets (issue 15): API throughput ≥ 50% of the allocation full path, p99 < 50 ms, signature
+verification < 50 µs per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_allocation  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+
+from bot.api import build_api  # noqa: E402
+from bot.composition import build_shop  # noqa: E402
+from bot.settings import Settings  # noqa: E402
+from fulfillment.api_clients import ApiKeys  # noqa: E402
+from fulfillment.api_signing import Signer, matches  # noqa: E402
+from storage.records import Price, Product, Sku  # noqa: E402
+
+CONCURRENCY = 50
+
+
+def verify_us(rounds: int = 20_000) -> float:
+    body = json.dumps({"client_order_no": "A-1", "sku": "bench-1", "quantity": 1}).encode()
+    headers = Signer("kk_bench", "ks_" + "x" * 43).headers("POST", "/api/v1/orders", "", body)
+    args = ("ks_" + "x" * 43, headers["x-kami-signature"], "POST", "/api/v1/orders", "", body,
+            headers["x-kami-timestamp"], headers["x-kami-nonce"])
+    start = time.perf_counter()
+    for _ in range(rounds):
+        assert matches(*args)
+    return (time.perf_counter() - start) / rounds * 1e6
+
+
+async def asgi_post(app: Starlette, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    """One request straight into the ASGI app, as uvicorn hands it over (no HTTP client in the measurement)."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(k.encode(), v.encode()) for k, v in headers.items()]
+             + [(b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 50000), "server": ("bench", 80)}
+    sent = False
+    status, chunks = 0, []
+
+    async def receive() -> dict[str, object]:
+        nonlocal sent
+        if sent:
+            await asyncio.Event().wait()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])  # type: ignore[call-overload]
+        elif message["type"] == "http.response.body":
+            chunks.append(bytes(message.get("body", b"")))  # type: ignore[arg-type]
+
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    return status, b"".join(chunks)
+
+
+async def api_path(data_dir: Path, db_url: str, n: int) -> tuple[float, float, float]:
+    """(orders/s, p50 ms, p99 ms) of n signed orders at 50 concurrent clients."""
+    settings = Settings(data_dir=data_dir, database_url=db_url, risk={"enabled": False},
+                        api={"rate_per_s": 1e9, "burst": 10**9})
+    shop = await build_shop(settings)
+    store = shop.store
+    cat = await store.upsert_category("bench", "Bench", "测试", 0)
+    product = await store.upsert_product(Product(0, cat.id, "bench", "Bench", "测试"))
+    pool = await store.upsert_pool("bench", "bench", 0)
+    sku = await store.upsert_sku(Sku(0, product.id, pool.id, "bench-1", "1", "1", max_qty=5))
+    await store.set_price(Price(sku.id, "api", "CNY", 100))
+    batch = await store.create_batch(pool.id, "bench", 10, "CNY", "bench")
+    for i in range(0, n, 5000):
+        await store.insert_codes(batch, pool.id, [shop.vault.seal(f"B-{secrets.token_hex(8)}")
+                                                  for _ in range(min(5000, n - i))])
+    keys = ApiKeys(store, shop.vault)
+    key = await keys.create("bench", ["orders:write"])
+    await keys.top_up(key.client.key_id, 100 * n, "CNY", "bench")
+    app = Starlette(routes=build_api(shop).routes())
+    signer = Signer(key.client.key_id, key.secret)
+    numbers = iter(range(n))
+    latencies: list[float] = []
+
+    async def client() -> None:
+        for i in numbers:
+            body = json.dumps({"client_order_no": f"B-{i}", "sku": "bench-1", "quantity": 1}).encode()
+            headers = signer.headers("POST", "/api/v1/orders", "", body)  # the client's work: not timed
+            t0 = time.perf_counter()
+            status, answer = await asgi_post(app, "/api/v1/orders", headers, body)
+            latencies.append(time.perf_counter() - t0)
+            assert status == 201, answer
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
+    elapsed = time.perf_counter() - start
+    await shop.close()
+    latencies.sort()
+    return n / elapsed, latencies[len(latencies) // 2] * 1e3, latencies[int(len(latencies) * 0.99)] * 1e3
+
+
+def _backend(base: Path, name: str, url: str, n: int, figures: dict[str, object]) -> None:
+    """`url` empty: a fresh SQLite file each; else one PostgreSQL database (the API run adds its own SKU)."""
+    data = base / name  # one vault key file per database
+    alloc_url = url or f"sqlite:///{data / 'alloc.db'}"
+    events = asyncio.run(bench_allocation.prepare(data, alloc_url, n))
+    alloc = bench_allocation.full_path(alloc_url, data, events, 1)
+    api_data = data if url else base / f"{name}-api"
+    rate, p50, p99 = asyncio.run(api_path(api_data, url or f"sqlite:///{api_data / 'api.db'}", n))
+    figures.update({f"{name}_alloc_full_per_s": round(alloc), f"{name}_api_per_s": round(rate),
+                    f"{name}_api_ratio": round(rate / alloc, 2), f"{name}_api_p50_ms": round(p50, 1),
+                    f"{name}_api_p99_ms": round(p99, 1)})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--orders", type=int, default=2000)
+    ap.add_argument("--no-pg", action="store_true")
+    args = ap.parse_args()
+    figures: dict[str, object] = {"orders": args.orders, "verify_us": round(verify_us(), 2)}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        _backend(base, "sqlite", "", args.orders, figures)
+        if not args.no_pg:
+            url, name = asyncio.run(bench_allocation.pg_database())
+            try:
+                _backend(base, "pg", url, args.orders, figures)
+            finally:
+                asyncio.run(bench_allocation.drop_database(name))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
