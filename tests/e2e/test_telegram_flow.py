@@ -141,6 +141,7 @@ async def _flood_round(fake: FakeTelegram, flooder: int, newcomer: int, buyers: 
     return alone, during
 
 
+@pytest.mark.solo  # compares purchase times with and without the flood: run alone, not beside other tests
 async def test_one_flooding_user_gets_a_bounded_answer_and_slows_nobody_down(tmp_path, fake):
     # a purchase is 8 messages and edits: the overall pace is raised so that eight buyers in two seconds do not
     # share Telegram's 30 per second among themselves (the window is tested in tests/handlers/test_telegram_pacing.py)
