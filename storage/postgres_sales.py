@@ -143,8 +143,9 @@ class PgSales(PostgresBase):
         return [r[0] for r in rows]
 
     async def order_payment(self, order_id: int) -> tuple[str, str, int] | None:
-        r = await self.pool.fetchrow("SELECT provider, provider_txn_id, amount FROM payment_events WHERE order_id = $1"
-                                     " AND outcome IN ('allocated', 'failed', 'review') ORDER BY id LIMIT 1", order_id)
+        r = await self.pool.fetchrow(
+            "SELECT provider, provider_txn_id, amount FROM payment_events WHERE order_id = $1"
+            " AND outcome IN ('allocated', 'failed', 'review') ORDER BY outcome = 'review', id LIMIT 1", order_id)
         return (r[0], r[1], int(r[2])) if r else None
 
     # -- delivery outbox ---------------------------------------------------

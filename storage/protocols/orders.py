@@ -87,7 +87,9 @@ class PaymentStore(Protocol):
         ...
 
     async def order_payment(self, order_id: int) -> tuple[str, str, int] | None:
-        """(provider, provider txn id, amount) of the payment applied to this order, if any."""
+        """(provider, provider txn id, amount) of the payment the order lives by: the one that paid it (allocated,
+        or failed for want of stock) before any held one, whatever their ids (on PostgreSQL two racing payments
+        take their ids before the order lock, so the held second one can have the lower id)."""
         ...
 
 

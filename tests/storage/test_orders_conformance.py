@@ -292,3 +292,18 @@ async def test_last_order_event_of_a_type_is_the_newest_and_none_for_an_order_wi
     checkout = await store.last_order_event(order.id, events.EventType.CHECKOUT)
     assert checkout is not None
     assert checkout.to_state == S.CREATED
+
+
+async def test_the_orders_payment_is_the_one_that_paid_it_even_when_a_held_one_has_the_lower_id(store):
+    shop = await make_shop(store)
+    order = await store.reserve(new_order(shop.sku, qty=1), NOW)
+    # the second payment is recorded first (lower id) but applied after the first one paid the order
+    late_id, fresh = await store.record_payment(payment(order.ref, order.amount, order.currency, txn="second"), NOW)
+    assert fresh
+    paid = await store.receive_payment(payment(order.ref, order.amount, order.currency, txn="first"), NOW)
+    assert paid.outcome == PaymentOutcome.ALLOCATED
+    held = await store.apply_payment(late_id, NOW)
+    assert held.outcome == PaymentOutcome.REVIEW
+    own = await store.order_payment(order.id)
+    assert own is not None
+    assert own[1] == "first"
