@@ -128,17 +128,11 @@ class TelegramPayments:
 
     async def _after(self, result: PaymentApplied, user_id: int, chat_id: str, charge_id: str, ref: str,
                      lang: str) -> None:
-        if result.outcome == PaymentOutcome.ALLOCATED:
-            await self.ctx.delivery.run_once()  # the codes leave now, not at the worker's next tick
-            order = await self.ctx.services.lookup.by_id(result.order_id) if result.order_id else None
-            if order is not None:
-                if self.notify_paid:
-                    await self.alerts.order_paid(order)
-                await self._low_stock(order)
-            return
-        if result.outcome == PaymentOutcome.FAILED:
-            await self.ctx.delivery.run_once()  # the refund row: Stars back and the customer told
-            return
+        """What follows a recorded payment. Only the refund of money that must go back runs before the update is
+        acknowledged (a failure leaves it unacknowledged, and its retry refunds); sends, notices and the outbox
+        push run in the background: in polling mode the next getUpdates waits for this, and a merchant notice
+        waits for the merchant chat's pace (seconds), which would hold every chat's updates and make later
+        pre-checkout queries miss Telegram's 10 s."""
         if result.outcome == PaymentOutcome.ALREADY_APPLIED:
             if result.detail in _GIVEN_BACK:  # recorded, and the refund may not have happened before a crash
                 await self._refund(user_id, charge_id)
@@ -148,7 +142,19 @@ class TelegramPayments:
             await self._refund(user_id, charge_id)
             log.warning("event=telegram.payment_returned outcome=%s order_id=%s", result.outcome.value,
                         result.order_id)
-        elif result.outcome == PaymentOutcome.REVIEW and result.order_id is not None:
+        self.ctx.spawn(self._tell(result, chat_id, ref, lang))
+
+    async def _tell(self, result: PaymentApplied, chat_id: str, ref: str, lang: str) -> None:
+        if result.outcome in (PaymentOutcome.ALLOCATED, PaymentOutcome.FAILED):
+            # the codes (or the refund row: Stars back and the customer told) leave now, not at the next tick
+            await self.ctx.delivery.run_once()
+            order = await self.ctx.services.lookup.by_id(result.order_id) if result.order_id else None
+            if result.outcome == PaymentOutcome.ALLOCATED and order is not None:
+                if self.notify_paid:
+                    await self.alerts.order_paid(order)
+                await self._low_stock(order)
+            return
+        if result.outcome == PaymentOutcome.REVIEW and result.order_id is not None:
             await self._review_notice(result.order_id, ref, result.detail)
         await self.send_all(chat_id, [Reply(self.ctx.tr(lang, f"pay.result.{result.outcome.value}", ref=ref))])
 
