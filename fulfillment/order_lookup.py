@@ -38,6 +38,10 @@ class OrderLookup:
         """(provider, provider txn id, amount) of the payment applied to the order, if any."""
         return await self.store.order_payment(order_id)
 
+    async def refund_queued(self, order_id: int) -> bool:
+        """The shop is refunding (or refunded) the order: a refund Telegram reports for it is the shop's own."""
+        return await self.store.refund_queued(order_id)
+
     async def payment_records(self, order_id: int) -> list[PaymentRecord]:
         """Every payment recorded for the order (the held one too, with the amount actually paid)."""
         return await self.store.payment_records(order_id)

@@ -171,6 +171,10 @@ class PgSales(PostgresBase):
     async def pending_outbox(self) -> int:
         return int(await self.pool.fetchval("SELECT COUNT(*) FROM outbox WHERE status = 'pending'"))
 
+    async def refund_queued(self, order_id: int) -> bool:
+        return await self.pool.fetchval("SELECT 1 FROM outbox WHERE order_id = $1 AND kind = 'refund'",
+                                        order_id) is not None
+
     # -- refunds and ledger ------------------------------------------------
     async def refund(self, order_id: int, event: NewOrderEvent, now: datetime) -> bool:
         r = await self._call("SELECT kb_refund($1, $2, $3::jsonb, $4, $5, $6)", order_id, event.type.value,

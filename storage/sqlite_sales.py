@@ -157,6 +157,9 @@ class Sales(SqliteBase):
     async def pending_outbox(self) -> int:
         return int((await self._one("SELECT COUNT(*) FROM outbox WHERE status = 'pending'"))[0])
 
+    async def refund_queued(self, order_id: int) -> bool:
+        return await self._one("SELECT 1 FROM outbox WHERE order_id = ? AND kind = 'refund'", (order_id,)) is not None
+
     # -- refunds and ledger ------------------------------------------------
     async def refund(self, order_id: int, event: NewOrderEvent, now: datetime) -> bool:
         return await self._tx(tx.refund, order_id, event, now, self._states)

@@ -182,7 +182,10 @@ class TelegramPayments:
         own = await self.ctx.services.lookup.payment(order.id) if order is not None else None
         if (order is None or order.channel != CHANNEL or order.user_id != str(user_id)
                 or order.state not in KEPT_THE_MONEY  # refunded, failed, rejected: the shop's own refunds
-                or (own is not None and own[1] != charge_id)):  # a duplicate payment the shop gave back
+                or (own is not None and own[1] != charge_id)  # a duplicate payment the shop gave back
+                # the shop's refund row calls refundStarPayment before it marks the order refunded: Telegram's
+                # notice can come in between (or after a crash there) and is still the shop's own refund
+                or await self.ctx.services.lookup.refund_queued(order.id)):
             log.info("event=telegram.refund_seen known=%s", order is not None)
             return
         if await self.ctx.services.chargebacks.record_chargeback(order, CHANNEL, "telegram"):

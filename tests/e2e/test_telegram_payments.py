@@ -182,3 +182,24 @@ async def test_stars_recovery_leaves_young_transactions_to_their_updates(tmp_pat
         assert len(fake.sent("getStarTransactions")) > 1
         assert (await bot.shop.store.order_by_ref(ref)).state == OrderState.AWAITING_PAYMENT
         assert await bot.shop.store.kv_get(CURSOR, datetime.now(UTC)) is None
+
+
+async def test_telegrams_notice_of_the_shops_own_refund_before_it_is_booked_is_no_chargeback(tmp_path, fake):
+    async with running_bot(tmp_path, fake) as bot:
+        ref = await _buy_to_invoice(fake)
+        assert _ok(await _answered(fake, fake.pre_checkout(CUSTOMER, ref, 45)))
+        fake.successful_payment(CUSTOMER, ref, 45, "charge-1")
+        await fake.wait_for("sendMessage", lambda p: int(p["chat_id"]) == CUSTOMER and "<code>" in p["text"])
+        order = await bot.shop.store.order_by_ref(ref)
+        # given: the merchant's refund row is queued (due later, so the worker has not booked it yet)
+        later = datetime.now(UTC) + timedelta(hours=1)
+        await bot.shop.store.enqueue_outbox(order.id, "refund", '{"provider": "telegram"}', later)
+        # when: Telegram's refunded_payment for the order's own charge arrives while the order is still delivered
+        fake.refunded_payment(CUSTOMER, ref, 45, "charge-1")
+        await _handled_so_far(fake, CUSTOMER)
+        await asyncio.sleep(0.5)  # a payment update is handled before the next getUpdates; give it that turn
+        # then: it is the shop's own refund, not the buyer's chargeback
+        assert len(fake.sent("refundStarPayment")) == 0  # the row is not due yet: the window is still open
+        assert (await bot.shop.store.order_by_ref(ref)).state == OrderState.DELIVERED
+        assert (await bot.shop.store.user_stats("telegram", str(CUSTOMER))).disputes == 0
+        assert not [t for t in _texts(fake, MERCHANT) if "chargeback" in t.lower() or "拒付" in t]

@@ -307,3 +307,14 @@ async def test_the_orders_payment_is_the_one_that_paid_it_even_when_a_held_one_h
     own = await store.order_payment(order.id)
     assert own is not None
     assert own[1] == "first"
+
+
+async def test_refund_queued_is_true_once_the_orders_refund_row_exists(store):
+    shop = await make_shop(store)
+    order = await store.reserve(new_order(shop.sku, qty=1), NOW)
+    await store.receive_payment(payment(order.ref, order.amount, order.currency), NOW)
+    assert not await store.refund_queued(order.id)
+    await store.enqueue_outbox(order.id, "deliver", "", NOW)
+    assert not await store.refund_queued(order.id)
+    await store.enqueue_outbox(order.id, "refund", "{}", NOW)
+    assert await store.refund_queued(order.id)
