@@ -156,6 +156,10 @@ class Sales(SqliteBase):
     async def pending_outbox(self) -> int:
         return int((await self._one("SELECT COUNT(*) FROM outbox WHERE status = 'pending'"))[0])
 
+    async def order_state_counts(self) -> list[tuple[str, str, int]]:
+        rows = await self._scan("SELECT channel, state, COUNT(*) FROM orders GROUP BY channel, state", ())
+        return [(str(c), str(s), int(n)) for c, s, n in rows]
+
     # -- refunds and ledger ------------------------------------------------
     async def refund(self, order_id: int, event: NewOrderEvent, now: datetime) -> bool:
         return await self._tx(tx.refund, order_id, event, now, self._states)
