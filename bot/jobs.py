@@ -26,6 +26,7 @@ log = logging.getLogger("kamibot.jobs")
 @dataclass
 class JobStatus:
     last_ok: dict[str, float] = field(default_factory=dict)  # monotonic time of the last good tick
+    runs: dict[str, int] = field(default_factory=dict)  # ticks run, good or failed (metrics)
     failures: dict[str, int] = field(default_factory=dict)
     intervals: dict[str, float] = field(default_factory=dict)
 
@@ -54,6 +55,7 @@ async def _every(name: str, seconds: float, tick: Callable[[], Awaitable[int]], 
     status.intervals[name] = seconds
     while not stop.is_set():
         busy = 0
+        status.runs[name] = status.runs.get(name, 0) + 1
         try:
             busy = await tick()
             status.last_ok[name] = time.monotonic()

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -22,6 +23,7 @@ from starlette.types import Lifespan
 from bot.composition import Shop, build_context, build_shop
 from bot.jobs import JobStatus, run_jobs, ticket_sla_job
 from bot.logs import redact_access_log
+from bot.metrics import MetricsMiddleware, ShopMetrics
 from bot.settings import Settings
 from bot.supply import build_supply
 from fulfillment.checkpoints import Checkpoints
@@ -40,7 +42,10 @@ class WebhookSink(Protocol):
 
 
 def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None = None,
-               telegram: WebhookSink | None = None, wechat_routes: Sequence[BaseRoute] = ()) -> Starlette:
+               telegram: WebhookSink | None = None, wechat_routes: Sequence[BaseRoute] = (),
+               metrics: ShopMetrics | None = None) -> Starlette:
+    metrics = metrics or ShopMetrics(shop, jobs).attach()
+
     async def health(request: Request) -> JSONResponse:
         stale = jobs.stale()
         body = {"status": "degraded" if stale else "ok", "schema": await shop.store.schema_version(),
@@ -66,10 +71,11 @@ def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None
             return Response(status_code=400)
         return Response(status_code=200 if taken else 503)
 
-    routes: list[BaseRoute] = [Route("/healthz", health),
+    routes: list[BaseRoute] = [Route("/healthz", health), Route("/metrics", metrics.endpoint),
                                Route("/telegram/webhook", telegram_webhook, methods=["POST"])]
     routes += wechat_routes  # GET/POST /wechat when the Official Account is configured (bot/wechat.py)
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan,
+                     middleware=[Middleware(MetricsMiddleware, metrics=metrics)])  # HTTP seconds by route
 
 
 async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> int:

@@ -142,6 +142,8 @@ class Settings(BaseSettings):
     wechat: WeChatSettings = Field(default_factory=WeChatSettings)
     aftersales: AfterSalesSettings = Field(default_factory=AfterSalesSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    #: KAMIBOT_METRICS_TOKEN: GET /metrics requires it as a bearer token; empty = open (a shop on 127.0.0.1)
+    metrics_token: SecretStr = SecretStr("")
     log_level: str = "INFO"
     log_json: bool = False
 

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -91,6 +91,8 @@ class DeliveryWorker:
         self.clock = clock
         self.jitter = jitter
         self.alerts: MerchantAlerts | None = None
+        #: awaited after a deliver row was sent and completed (metrics: paid → delivered); never breaks delivery
+        self.on_delivered: Callable[[Delivery, datetime], Awaitable[None]] | None = None
         #: set when rows were just written (a payment applied here): the job loop runs at once
         self.due = asyncio.Event()
 
@@ -111,10 +113,11 @@ class DeliveryWorker:
 
     async def _process(self, row: OutboxRow) -> None:
         try:
+            sent = None
             if row.kind == "refund":
                 await self._refund(row)
             else:
-                await self._send(row)
+                sent = await self._send(row)
         except PermanentFailure as exc:
             await self.store.fail_outbox(row.id, self.clock(), type(exc).__name__)
             order = await self.store.order_by_id(row.order_id)
@@ -133,8 +136,14 @@ class DeliveryWorker:
             log.warning("event=delivery.retry outbox_id=%s order_id=%s attempt=%s error=%s",
                         row.id, row.order_id, row.attempts, type(exc).__name__)
             return
-        await self.store.complete_outbox(row.id, self.clock())
+        done_at = self.clock()
+        await self.store.complete_outbox(row.id, done_at)
         log.info("event=delivery.done outbox_id=%s order_id=%s kind=%s", row.id, row.order_id, row.kind)
+        if sent is not None and row.kind == "deliver" and self.on_delivered is not None:
+            try:
+                await self.on_delivered(sent, done_at)
+            except Exception:  # noqa: BLE001 - an observer must never break delivery
+                log.exception("event=delivery.observer_failed order_id=%s", row.order_id)
 
     async def _alert(self, row: OutboxRow, reason: str) -> None:
         order = await self.store.order_by_id(row.order_id)
@@ -156,11 +165,12 @@ class DeliveryWorker:
         ]
         return Delivery(kind, order, sku, product, codes, outbox_id)
 
-    async def _send(self, row: OutboxRow) -> None:
+    async def _send(self, row: OutboxRow) -> Delivery:
         delivery = replace(await self.build(row.order_id, row.kind, row.id), payload=row.payload)
         self.checkpoints.reach(DELIVERY_CLAIMED)
         await self.channels[row.channel].deliver(delivery)
         self.checkpoints.reach(DELIVERY_SENT)
+        return delivery
 
     async def _refund(self, row: OutboxRow) -> None:
         """Paid but undeliverable: refund through the provider (outside any transaction), then record it."""

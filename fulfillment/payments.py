@@ -70,6 +70,8 @@ class PaymentInbox:
         self.risk = risk
         #: told when a payment wrote outbox rows (delivery, or the refund of an unfulfillable order)
         self.on_applied: Callable[[], None] | None = None
+        #: told (provider, outcome) of every notification received (metrics); "error" when it could not be applied
+        self.on_outcome: Callable[[str, str], None] | None = None
         self.checkpoints = checkpoints or NoCheckpoints()
         self.clock = clock
 
@@ -91,12 +93,16 @@ class PaymentInbox:
             # answer "failed" so the provider retries
             await self.store.record_payment(event, self.clock())
             log.exception("event=payment.apply_failed provider=%s", event.provider)
+            if self.on_outcome is not None:
+                self.on_outcome(event.provider, "error")
             raise
         self.checkpoints.reach(PAYMENT_RECORDED)
         if result.outcome == PaymentOutcome.REVIEW and await self._duplicate(event, result):
             result = PaymentApplied(result.event_id, PaymentOutcome.DUPLICATE, result.order_id, "second payment")
         if self.on_applied is not None and result.outcome in (PaymentOutcome.ALLOCATED, PaymentOutcome.FAILED):
             self.on_applied()
+        if self.on_outcome is not None:
+            self.on_outcome(event.provider, result.outcome.value)
         log.info("event=payment.%s payment_event=%s provider=%s order_id=%s",
                  result.outcome.value, result.event_id, event.provider, result.order_id)
         return result

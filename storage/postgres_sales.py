@@ -175,6 +175,10 @@ class PgSales(PostgresBase):
         return await self.pool.fetchval("SELECT 1 FROM outbox WHERE order_id = $1 AND kind = 'refund'",
                                         order_id) is not None
 
+    async def order_state_counts(self) -> list[tuple[str, str, int]]:
+        rows = await self.pool.fetch("SELECT channel, state, COUNT(*) FROM orders GROUP BY channel, state")
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
     # -- refunds and ledger ------------------------------------------------
     async def refund(self, order_id: int, event: NewOrderEvent, now: datetime) -> bool:
         r = await self._call("SELECT kb_refund($1, $2, $3::jsonb, $4, $5, $6)", order_id, event.type.value,

@@ -160,6 +160,10 @@ class Sales(SqliteBase):
     async def refund_queued(self, order_id: int) -> bool:
         return await self._one("SELECT 1 FROM outbox WHERE order_id = ? AND kind = 'refund'", (order_id,)) is not None
 
+    async def order_state_counts(self) -> list[tuple[str, str, int]]:
+        rows = await self._scan("SELECT channel, state, COUNT(*) FROM orders GROUP BY channel, state", ())
+        return [(str(c), str(s), int(n)) for c, s, n in rows]
+
     # -- refunds and ledger ------------------------------------------------
     async def refund(self, order_id: int, event: NewOrderEvent, now: datetime) -> bool:
         return await self._tx(tx.refund, order_id, event, now, self._states)

@@ -25,6 +25,7 @@ from handlers.context import ShopContext
 from handlers.router import Conversation
 from handlers.telegram.channel import CHANNEL, TelegramAlerts, TelegramSender
 from handlers.telegram.intake import ArrivalCheck, UpdateIntake
+from handlers.telegram.pacing import Lane
 from handlers.telegram.payments import TelegramPayments
 from handlers.telegram.render import keyboard_rows, menu_message
 from handlers.telegram.request import inline_keyboard
@@ -104,18 +105,19 @@ class TelegramBot:
         msg = self._incoming(update, button=query.data or "")
         await self.send_all(msg.chat_id, await self.conversation.handle(msg), menu_message(query.message))
 
-    async def send_all(self, chat_id: str, replies: list[Reply], menu_id: int | None = None) -> None:
+    async def send_all(self, chat_id: str, replies: list[Reply], menu_id: int | None = None,
+                       lane: Lane = Lane.BROWSE) -> None:
         """The replies in order. With `menu_id` (the message whose button was pressed), a first reply that is a
         menu (it has buttons) replaces that message's text and buttons instead of adding a message."""
         for n, reply in enumerate(replies):
             try:
                 if n == 0 and menu_id is not None and reply.buttons and await self.sender.edit(chat_id, menu_id,
-                                                                                                reply):
+                                                                                                reply, lane):
                     continue
                 if reply.invoice is not None:
                     await self._invoice(chat_id, reply)
                 else:
-                    await self.sender.send(chat_id, reply)
+                    await self.sender.send(chat_id, reply, lane)
             except (RetryLater, PermanentFailure) as exc:
                 log.warning("event=telegram.reply_dropped chat=%s reason=%s", chat_id, type(exc).__name__)
 

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from fulfillment.delivery import PermanentFailure, RetryLater
 from handlers.telegram.channel import CHANNEL, TelegramSender
+from handlers.telegram.pacing import Lane
 from handlers.types import Reply
 
 log = logging.getLogger("kamibot.broadcast")
@@ -49,7 +50,7 @@ class TelegramBroadcaster:
     async def _send(self, chat_id: str, text: str) -> bool:
         for _ in range(5):
             try:
-                await self.sender.send(chat_id, Reply(text))
+                await self.sender.send(chat_id, Reply(text), Lane.BROADCAST)  # never ahead of a delivery
             except RetryLater as exc:  # Telegram 429: wait exactly as long as asked
                 await asyncio.sleep(exc.seconds)
                 continue

@@ -14,7 +14,7 @@ from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from fulfillment.delivery import Delivery, PermanentFailure, RetryLater
 from handlers.context import ShopContext
 from handlers.render import delivery_reply
-from handlers.telegram.pacing import Pacer
+from handlers.telegram.pacing import Lane, Pacer
 from handlers.telegram.render import fits, keyboard, keyboard_rows, to_html
 from handlers.telegram.request import BotApi, inline_keyboard
 from handlers.types import Button, Reply
@@ -36,8 +36,9 @@ class TelegramSender:
         # button answers have their own few: a flood of taps cannot take the messages' places
         self._answers = asyncio.Semaphore(answers_in_flight)
 
-    async def send(self, chat_id: str, reply: Reply) -> None:
-        await self.pacer.wait(chat_id)
+    async def send(self, chat_id: str, reply: Reply, lane: Lane = Lane.BROWSE) -> None:
+        """`lane`: DELIVERY for codes and payment answers, BROADCAST for broadcasts (pacing.py)."""
+        await self.pacer.wait(chat_id, lane)
         try:
             async with self.in_flight:
                 await self._send(chat_id, reply)
@@ -46,14 +47,14 @@ class TelegramSender:
         except Forbidden:
             raise PermanentFailure("chat unreachable (bot blocked)") from None
 
-    async def edit(self, chat_id: str, message_id: int, reply: Reply) -> bool:
+    async def edit(self, chat_id: str, message_id: int, reply: Reply, lane: Lane = Lane.BROWSE) -> bool:
         """Replace the text and buttons of a message the bot sent (a menu moving on in place). False: this reply is
         not a menu (codes, a document, too long) or Telegram refuses the edit (message gone, too old, not text):
         send it as a new message instead. https://core.telegram.org/bots/api#editmessagetext"""
         text = to_html(reply)
         if reply.codes or reply.document is not None or reply.invoice is not None or not fits(text):
             return False
-        await self.pacer.wait_edit(chat_id)
+        await self.pacer.wait_edit(chat_id, lane)
         try:
             async with self.in_flight:
                 await self.api.call("editMessageText", chat_id=int(chat_id), message_id=message_id, text=text,
@@ -107,7 +108,7 @@ class TelegramChannel:
 
     async def deliver(self, delivery: Delivery) -> None:
         lang = self.ctx.language(CHANNEL, delivery.order.user_id, delivery.order.language)
-        await self.sender.send(delivery.order.chat_id, delivery_reply(self.ctx.tr, delivery, lang))
+        await self.sender.send(delivery.order.chat_id, delivery_reply(self.ctx.tr, delivery, lang), Lane.DELIVERY)
 
 
 class StarsProvider:

@@ -11,15 +11,24 @@ is still held to about one edit per second.
 
 The overall limit ("not more than 30 messages per second", same page) is a sliding window: a message goes at
 once while fewer than 30 went out in the last second, so answers are not spaced 33 ms apart when the bot is
-quiet. Fairness: a message first waits for its own chat's bucket and only then queues for the overall window,
-first come first served. A chat that has used its burst waits alone; it never holds a place in the overall
-queue (and so never delays another chat) while it waits for its own tokens, and no chat can put more than
-its two bursts into the window at once.
+quiet. Fairness: a message first waits for its own chat's bucket and only then queues for the overall window.
+A chat that has used its burst waits alone; it never holds a place in the overall queue (and so never delays
+another chat) while it waits for its own tokens, and no chat can put more than its two bursts into the window
+at once.
+
+The overall queue has lanes (issue 17, "paid deliveries first"): when several messages wait for the window, a
+place that frees goes to the best lane first (first come first served within a lane), so codes and payment
+answers (DELIVERY) overtake menus (BROWSE), and broadcasts (BROADCAST) go last. Broadcasts also leave a fifth
+of the window unused, so a delivery arriving while a broadcast runs finds room at once: broadcasts never delay
+deliveries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import heapq
+import itertools
 import math
 import time
 from collections import deque
@@ -28,6 +37,14 @@ from collections.abc import Callable
 MAX_CHATS = 50_000
 #: the overall window keeps at most this many send times (a very high rate gets a proportionally shorter window)
 MAX_WINDOW = 1000
+
+
+class Lane(enum.IntEnum):
+    """Overall-window priority: the lower value goes first."""
+
+    DELIVERY = 0  # codes, payment answers
+    BROWSE = 1  # answers to taps and messages, merchant notices
+    BROADCAST = 2  # the merchant's broadcasts: only what the others leave
 
 
 class ChatBuckets:
@@ -59,6 +76,11 @@ class Pacer:
         self._window_n = max(1, min(math.ceil(global_per_second), MAX_WINDOW))
         self._window_s = self._window_n / global_per_second
         self._recent: deque[float] = deque(maxlen=self._window_n)  # the last places taken, oldest first
+        #: broadcasts may fill the window only up to here, the rest stays free for deliveries and answers
+        self._broadcast_n = max(1, self._window_n - max(1, self._window_n // 5)) if self._window_n > 1 else 1
+        self._queue: list[tuple[int, int, asyncio.Future[None]]] = []  # (lane, arrival, waiter): a heap
+        self._arrivals = itertools.count()
+        self._dispatcher: asyncio.Task[None] | None = None
         #: how often a message had to wait for its chat's bucket / for the overall window (tests and benchmarks)
         self.chat_waits = 0
         self.global_waits = 0
@@ -77,19 +99,57 @@ class Pacer:
         self._recent.append(slot)
         return slot - now
 
-    async def wait(self, chat_id: str) -> None:
+    async def wait(self, chat_id: str, lane: Lane = Lane.BROWSE) -> None:
         """Before a new message to chat_id."""
-        await self._wait(self.messages.reserve(chat_id))
+        await self._wait(self.messages.reserve(chat_id), lane)
 
-    async def wait_edit(self, chat_id: str) -> None:
+    async def wait_edit(self, chat_id: str, lane: Lane = Lane.BROWSE) -> None:
         """Before an edit of a message in chat_id (a menu moving on in answer to the user's tap)."""
-        await self._wait(self.edits.reserve(chat_id))
+        await self._wait(self.edits.reserve(chat_id), lane)
 
-    async def _wait(self, delay: float) -> None:
+    async def _wait(self, delay: float, lane: Lane) -> None:
         if delay > 0:
             self.chat_waits += 1
             await asyncio.sleep(delay)
-        delay = self.reserve_global()
-        if delay > 0:
-            self.global_waits += 1
-            await asyncio.sleep(delay)
+        await self.acquire(lane)
+
+    def _room_at(self, lane: int) -> float:
+        """When the overall window has a place for `lane` (broadcasts see a smaller window)."""
+        limit = self._broadcast_n if lane >= Lane.BROADCAST else self._window_n
+        if len(self._recent) < limit:
+            return -math.inf
+        return self._recent[len(self._recent) - limit] + self._window_s
+
+    async def acquire(self, lane: Lane = Lane.BROWSE) -> None:
+        """A place in the overall window: at once when there is room and nobody of this lane or a better one is
+        waiting; otherwise in the queue, released by lane, then by arrival."""
+        now = self.clock()
+        best_waiting = self._queue[0][0] if self._queue else None
+        if (best_waiting is None or best_waiting > lane) and self._room_at(lane) <= now:
+            self._recent.append(now)
+            return
+        self.global_waits += 1
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, (int(lane), next(self._arrivals), waiter))
+        if self._dispatcher is not None and not self._dispatcher.done() and (
+                best_waiting is not None and best_waiting > lane):
+            self._dispatcher.cancel()  # it sleeps for a worse lane's (later) place: start again for this one
+            self._dispatcher = None
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
+        await waiter
+
+    async def _dispatch(self) -> None:
+        """Release waiters one place at a time, best lane first; ends when nobody waits."""
+        while self._queue:
+            lane, _, waiter = self._queue[0]
+            if waiter.done():  # its sender was cancelled
+                heapq.heappop(self._queue)
+                continue
+            delay = self._room_at(lane) - self.clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            heapq.heappop(self._queue)
+            self._recent.append(self.clock())
+            waiter.set_result(None)

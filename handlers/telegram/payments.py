@@ -24,6 +24,7 @@ from fulfillment.orders import KEPT_THE_MONEY
 from handlers.context import ShopContext
 from handlers.risk_admin import review_buttons
 from handlers.telegram.channel import CHANNEL, TelegramAlerts
+from handlers.telegram.pacing import Lane
 from handlers.telegram.request import BotApi
 from handlers.types import Reply
 from risk.engine import Signals
@@ -37,7 +38,8 @@ _GIVEN_BACK = frozenset({PaymentOutcome.DUPLICATE.value, PaymentOutcome.UNKNOWN_
 #: a payment whose payer is not the order's buyer is held for the merchant, never applied
 PAYER_NOT_BUYER = "payer_not_buyer"
 
-SendAll = Callable[[str, list[Reply]], Awaitable[None]]
+#: (chat_id, replies, menu message id, pacing lane): payment answers go in the DELIVERY lane
+SendAll = Callable[[str, list[Reply], int | None, Lane], Awaitable[None]]
 
 
 def carries_payment(update: Update) -> bool:
@@ -121,7 +123,7 @@ class TelegramPayments:
         except PaymentRejected as exc:  # e.g. currency "xtr": Stars payments are "XTR" exactly
             log.warning("event=telegram.payment_refused reason=%s", exc)
             await self._refund(user_id, charge_id)
-            await self.send_all(chat_id, [Reply(self.ctx.tr(lang, "pay.result.refused", ref=ref))])
+            await self.send_all(chat_id, [Reply(self.ctx.tr(lang, "pay.result.refused", ref=ref))], None, Lane.DELIVERY)
             return None
         await self._after(result, user_id, chat_id, charge_id, ref, lang)
         return result
@@ -156,7 +158,8 @@ class TelegramPayments:
             return
         if result.outcome == PaymentOutcome.REVIEW and result.order_id is not None:
             await self._review_notice(result.order_id, ref, result.detail)
-        await self.send_all(chat_id, [Reply(self.ctx.tr(lang, f"pay.result.{result.outcome.value}", ref=ref))])
+        await self.send_all(chat_id, [Reply(self.ctx.tr(lang, f"pay.result.{result.outcome.value}", ref=ref))], None,
+                            Lane.DELIVERY)
 
     async def _refund(self, user_id: int, charge_id: str) -> None:
         """refundStarPayment, safe to repeat (https://core.telegram.org/bots/api#refundstarpayment)."""

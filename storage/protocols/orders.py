@@ -107,3 +107,7 @@ class OutboxStore(Protocol):
     async def refund_queued(self, order_id: int) -> bool:
         """True once the shop queued the order's refund (its one refund outbox row, sent or not)."""
         ...
+
+    async def order_state_counts(self) -> list[tuple[str, str, int]]:
+        """(channel, state, number of orders) for every pair that has orders (metrics)."""
+        ...

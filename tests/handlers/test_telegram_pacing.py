@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from handlers.telegram.pacing import Pacer
+from handlers.telegram.pacing import Lane, Pacer
 
 
 class Clock:
@@ -67,3 +69,90 @@ async def test_waits_are_counted(monkeypatch):
         await pacer.wait("7")
     await pacer.wait_edit("7")
     assert (pacer.chat_waits, pacer.global_waits, slept) == (1, 0, [pytest.approx(1.0)])
+
+
+class Held:
+    """asyncio.sleep for the pacer under test: returns only once the test has moved the clock far enough."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.real = asyncio.sleep
+
+    async def sleep(self, seconds: float) -> None:
+        until = self.clock.now + seconds
+        while self.clock.now < until:
+            await self.real(0)
+
+    async def settle(self) -> None:
+        for _ in range(50):
+            await self.real(0)
+
+
+async def _queue(pacer: Pacer, released: list[str], name: str, lane: Lane) -> asyncio.Task[None]:
+    async def send() -> None:
+        await pacer.wait(name, lane)
+        released.append(name)
+
+    return asyncio.get_running_loop().create_task(send())
+
+
+async def test_a_delivery_queued_last_overtakes_the_browsing_queued_for_the_window(monkeypatch):
+    clock = Clock()
+    held = Held(clock)
+    monkeypatch.setattr(asyncio, "sleep", held.sleep)
+    pacer = Pacer(1.0, 5.0, burst=1, clock=clock)
+    for _ in range(5):
+        await pacer.acquire()  # the window (5 a second) is full
+    released: list[str] = []
+    tasks = [await _queue(pacer, released, f"menu{n}", Lane.BROWSE) for n in range(12)]
+    await held.settle()
+    tasks.append(await _queue(pacer, released, "codes", Lane.DELIVERY))  # a buyer's codes, queued last
+    await held.settle()
+    assert released == []
+    clock.now += 1.0  # five places free
+    await held.settle()
+    assert released == ["codes", "menu0", "menu1", "menu2", "menu3"]  # then the menus in their order
+    clock.now += 1.0
+    await held.settle()
+    assert released[5:] == [f"menu{n}" for n in range(4, 9)]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_broadcasts_are_never_released_before_a_queued_delivery(monkeypatch):
+    clock = Clock()
+    held = Held(clock)
+    monkeypatch.setattr(asyncio, "sleep", held.sleep)
+    pacer = Pacer(1.0, 5.0, burst=1, clock=clock)
+    for _ in range(5):
+        await pacer.acquire()
+    released: list[str] = []
+    tasks = [await _queue(pacer, released, f"news{n}", Lane.BROADCAST) for n in range(10)]
+    tasks.append(await _queue(pacer, released, "menu", Lane.BROWSE))
+    await held.settle()
+    tasks += [await _queue(pacer, released, f"codes{n}", Lane.DELIVERY) for n in range(2)]
+    await held.settle()
+    for _ in range(4):
+        clock.now += 0.5
+        await held.settle()
+    assert released[:3] == ["codes0", "codes1", "menu"]
+    assert all(name.startswith("news") for name in released[3:])
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_broadcasts_leave_room_so_a_delivery_goes_at_once():
+    clock = Clock()
+    pacer = Pacer(1.0, 30.0, burst=1, clock=clock)
+    for _ in range(24):  # a broadcast takes at most four fifths of the window
+        await pacer.acquire(Lane.BROADCAST)
+    waiting = asyncio.get_running_loop().create_task(pacer.acquire(Lane.BROADCAST))
+    await asyncio.sleep(0)
+    assert not waiting.done()  # the 25th broadcast waits for the window
+    await asyncio.wait_for(pacer.wait("buyer", Lane.DELIVERY), 0.5)  # the codes do not
+    await asyncio.wait_for(pacer.wait("shopper"), 0.5)  # nor a menu
+    assert pacer.global_waits == 1
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
