@@ -78,6 +78,11 @@ class MoneyReport:
     converted: Converted | None = None
     skipped: list[str] = field(default_factory=list)  # currencies without a rate when converting
 
+    def local_days(self) -> tuple[date, date]:
+        """The first and the last local day covered (both inclusive)."""
+        tz = ZoneInfo(self.timezone)
+        return self.since.astimezone(tz).date(), self.until.astimezone(tz).date() - timedelta(days=1)
+
     def as_json(self) -> str:
         return json.dumps({
             "from": self.since.isoformat(), "to": self.until.isoformat(), "by": self.by, "timezone": self.timezone,
