@@ -237,3 +237,60 @@ class MoneyReports:
             conv, skipped = convert(tot, convert_to.upper(), rates or {})
             return MoneyReport(since, until, by, self.timezone, rows, tot, conv, skipped)
         return MoneyReport(since, until, by, self.timezone, rows, tot)
+
+
+@dataclass(frozen=True, slots=True)
+class TopCustomer:
+    channel: str
+    user_id: str
+    orders: int
+    amounts: dict[str, int]  # currency → paid
+
+
+@dataclass(frozen=True, slots=True)
+class Portrait:
+    """Customers of a period by id only: new (first sale in the period) vs returning, repeat rate (customers with
+    2+ orders, basis points), average order value per currency, refunds per revenue (basis points per currency),
+    paid orders per channel and language, top customers by paid orders."""
+
+    customers: int
+    new: int
+    returning: int
+    repeat_bp: int
+    average_order: dict[str, int]
+    refund_bp: dict[str, int]
+    channels: dict[str, int]
+    languages: dict[str, int]
+    top: list[TopCustomer]
+
+
+class PortraitSource(ReportStore, Protocol):
+    """What the portrait reads."""
+
+
+async def portrait(store: PortraitSource, since: datetime, until: datetime, top: int = 10) -> Portrait:
+    sales = await store.customer_sales(since, until)
+    people: dict[tuple[str, str], TopCustomer] = {}
+    new: set[tuple[str, str]] = set()
+    per_cur: dict[str, list[int]] = {}
+    channels: dict[str, int] = {}
+    for s in sales:
+        who = (s.channel, s.user_id)
+        c = people.setdefault(who, TopCustomer(s.channel, s.user_id, 0, {}))
+        people[who] = TopCustomer(c.channel, c.user_id, c.orders + s.orders,
+                                  {**c.amounts, s.currency: c.amounts.get(s.currency, 0) + s.amount})
+        if s.new:
+            new.add(who)
+        acc = per_cur.setdefault(s.currency, [0, 0])
+        acc[0] += s.amount
+        acc[1] += s.orders
+        channels[s.channel] = channels.get(s.channel, 0) + s.orders
+    refunds = {t.currency: t for t in totals(fold(await store.ledger_grouped(since, until, "channel")))}
+    n = len(people)
+    repeat = sum(1 for p in people.values() if p.orders >= 2)
+    ranked = sorted(people.values(), key=lambda p: (-p.orders, p.channel, p.user_id))[:top]
+    return Portrait(n, len(new), n - len(new), repeat * 10_000 // n if n else 0,
+                    {c: a // o for c, (a, o) in sorted(per_cur.items()) if o},
+                    {c: t.refunds * 10_000 // t.revenue for c, t in sorted(refunds.items()) if t.revenue},
+                    dict(sorted(channels.items())), dict(sorted((await store.order_languages(since, until)).items())),
+                    ranked)

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from storage.postgres_base import PostgresBase, aware
-from storage.protocols.reports import LedgerGroup
-from storage.sqlite_reports import grouped_sql
+from storage.protocols.reports import CustomerSales, LedgerGroup
+from storage.sqlite_reports import LANGUAGES_SQL, customer_sql, grouped_sql
 
 
 class PgReports(PostgresBase):
@@ -28,3 +28,11 @@ class PgReports(PostgresBase):
             " ON l.at >= b.lo AND l.at < b.hi WHERE l.at >= $3 AND l.at < $4 GROUP BY b.i, l.kind, l.currency",
             los, his, los[0], his[-1])
         return [LedgerGroup(str(r[0]), r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
+    async def customer_sales(self, since: datetime, until: datetime) -> list[CustomerSales]:
+        rows = await self.pool.fetch(customer_sql("$1", "$2"), aware(since), aware(until))
+        return [CustomerSales(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]
+
+    async def order_languages(self, since: datetime, until: datetime) -> dict[str, int]:
+        rows = await self.pool.fetch(LANGUAGES_SQL.format(lo="$1", hi="$2"), aware(since), aware(until))
+        return {str(r[0]): int(r[1]) for r in rows}

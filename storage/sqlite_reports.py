@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from storage.protocols.reports import MIXED_SUPPLIERS, STORE_GROUPINGS, LedgerGroup
+from storage.protocols.reports import MIXED_SUPPLIERS, STORE_GROUPINGS, CustomerSales, LedgerGroup
 from storage.sqlite_base import SqliteBase
 from storage.sqltime import ts
 
@@ -49,3 +49,26 @@ class Reports(SqliteBase):
                " WHERE l.at >= ? AND l.at < ? GROUP BY b.i, l.kind, l.currency")
         rows = await self._scan(sql, [*params, ts(bounds[0]), ts(bounds[-1])])
         return [LedgerGroup(str(r[0]), r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
+    async def customer_sales(self, since: datetime, until: datetime) -> list[CustomerSales]:
+        rows = await self._scan(customer_sql("?", "?"), (ts(since), ts(since), ts(until)))
+        return [CustomerSales(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]
+
+    async def order_languages(self, since: datetime, until: datetime) -> dict[str, int]:
+        rows = await self._scan(LANGUAGES_SQL.format(lo="?", hi="?"), (ts(since), ts(until)))
+        return {str(r[0]): int(r[1]) for r in rows}
+
+
+def customer_sql(lo: str, hi: str) -> str:
+    """Paid orders per customer and currency, and whether the customer's first sale ever is inside the period
+    (SQLite: bind the start twice, it comes first; PostgreSQL: $1 is the start)."""
+    start = lo
+    return ("SELECT o.channel, o.user_id, l.currency, COUNT(DISTINCT l.order_id), SUM(l.amount),"
+            " (SELECT MIN(l2.at) FROM ledger l2 JOIN orders o2 ON o2.id = l2.order_id WHERE l2.kind = 'sale'"
+            f"  AND o2.channel = o.channel AND o2.user_id = o.user_id) >= {start}"
+            " FROM ledger l JOIN orders o ON o.id = l.order_id"
+            f" WHERE l.kind = 'sale' AND l.at >= {lo} AND l.at < {hi} GROUP BY o.channel, o.user_id, l.currency")
+
+
+LANGUAGES_SQL = ("SELECT o.language, COUNT(DISTINCT o.id) FROM ledger l JOIN orders o ON o.id = l.order_id"
+                 " WHERE l.kind = 'sale' AND l.at >= {lo} AND l.at < {hi} GROUP BY o.language")

@@ -25,6 +25,19 @@ class LedgerGroup:
     orders: int
 
 
+@dataclass(frozen=True, slots=True)
+class CustomerSales:
+    """One customer's paid orders in one currency over a period (ids only, no personal data); `new` when their
+    first ever sale falls inside the period."""
+
+    channel: str
+    user_id: str
+    currency: str
+    orders: int
+    amount: int
+    new: bool
+
+
 class ReportStore(Protocol):
     """Ledger sums over [since, until) aggregated by the database."""
 
@@ -35,4 +48,12 @@ class ReportStore(Protocol):
 
     async def ledger_by_period(self, bounds: Sequence[datetime]) -> list[LedgerGroup]:
         """Sums per (bucket, kind, currency) for the buckets [bounds[i], bounds[i+1]); key = str(i)."""
+        ...
+
+    async def customer_sales(self, since: datetime, until: datetime) -> list[CustomerSales]:
+        """Paid orders (sale lines) per customer and currency in [since, until)."""
+        ...
+
+    async def order_languages(self, since: datetime, until: datetime) -> dict[str, int]:
+        """Paid orders in [since, until) per order language."""
         ...

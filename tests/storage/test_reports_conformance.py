@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from fulfillment.money_report import MoneyReports, ReportError
+from fulfillment.money_report import MoneyReports, ReportError, portrait
 from storage import events
 from storage.records import NewOrder
 from tests.storage.seed import NOW, fake_code, make_shop, new_order, payment
@@ -109,3 +109,24 @@ async def test_bad_input(store):
     empty = await reports.report(date(2025, 1, 1), date(2025, 2, 1), "day")
     assert empty.rows == []
     assert empty.totals == []
+
+
+async def test_customer_portrait(store):
+    game, other = await seed(store)
+    early = NOW - timedelta(days=10)
+    old = await store.reserve(new_order(game.sku, user="a"), early)
+    again = await store.reserve(new_order(other.sku, user="d"), NOW)
+    for order, at in ((old, early), (again, NOW)):
+        await store.apply_payment((await store.record_payment(payment(order.ref, 1000), at))[0], at)
+    reports = MoneyReports(store)
+    rep = await reports.report(date(2026, 11, 26), date(2026, 11, 28))
+    p = await portrait(store, rep.since, rep.until)
+    assert (p.customers, p.new, p.returning, p.repeat_bp) == (4, 3, 1, 2500)
+    assert p.average_order == {"CNY": 5000 // 4, "XTR": 100}
+    assert p.refund_bp == {"CNY": 2000, "XTR": 0}
+    assert p.channels == {"console": 4, "telegram": 1}
+    assert p.languages == {"en": 5}
+    assert [(t.user_id, t.orders, t.amounts) for t in p.top] == [
+        ("d", 2, {"CNY": 2000}), ("a", 1, {"CNY": 2000}), ("c", 1, {"CNY": 1000}), ("b", 1, {"XTR": 100})]
+    empty = await portrait(store, NOW - timedelta(days=400), NOW - timedelta(days=399))
+    assert (empty.customers, empty.repeat_bp, empty.top) == (0, 0, [])
