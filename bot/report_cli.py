@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +17,16 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.composition import Shop
-from fulfillment.money_report import COLUMNS, GROUPINGS, MoneyReport, MoneyReports, parse_day, parse_rates
+from fulfillment.money_report import (
+    COLUMNS,
+    GROUPINGS,
+    MoneyReport,
+    MoneyReports,
+    Portrait,
+    parse_day,
+    parse_rates,
+    portrait,
+)
 
 Handlers = dict[str, Callable[[Shop, argparse.Namespace], Awaitable[int]]]
 FORMATS = ("table", "csv", "json")
@@ -32,6 +43,8 @@ def register(sub: Any, handlers: Handlers) -> None:
     rep.add_argument("--convert-to", default=None, help="also a converted total in this currency")
     rep.add_argument("--rate", action="append", default=[],
                      help="CUR=RATE: minor units of --convert-to per minor unit of CUR (repeatable)")
+    rep.add_argument("--portrait", action="store_true",
+                     help="customers instead of money: new vs returning, repeat rate, mixes, top customers by id")
     handlers["report."] = _report
 
 
@@ -55,12 +68,29 @@ def render_table(report: MoneyReport) -> str:
     return out.getvalue()
 
 
+def render_portrait(p: Portrait, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(asdict(p), ensure_ascii=False) + "\n"
+    lines = [f"customers\t{p.customers}", f"new\t{p.new}", f"returning\t{p.returning}",
+             f"repeat rate\t{p.repeat_bp / 100:.2f}%"]
+    lines += [f"average order {c}\t{v}" for c, v in p.average_order.items()]
+    lines += [f"refunds/revenue {c}\t{v / 100:.2f}%" for c, v in p.refund_bp.items()]
+    lines += [f"channel {c}\t{v}" for c, v in p.channels.items()]
+    lines += [f"language {c}\t{v}" for c, v in p.languages.items()]
+    lines += [f"top {t.channel}:{t.user_id}\t{t.orders}\t" + " ".join(f"{c}={a}" for c, a in t.amounts.items())
+              for t in p.top]
+    return "\n".join(lines) + "\n"
+
+
 async def _report(shop: Shop, args: argparse.Namespace) -> int:
     reports = MoneyReports(shop.store, shop.settings.display_timezone)
     rates = parse_rates(args.rate)
     last = parse_day(args.last) if args.last else reports.today(datetime.now(UTC)) + timedelta(days=1)
     first = parse_day(args.first) if args.first else last - timedelta(days=DEFAULT_DAYS)
     report = await reports.report(first, last, args.by, args.convert_to, rates)
+    if args.portrait:
+        print(render_portrait(await portrait(shop.store, report.since, report.until), args.format), end="")
+        return 0
     if args.format == "json":
         print(report.as_json())
     elif args.format == "csv":
