@@ -8,6 +8,7 @@ import shlex
 from fulfillment.catalog import SKU_OPTIONS, sku_options, sku_spec
 from fulfillment.errors import BadPrice, BadQuantity, ImportRefused, UnknownOrder
 from fulfillment.importer import ImportSource, detect_kind, parse_unit_cost
+from fulfillment.money_report import ReportError
 from handlers.context import ShopContext
 from handlers.render import order_line, sku_name
 from handlers.types import Button, Incoming, Reply
@@ -15,7 +16,6 @@ from locales import Translator
 from storage.records import BatchStats
 
 log = logging.getLogger("kamibot.merchant")
-PERIODS = {"today": 1, "7d": 7, "30d": 30}
 READ_ONLY = {"stock", "order", "orders", "report"}
 NEW_SKU_KEYS = frozenset({"product", "pool", "name_en", "name_zh", "units", "min", "max", "limit"})
 EDIT_SKU_KEYS = frozenset({"name_en", "name_zh", "units", "min", "max", "limit", "active"})
@@ -186,17 +186,20 @@ class Merchant(MerchantCommands):
         return [Reply(self._t(lang, "merchant.broadcast_started"))]
 
     async def report(self, lang: str, args: list[str]) -> list[Reply]:
-        days = PERIODS.get(args[0] if args else "today")
-        if days is None:
-            raise BadQuantity("usage: /report [today|7d|30d]")
-        report = await self.ctx.services.reports.last_days(days)
+        try:
+            report = await self.ctx.services.reports.for_chat(args, self.ctx.timezone)
+        except ReportError as exc:
+            raise BadQuantity(f"usage: /report [today|7d|30d|YYYY-MM] [by sku|channel|day] ({exc})") from None
         if not report.rows:
             return [Reply(self._t(lang, "merchant.report_empty"))]
-        lines = [self._t(lang, "merchant.report_title", days=days)]
-        names = report.sku_slugs
-        for r in report.rows:
-            m = self.ctx.tr.money
-            lines.append(self._t(lang, "merchant.report_line", sku=names.get(r.sku_id, r.sku_id), channel=r.channel,
-                                 orders=r.orders, revenue=m(lang, r.revenue, r.currency),
-                                 cost=m(lang, r.cost, r.currency), profit=m(lang, r.profit, r.currency)))
+        m = self.ctx.tr.money
+        first, last = report.local_days()
+        lines = [self._t(lang, "merchant.report_period", by=report.by, first=first.isoformat(),
+                         last=last.isoformat(), timezone=report.timezone)]
+        for key, r in [*(("merchant.report_row", r) for r in report.rows),
+                       *(("merchant.report_total", t) for t in report.totals)]:
+            lines.append(self._t(lang, key, group=r.group, currency=r.currency, orders=r.orders,
+                                 revenue=m(lang, r.revenue, r.currency), refunds=m(lang, r.refunds, r.currency),
+                                 cost=m(lang, r.cost, r.currency), fees=m(lang, r.fees, r.currency),
+                                 profit=m(lang, r.profit, r.currency)))
         return [Reply("\n".join(lines))]

@@ -65,7 +65,8 @@ async def test_order_and_report_after_a_sale(demo):
     assert "delivering → delivered" in demo.out.text()
     demo.out.clear()
     await demo.merchant.say("/report 7d")
-    assert "genshin-60 · console · 1 orders · revenue CN¥6.00 · cost CN¥4.20 · profit CN¥1.80" in demo.out.text()
+    assert ("genshin-60 · CNY · 1 orders · revenue CN¥6.00 · refunds CN¥0.00 · cost CN¥4.20 · fees CN¥0.00"
+            " · profit CN¥1.80") in demo.out.text()
 
 
 async def _sold(demo):

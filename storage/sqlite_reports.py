@@ -1,0 +1,74 @@
+"""SQLite report reads (a mixin of SqliteStore): ledger sums grouped in SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from storage.protocols.reports import MIXED_SUPPLIERS, STORE_GROUPINGS, CustomerSales, LedgerGroup
+from storage.sqlite_base import SqliteBase
+from storage.sqltime import ts
+
+SUPPLIER_OF_ORDER = (
+    "SELECT i.order_id, CASE WHEN COUNT(DISTINCT b.supplier) > 1 THEN '" + MIXED_SUPPLIERS + "'"
+    " ELSE MAX(b.supplier) END AS supplier"
+    " FROM order_items i JOIN codes c ON c.id = i.code_id JOIN code_batches b ON b.id = c.batch_id"
+    " WHERE i.order_id IN (SELECT order_id FROM ledger WHERE at >= {lo} AND at < {hi}) GROUP BY i.order_id")
+KEYS = {"sku": "CAST(l.sku_id AS TEXT)", "channel": "l.channel", "supplier": "COALESCE(s.supplier, '')"}
+
+
+def grouped_sql(by: str, lo: str, hi: str) -> str:
+    """The GROUP BY statement for one grouping; placeholders `lo`/`hi` are the backend's (both used twice for
+    supplier)."""
+    if by not in STORE_GROUPINGS:
+        raise ValueError(f"unknown grouping {by!r}: one of {', '.join(STORE_GROUPINGS)}")
+    join = f" LEFT JOIN ({SUPPLIER_OF_ORDER.format(lo=lo, hi=hi)}) s ON s.order_id = l.order_id" \
+        if by == "supplier" else ""
+    return (f"SELECT {KEYS[by]} AS k, l.kind, l.currency, SUM(l.amount), COUNT(DISTINCT l.order_id)"
+            f" FROM ledger l{join} WHERE l.at >= {lo} AND l.at < {hi} GROUP BY 1, 2, 3")
+
+
+class Reports(SqliteBase):
+    """Report verbs of SqliteStore (mixed in)."""
+
+    async def ledger_grouped(self, since: datetime, until: datetime, by: str) -> list[LedgerGroup]:
+        sql = grouped_sql(by, "?", "?")
+        params = (ts(since), ts(until)) * (2 if by == "supplier" else 1)
+        return [LedgerGroup(str(r[0]), r[1], r[2], int(r[3]), int(r[4])) for r in await self._scan(sql, params)]
+
+    async def ledger_by_period(self, bounds: Sequence[datetime]) -> list[LedgerGroup]:
+        if len(bounds) < 2:
+            return []
+        values = ", ".join("(?, ?, ?)" for _ in bounds[1:])
+        params: list[object] = []
+        for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+            params += [i, ts(lo), ts(hi)]
+        sql = (f"WITH b(i, lo, hi) AS (VALUES {values})"
+               " SELECT b.i, l.kind, l.currency, SUM(l.amount), COUNT(DISTINCT l.order_id)"
+               " FROM ledger l JOIN b ON l.at >= b.lo AND l.at < b.hi"
+               " WHERE l.at >= ? AND l.at < ? GROUP BY b.i, l.kind, l.currency")
+        rows = await self._scan(sql, [*params, ts(bounds[0]), ts(bounds[-1])])
+        return [LedgerGroup(str(r[0]), r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
+    async def customer_sales(self, since: datetime, until: datetime) -> list[CustomerSales]:
+        rows = await self._scan(customer_sql("?", "?"), (ts(since), ts(since), ts(until)))
+        return [CustomerSales(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]
+
+    async def order_languages(self, since: datetime, until: datetime) -> dict[str, int]:
+        rows = await self._scan(LANGUAGES_SQL.format(lo="?", hi="?"), (ts(since), ts(until)))
+        return {str(r[0]): int(r[1]) for r in rows}
+
+
+def customer_sql(lo: str, hi: str) -> str:
+    """Paid orders per customer and currency, and whether the customer's first sale ever is inside the period
+    (SQLite: bind the start twice, it comes first; PostgreSQL: $1 is the start)."""
+    start = lo
+    return ("SELECT o.channel, o.user_id, l.currency, COUNT(DISTINCT l.order_id), SUM(l.amount),"
+            " (SELECT MIN(l2.at) FROM ledger l2 JOIN orders o2 ON o2.id = l2.order_id WHERE l2.kind = 'sale'"
+            f"  AND o2.channel = o.channel AND o2.user_id = o.user_id) >= {start}"
+            " FROM ledger l JOIN orders o ON o.id = l.order_id"
+            f" WHERE l.kind = 'sale' AND l.at >= {lo} AND l.at < {hi} GROUP BY o.channel, o.user_id, l.currency")
+
+
+LANGUAGES_SQL = ("SELECT o.language, COUNT(DISTINCT o.id) FROM ledger l JOIN orders o ON o.id = l.order_id"
+                 " WHERE l.kind = 'sale' AND l.at >= {lo} AND l.at < {hi} GROUP BY o.language")
