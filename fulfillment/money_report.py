@@ -17,12 +17,13 @@ from zoneinfo import ZoneInfo
 
 from storage.protocols.catalog import CatalogStore
 from storage.protocols.reports import STORE_GROUPINGS, LedgerGroup, ReportStore
+from storage.records import DUPLICATE_PAYMENT, DUPLICATE_REFUND
 
 PERIODS = ("day", "week", "month")
 GROUPINGS = (*STORE_GROUPINGS, *PERIODS)
 MAX_BUCKETS = 1000
 #: ledger kinds that are a second payment and its automatic refund: net zero, left out of every figure
-IGNORED_KINDS = ("duplicate_payment", "duplicate_refund")
+IGNORED_KINDS = (DUPLICATE_PAYMENT, DUPLICATE_REFUND)
 COLUMNS = ("group", "currency", "orders", "revenue", "refunds", "cost", "fees", "profit")
 
 

@@ -74,13 +74,10 @@ class AfterPayment:
         return result.outcome.value
 
     async def own_payment(self, order_id: int) -> tuple[str, str] | None:
-        """(provider, txn id) of the payment the order lives by: the one that paid it (allocated, or failed for
-        want of stock), else the first one held with it. Not simply the first recorded: two payments racing in
-        on PostgreSQL can be applied in the other order than their ids were given."""
-        records = await self.store.payment_records(order_id)
-        own = next((r for r in records if r.outcome in ("allocated", "failed")), None)
-        own = own or next((r for r in records if r.outcome == "review"), None)
-        return (own.provider, own.provider_txn_id) if own is not None else None
+        """(provider, txn id) of the payment the order lives by (store.order_payment: the one that paid it before
+        any held one, whatever the ids racing payments took on PostgreSQL)."""
+        own = await self.store.order_payment(order_id)
+        return (own[0], own[1]) if own is not None else None
 
     async def refund_extra(self, order: Order, trade_no: str, event: PaymentEventIn) -> str:
         """The money of a second payment back to its payer, once; raises (the notification is retried) when

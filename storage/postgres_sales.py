@@ -13,6 +13,8 @@ from storage.events import EventType, NewOrderEvent, OrderEvent
 from storage.events import read as read_event
 from storage.postgres_base import ORDER_COLS, PostgresBase, applied_from, aware, code_from, order_from
 from storage.records import (
+    DUPLICATE_PAYMENT,
+    DUPLICATE_REFUND,
     LedgerLine,
     NewOrder,
     Order,
@@ -134,7 +136,7 @@ class PgSales(PostgresBase):
                 "INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
                 " VALUES ($1,$2,$3,$4,$5,$6,$7)",
                 [(r[0], r[1], r[2], kind, r[4], sign * int(r[3]), aware(now))
-                 for kind, sign in (("duplicate_payment", 1), ("duplicate_refund", -1))])
+                 for kind, sign in ((DUPLICATE_PAYMENT, 1), (DUPLICATE_REFUND, -1))])
         return True
 
     async def unapplied_payments(self, limit: int) -> list[int]:

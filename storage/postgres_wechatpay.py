@@ -7,7 +7,8 @@ from typing import Any
 
 import asyncpg
 
-from storage.protocols.payments_extra import EXTRA_PAYMENT, EXTRA_REFUND, REFUNDED_DETAIL, PaymentRecord
+from storage.protocols.payments_extra import REFUNDED_DETAIL, PaymentRecord
+from storage.records import DUPLICATE_PAYMENT, DUPLICATE_REFUND
 
 _COLUMNS = "provider, provider_txn_id, amount, currency, COALESCE(outcome, ''), detail"
 
@@ -55,6 +56,6 @@ class PgExtraPayments:
             await conn.executemany(
                 "INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
                 " VALUES ($1,$2,$3,$4,$5,$6,$7)",
-                [(order_id, order[0], order[1], EXTRA_PAYMENT, currency, amount, now),
-                 (order_id, order[0], order[1], EXTRA_REFUND, currency, -amount, now)])
+                [(order_id, order[0], order[1], DUPLICATE_PAYMENT, currency, amount, now),
+                 (order_id, order[0], order[1], DUPLICATE_REFUND, currency, -amount, now)])
             return True

@@ -48,6 +48,11 @@ class StateGroups:
         return sorted(s.value for s in group)
 
 
+#: ledger kinds of a second payment of an already paid order and of its refund (net zero; left out of revenue)
+DUPLICATE_PAYMENT = "duplicate_payment"
+DUPLICATE_REFUND = "duplicate_refund"
+
+
 class PaymentOutcome(enum.StrEnum):
     """What applying a payment event did to its order."""
 

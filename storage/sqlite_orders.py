@@ -17,6 +17,8 @@ from storage import events
 from storage.errors import InsufficientStock, PurchaseLimitReached, UnknownRecord
 from storage.events import EventType, NewOrderEvent
 from storage.records import (
+    DUPLICATE_PAYMENT,
+    DUPLICATE_REFUND,
     NewOrder,
     OrderState,
     OutboxRow,
@@ -160,8 +162,8 @@ def settle_duplicate_payment(db: sqlite3.Connection, event_id: int, now: datetim
     oid, amount, currency = row
     sku_id, channel = db.execute("SELECT sku_id, channel FROM orders WHERE id = ?", (oid,)).fetchone()
     at = ts(now)
-    _ledger_many(db, [(oid, sku_id, channel, "duplicate_payment", currency, amount, at),
-                      (oid, sku_id, channel, "duplicate_refund", currency, -amount, at)])
+    _ledger_many(db, [(oid, sku_id, channel, DUPLICATE_PAYMENT, currency, amount, at),
+                      (oid, sku_id, channel, DUPLICATE_REFUND, currency, -amount, at)])
     return True
 
 

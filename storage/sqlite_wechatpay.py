@@ -7,7 +7,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from storage.protocols.payments_extra import EXTRA_PAYMENT, EXTRA_REFUND, REFUNDED_DETAIL, PaymentRecord
+from storage.protocols.payments_extra import REFUNDED_DETAIL, PaymentRecord
+from storage.records import DUPLICATE_PAYMENT, DUPLICATE_REFUND
 from storage.sqltime import ts
 
 _COLUMNS = "provider, provider_txn_id, amount, currency, COALESCE(outcome, ''), detail"
@@ -31,8 +32,8 @@ def _refund_extra(db: sqlite3.Connection, provider: str, txn: str, refund_ref: s
     sku_id, channel = db.execute("SELECT sku_id, channel FROM orders WHERE id = ?", (order_id,)).fetchone()
     db.executemany(
         "INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at) VALUES (?,?,?,?,?,?,?)",
-        [(order_id, sku_id, channel, EXTRA_PAYMENT, currency, amount, at),
-         (order_id, sku_id, channel, EXTRA_REFUND, currency, -amount, at)],
+        [(order_id, sku_id, channel, DUPLICATE_PAYMENT, currency, amount, at),
+         (order_id, sku_id, channel, DUPLICATE_REFUND, currency, -amount, at)],
     )
     return True
 

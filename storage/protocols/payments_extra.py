@@ -8,8 +8,6 @@ from typing import NamedTuple, Protocol
 
 #: ledger kinds of a second payment that went straight back: money in, the same money out (net zero, and
 #: not a sale in the reports)
-EXTRA_PAYMENT = "duplicate_payment"  # the same ledger kinds as PaymentStore.settle_duplicate_payment
-EXTRA_REFUND = "duplicate_refund"
 #: `detail` of a payment event whose money went back, followed by the provider's refund reference
 REFUNDED_DETAIL = "refunded "
 
@@ -38,6 +36,7 @@ class ExtraPaymentStore(Protocol):
 
     async def refund_extra_payment(self, provider: str, provider_txn_id: str, refund_ref: str,
                                    now: datetime) -> bool:
-        """Record that a payment which is not the order's own went back to the payer: its event's detail and two
-        ledger lines (EXTRA_PAYMENT +amount, EXTRA_REFUND -amount) in one transaction. True the first time only."""
+        """Record that a payment which is not the order's own went back to the payer: its event's detail and, unless
+        settle_duplicate_payment booked them, two ledger lines (DUPLICATE_PAYMENT +amount, DUPLICATE_REFUND
+        -amount), in one transaction. True the first time only."""
         ...
