@@ -20,6 +20,7 @@ from fulfillment.orders import OrderService
 from fulfillment.payments import PaymentInbox
 from fulfillment.pending_import import PendingImports
 from fulfillment.reports import SalesReports
+from fulfillment.supply_desk import SupplyDesk
 from fulfillment.vault import Vault
 from handlers.background import spawn
 from locales import Translator, normalise_language
@@ -68,8 +69,8 @@ class ShopContext:
     faq: FaqMatcher | None = None
     #: the built-in FAQ matcher, built once per shop off the event loop (built by the composition root)
     faq_builtin: BuiltinMatcher = field(kw_only=True)
-    #: sourcing and procurement (fulfillment.sourcing.SourcingService) when `kamibot run` built it; None otherwise
-    supply: Any = None
+    #: the merchant's supply desk (sourcing, procurement) when `kamibot run` built it; None otherwise
+    supply: SupplyDesk | None = None
 
     def language(self, channel: str, user_id: str, platform_language: str) -> str:
         chosen = self.languages.get((channel, user_id))

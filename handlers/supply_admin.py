@@ -27,8 +27,7 @@ class MerchantSupply(MerchantCommands):
     def _desk(self) -> SupplyDesk:
         if self.ctx.supply is None:
             raise NotAllowed("supply is not running in this process")
-        desk: SupplyDesk = self.ctx.supply
-        return desk
+        return self.ctx.supply
 
     def _sourcing(self) -> SourcingService:
         return self._desk().sourcing
