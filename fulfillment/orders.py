@@ -121,6 +121,8 @@ class CheckoutRequest:
     seen_unit_price: int | None = None
     #: a keyed payment fingerprint when the channel knows one before payment (order API card fingerprint)
     fingerprint: str = ""
+    #: a recharge SKU's target (mobile number, account id), as the customer confirmed it
+    target: str | None = None
 
 
 class RiskHook(Protocol):
@@ -184,7 +186,7 @@ class OrderService:
         review = await self.risk.before_reservation(req, sku, price.amount * quantity, price.currency)
         now = self.clock()
         new = NewOrder(req.channel, req.user_id, req.chat_id, sku.id, quantity, price.amount * quantity,
-                       price.currency, now + self.ttl, req.language)
+                       price.currency, now + self.ttl, req.language, req.target)
         try:
             order = await self._reserve(new, now, sku)
         except store_errors.InsufficientStock:

@@ -143,7 +143,8 @@ class PgApiVerbs(PostgresBase):
                     f"SELECT {_ORDER_COLS_O}, i.item_no, c.id, c.digest, c.key_id, c.nonce, c.ciphertext, i.use_no"
                     " FROM orders o LEFT JOIN order_items i ON i.order_id = o.id AND NOT i.released"
                     " LEFT JOIN codes c ON c.id = i.code_id WHERE o.id = $1 ORDER BY i.item_no", r[0])
-            items = tuple(item_from(row[15:]) for row in rows if row[15] is not None)
+            n = len(_ORDER_COLS_O.split(","))  # the order's columns come first
+            items = tuple(item_from(row[n:]) for row in rows if row[n] is not None)
             return ApiOrderPlaced(order_from(rows[0]), items, bool(r[1]))
 
         return await _retrying(once)

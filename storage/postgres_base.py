@@ -27,14 +27,14 @@ from storage.records import (
 T = TypeVar("T")
 _MIGRATION_LOCK = 0x6B616D69  # "kami"; the second key is the schema, so test schemas do not queue
 ORDER_COLS = ("id, ref, channel, user_id, chat_id, sku_id, pool_id, quantity, units, amount, currency, state,"
-              " created_at, expires_at, language")
+              " created_at, expires_at, language, target")
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _STORE_ERRORS = {"KB001": UnknownRecord, "KB002": PurchaseLimitReached, "KB003": InsufficientStock}
 
 
 def order_from(r: asyncpg.Record) -> Order:
     return Order(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], OrderState(r[11]), r[12], r[13],
-                 r[14])
+                 r[14], r[15])
 
 
 def code_from(r: asyncpg.Record, offset: int = 0) -> EncryptedCode:

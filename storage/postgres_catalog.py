@@ -16,8 +16,8 @@ from storage.records import (
 
 _PRODUCT = ("SELECT id, category_id, slug, name_en, name_zh, description_en, description_zh, instructions_en,"
             " instructions_zh, active FROM products")
-_SKU = ("SELECT id, product_id, pool_id, slug, name_en, name_zh, units, min_qty, max_qty, per_user_limit, active"
-        " FROM skus")
+_SKU = ("SELECT id, product_id, pool_id, slug, name_en, name_zh, units, min_qty, max_qty, per_user_limit, active,"
+        " target_rule FROM skus")
 
 
 class PgCatalog(PostgresBase):
@@ -55,12 +55,13 @@ class PgCatalog(PostgresBase):
     async def upsert_sku(self, s: Sku) -> Sku:
         sid = await self.pool.fetchval(
             "INSERT INTO skus (product_id, pool_id, slug, name_en, name_zh, units, min_qty, max_qty, per_user_limit,"
-            " active) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10) ON CONFLICT (slug) DO UPDATE SET"
+            " active, target_rule) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11) ON CONFLICT (slug) DO UPDATE SET"
             " product_id = excluded.product_id, pool_id = excluded.pool_id, name_en = excluded.name_en,"
             " name_zh = excluded.name_zh, units = excluded.units, min_qty = excluded.min_qty,"
-            " max_qty = excluded.max_qty, per_user_limit = excluded.per_user_limit, active = excluded.active"
+            " max_qty = excluded.max_qty, per_user_limit = excluded.per_user_limit, active = excluded.active,"
+            " target_rule = excluded.target_rule"
             " RETURNING id", s.product_id, s.pool_id, s.slug, s.name_en, s.name_zh, s.units, s.min_qty, s.max_qty,
-            s.per_user_limit, s.active)
+            s.per_user_limit, s.active, s.target_rule)
         found = await self.sku_by_id(sid)
         assert found is not None
         return found
@@ -81,7 +82,7 @@ class PgCatalog(PostgresBase):
 
     @staticmethod
     def _sku(r: asyncpg.Record) -> Sku:
-        return Sku(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10])
+        return Sku(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11])
 
     async def products(self, category_id: int | None = None) -> list[Product]:
         if category_id is None:

@@ -52,9 +52,10 @@ class PgSales(PostgresBase):
 
     async def reserve(self, order: NewOrder, now: datetime) -> Order:
         ref = new_ref()
-        r = await self._call(f"SELECT {ORDER_COLS} FROM kb_reserve($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)", ref,
-                             order.channel, order.user_id, order.chat_id, order.sku_id, order.quantity, order.amount,
-                             order.currency, aware(order.expires_at), order.language, aware(now), self._closed)
+        r = await self._call(f"SELECT {ORDER_COLS} FROM kb_reserve($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                             ref, order.channel, order.user_id, order.chat_id, order.sku_id, order.quantity,
+                             order.amount, order.currency, aware(order.expires_at), order.language, aware(now),
+                             self._closed, order.target)
         return order_from(r)
 
     async def transition(self, order_id: int, allowed_from: Sequence[OrderState], to: OrderState,

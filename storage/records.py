@@ -108,6 +108,9 @@ class Sku:
     max_qty: int = 10
     per_user_limit: int = 0  # items per user over all live and sold orders; 0 = unlimited
     active: bool = True
+    #: None: a code SKU; "mobile": a direct recharge to a mainland mobile number; "re:PATTERN": a direct
+    #: recharge to an account id that must match PATTERN (fulfillment/recharge_target.py checks it)
+    target_rule: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +179,7 @@ class NewOrder:
     currency: str
     expires_at: datetime
     language: str = "en"
+    target: str | None = None  # a recharge SKU's checked target (mobile number, account id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +199,7 @@ class Order:
     created_at: datetime
     expires_at: datetime
     language: str = "en"
+    target: str | None = None  # a recharge order's target (mobile number, account id)
 
 
 @dataclass(frozen=True, slots=True)

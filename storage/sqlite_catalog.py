@@ -22,7 +22,7 @@ def _product(r: Sequence[Any]) -> Product:
 
 
 def _sku(r: Sequence[Any]) -> Sku:
-    return Sku(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]))
+    return Sku(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]), r[11])
 
 
 class Catalog(SqliteBase):
@@ -59,12 +59,13 @@ class Catalog(SqliteBase):
     async def upsert_sku(self, s: Sku) -> Sku:
         row = await self._tx(lambda db: db.execute(
             "INSERT INTO skus (product_id, pool_id, slug, name_en, name_zh, units, min_qty, max_qty,"
-            " per_user_limit, active) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (slug) DO UPDATE SET"
+            " per_user_limit, active, target_rule) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (slug) DO UPDATE SET"
             " product_id = excluded.product_id, pool_id = excluded.pool_id, name_en = excluded.name_en,"
             " name_zh = excluded.name_zh, units = excluded.units, min_qty = excluded.min_qty,"
-            " max_qty = excluded.max_qty, per_user_limit = excluded.per_user_limit, active = excluded.active"
+            " max_qty = excluded.max_qty, per_user_limit = excluded.per_user_limit, active = excluded.active,"
+            " target_rule = excluded.target_rule"
             " RETURNING id", (s.product_id, s.pool_id, s.slug, s.name_en, s.name_zh, s.units, s.min_qty,
-                              s.max_qty, s.per_user_limit, int(s.active))).fetchone())
+                              s.max_qty, s.per_user_limit, int(s.active), s.target_rule)).fetchone())
         found = await self.sku_by_id(int(row[0]))
         assert found is not None
         return found
@@ -82,7 +83,7 @@ class Catalog(SqliteBase):
     _PRODUCT = ("SELECT id, category_id, slug, name_en, name_zh, description_en, description_zh,"
                 " instructions_en, instructions_zh, active FROM products")
     _SKU = ("SELECT id, product_id, pool_id, slug, name_en, name_zh, units, min_qty, max_qty,"
-            " per_user_limit, active FROM skus")
+            " per_user_limit, active, target_rule FROM skus")
 
     async def products(self, category_id: int | None = None) -> list[Product]:
         if category_id is None:

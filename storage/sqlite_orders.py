@@ -87,10 +87,10 @@ def reserve(db: sqlite3.Connection, o: NewOrder, now: datetime, g: StateGroups) 
         raise InsufficientStock(f"pool {pool_id} cannot hold {need} uses")
     cur = db.execute(
         "INSERT INTO orders (ref, channel, user_id, chat_id, sku_id, pool_id, quantity, units, amount,"
-        " currency, state, language, created_at, expires_at, updated_at)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " currency, state, language, created_at, expires_at, updated_at, target)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (new_ref(), o.channel, o.user_id, o.chat_id, o.sku_id, pool_id, o.quantity, units, o.amount,
-         o.currency, OrderState.RESERVED.value, o.language, at, ts(o.expires_at), at),
+         o.currency, OrderState.RESERVED.value, o.language, at, ts(o.expires_at), at, o.target),
     )
     order_id = int(cur.lastrowid or 0)
     event(db, order_id, None, OrderState.CREATED.value, events.checkout(), at)

@@ -28,12 +28,12 @@ from storage.sqlite_orders import EVENT_INSERT, add_note, event_row, held_from
 from storage.sqltime import from_ts, ts
 
 _ORDER_COLS = ("id, ref, channel, user_id, chat_id, sku_id, pool_id, quantity, units, amount, currency,"
-               " state, created_at, expires_at, language")
+               " state, created_at, expires_at, language, target")
 
 
 def _order(r: Sequence[Any]) -> Order:
     return Order(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], OrderState(r[11]),
-                 from_ts(r[12]), from_ts(r[13]), r[14])
+                 from_ts(r[12]), from_ts(r[13]), r[14], r[15])
 
 
 def _reopen_review(db: sqlite3.Connection, order_id: int, approved: NewOrderEvent, now: datetime,
