@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fulfillment.api_clients import MAX_TOP_UP, ApiKeys, NewKey
+from fulfillment.delivery import Delivery, DeliveryWorker
 from fulfillment.errors import ShopError
 from fulfillment.suppliers.protocol import StockState
 from storage.protocol import Store
@@ -47,6 +48,8 @@ NO_COMMISSION_CHANNELS = ("api",)
 DELIVERED = (OrderState.DELIVERED.value,)
 REFUNDED = (OrderState.REFUNDED.value,)
 PASS_BATCH = 500
+#: how often the job looks for delivered and refunded orders (a delivery in this process accrues at once)
+PASS_EVERY_S = 30.0
 #: a process reuses a client's price list and a SKU's cost this long (a merchant's change reaches orders within it)
 PRICE_TTL_S = 1.0
 
@@ -156,6 +159,22 @@ class CommissionPass:
         if channel in NO_COMMISSION_CHANNELS:
             return 0
         return await self.store.accrue_commissions(DELIVERED, NO_COMMISSION_CHANNELS, self.clock(), 1, order_id)
+
+
+def attach_commissions(store: Store, delivery: DeliveryWorker) -> tuple[str, float, Callable[[], Awaitable[int]]]:
+    """Accrue a delivered order's commission right after its delivery (chained after the worker's observer, so
+    never breaking delivery); the returned (name, seconds, tick) job of bot.jobs.run_jobs catches up on everything
+    else, e.g. deliveries of other processes and refunds."""
+    commissions = CommissionPass(store)
+    observer = delivery.on_delivered
+
+    async def delivered(sent: Delivery, done_at: datetime) -> None:
+        if observer is not None:
+            await observer(sent, done_at)
+        await commissions.after_delivery(sent.order.id, sent.order.channel)
+
+    delivery.on_delivered = delivered
+    return "commissions", PASS_EVERY_S, commissions.run_once
 
 
 def _bp(raw: str) -> int:
