@@ -160,8 +160,9 @@ class MerchantDistributors(MerchantCommands):
             line = await desk.move_wallet(words[0], words[1], " ".join(words[2:]), currency)
             await self._audit(msg, "distributor.wallet",
                               f"{words[0]} {line.currency} {line.amount:+d} {line.note[:80]}")
+            sign = "+" if line.amount > 0 else ""
             return self._t(lang, "distributor.wallet_moved", name=words[0],
-                           amount=self.ctx.tr.money(lang, line.amount, line.currency),
+                           amount=sign + self.ctx.tr.money(lang, line.amount, line.currency),
                            balance=self.ctx.tr.money(lang, line.balance_after, line.currency))
         v = await desk.view(words[0])
         lines = [self._t(lang, "distributor.wallet", name=v.distributor.name, balance=self._m(lang, v.wallet))]
