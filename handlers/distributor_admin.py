@@ -75,7 +75,7 @@ class MerchantDistributors(MerchantCommands):
             sku = await self.ctx.catalog.sku(sku_id)
             lines.append(self._t(lang, "distributor.show_price", sku=sku.slug if sku else sku_id,
                                  price=self.ctx.tr.money(lang, p.amount, p.currency),
-                                 override=" (override)" if p.below_cost else ""))
+                                 override=self._t(lang, "distributor.override") if p.below_cost else ""))
         for sku_id, bp in sorted(v.rates.items()):
             sku = await self.ctx.catalog.sku(sku_id)
             lines.append(self._t(lang, "distributor.show_rate", sku=sku.slug if sku else sku_id, bp=bp))

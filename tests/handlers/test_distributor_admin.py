@@ -68,10 +68,12 @@ async def test_a_merchant_runs_a_distributor_from_chat(chat):
     assert "acme pays" in (await say(f"/distributor acme price {seeded.sku.slug} 700"))[0].text
     assert "commission 1000 bp" in (await say("/distributor acme commission 1000"))[0].text
     await say(f"/distributor acme commission 300 {seeded.big.slug}")
+    await say(f"/distributor acme price {seeded.big.slug} 10 CNY override")
     shown = (await say("/distributor acme show"))[0].text
     assert "API client: shopb" in shown
     assert f"price {seeded.sku.slug}" in shown
     assert f"commission {seeded.big.slug}: 300 bp" in shown
+    assert f"price {seeded.big.slug}: CN¥0.10 (below cost: the merchant's override)" in shown
     # a customer follows acme's link and buys: the commission is acme's, payable, paid out, on the statement
     await say("/start ref_acme", user="c1")
     order = await shop.orders.checkout(CheckoutRequest("console", "c1", "c1", seeded.sku.id, 1))
