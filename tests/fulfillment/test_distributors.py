@@ -5,6 +5,7 @@ ledger, CSV included."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import UTC, datetime, timedelta
@@ -213,3 +214,22 @@ async def test_payouts_reduce_the_payable_and_the_statement_equals_the_ledger(ds
         await statement(shop.store, acme, "2026-13", TZ)
     start, end = month_bounds("2026-11", TZ)
     assert (start.isoformat(), end.isoformat()) == ("2026-10-31T16:00:00+00:00", "2026-11-30T16:00:00+00:00")
+
+
+async def test_concurrent_passes_accrue_once_and_concurrent_payouts_never_overdraw(dshop):
+    shop, seeded, desk = dshop
+    await desk.add("acme")
+    await desk.set_commission("acme", "1000")
+    await build_services(shop).customers.touch("console", "c1", "c1", referrer="acme")
+    orders = [await _delivered(shop, seeded.sku, "c1", qty=q) for q in (1, 2, 3)]
+    passes = [CommissionPass(shop.store) for _ in range(4)]
+    written = await asyncio.gather(*(p.run_once() for p in passes),
+                                   *(p.after_delivery(o.id, o.channel) for p in passes for o in orders))
+    assert sum(written) == 3
+    acme = await desk.find("acme")
+    assert await shop.store.commission_balances(acme.id) == {"CNY": 600}
+    outcomes = await asyncio.gather(*(desk.payout("acme", "400", f"try {i}") for i in range(4)),
+                                    return_exceptions=True)
+    assert sum(1 for o in outcomes if not isinstance(o, Exception)) == 1
+    assert all(isinstance(o, DistributorRefused) for o in outcomes if isinstance(o, Exception))
+    assert await shop.store.commission_balances(acme.id) == {"CNY": 200}
