@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.composition import build_services, build_shop
+from bot.jobs import JobStatus, run_jobs
 from fulfillment.api_clients import ApiKeys
 from fulfillment.api_orders import ApiOrders, OrderRequest
 from fulfillment.distributor_statement import CSV_HEADER, month_bounds, statement
@@ -233,3 +234,36 @@ async def test_concurrent_passes_accrue_once_and_concurrent_payouts_never_overdr
     assert sum(1 for o in outcomes if not isinstance(o, Exception)) == 1
     assert all(isinstance(o, DistributorRefused) for o in outcomes if isinstance(o, Exception))
     assert await shop.store.commission_balances(acme.id) == {"CNY": 200}
+
+
+async def test_the_delivery_hook_keeps_the_earlier_observer_and_the_job_reverses_refunds(dshop):
+    shop, seeded, desk = dshop
+    seen = []
+
+    async def observer(delivery, done_at) -> None:  # the metrics observer of `kamibot run`
+        seen.append(delivery.order.id)
+
+    shop.delivery.on_delivered = observer
+    name, every, tick = attach_commissions(shop.store, shop.delivery)
+    assert (name, every) == ("commissions", 30.0)
+    await desk.add("acme")
+    await desk.set_commission("acme", "1000")
+    await build_services(shop).customers.touch("console", "c1", "c1", referrer="acme")
+    order = await _delivered(shop, seeded.sku, "c1")
+    acme = await desk.find("acme")
+    assert seen == [order.id]
+    assert await shop.store.commission_balances(acme.id) == {"CNY": 100}
+    await build_services(shop).aftersales.request_refund(order.ref, "m1")
+    await shop.delivery.drain()
+    stop, status = asyncio.Event(), JobStatus()
+    task = asyncio.create_task(run_jobs(shop, stop, status, extra=[(name, every, tick)]))
+    try:
+        for _ in range(200):
+            if await shop.store.commission_balances(acme.id) == {"CNY": 0}:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+    assert await shop.store.commission_balances(acme.id) == {"CNY": 0}
+    assert status.failures.get("commissions", 0) == 0
