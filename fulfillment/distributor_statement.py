@@ -101,6 +101,7 @@ def _at(moment: datetime) -> str:
 async def statement(store: Store, dist: Distributor, period: str, tz: str) -> Statement:
     start, end = month_bounds(period, tz)
     opening = await store.commission_balances(dist.id, before=start)
-    lines = await store.commission_lines(dist.id, start, end)
+    # accruals of 0 (orders delivered while the rate was 0) only pin the rate of their order: not shown
+    lines = [ln for ln in await store.commission_lines(dist.id, start, end) if ln.amount != 0]
     wallet = await store.wallet_lines_between(dist.api_client_id, start, end) if dist.api_client_id else []
     return Statement(dist, period, start, end, opening, lines, wallet)

@@ -5,8 +5,9 @@ prepaid wallet) and/or bring customers in chat for a commission.
   never below the SKU's cost (the newest batch's cost per use, the cheapest in-stock supplier source, whichever is
   higher) unless the merchant set a fixed price with the explicit override.
 - Commission: a rate (basis points) per distributor, optionally per SKU, of the delivered orders of customers whose
-  referrer is the distributor's code. The accrual pass writes one ledger line per delivered order and one reversal
-  per refunded order (unique per order and kind in the store), so it can run any number of times, in any process,
+  referrer is the distributor's code, placed after the distributor was added. The accrual pass writes one ledger
+  line per delivered order (0 while the rate is 0: a later rate never reaches back) and one reversal per refunded
+  order (unique per order and kind in the store), so it can run any number of times, in any process,
   after a delivery or as a job: it is decoupled from the payment and delivery transactions.
 - Payouts recorded by the merchant lower the payable balance (never below zero); statements per month read the
   same ledger (fulfillment/distributor_statement.py).

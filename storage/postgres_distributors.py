@@ -28,7 +28,7 @@ _ACCRUE = (
     " JOIN orders o ON o.channel = u.channel AND o.user_id = u.user_id"
     " LEFT JOIN distributor_commission_rates r ON r.distributor_id = d.id AND r.sku_id = o.sku_id"
     " WHERE o.state = ANY ($2::text[]) AND NOT (o.channel = ANY ($3::text[])) AND ($5::bigint IS NULL OR o.id = $5)"
-    " AND COALESCE(r.bp, d.commission_bp) > 0"
+    " AND o.created_at >= d.created_at"
     " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = o.id AND x.kind = 'accrual')"
     " ORDER BY o.id LIMIT $4"
     " ON CONFLICT (order_id, kind) WHERE order_id IS NOT NULL DO NOTHING")
@@ -36,7 +36,7 @@ _REVERSE = (
     "INSERT INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at)"
     " SELECT l.distributor_id, l.currency, -l.amount, 'reversal', l.order_id, l.note, $1"
     " FROM distributor_ledger l JOIN orders o ON o.id = l.order_id"
-    " WHERE l.kind = 'accrual' AND o.state = ANY ($2::text[])"
+    " WHERE l.kind = 'accrual' AND l.amount <> 0 AND o.state = ANY ($2::text[])"
     " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = l.order_id AND x.kind = 'reversal')"
     " ORDER BY l.id LIMIT $3"
     " ON CONFLICT (order_id, kind) WHERE order_id IS NOT NULL DO NOTHING")

@@ -60,7 +60,7 @@ def _accrue(db: sqlite3.Connection, delivered: Collection[str], except_channels:
         " JOIN orders o ON o.channel = u.channel AND o.user_id = u.user_id"
         " LEFT JOIN distributor_commission_rates r ON r.distributor_id = d.id AND r.sku_id = o.sku_id"
         f" WHERE o.state IN ({_marks(delivered)}) AND o.channel NOT IN ({_marks(except_channels)}){one}"
-        " AND COALESCE(r.bp, d.commission_bp) > 0"
+        " AND o.created_at >= d.created_at"
         " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = o.id AND x.kind = 'accrual')"
         " ORDER BY o.id LIMIT ?", (*params, limit)).rowcount
 
@@ -70,7 +70,7 @@ def _reverse(db: sqlite3.Connection, refunded: Collection[str], at: str, limit: 
         "INSERT OR IGNORE INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at)"
         " SELECT l.distributor_id, l.currency, -l.amount, 'reversal', l.order_id, l.note, ?"
         " FROM distributor_ledger l JOIN orders o ON o.id = l.order_id"
-        f" WHERE l.kind = 'accrual' AND o.state IN ({_marks(refunded)})"
+        f" WHERE l.kind = 'accrual' AND l.amount <> 0 AND o.state IN ({_marks(refunded)})"
         " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = l.order_id AND x.kind = 'reversal')"
         " ORDER BY l.id LIMIT ?", (at, *refunded, limit)).rowcount
 

@@ -103,12 +103,15 @@ class DistributorStore(Protocol):
     async def accrue_commissions(self, delivered: Collection[str], except_channels: Collection[str], now: datetime,
                                  limit: int, order_id: int | None = None) -> int:
         """One transaction: a commission line for each order in a `delivered` state, of a channel not in
-        `except_channels`, whose customer's referrer is a distributor's code with a rate above zero, unless the
-        order has one already (at most `limit` orders; with `order_id` that order only). Returns lines written."""
+        `except_channels`, placed after the distributor was added by a customer whose referrer is the
+        distributor's code, unless the order has one already (at most `limit` orders; with `order_id` that order
+        only). The rate is the SKU's own, else the distributor's, as it is now; a rate of 0 writes a line of 0, so
+        a later rate never applies to orders delivered before it. Returns lines written."""
         ...
 
     async def reverse_commissions(self, refunded: Collection[str], now: datetime, limit: int) -> int:
-        """One transaction: a reversal line for each accrued order now in a `refunded` state, unless it has one."""
+        """One transaction: a reversal line for each non-zero accrual whose order is now in a `refunded` state,
+        unless it has one."""
         ...
 
     async def record_payout(self, distributor_id: int, currency: str, amount: int, note: str,

@@ -267,3 +267,30 @@ async def test_the_delivery_hook_keeps_the_earlier_observer_and_the_job_reverses
         await task
     assert await shop.store.commission_balances(acme.id) == {"CNY": 0}
     assert status.failures.get("commissions", 0) == 0
+
+
+async def test_a_rate_never_applies_to_orders_delivered_before_it_or_placed_before_the_distributor(dshop):
+    shop, seeded, desk = dshop
+    attach_commissions(shop.store, shop.delivery)
+    customers = build_services(shop).customers
+    await customers.touch("console", "c1", "c1", referrer="acme")  # came through ref_acme before acme existed
+    early = await _delivered(shop, seeded.sku, "c1")
+    await desk.add("acme")
+    unpaid = await _delivered(shop, seeded.sku, "c1")  # acme has no rate yet: a line of 0 pins it
+    await desk.set_commission("acme", "1000")
+    paid = await _delivered(shop, seeded.sku, "c1", qty=2)
+    passes = CommissionPass(shop.store)
+    assert await passes.run_once() == 0
+    acme = await desk.find("acme")
+    assert await shop.store.commission_balances(acme.id) == {"CNY": 200}
+    now = datetime.now(UTC)
+    lines = await shop.store.commission_lines(acme.id, now - timedelta(hours=1), now + timedelta(hours=1))
+    assert [(ln.order_id, ln.amount) for ln in lines] == [(unpaid.id, 0), (paid.id, 200)]
+    assert early.id not in {ln.order_id for ln in lines}
+    # refunding the order of 0 writes no reversal; the statement shows only lines that move money
+    await build_services(shop).aftersales.request_refund(unpaid.ref, "m1")
+    await shop.delivery.drain()
+    assert await passes.run_once() == 0
+    st = await statement(shop.store, acme, datetime.now(ZoneInfo(TZ)).strftime("%Y-%m"), TZ)
+    assert [(ln.order_id, ln.amount) for ln in st.lines] == [(paid.id, 200)]
+    assert st.orders == 1
