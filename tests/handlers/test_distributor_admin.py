@@ -85,7 +85,9 @@ async def test_a_merchant_runs_a_distributor_from_chat(chat):
     assert "acme: API, discount 1500 bp, commission 1000 bp" in (await say("/distributors"))[0].text
     period = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
     st = (await say(f"/distributor acme statement {period}"))[0]
-    assert f"Statement of acme for {period}: 1 orders" in st.text
+    assert st.text.splitlines()[:2] == [
+        f"Statement of acme for {period} (orders with commission: 1).",
+        "CNY: opening CN¥0.00 + accrued CN¥1.00 − reversed CN¥0.00 − paid out CN¥0.40 = closing CN¥0.60"]
     assert st.document is not None
     assert st.document.filename == f"statement-acme-{period}.csv"
     rows = list(csv.reader(io.StringIO(st.document.content.decode())))
