@@ -8,12 +8,14 @@ from datetime import timedelta
 
 from bot.settings import Settings
 from fulfillment.aftersales import AfterSalesService
+from fulfillment.api_clients import ApiKeys
 from fulfillment.audit import AuditTrail
 from fulfillment.catalog import CatalogService
 from fulfillment.checkpoints import Checkpoints, NoCheckpoints
 from fulfillment.customers import Customers
 from fulfillment.delivery import Channel, DeliveryWorker
 from fulfillment.disputes import Chargebacks
+from fulfillment.distributors import DistributorDesk
 from fulfillment.errors import VaultError
 from fulfillment.faq_entries import FaqEntries
 from fulfillment.importer import CodeImporter
@@ -63,6 +65,7 @@ def build_services(shop: Shop) -> Services:
         reports=SalesReports(shop.store),
         chargebacks=Chargebacks(shop.store, shop.risk),
         faq_entries=FaqEntries(shop.store),
+        distributors=DistributorDesk(shop.store, ApiKeys(shop.store, shop.vault)),
     )
 
 

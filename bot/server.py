@@ -27,6 +27,7 @@ from bot.metrics import MetricsMiddleware, ShopMetrics
 from bot.settings import Settings
 from bot.supply import build_supply
 from fulfillment.checkpoints import Checkpoints
+from fulfillment.distributors import attach_commissions
 
 log = logging.getLogger("kamibot.server")
 MAX_WEBHOOK_BODY = 1024 * 1024
@@ -117,6 +118,7 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
         if telegram is not None:
             await telegram.start()
         extra = [ticket_sla_job(ctx, settings), *supply.jobs()]
+        extra.append(attach_commissions(shop.store, shop.delivery))  # distributors' commission ledger
         stars = telegram.job() if telegram is not None else None
         if stars is not None:
             extra.append(stars)  # finds Stars payments whose update was lost (getStarTransactions)

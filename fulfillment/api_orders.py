@@ -16,6 +16,7 @@ from fulfillment.api_errors import ApiCode, ApiError
 from fulfillment.callback_urls import BadCallbackUrl, check_callback_url
 from fulfillment.catalog import CatalogService
 from fulfillment.checkpoints import Checkpoints, NoCheckpoints
+from fulfillment.distributors import ClientPrices
 from fulfillment.errors import BadQuantity
 from fulfillment.orders import MAX_QUANTITY, REFUNDABLE, WITH_CODES, parse_quantity
 from fulfillment.vault import Vault
@@ -93,6 +94,8 @@ class ApiOrders:
         self.checkpoints = checkpoints or NoCheckpoints()
         self._offers: dict[str, tuple[float, Sku | None, Price | None]] = {}
         self._price_lists: dict[int, tuple[float, dict[int, tuple[str, int]]]] = {}
+        #: a distributor's price list (fixed prices, discount, cost floor) when the client is one
+        self.distributor_prices = ClientPrices(store)
         self.catalog = catalog
         self.vault = vault
         self.allow_private_callbacks = allow_private_callbacks
@@ -110,7 +113,8 @@ class ApiOrders:
 
     async def _price_for(self, client: ApiClient, sku: Sku, channel_price: Price | None) -> Price | None:
         own = (await self._client_prices(client.id)).get(sku.id)
-        return Price(sku.id, CHANNEL, own[0], own[1]) if own is not None else channel_price
+        mine = Price(sku.id, CHANNEL, own[0], own[1]) if own is not None else None
+        return await self.distributor_prices.price(client.id, sku, mine, channel_price)
 
     async def _view(self, client: ApiClient, sku: Sku) -> ProductView | None:
         price = await self._price_for(client, sku, await self.catalog.price_on(sku.id, CHANNEL))

@@ -13,6 +13,7 @@ from fulfillment.catalog import CatalogService
 from fulfillment.customers import Customers
 from fulfillment.delivery import DeliveryWorker
 from fulfillment.disputes import Chargebacks
+from fulfillment.distributors import DistributorDesk
 from fulfillment.faq_entries import FaqEntries
 from fulfillment.importer import CodeImporter
 from fulfillment.order_lookup import OrderLookup
@@ -44,6 +45,8 @@ class Services:
     reports: SalesReports
     chargebacks: Chargebacks
     faq_entries: FaqEntries
+    #: distributors, their price lists, wallets and commission, and the API keys (merchant commands)
+    distributors: DistributorDesk | None = None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Protocol
 from storage.protocols.api import ApiStore
 from storage.protocols.catalog import CatalogStore
 from storage.protocols.customers import CustomerStore
+from storage.protocols.distributors import DistributorStore
 from storage.protocols.ledger import LedgerStore
 from storage.protocols.orders import OrderStore, OutboxStore, PaymentStore
 from storage.protocols.payments_extra import ExtraPaymentStore
@@ -29,6 +30,6 @@ from storage.protocols.vault import VaultStore
 
 class Store(SchemaStore, CatalogStore, VaultStore, OrderStore, PaymentStore, ExtraPaymentStore, OutboxStore,
             LedgerStore, CustomerStore, SharedStateStore, RiskStore, TicketStore, SupplyStore, ApiStore,
-            ReportStore, Protocol):
+            ReportStore, DistributorStore, Protocol):
     """Everything: what the composition root builds (storage/sqlite.py SqliteStore, storage/postgres.py
     PostgresStore)."""

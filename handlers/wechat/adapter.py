@@ -41,6 +41,7 @@ KEYWORDS = {"菜单": "menu", "menu": "menu", "开始": "menu", "start": "menu",
 #: custom-menu CLICK keys (kamibot wechat menu sync) → buttons
 CLICKS = {"shop": "shop", "orders": "orders:0", "help": "help"}
 SILENT_EVENTS = {"view", "location", "templatesendjobfinish", "masssendjobfinish", "scan"}
+REFERRAL_SCENE = "ref_"  # a distributor's parametric QR code (scene ref_<code>): /start ref_<code> on follow
 EXTRA_MESSAGE_DELAY_S = 1.0  # lets the passive reply reach the user before the customer-service rest
 
 
@@ -209,6 +210,11 @@ class WeChatBot:
             return [Reply(self.ctx.tr(self.ctx.language(CHANNEL, openid, ""), "wechat.welcome")), *replies]
         if event == "unsubscribe":
             await self.ctx.services.customers.set_reachable(CHANNEL, openid, False)
+            return None
+        if event == "scan" and str(getattr(message, "scene_id", "") or "").startswith(REFERRAL_SCENE):
+            # a follower scanned a referral code: remembered like a follow's (only if they have no referrer yet)
+            key = str(getattr(message, "scene_id", ""))
+            await self.ctx.services.customers.touch(CHANNEL, openid, openid, key[len(REFERRAL_SCENE):64])
             return None
         if event == "click":
             button = CLICKS.get(str(getattr(message, "key", "") or ""))

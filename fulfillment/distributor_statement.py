@@ -1,0 +1,107 @@
+"""A distributor's statement for one month in the shop's time zone: the commission ledger's opening and closing
+payable balance, accruals, reversals and payouts, and the API wallet's movements, each line as a CSV row.
+
+Every figure is a sum of ledger lines the store returns for the period (closing = opening + the period's lines), so
+a statement always agrees with the ledger. Lines are dated when they were written: a period once closed never gains
+a line later.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from fulfillment.distributors import DistributorRefused
+from storage.protocol import Store
+from storage.protocols.api import WalletLine
+from storage.protocols.distributors import CommissionKind, CommissionLine, Distributor
+
+_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+CSV_HEADER = ("section", "at_utc", "kind", "order_ref", "sku_id", "order_amount", "amount", "currency",
+              "balance_after", "note")
+
+
+def month_bounds(period: str, tz: str) -> tuple[datetime, datetime]:
+    """'2026-11' → [start, end) in UTC of that month in the zone `tz`."""
+    m = _PERIOD.match(period)
+    if m is None:
+        raise DistributorRefused("distributor.bad_period")
+    year, month = int(m.group(1)), int(m.group(2))
+    zone = ZoneInfo(tz)
+    start = datetime(year, month, 1, tzinfo=zone)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=zone)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def _cell(text: str) -> str:
+    """A free-text cell that a spreadsheet would run as a formula is quoted (CSV injection)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+@dataclass
+class Statement:
+    distributor: Distributor
+    period: str
+    start: datetime
+    end: datetime
+    opening: dict[str, int]
+    lines: list[CommissionLine]
+    wallet: list[WalletLine] = field(default_factory=list)
+
+    def total(self, kind: CommissionKind) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for ln in self.lines:
+            if ln.kind is kind:
+                out[ln.currency] = out.get(ln.currency, 0) + ln.amount
+        return out
+
+    @property
+    def closing(self) -> dict[str, int]:
+        out = dict(self.opening)
+        for ln in self.lines:
+            out[ln.currency] = out.get(ln.currency, 0) + ln.amount
+        return out
+
+    @property
+    def currencies(self) -> list[str]:
+        return sorted(set(self.opening) | {ln.currency for ln in self.lines})
+
+    @property
+    def orders(self) -> int:
+        return sum(1 for ln in self.lines if ln.kind is CommissionKind.ACCRUAL)
+
+    def csv(self) -> bytes:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        running = dict(self.opening)
+        for ln in self.lines:
+            running[ln.currency] = running.get(ln.currency, 0) + ln.amount
+            writer.writerow(("commission", _at(ln.at), ln.kind.value, ln.order_ref, ln.sku_id or "",
+                             ln.order_amount if ln.order_id is not None else "", ln.amount, ln.currency,
+                             running[ln.currency], _cell(ln.note)))
+        for w in self.wallet:
+            writer.writerow(("wallet", _at(w.at), w.kind, "", "", "", w.amount, w.currency, w.balance_after,
+                             _cell(w.note)))
+        return out.getvalue().encode("utf-8")
+
+    @property
+    def filename(self) -> str:
+        return f"statement-{self.distributor.name}-{self.period}.csv"
+
+
+def _at(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+async def statement(store: Store, dist: Distributor, period: str, tz: str) -> Statement:
+    start, end = month_bounds(period, tz)
+    opening = await store.commission_balances(dist.id, before=start)
+    # accruals of 0 (orders delivered while the rate was 0) only pin the rate of their order: not shown
+    lines = [ln for ln in await store.commission_lines(dist.id, start, end) if ln.amount != 0]
+    wallet = await store.wallet_lines_between(dist.api_client_id, start, end) if dist.api_client_id else []
+    return Statement(dist, period, start, end, opening, lines, wallet)
