@@ -37,8 +37,9 @@ Mapping of the upstream's answers:
   PENDING; refunded, failed, expired, rejected -> FAILED (our wallet keeps or gets back the money).
 
 The API has no price guard: before buying we read GET /products/{sku} and refuse (PriceAboveLimit, nothing sent)
-when our price there is above `max_unit_cost`; a price change between the two calls stays possible, and the charged
-`amount` comes back as the order's cost. The API takes no recharge target: `recharge` refuses before sending.
+when our price there is above `max_unit_cost` (unless our reference is an order there already: a repeat gets that
+order back); a price change between the two calls stays possible, and the charged `amount` comes back as the
+order's cost. The API takes no recharge target: `recharge` refuses before sending.
 """
 
 from __future__ import annotations
@@ -285,7 +286,13 @@ class KamibotSupplier:
             raise ValueError(f"max_unit_cost in {max_unit_cost.currency}, supplier prices in {self.config.currency}")
         if not _SKU.match(product_id):
             raise ProductUnavailable("not a kamibot SKU", supplier=self.name, our_ref=our_ref)
-        await self._check(our_ref, product_id, quantity, max_unit_cost)
+        try:
+            await self._check(our_ref, product_id, quantity, max_unit_cost)
+        except DefinitiveFailure:
+            placed = await self._placed_before(our_ref)
+            if placed is None:
+                raise
+            return placed  # a repeat of a reference already placed: its order, whatever the price or stock now
         order: dict[str, object] = {"client_order_no": our_ref, "sku": product_id, "quantity": quantity}
         if self.config.notify_url:
             order["callback_url"] = self.config.notify_url
@@ -317,7 +324,7 @@ class KamibotSupplier:
         raise refusal(f"orders: {code}", supplier=self.name, our_ref=our_ref)
 
     async def _check(self, our_ref: str, sku: str, quantity: int, max_unit_cost: Money) -> None:
-        """Price, quantity range and stock before buying (the API has no price guard); nothing is sent on failure."""
+        """Price and quantity range before buying (the API has no price guard); nothing is sent on failure."""
         try:
             product, low, high = await self.product(sku, our_ref)
         except (SupplierUnavailable, BadAnswer) as exc:
@@ -331,9 +338,13 @@ class KamibotSupplier:
                                   supplier=self.name, our_ref=our_ref)
         if not low <= quantity <= high:
             raise Rejected(f"quantity {quantity} outside {low}..{high}", supplier=self.name, our_ref=our_ref)
-        if product.stock_count is not None and product.stock_count < quantity:
-            raise ProductUnavailable(f"{product.stock_count} in stock for {quantity}", supplier=self.name,
-                                     our_ref=our_ref)
+        # stock is not checked here: the upstream refuses OUT_OF_STOCK itself, in the order's own transaction
+
+    async def _placed_before(self, our_ref: str) -> SupplierOrder | None:
+        try:
+            return await self.query(our_ref)
+        except SupplierError:
+            return None
 
     async def _existing(self, our_ref: str, code: str) -> SupplierOrder:
         """Our reference already names an order there: that order is the answer."""
