@@ -39,7 +39,7 @@ from tests.fakes.supplier_faults import Faults, Running, after_accept_fault
 from tests.storage.seed import Shop as Seeded
 from tests.storage.seed import make_shop
 
-POLICY = HttpPolicy(connect_timeout=1.0, read_timeout=1.0, read_attempts=2, retry_backoff=0.01)
+POLICY = HttpPolicy(connect_timeout=1.0, read_timeout=0.5, read_attempts=2, retry_backoff=0.01)
 API_PRICE = 700  # what shop B pays shop A per code, CNY fen
 SCOPES = ["catalog:read", "orders:write", "orders:read"]
 
@@ -95,7 +95,7 @@ class Upstream:
         assert vault is not None
         return SupplierRecord(name, "kamibot", self.url, self.key.client.key_id,
                               seal_secret(vault, name, self.key.secret), notify_url=notify_url,
-                              connect_timeout_ms=1000, read_timeout_ms=1000, breaker_failures=50,
+                              connect_timeout_ms=1000, read_timeout_ms=500, breaker_failures=50,
                               breaker_cool_down_s=1)
 
     async def orders(self) -> list[Order]:
