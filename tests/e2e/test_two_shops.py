@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import signal
 import sqlite3
 import subprocess
@@ -33,7 +32,7 @@ from fulfillment.api_clients import ApiKeys, NewKey
 from fulfillment.suppliers.credentials import seal_secret
 from storage.records import OrderState, Price
 from storage.records_supply import ProcurementState, SkuSource, SkuSourcing, SupplierRecord
-from tests.conftest import PG_DSN
+from tests.conftest import PG_DSN, drop_pg_schema, pg_schema_or_skip
 from tests.e2e import db_checks
 from tests.e2e.procs import settings_env, spawn
 from tests.e2e.walker import Walker
@@ -48,20 +47,20 @@ WALLET = 10_000
 A_CODES, RESTOCK = 10, 4
 
 
-@pytest.fixture
-async def db_url_b(db_url: str, tmp_path: Path) -> AsyncIterator[str]:
-    """Shop B's own database, of the same backend as `db_url` (shop A's)."""
-    if db_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'b.db'}"
+@pytest.fixture(params=["sqlite", "postgres"])
+async def two_dbs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    """Shop A's and shop B's own databases: two SQLite files, or two PostgreSQL schemas of the test database (each
+    process sees only its own through its search_path; cheaper to drop than two databases)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
         return
-    name = "kbt_" + secrets.token_hex(6)
-    admin = await asyncpg.connect(PG_DSN)
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    yield PG_DSN.rsplit("/", 1)[0] + "/" + name
-    admin = await asyncpg.connect(PG_DSN)
-    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await admin.close()
+    schemas = [await pg_schema_or_skip(), await pg_schema_or_skip()]
+    try:
+        a, b = (f"{PG_DSN}?search_path={schema}" for schema in schemas)
+        yield a, b
+    finally:
+        for schema in schemas:
+            await drop_pg_schema(schema)
 
 
 @pytest.fixture
@@ -162,8 +161,9 @@ def _codes_in(message: dict[str, Any]) -> list[str]:
             for e in message.get("entities", []) if e.get("type") == "code"]
 
 
-async def test_shop_b_sells_in_chat_codes_it_restocks_from_shop_a(tmp_path: Path, db_url: str, db_url_b: str,
+async def test_shop_b_sells_in_chat_codes_it_restocks_from_shop_a(tmp_path: Path, two_dbs: tuple[str, str],
                                                                    fake: FakeTelegram):
+    db_url, db_url_b = two_dbs
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     a_dir.mkdir()
     b_dir.mkdir()
@@ -186,7 +186,7 @@ async def test_shop_b_sells_in_chat_codes_it_restocks_from_shop_a(tmp_path: Path
             # a customer of B buys in chat and gets a code
             walker = Walker(fake, BUYER)
             walk = await walker.buy("charge-two-shops-1")
-            later = [m for _, m in await _later_messages(walker, 1.0)]
+            later = [m for _, m in await _later_messages(walker, 0.5)]
             # every order.delivered callback A queued for B was verified and acknowledged by B
             await _until(db_url, "SELECT COUNT(*) > 0 AND COUNT(*) = SUM(CASE WHEN status = 'done' THEN 1 ELSE 0"
                                  " END) FROM outbox WHERE kind = 'callback'", "A's callbacks acknowledged")
