@@ -15,8 +15,10 @@ import httpx
 import pytest
 
 from fulfillment.api_signing import Signer
+from fulfillment.orders import STATE_GROUPS
 from storage.records import EncryptedCode
 from storage.records_supply import Procurement, ProcurementState, SkuSource, SkuSourcing
+from storage.sqlite import SqliteStore
 
 from .kamibot_upstream import API_PRICE, Downstream, Upstream, downstream, upstream
 
@@ -136,3 +138,26 @@ async def _forged_callbacks_change_nothing(a: Upstream, b: Downstream, p: Procur
     assert after is not None
     assert (after.state, after.received) == (ProcurementState.UNKNOWN, 0)
     assert await b.store.pool_available(b.seeded.pool.id) == 0
+
+
+async def test_merchant_adds_shop_a_with_the_cli_and_tests_it(tmp_path: Path):
+    """`kamibot suppliers add NAME --protocol kamibot` (the API secret on stdin, never printed), then `test`, as
+    real processes against shop A (the CLI is the same on both backends: one run, A on SQLite)."""
+    from tests.bot.test_suppliers_cli import kamibot
+
+    a_store = await SqliteStore(tmp_path / "a.db", states=STATE_GROUPS).open()
+    await a_store.migrate()
+    async with upstream(a_store, tmp_path / "a") as a:
+        b_dir = tmp_path / "b"
+        b_dir.mkdir()
+        code, out, err = await kamibot(b_dir, "suppliers", "add", "shopA", "--protocol", "kamibot", "--url", a.url,
+                                       "--account", a.key.client.key_id, "--notify-url",
+                                       "https://b.example.com/suppliers/shopA/notify",
+                                       stdin=a.key.secret.encode() + b"\n")
+        assert code == 0, err
+        code, out, err = await kamibot(b_dir, "suppliers", "test", "shopA")
+        assert code == 0, err
+        assert "shopA: ok, balance 100.00 CNY, 1 products" in out
+        assert "game-1 1 code: cost 7.00 CNY in_stock card" in out
+        assert a.key.secret not in out + err
+    await a_store.close()
