@@ -1,7 +1,8 @@
 """`kamibot suppliers add|list|test|balance`: suppliers configured in the database.
 
-The credential (kashangwl key, acg-faka app_key, kamibot API secret) is read from the environment variable KAMIBOT_SUPPLIER_SECRET or,
-without it, from the first line of stdin - never from the command line, where `ps` and shell history would show it.
+The credential (kashangwl key, acg-faka app_key, kamibot API secret) is read from the environment variable
+KAMIBOT_SUPPLIER_SECRET or, without it, from the first line of stdin - never from the command line, where `ps` and
+shell history would show it.
 It is sealed under the vault key before it reaches the database and is never printed.
 """
 
