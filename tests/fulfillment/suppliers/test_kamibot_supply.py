@@ -45,7 +45,7 @@ async def _received(a: Upstream, b: Downstream, p: Procurement) -> tuple[list[st
     return held, sorted(await a.codes_of(order.id))
 
 
-async def test_automatic_restock_buys_from_shop_a_and_both_ledgers_agree(shops: tuple[Upstream, Downstream]):
+async def test_restock_from_shop_a_automatic_by_hand_and_after_a_lost_answer(shops: tuple[Upstream, Downstream]):
     a, b = shops
     await b.store.save_sku_sourcing(_sourcing(b))
     assert await b.sourcing.restock_due() == 1
@@ -68,6 +68,18 @@ async def test_automatic_restock_buys_from_shop_a_and_both_ledgers_agree(shops: 
     assert (by_hand.state, by_hand.received) == (ProcurementState.SUCCEEDED, 2)
     assert await b.store.pool_available(b.seeded.pool.id) == 6
     assert await a.wallet() == 10_000 - 6 * API_PRICE
+    # a 5xx after A placed the order: unknown, then the query job (resolve_due) settles it from A's record
+    a.faults.http_500_after_accept = 1
+    lost = await b.procurement.buy("shopA", "game-1", 3, API_PRICE, "CNY", b.seeded.pool.id)
+    assert lost is not None
+    assert lost.state is ProcurementState.UNKNOWN
+    assert await b.procurement.resolve_due() == 1
+    done = await b.store.procurement_by_ref(lost.our_ref)
+    assert done is not None
+    assert (done.state, done.received, done.cost) == (ProcurementState.SUCCEEDED, 3, 3 * API_PRICE)
+    assert len(await a.orders()) == 3
+    assert await a.wallet() == 10_000 - 9 * API_PRICE
+    assert await b.store.pool_available(b.seeded.pool.id) == 9
 
 
 async def test_a_lost_answer_is_unknown_forged_callbacks_change_nothing_the_real_one_settles_it(
@@ -91,20 +103,6 @@ async def test_a_lost_answer_is_unknown_forged_callbacks_change_nothing_the_real
     assert len(held) == 4
     assert len(await a.orders()) == 1
     assert await a.wallet() == 10_000 - 4 * API_PRICE
-
-
-async def test_unknown_then_resolved_by_the_query_job(store: Any, tmp_path: Path):
-    async with upstream(store, tmp_path / "a") as a, downstream(a, tmp_path / "b.db", callbacks=False) as b:
-        a.faults.http_500_after_accept = 1
-        p = await b.procurement.buy("shopA", "game-1", 3, API_PRICE, "CNY", b.seeded.pool.id)
-        assert p is not None
-        assert p.state is ProcurementState.UNKNOWN
-        assert await b.procurement.resolve_due() == 1
-        done = await b.store.procurement_by_ref(p.our_ref)
-        assert done is not None
-        assert (done.state, done.received, done.cost) == (
-            ProcurementState.SUCCEEDED, 3, 3 * API_PRICE)
-        assert len(await a.orders()) == 1
 
 
 async def test_shop_a_out_of_balance_fails_definitively_and_nothing_changes(store: Any, tmp_path: Path):
