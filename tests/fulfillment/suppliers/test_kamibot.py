@@ -153,3 +153,67 @@ async def test_signed_callbacks_from_a_verify_and_forged_ones_are_refused(shop_a
     finally:
         await supplier.aclose()
         await shut(server, task)
+
+
+# -- the upstream's answers read strictly (no server needed: the mapping itself) ---------------------------------
+def _offline() -> Any:
+    from fulfillment.suppliers.kamibot import KamibotConfig, KamibotSupplier
+
+    return KamibotSupplier(KamibotConfig("http://127.0.0.1:9", "kid", "secret", notify_url="http://b/notify"))
+
+
+def _view(state: str, codes: list[str], **extra: Any) -> dict[str, Any]:
+    return {"client_order_no": "PREF0001", "order_no": "A1", "state": state, "sku": "game-1", "quantity": 2,
+            "amount": 1400, "currency": "CNY", "created_at": "2026-12-02T10:00:00+00:00", "codes": codes, **extra}
+
+
+@pytest.mark.parametrize(("state", "codes", "status"), [
+    ("delivered", ["C1", "C2"], OrderStatus.SUCCEEDED), ("delivering", ["C1", "C2"], OrderStatus.SUCCEEDED),
+    ("delivering", [], OrderStatus.PROCESSING), ("delivered", ["C1"], OrderStatus.UNKNOWN),
+    ("paid", [], OrderStatus.PROCESSING), ("review", [], OrderStatus.PENDING),
+    ("awaiting_payment", [], OrderStatus.PENDING), ("refunded", [], OrderStatus.FAILED),
+    ("failed", [], OrderStatus.FAILED), ("expired", [], OrderStatus.FAILED), ("rejected", [], OrderStatus.FAILED),
+    ("teleported", [], OrderStatus.UNKNOWN)])
+def test_upstream_order_states_map_to_ours(state: str, codes: list[str], status: OrderStatus):
+    order = _offline()._order(_view(state, codes), "PREF0001")
+    assert order.status is status
+    assert order.codes == (tuple(codes) if status is OrderStatus.SUCCEEDED else ())
+    assert (order.supplier_order_id, order.cost, order.product_id, order.quantity) == (
+        "A1", Money(1400, "CNY"), "game-1", 2)
+
+
+@pytest.mark.parametrize("bad", [
+    {"client_order_no": "PSOMEONE"}, {"amount": -1}, {"amount": 14.0}, {"amount": "1400"}, {"amount": 10**12},
+    {"quantity": 0}, {"state": None}, {"order_no": ""}, {"codes": "C1\nC2"}, {"codes": [1, 2]}, {"currency": ""}])
+def test_an_order_answer_that_breaks_the_schema_is_refused(bad: dict[str, Any]):
+    from fulfillment.suppliers.errors import BadAnswer
+
+    with pytest.raises(BadAnswer):
+        _offline()._order({**_view("delivered", ["C1", "C2"]), **bad}, "PREF0001")
+
+
+def test_catalogue_entries_with_absurd_or_missing_values_are_skipped():
+    good = {"sku": "game-1", "price": 700, "currency": "CNY", "stock": "low", "available": 2, "name_en": "1 code"}
+    product = _offline()._product(good)
+    assert (product.cost, product.stock, product.stock_count) == (Money(700, "CNY"), StockState.IN_STOCK, 2)
+    from fulfillment.suppliers.errors import BadAnswer
+
+    for bad in ({"price": -5}, {"price": 7.5}, {"available": -1}, {"stock": "plenty"}, {"sku": "../x"}):
+        with pytest.raises(BadAnswer):
+            _offline()._product({**good, **bad})
+
+
+def test_callbacks_without_a_valid_signature_or_body_are_forged():
+    from fulfillment.api_signing import Signer
+
+    supplier = _offline()
+    body = b'{"type":"order.delivered","order":{"client_order_no":"PREF0001"}}'
+    for headers in ({}, Signer("other-key", "secret").headers("POST", "/notify", "", body),
+                    Signer("kid", "secret").headers("POST", "/notify", "", body, timestamp=1_000_000)):
+        with pytest.raises(ForgedCallback):
+            supplier.parse_callback(headers, body)
+    for garbage in (b"not json", b"[]", b'{"type":"order.delivered","order":{"client_order_no":"bad ref!"}}'):
+        with pytest.raises(ForgedCallback):
+            supplier.parse_callback(Signer("kid", "secret").headers("POST", "/notify", "", garbage), garbage)
+    signed = Signer("kid", "secret").headers("POST", "/notify", "", body)
+    assert supplier.parse_callback(signed, body).status is OrderStatus.SUCCEEDED
