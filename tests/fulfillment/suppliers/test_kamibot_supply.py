@@ -159,3 +159,26 @@ async def test_merchant_adds_shop_a_with_the_cli_and_tests_it(tmp_path: Path):
         assert "game-1 1 code: cost 7.00 CNY in_stock card" in out
         assert a.key.secret not in out + err
     await a_store.close()
+
+
+async def test_migration_0015_keeps_existing_suppliers_and_admits_the_kamibot_protocol(tmp_path: Path):
+    """SQLite rebuilds the suppliers table to widen its CHECK (PostgreSQL swaps the constraint; the two-shop e2e
+    saves a kamibot supplier there): rows and ids survive, an unknown protocol is still refused."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    from storage.records_supply import SealedSecret, SupplierRecord
+
+    def row(name: str, protocol: str) -> SupplierRecord:
+        return SupplierRecord(name, protocol, "http://127.0.0.1:9", "1", SealedSecret("k1", b"n" * 12, b"c"))
+
+    s = await SqliteStore(tmp_path / "old.db", states=STATE_GROUPS).open()
+    await s.migrate(target=9)
+    await s.save_supplier(row("kw", "kashangwl"), datetime.now(UTC))
+    assert await s.migrate() >= 15
+    await s.save_supplier(row("shopA", "kamibot"), datetime.now(UTC))
+    rows = [(r.name, r.protocol, r.id) for r in await s.suppliers()]
+    assert rows == [("kw", "kashangwl", 1), ("shopA", "kamibot", 2)]
+    with pytest.raises(sqlite3.IntegrityError):
+        await s.save_supplier(row("odd", "telepathy"), datetime.now(UTC))
+    await s.close()
