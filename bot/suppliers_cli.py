@@ -1,7 +1,8 @@
 """`kamibot suppliers add|list|test|balance`: suppliers configured in the database.
 
-The credential (kashangwl key, acg-faka app_key) is read from the environment variable KAMIBOT_SUPPLIER_SECRET or,
-without it, from the first line of stdin - never from the command line, where `ps` and shell history would show it.
+The credential (kashangwl key, acg-faka app_key, kamibot API secret) is read from the environment variable
+KAMIBOT_SUPPLIER_SECRET or, without it, from the first line of stdin - never from the command line, where `ps` and
+shell history would show it.
 It is sealed under the vault key before it reaches the database and is never printed.
 """
 
@@ -33,7 +34,7 @@ def add_supplier_commands(sub: Any) -> None:
     add.add_argument("name")
     add.add_argument("--protocol", choices=SUPPLIER_PROTOCOLS, required=True)
     add.add_argument("--url", required=True, help="the supplier's base URL")
-    add.add_argument("--account", required=True, help="kashangwl customer_id / acg-faka app_id")
+    add.add_argument("--account", required=True, help="kashangwl customer_id / acg-faka app_id / kamibot API key id")
     add.add_argument("--notify-url", default="", help="our callback URL (…/suppliers/NAME/notify)")
     add.add_argument("--products", default="", help="comma-separated product ids to follow")
     add.add_argument("--connect-timeout-ms", type=int, default=3000)

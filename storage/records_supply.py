@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-SUPPLIER_PROTOCOLS = ("kashangwl", "acgfaka")
+SUPPLIER_PROTOCOLS = ("kashangwl", "acgfaka", "kamibot")
 
 
 class ProcurementState(StrEnum):
@@ -35,10 +35,10 @@ class SealedSecret:
 @dataclass(frozen=True)
 class SupplierRecord:
     name: str
-    protocol: str  # kashangwl | acgfaka
+    protocol: str  # kashangwl | acgfaka | kamibot
     base_url: str
-    account: str  # kashangwl customer_id, acg-faka app_id (not secret)
-    secret: SealedSecret  # kashangwl key, acg-faka app_key
+    account: str  # kashangwl customer_id, acg-faka app_id, kamibot API key id (not secret)
+    secret: SealedSecret  # kashangwl key, acg-faka app_key, kamibot API secret
     notify_url: str = ""
     product_ids: tuple[str, ...] = ()  # the catalogue we follow (kashangwl reads products one id at a time)
     connect_timeout_ms: int = 3000

@@ -14,6 +14,7 @@ import httpx
 from fulfillment.suppliers.acgfaka import AcgFakaConfig, AcgFakaSupplier
 from fulfillment.suppliers.breaker import CircuitBreaker, GuardedSupplier
 from fulfillment.suppliers.credentials import open_secret
+from fulfillment.suppliers.kamibot import KamibotConfig, KamibotSupplier
 from fulfillment.suppliers.kashangwl import KashangwlConfig, KashangwlSupplier
 from fulfillment.suppliers.protocol import Supplier
 from fulfillment.suppliers.transport import HttpPolicy
@@ -34,6 +35,9 @@ def build_supplier(record: SupplierRecord, vault: Vault, http: httpx.AsyncClient
     if record.protocol == "acgfaka":
         return AcgFakaSupplier(AcgFakaConfig(record.base_url, record.account, secret, name=record.name,
                                              currency=record.currency, policy=policy), http)
+    if record.protocol == "kamibot":
+        return KamibotSupplier(KamibotConfig(record.base_url, record.account, secret, notify_url=record.notify_url,
+                                             name=record.name, currency=record.currency, policy=policy), http)
     raise ValueError(f"unknown supplier protocol {record.protocol!r}")
 
 
