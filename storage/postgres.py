@@ -8,6 +8,7 @@ from storage.postgres_api import PgApiVerbs
 from storage.postgres_base import PostgresBase
 from storage.postgres_catalog import PgCatalog
 from storage.postgres_customers import PgCustomers
+from storage.postgres_reconcile import PgReconciliation
 from storage.postgres_reports import PgReports
 from storage.postgres_risk import PgRisk
 from storage.postgres_sales import PgSales
@@ -19,7 +20,7 @@ from storage.postgres_wechatpay import PgExtraPayments
 
 
 class PostgresStore(PgCatalog, PgVault, PgSales, PgCustomers, PgSharedState, PgRisk, PgApiVerbs, PgReports,
-                    PostgresBase, PgTickets, PgExtraPayments, PgSupply):
+                    PostgresBase, PgTickets, PgExtraPayments, PgSupply, PgReconciliation):
     """The Store protocol (storage/protocol.py) on PostgreSQL. PostgresBase comes before PgTickets and
     PgExtraPayments, whose `pool` is a placeholder for the base's."""
 

@@ -12,6 +12,7 @@ from storage.sqlite_api import ApiVerbs
 from storage.sqlite_base import SqliteBase
 from storage.sqlite_catalog import Catalog
 from storage.sqlite_customers import Customers
+from storage.sqlite_reconcile import Reconciliation
 from storage.sqlite_reports import Reports
 from storage.sqlite_risk import Risk
 from storage.sqlite_sales import Sales
@@ -23,7 +24,7 @@ from storage.sqlite_wechatpay import ExtraPayments
 
 
 class SqliteStore(Catalog, VaultCodes, Sales, Customers, SharedState, Risk, Tickets, ExtraPayments, Supply, ApiVerbs,
-                  Reports, SqliteBase):
+                  Reports, Reconciliation, SqliteBase):
     """The Store protocol (storage/protocol.py) on SQLite."""
 
 
