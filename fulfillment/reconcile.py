@@ -22,6 +22,7 @@ from fulfillment.errors import ShopError
 from storage.protocol import Store
 from storage.protocols.reconcile import Discrepancy, FeeActual, NewDiscrepancy
 
+__all__ = ["Discrepancy", "Findings", "Kind", "Outcome", "ReconcileError", "Reconciliation"]
 log = logging.getLogger("kamibot.reconcile")
 DAILY_LEASE = "reconcile.daily"
 DONE_KEY = "reconcile.done."
@@ -104,6 +105,8 @@ class Reconciliation:
         self.ready: dict[str, tuple[tzinfo, int]] = {}
         #: supplier name -> collect for that supplier (sources "supplier:NAME" are made from it on demand)
         self.supplier: Callable[[str], Awaitable[Collect | None]] | None = None
+        #: the shop's suppliers by name (the daily job reconciles each)
+        self.supplier_names: Callable[[], Awaitable[list[str]]] | None = None
         self.holder = secrets.token_hex(8)
 
     def add(self, name: str, collect: Collect, zone: tzinfo | None = None, ready_hour: int = 1) -> None:
@@ -124,8 +127,12 @@ class Reconciliation:
                                  source=source[:40])
         return self.sources[source], self.ready[source][0]
 
-    async def run(self, source: str, day: date | None, channel: str, actor: str) -> Outcome:
-        collect, zone = await self._collect(source)
+    async def run(self, source: str, day: date | None, channel: str, actor: str,
+                  collect: Collect | None = None) -> Outcome:
+        """Reconcile one day (default: yesterday) of a source, or with `collect` instead of the source's own reading
+        (a supplier statement)."""
+        own, zone = await self._collect(source) if collect is None else (collect, self.zone)
+        collect = own
         day = day or self.yesterday(source)
         today = self.clock().astimezone(zone).date()
         if day >= today:

@@ -12,6 +12,7 @@ from handlers.context import ShopContext
 from handlers.faq_admin import MerchantFaq
 from handlers.flood import Admission, FloodGate
 from handlers.merchant import Merchant
+from handlers.reconcile_admin import RECONCILE_COMMANDS, MerchantReconcile
 from handlers.risk_admin import MerchantRisk
 from handlers.storefront import Storefront
 from handlers.supply_admin import SUPPLY_COMMANDS, MerchantSupply
@@ -45,6 +46,7 @@ class Conversation:
         #: off where the channel adapter counts every update as it arrives (Telegram: handlers/telegram/intake.py)
         self.flood = FloodGate(ctx) if flood_control else None
         self.supply = MerchantSupply(ctx)
+        self.reconcile = MerchantReconcile(ctx)
 
     async def handle(self, msg: Incoming) -> list[Reply]:
         await self.ctx.load_language(msg.channel, msg.user_id)
@@ -119,6 +121,8 @@ class Conversation:
             return await self.tickets.handle(msg, lang, command, rest)
         if command in SUPPLY_COMMANDS:
             return await self.supply.handle(msg, lang, command, rest)
+        if command in RECONCILE_COMMANDS:
+            return await self.reconcile.handle(msg, lang, command, rest)
         if command not in RISK_COMMANDS:
             return None
         await self.ctx.services.audit.record(msg.channel, msg.user_id, command, rest)
