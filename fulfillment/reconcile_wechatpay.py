@@ -63,14 +63,19 @@ class BillRow:
 
 
 def fen(text: str, what: str, line: int) -> int:
-    """Yuan as written in the bill to fen, exactly (Decimal): '10.00' → 1000, '-0.06' → -6."""
+    """Yuan as written in the bill to fen, exactly: '10.00' → 1000, '-0.06' → -6 (Decimal for any other form)."""
+    whole, dot, cents = text.partition(".")
+    digits = whole[1:] if whole[:1] == "-" else whole
+    if dot and len(cents) == 2 and digits.isdigit() and cents.isdigit() and digits.isascii() and cents.isascii():
+        value = int(digits) * 100 + int(cents)
+        return -value if whole[:1] == "-" else value
     try:
-        value = Decimal(text) * 100
+        exact = Decimal(text) * 100
     except InvalidOperation:
         raise BillError(f"line {line}: {what} {text[:20]!r} is not an amount") from None
-    if not value.is_finite() or value != value.to_integral_value():
+    if not exact.is_finite() or exact != exact.to_integral_value():
         raise BillError(f"line {line}: {what} {text[:20]!r} is not whole fen")
-    return int(value)
+    return int(exact)
 
 
 class BillReader:
@@ -119,7 +124,7 @@ class BillReader:
         if fields[0] == SUMMARY_HEADER:
             self._summary_header = fields
             return None
-        return self._row([f.removeprefix("`") for f in fields])
+        return self._row(fields)
 
     def _header(self, fields: list[str]) -> None:
         names = [f.strip() for f in fields]
@@ -133,18 +138,22 @@ class BillReader:
         self.width = len(names)
 
     def _row(self, f: list[str]) -> BillRow:
+        """A detail row (fields still backtick-prefixed; only the ones read are stripped)."""
         if len(f) != self.width:
             raise BillError(f"line {self.line}: {len(f)} fields, the header has {self.width}")
         c, n = self.cols, self.line
         self.rows += 1
-        if f[c["货币种类"]] != self.currency:
-            raise BillError(f"line {n}: currency {f[c['货币种类']][:8]!r}, the shop reconciles {self.currency}")
-        if f[c["交易时间"]][:10] != self.day:
-            raise BillError(f"line {n}: dated {f[c['交易时间']][:19]!r} in the bill of {self.day}")
-        state = f[c["交易状态"]]
-        refund = fen(f[c["退款金额"]], "退款金额", n) if state == "REFUND" else 0
-        return BillRow(f[c["微信订单号"]], f[c["商户订单号"]], state, fen(f[c["订单金额"]], "订单金额", n),
-                       fen(f[c["手续费"]], "手续费", n), refund)
+        currency = f[c["货币种类"]].removeprefix("`")
+        if currency != self.currency:
+            raise BillError(f"line {n}: currency {currency[:8]!r}, the shop reconciles {self.currency}")
+        when = f[c["交易时间"]].removeprefix("`")
+        if when[:10] != self.day:
+            raise BillError(f"line {n}: dated {when[:19]!r} in the bill of {self.day}")
+        state = f[c["交易状态"]].removeprefix("`")
+        refund = fen(f[c["退款金额"]].removeprefix("`"), "退款金额", n) if state == "REFUND" else 0
+        return BillRow(f[c["微信订单号"]].removeprefix("`"), f[c["商户订单号"]].removeprefix("`"), state,
+                       fen(f[c["订单金额"]].removeprefix("`"), "订单金额", n),
+                       fen(f[c["手续费"]].removeprefix("`"), "手续费", n), refund)
 
     def finish(self) -> None:
         for _ in self.feed(b"", final=True):

@@ -53,7 +53,9 @@ def _record(db: sqlite3.Connection, items: Sequence[NewDiscrepancy], at: str) ->
 
 def _correct_fees(db: sqlite3.Connection, provider: str, fees: Sequence[FeeActual], at: str) -> tuple[int, int]:
     db.execute("CREATE TEMP TABLE IF NOT EXISTS recon_fee_in (txn TEXT PRIMARY KEY, fee INTEGER NOT NULL)")
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS recon_fee_new (txn TEXT PRIMARY KEY)")
     db.execute("DELETE FROM recon_fee_in")
+    db.execute("DELETE FROM recon_fee_new")
     db.executemany("INSERT OR IGNORE INTO recon_fee_in VALUES (?, ?)", fees)
     inserted = db.execute(
         "INSERT INTO ledger_corrections (source, reference, kind, order_id, actual, delta, at)"
@@ -61,14 +63,17 @@ def _correct_fees(db: sqlite3.Connection, provider: str, fees: Sequence[FeeActua
         " i.fee + COALESCE((SELECT SUM(l.amount) FROM ledger l WHERE l.order_id = p.order_id AND l.kind = 'fee'), 0),"
         " ? FROM recon_fee_in i JOIN payment_events p ON p.provider = ? AND p.provider_txn_id = i.txn"
         f" WHERE p.order_id IS NOT NULL AND p.outcome IN {OWN_OUTCOMES} ON CONFLICT DO NOTHING"
-        " RETURNING order_id, delta", (provider, at, provider)).fetchall()
-    lines = [(oid, delta) for oid, delta in inserted if delta]
-    db.executemany(
+        " RETURNING reference, delta", (provider, at, provider)).fetchall()
+    db.executemany("INSERT INTO recon_fee_new VALUES (?)", [(ref,) for ref, delta in inserted if delta])
+    # one fee line per corrected order, dated like its sale (the day's report then shows the actual fee)
+    db.execute(
         "INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
-        " SELECT o.id, o.sku_id, o.channel, 'fee', o.currency, -?,"
+        " SELECT o.id, o.sku_id, o.channel, 'fee', o.currency, -c.delta,"
         " COALESCE((SELECT MIN(s.at) FROM ledger s WHERE s.order_id = o.id AND s.kind = 'sale'), ?)"
-        " FROM orders o WHERE o.id = ?", [(delta, at, oid) for oid, delta in lines])
+        " FROM recon_fee_new n JOIN ledger_corrections c ON c.source = ? AND c.reference = n.txn AND c.kind = 'fee'"
+        " JOIN orders o ON o.id = c.order_id", (at, provider))
     db.execute("DELETE FROM recon_fee_in")
+    db.execute("DELETE FROM recon_fee_new")
     return len(inserted), sum(delta for _, delta in inserted)
 
 
