@@ -65,7 +65,8 @@ async def test_reconcile_report_once_list_and_resolve_in_chat(chat):
     assert answer == ctx.tr("en", "reconcile.summary", source="telegram", day=str(_today()), checked=1, found=1,
                             new=1, fees=0)
     assert [who for who, _ in sent] == ["m1", "m2"]  # every merchant, once
-    assert "ch-unknown" in sent[0][1] and "paid but unknown to the shop" in sent[0][1]
+    assert "ch-unknown" in sent[0][1]
+    assert "paid but unknown to the shop" in sent[0][1]
     assert "已付款但本店无记录" in sent[1][1]  # m2 reads Chinese
     assert await report_new(ctx) == 0  # told once: a later pass (the job, another process) tells nobody again
     await _say(conv, "m1", f"/reconcile telegram {_today()}")  # found again: not new, not told again
@@ -73,7 +74,8 @@ async def test_reconcile_report_once_list_and_resolve_in_chat(chat):
     assert len(sent) == 2
 
     listed = await _say(conv, "m1", "/discrepancies")
-    assert listed.startswith("#") and "ch-unknown" in listed
+    assert listed.startswith("#")
+    assert "ch-unknown" in listed
     did = int(listed[1:].split(" ", 1)[0])
     assert await _say(conv, "m1", f"/discrepancy {did} resolve") == ctx.tr("en", "reconcile.help", sources="telegram")
     assert await _say(conv, "m1", f"/discrepancy {did} resolve refunded by hand") == ctx.tr(

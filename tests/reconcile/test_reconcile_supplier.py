@@ -83,7 +83,8 @@ async def test_statement_finds_missing_extra_and_cost_mismatch_exactly(bench):  
                         (good.replace("succeeded", "lost", 1), "state")):
         with pytest.raises(ReconcileError) as refused:
             await recon.run("supplier:kw", _today(), "console", "m1", statement(bad))
-        assert refused.value.message_id == "reconcile.bad_statement" and reason in str(refused.value)
+        assert refused.value.message_id == "reconcile.bad_statement"
+        assert reason in str(refused.value)
     assert await bench.store.discrepancies(True, 10) == []
 
     outcome = await recon.run("supplier:kw", _today(), "console", "m1", statement(good))
