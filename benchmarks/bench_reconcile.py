@@ -83,6 +83,12 @@ async def seed(backend: str, where: str, rows: int, bill_path: Path) -> None:
     from storage.sqltime import ts
     from tests.storage.seed import make_shop
 
+    if backend == "postgres":
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_DSN)
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{where}"')
+        await conn.close()
     store = await _open(backend, where)
     try:
         await store.migrate()
