@@ -107,8 +107,8 @@ class PgReconciliation:
 
     async def correct_fees(self, provider: str, fees: Sequence[FeeActual], now: datetime) -> tuple[int, int]:
         count = total = 0
-        for start in range(0, len(fees), 20_000):
-            chunk = fees[start:start + 20_000]
+        for start in range(0, len(fees), 100_000):  # one statement per 100,000: each joins whole tables once
+            chunk = fees[start:start + 100_000]
             row = await self.pool.fetchrow(_CORRECT, provider, [f.txn for f in chunk], [f.fee for f in chunk],
                                            _aware(now))
             assert row is not None

@@ -25,7 +25,7 @@ CREATE TABLE ledger_corrections (
     source TEXT NOT NULL,
     reference TEXT NOT NULL,
     kind TEXT NOT NULL,
-    order_id INTEGER REFERENCES orders(id),
+    order_id INTEGER,  -- no foreign key: a record of what was booked, checked by the ledger line itself
     actual INTEGER NOT NULL,
     delta INTEGER NOT NULL DEFAULT 0,
     at TEXT NOT NULL,
