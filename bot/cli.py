@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bot import api_cli, distributors_cli, report_cli
+from bot import api_cli, distributors_cli, reconcile_cli, report_cli
 from bot.composition import Shop, build_shop, open_store
 from bot.logs import configure_logging
 from bot.settings import Settings
@@ -91,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     api_cli.register(sub, _HANDLERS)  # kamibot api-keys … (bot/api_cli.py)
     report_cli.register(sub, _HANDLERS)  # kamibot report (bot/report_cli.py)
     distributors_cli.register(sub, _HANDLERS)  # kamibot distributors … (bot/distributors_cli.py)
+    reconcile_cli.register(sub, _HANDLERS)  # kamibot reconcile … (bot/reconcile_cli.py)
     return p
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from bot.settings import Settings
 from fulfillment.aftersales import AfterSalesService
@@ -30,6 +31,9 @@ from risk.engine import RiskEngine
 from storage.protocol import Store
 from storage.url import parse_database_url
 
+if TYPE_CHECKING:
+    from bot.reconcile_cli import ReconcileRuntime
+
 log = logging.getLogger("kamibot.boot")
 
 
@@ -45,8 +49,12 @@ class Shop:
     providers: dict[str, PaymentProvider]
     channels: dict[str, Channel] = field(default_factory=dict)
     risk: RiskEngine | None = None
+    #: reconciliation (issue 16), built with the chat context (build_context); its daily job runs in run_jobs
+    reconcile: ReconcileRuntime | None = None
 
     async def close(self) -> None:
+        if self.reconcile is not None:
+            await self.reconcile.aclose()
         if self.risk is not None:
             await self.risk.close()
         await self.store.close()
@@ -71,16 +79,22 @@ def build_services(shop: Shop) -> Services:
 
 def build_context(shop: Shop, merchants: dict[str, set[str]] | None = None) -> ShopContext:
     """What the conversations of every channel share in this process."""
+    from bot.reconcile_cli import build_reconciliation
     from handlers.faq.builtin import BuiltinMatcher
+    from handlers.reconcile_admin import report_new
     from locales import Translator
 
     faq = BuiltinMatcher()
     faq.prewarm()
-    return ShopContext(catalog=shop.catalog, orders=shop.orders, payments=shop.payments,
-                       delivery=shop.delivery, vault=shop.vault, tr=Translator(shop.settings.default_language),
-                       services=build_services(shop), merchants=merchants or {},
-                       timezone=shop.settings.display_timezone, support_contact=shop.settings.support_contact,
-                       risk=shop.risk, faq_builtin=faq)
+    ctx = ShopContext(catalog=shop.catalog, orders=shop.orders, payments=shop.payments,
+                      delivery=shop.delivery, vault=shop.vault, tr=Translator(shop.settings.default_language),
+                      services=build_services(shop), merchants=merchants or {},
+                      timezone=shop.settings.display_timezone, support_contact=shop.settings.support_contact,
+                      risk=shop.risk, faq_builtin=faq)
+    shop.reconcile = shop.reconcile or build_reconciliation(shop)
+    ctx.reconcile = shop.reconcile.recon
+    shop.reconcile.report = lambda: report_new(ctx)  # new discrepancies to this context's merchants
+    return ctx
 
 
 async def open_store(settings: Settings, migrate: bool = True) -> Store:

@@ -80,6 +80,8 @@ async def run_jobs(shop: Shop, stop: asyncio.Event, status: JobStatus, *, delive
         _every("expire", expire_every, shop.orders.expire_due, stop, status),
         _every("payments", recover_every, shop.payments.apply_pending, stop, status),
         *(_every(name, seconds, tick, stop, status) for name, seconds, tick in extra),
+        # the daily reconciliation (leased: one process), when the chat context built it (bot/reconcile_cli.py)
+        *([_every(*shop.reconcile.job(), stop, status)] if shop.reconcile is not None else []),
     )
 
 

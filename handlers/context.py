@@ -20,6 +20,7 @@ from fulfillment.order_lookup import OrderLookup
 from fulfillment.orders import OrderService
 from fulfillment.payments import PaymentInbox
 from fulfillment.pending_import import PendingImports
+from fulfillment.reconcile import Reconciliation
 from fulfillment.reports import SalesReports
 from fulfillment.supply_desk import SupplyDesk
 from fulfillment.vault import Vault
@@ -74,6 +75,8 @@ class ShopContext:
     faq_builtin: BuiltinMatcher = field(kw_only=True)
     #: the merchant's supply desk (sourcing, procurement) when `kamibot run` built it; None otherwise
     supply: SupplyDesk | None = None
+    #: reconciliation against WeChat Pay, Telegram Stars and suppliers (merchant /reconcile, /discrepancies)
+    reconcile: Reconciliation | None = None
 
     def language(self, channel: str, user_id: str, platform_language: str) -> str:
         chosen = self.languages.get((channel, user_id))

@@ -13,6 +13,7 @@ from handlers.distributor_admin import DISTRIBUTOR_COMMANDS, MerchantDistributor
 from handlers.faq_admin import MerchantFaq
 from handlers.flood import Admission, FloodGate
 from handlers.merchant import Merchant
+from handlers.reconcile_admin import RECONCILE_COMMANDS, MerchantReconcile
 from handlers.risk_admin import MerchantRisk
 from handlers.storefront import Storefront
 from handlers.supply_admin import SUPPLY_COMMANDS, MerchantSupply
@@ -47,6 +48,7 @@ class Conversation:
         self.flood = FloodGate(ctx) if flood_control else None
         self.supply = MerchantSupply(ctx)
         self.distributors = MerchantDistributors(ctx)
+        self.reconcile = MerchantReconcile(ctx)
 
     async def handle(self, msg: Incoming) -> list[Reply]:
         await self.ctx.load_language(msg.channel, msg.user_id)
@@ -123,6 +125,8 @@ class Conversation:
             return await self.supply.handle(msg, lang, command, rest)
         if command in DISTRIBUTOR_COMMANDS:
             return await self.distributors.handle(msg, lang, command, rest)
+        if command in RECONCILE_COMMANDS:
+            return await self.reconcile.handle(msg, lang, command, rest)
         if command not in RISK_COMMANDS:
             return None
         await self.ctx.services.audit.record(msg.channel, msg.user_id, command, rest)

@@ -9,6 +9,7 @@ from storage.postgres_base import PostgresBase
 from storage.postgres_catalog import PgCatalog
 from storage.postgres_customers import PgCustomers
 from storage.postgres_distributors import PgDistributors
+from storage.postgres_reconcile import PgReconciliation
 from storage.postgres_reports import PgReports
 from storage.postgres_risk import PgRisk
 from storage.postgres_sales import PgSales
@@ -20,7 +21,7 @@ from storage.postgres_wechatpay import PgExtraPayments
 
 
 class PostgresStore(PgCatalog, PgVault, PgSales, PgCustomers, PgSharedState, PgRisk, PgApiVerbs, PgReports,
-                    PgDistributors, PostgresBase, PgTickets, PgExtraPayments, PgSupply):
+                    PgDistributors, PostgresBase, PgTickets, PgExtraPayments, PgSupply, PgReconciliation):
     """The Store protocol (storage/protocol.py) on PostgreSQL. PostgresBase comes before PgTickets and
     PgExtraPayments, whose `pool` is a placeholder for the base's."""
 

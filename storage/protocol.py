@@ -19,6 +19,7 @@ from storage.protocols.distributors import DistributorStore
 from storage.protocols.ledger import LedgerStore
 from storage.protocols.orders import OrderStore, OutboxStore, PaymentStore
 from storage.protocols.payments_extra import ExtraPaymentStore
+from storage.protocols.reconcile import ReconcileStore
 from storage.protocols.reports import ReportStore
 from storage.protocols.risk import RiskStore
 from storage.protocols.schema import SchemaStore
@@ -30,6 +31,6 @@ from storage.protocols.vault import VaultStore
 
 class Store(SchemaStore, CatalogStore, VaultStore, OrderStore, PaymentStore, ExtraPaymentStore, OutboxStore,
             LedgerStore, CustomerStore, SharedStateStore, RiskStore, TicketStore, SupplyStore, ApiStore,
-            ReportStore, DistributorStore, Protocol):
+            ReportStore, DistributorStore, ReconcileStore, Protocol):
     """Everything: what the composition root builds (storage/sqlite.py SqliteStore, storage/postgres.py
     PostgresStore)."""

@@ -13,6 +13,7 @@ from storage.sqlite_base import SqliteBase
 from storage.sqlite_catalog import Catalog
 from storage.sqlite_customers import Customers
 from storage.sqlite_distributors import Distributors
+from storage.sqlite_reconcile import Reconciliation
 from storage.sqlite_reports import Reports
 from storage.sqlite_risk import Risk
 from storage.sqlite_sales import Sales
@@ -24,7 +25,7 @@ from storage.sqlite_wechatpay import ExtraPayments
 
 
 class SqliteStore(Catalog, VaultCodes, Sales, Customers, SharedState, Risk, Tickets, ExtraPayments, Supply, ApiVerbs,
-                  Reports, Distributors, SqliteBase):
+                  Reports, Distributors, Reconciliation, SqliteBase):
     """The Store protocol (storage/protocol.py) on SQLite."""
 
 

@@ -345,8 +345,10 @@ class FakeTelegram(MessageMemory):
         return True
 
     async def _m_getStarTransactions(self, params: Params) -> Any:
-        offset, limit = int(params.get("offset") or 0), int(params.get("limit") or 100)
-        if offset < 0 or not 1 <= limit <= 100:
+        # offset defaults to 0 and limit to 100; a limit outside 1-100 is refused (0 too: it is not "absent")
+        offset, limit = params.get("offset", 0), params.get("limit", 100)
+        if not str(offset).isdigit() or not str(limit).isdigit() or not 1 <= int(limit) <= 100:
             return JSONResponse({"ok": False, "error_code": 400, "description": "Bad Request: LIMIT_INVALID"},
                                 status_code=400)
+        offset, limit = int(offset), int(limit)
         return {"transactions": self.star_transactions[offset:offset + limit]}

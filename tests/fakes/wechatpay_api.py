@@ -13,6 +13,7 @@ parameters returns the same prepay_id / code_url, which stays valid for two hour
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
@@ -39,6 +40,12 @@ from fulfillment.wechatpay_crypto import (
 )
 
 TRADE_NO = re.compile(r"[A-Za-z0-9_\-|*]{6,32}")
+
+
+def y(fen: int) -> str:
+    """Fen as the bill writes yuan, exactly: 1001 → '10.01', -6 → '-0.06'."""
+    sign, fen = ("-", -fen) if fen < 0 else ("", fen)
+    return f"{sign}{fen // 100}.{fen % 100:02d}"
 
 
 class Trades(dict[str, dict[str, Any]]):
@@ -77,6 +84,11 @@ class FakeWeChatPay:
     duplicates: list[str] = field(default_factory=list)  # out_trade_nos refused with "201 商户订单号重复"
     bills: dict[str, bytes] = field(default_factory=dict)  # download token → bill file
     bill_rewrite: Callable[[bytes], bytes] | None = None  # a test's tampering with the file on its way
+    #: ALL bills (bill_type=ALL, tar_type=GZIP): the fee WeChat Pay takes, in 1/10000 (0.6%: 60), the Beijing day of
+    #: each refund, and a test's edit of the bill text before it is hashed (a bill WeChat Pay itself serves so)
+    fee_rate_bp: int = 60
+    refund_days: dict[str, str] = field(default_factory=dict)
+    bill_edit: Callable[[str], str] | None = None
 
     @staticmethod
     def public(tx: dict[str, Any]) -> dict[str, Any]:
@@ -265,6 +277,7 @@ class FakeWeChatPay:
                   "amount": {"total": amount["total"], "refund": amount["refund"], "currency": "CNY",
                              "payer_total": amount["total"], "payer_refund": amount["refund"]}}
         self.refunds[data["out_refund_no"]] = refund
+        self.refund_days[data["out_refund_no"]] = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 8 * 3600))
         return self._answer(refund)
 
     # -- trade bills (https://pay.weixin.qq.com/docs/merchant/products/bill-download/format-trade.html) ------------
@@ -287,20 +300,62 @@ class FakeWeChatPay:
                   f"`{len(paid)},`{total:.2f},`0.00,`0.00,`0.00,`{total:.2f},`0.00"]
         return "\r\n".join(lines) + "\r\n"
 
+    # ALL: payments and refunds of the day with the fee (format-trade.html above, "ALL类型账单"); refund rows carry
+    # the refund in 退款金额 and the fee given back as a negative 手续费
+    ALL_HEADER = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,"
+                  "交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,"
+                  "商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,"
+                  "手续费,费率,订单金额,申请退款金额,费率备注")
+    ALL_SUMMARY = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
+
+    def fee(self, amount: int) -> int:
+        """WeChat Pay's fee on an amount in fen, rounded half up to the fen."""
+        return (amount * self.fee_rate_bp + 5000) // 10000
+
+    def bill_all_text(self, day: str) -> str:
+        paid = [t for t in self.transactions.values() if t.get("bill_date") == day and t.get("transaction_id")]
+        refunds = [r for no, r in self.refunds.items() if self.refund_days.get(no) == day]
+        lines = [self.ALL_HEADER]
+        for t in paid:
+            total = t["amount"]["total"]
+            lines.append(",".join("`" + f for f in [
+                f"{day} 12:00:00", t["appid"], t["mchid"], "0", "", t["transaction_id"], t["out_trade_no"],
+                t["payer"].get("openid", ""), t["trade_type"], "SUCCESS", "OTHERS", t["amount"]["currency"],
+                y(total), "0.00", "", "", "0.00", "0.00", "", "", "goods", "", y(self.fee(total)), "0.60%", y(total),
+                "0.00", ""]))
+        for r in refunds:
+            back = r["amount"]["refund"]
+            lines.append(",".join("`" + f for f in [
+                f"{day} 13:00:00", self.app_id, self.mchid, "0", "", r["transaction_id"], r["out_trade_no"], "",
+                "JSAPI", "REFUND", "OTHERS", "CNY", "0.00", "0.00", r["refund_id"], r["out_refund_no"], y(back), "0.00",
+                "ORIGINAL", r["status"], "goods", "", y(-self.fee(back)), "0.60%", "0.00", y(back), ""]))
+        total = sum(t["amount"]["total"] for t in paid)
+        back = sum(r["amount"]["refund"] for r in refunds)
+        fees = sum(self.fee(t["amount"]["total"]) for t in paid) - sum(self.fee(r["amount"]["refund"]) for r in refunds)
+        lines += [self.ALL_SUMMARY, ",".join("`" + f for f in [str(len(paid) + len(refunds)), y(total), y(back), "0.00",
+                                                               y(fees), y(total), y(back)])]
+        return "\r\n".join(lines) + "\r\n"
+
     async def trade_bill(self, request: Request) -> Response:
         _, failed = await self._body(request)
         if failed:
             return failed
         day = request.query_params.get("bill_date", "")
-        if request.query_params.get("bill_type", "ALL") not in ("ALL", "SUCCESS"):
-            return self._error(400, "PARAM_ERROR", "bill_type")
-        if not any(t.get("bill_date") == day and t.get("transaction_id") for t in self.transactions.values()):
+        kind = request.query_params.get("bill_type", "ALL")
+        if kind not in ("ALL", "SUCCESS") or request.query_params.get("tar_type", "GZIP") != "GZIP":
+            return self._error(400, "PARAM_ERROR", "bill_type / tar_type")
+        paid = any(t.get("bill_date") == day and t.get("transaction_id") for t in self.transactions.values())
+        if not paid and not (kind == "ALL" and day in self.refund_days.values()):
             return self._error(400, "NO_STATEMENT_EXIST", "账单文件不存在")
-        data = self.bill_text(day).encode()
+        text = self.bill_all_text(day) if kind == "ALL" else self.bill_text(day)
+        data = (self.bill_edit(text) if self.bill_edit else text).encode()
+        digest = hashlib.sha1(data).hexdigest()  # of the bill itself, also when it is sent compressed
+        if "tar_type" in request.query_params:
+            data = gzip.compress(data)
         token = secrets.token_hex(8)
         self.bills[token] = data
         url = f"{str(request.base_url).rstrip('/')}/v3/billdownload/file?token={token}"
-        return self._answer({"hash_type": "SHA1", "hash_value": hashlib.sha1(data).hexdigest(), "download_url": url})
+        return self._answer({"hash_type": "SHA1", "hash_value": digest, "download_url": url})
 
     async def bill_download(self, request: Request) -> Response:
         """The bill file itself: our signed request, an unsigned answer (its hash came with the download URL)."""
