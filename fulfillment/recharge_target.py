@@ -106,26 +106,25 @@ def _nested_unbounded(items: Any, inside: bool = False) -> bool:
     (a|aa)+…): the shapes whose backtracking explodes on a long non-matching id."""
     from re import _constants as c  # type: ignore[attr-defined]
 
+    repeats = {c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)}
     for op, arg in items:
-        if op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
-            low, high, sub = arg
-            unbounded = high == c.MAXREPEAT or high > MAX_TARGET
+        children: list[Any] = []
+        nested = inside
+        if op in repeats:
+            unbounded = arg[1] == c.MAXREPEAT or arg[1] > MAX_TARGET
             if inside and unbounded:
                 return True
-            if _nested_unbounded(sub, inside or unbounded):
-                return True
-        elif op == c.SUBPATTERN:
-            if _nested_unbounded(arg[-1], inside):
-                return True
+            children, nested = [arg[2]], inside or unbounded
         elif op == c.BRANCH:
-            if inside or any(_nested_unbounded(branch, inside) for branch in arg[1]):
+            if inside:
                 return True
-        elif op in (c.ASSERT, c.ASSERT_NOT):
-            if _nested_unbounded(arg[1], inside):
-                return True
+            children = list(arg[1])
+        elif op in (c.SUBPATTERN, c.ASSERT, c.ASSERT_NOT):
+            children = [arg[-1]]
         elif op == getattr(c, "ATOMIC_GROUP", None):
-            if _nested_unbounded(arg, inside):
-                return True
+            children = [arg]
+        if any(_nested_unbounded(child, nested) for child in children):
+            return True
     return False
 
 

@@ -19,6 +19,7 @@ from fulfillment.order_lookup import OrderLookup
 from fulfillment.orders import OrderService
 from fulfillment.payments import PaymentInbox
 from fulfillment.pending_import import PendingImports
+from fulfillment.recharge_drafts import RechargeDrafts
 from fulfillment.reports import SalesReports
 from fulfillment.supply_desk import SupplyDesk
 from fulfillment.vault import Vault
@@ -44,6 +45,7 @@ class Services:
     reports: SalesReports
     chargebacks: Chargebacks
     faq_entries: FaqEntries
+    recharge_drafts: RechargeDrafts  # a recharge checkout waiting for the target the customer types
 
 
 @dataclass

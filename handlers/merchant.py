@@ -17,8 +17,8 @@ from storage.records import BatchStats
 
 log = logging.getLogger("kamibot.merchant")
 READ_ONLY = {"stock", "order", "orders", "report"}
-NEW_SKU_KEYS = frozenset({"product", "pool", "name_en", "name_zh", "units", "min", "max", "limit"})
-EDIT_SKU_KEYS = frozenset({"name_en", "name_zh", "units", "min", "max", "limit", "active"})
+NEW_SKU_KEYS = frozenset({"product", "pool", "name_en", "name_zh", "units", "min", "max", "limit", "target"})
+EDIT_SKU_KEYS = frozenset({"name_en", "name_zh", "units", "min", "max", "limit", "active", "target"})
 INVALID_LINES_SHOWN = 20
 
 
@@ -117,7 +117,7 @@ class Merchant(MerchantCommands):
         return [Reply(self._t(lang, "merchant.sku_saved", sku=sku.slug))]
 
     async def sku_create(self, lang: str, args: list[str]) -> list[Reply]:
-        """/sku new SLUG product=P pool=POOL name_en=… name_zh=… [units= min= max= limit=]"""
+        """/sku new SLUG product=P pool=POOL name_en=… name_zh=… [units= min= max= limit= target=mobile|re:PATTERN]"""
         if not args:
             raise BadQuantity("usage: /sku new SLUG product=P pool=POOL name_en=… name_zh=…")
         fields = sku_options(_options(args[1:]), NEW_SKU_KEYS)
