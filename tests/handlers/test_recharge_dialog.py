@@ -159,3 +159,18 @@ async def test_delivering_recharge_orders_read_recharging(sdemo):
     assert order_line(tr, "en", delivered, sku, "UTC").endswith("delivered")
     plain = replace(base, target=None)
     assert order_line(tr, "en", plain, sku, "UTC").endswith("delivering")
+
+
+async def test_merchants_make_a_sku_a_top_up_in_chat_and_bad_rules_change_nothing(sdemo):
+    await sdemo.merchant.say("/sku genshin-300 target=mobile")
+    assert "genshin-300" in sdemo.out.text()
+    assert (await sdemo.shop.catalog.find_sku("genshin-300")).target_rule == "mobile"
+    sdemo.out.clear()
+    await sdemo.merchant.say("/sku genshin-300 target=re:([a-z]+)*")
+    assert "nests repeats" in sdemo.out.text()  # merchants see the detail
+    assert (await sdemo.shop.catalog.find_sku("genshin-300")).target_rule == "mobile"
+    await sdemo.merchant.say("/sku genshin-300 target=none")
+    assert (await sdemo.shop.catalog.find_sku("genshin-300")).target_rule is None
+    await sdemo.merchant.say("/sku new game-id product=genshin-crystals pool=genshin-60 name_en=ID name_zh=ID "
+                             "'target=re:[0-9]{5,12}'")
+    assert (await sdemo.shop.catalog.find_sku("game-id")).target_rule == "re:[0-9]{5,12}"
