@@ -146,6 +146,8 @@ class Merchant(MerchantCommands):
                          channel=order.channel, quantity=order.quantity,
                          total=self.ctx.tr.money(lang, order.amount, order.currency),
                          state=self._t(lang, f"state.{order.state.value}"))]
+        if order.target:  # merchants see a recharge order's target in full (lists mask it)
+            lines.append(self._t(lang, "recharge.merchant_target", target=order.target))
         for ev in await self.ctx.services.lookup.events(order.id):
             lines.append(f"{self.ctx.tr.when(lang, ev.at, self.ctx.timezone)} {ev.from_state or '-'} → "
                          f"{ev.to_state} ({ev.cause})")

@@ -222,7 +222,7 @@ class Storefront:
         for found in orders:
             order = found.order
             lines.append(order_line(self.ctx.tr, lang, order, found.sku, self.ctx.timezone))
-            if order.state in WITH_CODES:
+            if order.state in WITH_CODES and not order.target:  # a top-up has no codes to show
                 rows.append([Button(self._t(lang, "orders.show_codes", ref=order.ref), f"codes:{order.ref}")])
         nav = []
         if page > 0:

@@ -138,6 +138,10 @@ async def test_a_confirmed_target_is_checked_out_normalised_and_listed_masked(sd
     await sdemo.customer.say("/orders")
     assert "138****8000" in sdemo.out.text()
     assert "13800138000" not in sdemo.out.text()
+    assert "Codes of" not in sdemo.out.text()  # a top-up has no codes to show again
+    sdemo.out.clear()
+    await sdemo.merchant.say(f"/order {order.ref}")
+    assert "Top-up target: 13800138000" in sdemo.out.text()  # merchants see it in full
 
 
 async def test_a_stale_buy_button_of_a_recharge_sku_orders_nothing(sdemo):
