@@ -7,9 +7,11 @@ or `"re:PATTERN"` for an account / game id that must match PATTERN as a whole.
 Mobile numbers: 11 digits starting with 1, after removing spaces, dashes, dots and brackets and a leading `+86`,
 `0086` or `86` (full-width digits typed on a Chinese keyboard are read as digits). The first three digits (four
 for 134x) name the operator; the table below follows the Mobile phones section of Wikipedia's "Telephone numbers
-in China" (https://en.wikipedia.org/wiki/Telephone_numbers_in_China, checked 2026-12) and the MIIT's 2019
-allocation of 190/197/196/192 to China Telecom, China Mobile, China Unicom and China Broadnet (reported e.g. at
-http://vdgb.cn/wenda/231670.html). 1349 (satellite), 140-144 (13-digit IoT numbers) and 174 (satellite and
+in China" (https://en.wikipedia.org/wiki/Telephone_numbers_in_China; read 2026-12 through its mirror
+https://wikimili.com/en/Telephone_numbers_in_China) and the MIIT's 2019 allocation of 190/197/196/192 to China
+Telecom, China Mobile, China Unicom and China Broadnet (reported e.g. at http://vdgb.cn/wenda/231670.html). The
+virtual-operator blocks (170/171 and 162/165/167) are leased to MVNOs on the three networks; they are shown as
+"virtual operator". 1349 (satellite), 140-144 (13-digit IoT numbers) and 174 (satellite and
 emergency) are not phone lines a supplier tops up and are refused. Numbers keep their operator's prefix when
 ported, so the carrier shown is the number's original operator: a hint for the customer, not a routing fact.
 

@@ -193,7 +193,8 @@ class Storefront:
             again = await self.confirm(msg, lang, sku_id, quantity)
             return [Reply(self._t(lang, "recharge.expired") + "\n" + again[0].text, again[0].buttons)]
         replies = await self.buy(msg, lang, sku_id, quantity, seen_price, draft.target)
-        await drafts.drop(msg.channel, msg.user_id)
+        if replies[0].invoice is not None:  # ordered; a changed price asked for the target again (a new draft)
+            await drafts.drop(msg.channel, msg.user_id)
         return replies
 
     async def recharge_change(self, msg: Incoming, lang: str, sku_id: int) -> list[Reply]:

@@ -178,3 +178,18 @@ async def test_merchants_make_a_sku_a_top_up_in_chat_and_bad_rules_change_nothin
     await sdemo.merchant.say("/sku new game-id product=genshin-crystals pool=genshin-60 name_en=ID name_zh=ID "
                              "'target=re:[0-9]{5,12}'")
     assert (await sdemo.shop.catalog.find_sku("game-id")).target_rule == "re:[0-9]{5,12}"
+
+
+async def test_a_price_change_before_the_confirmation_asks_again_and_orders_nothing(sdemo):
+    for step in TO_TOP_UP:
+        await sdemo.customer.say(step)
+    await sdemo.customer.say("13800138000")
+    await sdemo.shop.catalog.set_price("sim-mobile-10", "console", 1100)
+    sdemo.out.clear()
+    await sdemo.customer.say("1")  # confirm at the old price
+    assert "price" in sdemo.out.text().lower()
+    assert "1 × ¥10 credit for CN¥11.00" in sdemo.out.text()
+    assert await _orders(sdemo) == []
+    sdemo.out.clear()
+    await sdemo.customer.say("13800138000")  # still read as the target
+    assert "Top up 13800138000 (China Mobile) with 1 × ¥10 credit for CN¥11.00?" in sdemo.out.text()
