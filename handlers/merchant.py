@@ -109,7 +109,8 @@ class Merchant(MerchantCommands):
                                    for p in await self.ctx.catalog.prices(s.id))
                 lines.append(self._t(lang, "merchant.sku_line", id=s.id, sku=s.slug, name=sku_name(s, lang),
                                      min=s.min_qty, max=s.max_qty, limit=s.per_user_limit or "-",
-                                     active="✓" if s.active else "✗", prices=prices or "-"))
+                                     active="✓" if s.active else "✗", prices=prices or "-")
+                             + (self._t(lang, "recharge.sku_rule", rule=s.target_rule) if s.target_rule else ""))
             return [Reply("\n".join(lines))]
         if args[0] == "new":
             return await self.sku_create(lang, args[1:])

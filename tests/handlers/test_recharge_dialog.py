@@ -173,6 +173,10 @@ async def test_merchants_make_a_sku_a_top_up_in_chat_and_bad_rules_change_nothin
     await sdemo.merchant.say("/sku genshin-300 target=re:([a-z]+)*")
     assert "nests repeats" in sdemo.out.text()  # merchants see the detail
     assert (await sdemo.shop.catalog.find_sku("genshin-300")).target_rule == "mobile"
+    sdemo.out.clear()
+    await sdemo.merchant.say("/sku")
+    assert "genshin-300" in sdemo.out.text()
+    assert "· top-up target mobile" in sdemo.out.text()
     await sdemo.merchant.say("/sku genshin-300 target=none")
     assert (await sdemo.shop.catalog.find_sku("genshin-300")).target_rule is None
     await sdemo.merchant.say("/sku new game-id product=genshin-crystals pool=genshin-60 name_en=ID name_zh=ID "
