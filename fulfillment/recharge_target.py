@@ -70,7 +70,7 @@ def _table() -> dict[str, Carrier]:
 #: a number's first three digits (four for 134x) → its operator
 PREFIXES: dict[str, Carrier] = _table()
 
-_SEPARATORS = re.compile(r"[\s\-.()（）]+")
+_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015.()（）]+")  # spaces, hyphens and dashes, dots, brackets
 
 
 def normalise_mobile(text: str) -> str:

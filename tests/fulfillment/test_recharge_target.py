@@ -29,6 +29,7 @@ from fulfillment.recharge_target import (
     ("8618912345678", "18912345678", Carrier.CHINA_TELECOM),
     ("１９２ １２３４ ５６７８", "19212345678", Carrier.CHINA_BROADNET),  # full-width digits from a Chinese keyboard
     ("(170) 0123-4567", "17001234567", Carrier.VIRTUAL),
+    ("138–0013—8000", "13800138000", Carrier.CHINA_MOBILE),  # en and em dashes
     ("13412345678", "13412345678", Carrier.CHINA_MOBILE),
 ])
 def test_mobile_numbers_are_normalised_and_their_carrier_named(typed, number, carrier):
