@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     sku.add_argument("--min", type=int, default=1)
     sku.add_argument("--max", type=int, default=10)
     sku.add_argument("--limit", type=int, default=0)
+    sku.add_argument("--target", default=None, metavar="mobile|re:PATTERN",
+                     help="a direct-recharge SKU: the customer gives a mainland mobile number or an id matching "
+                          "PATTERN")
     product = cat.add_parser("product", help="create or update a product (and its category / pool)")
     product.add_argument("slug")
     product.add_argument("--category", required=True)
@@ -252,7 +255,8 @@ async def _catalog_list(shop: Shop, args: argparse.Namespace) -> int:
             prices = ", ".join(f"{p.channel} {tr.money('en', p.amount, p.currency)}"
                                for p in await shop.catalog.prices(sku.id))
             print(f"  {sku.slug} (#{sku.id}) units {sku.units} qty {sku.min_qty}-{sku.max_qty} "
-                  f"limit {sku.per_user_limit or '-'}: {prices or 'no price'}")
+                  f"limit {sku.per_user_limit or '-'}: {prices or 'no price'}"
+                  f"{f' [top-up target {sku.target_rule}]' if sku.target_rule else ''}")
     return 0
 
 
@@ -265,7 +269,7 @@ async def _catalog_price(shop: Shop, args: argparse.Namespace) -> int:
 async def _catalog_sku(shop: Shop, args: argparse.Namespace) -> int:
     spec = sku_spec({"slug": args.slug, "product": args.product, "pool": args.pool, "name_en": args.name_en,
                      "name_zh": args.name_zh, "units": args.units, "min_qty": args.min, "max_qty": args.max,
-                     "per_user_limit": args.limit})
+                     "per_user_limit": args.limit, "target": args.target})
     await shop.catalog.save_sku(spec)
     print(f"sku {args.slug} saved")
     return 0

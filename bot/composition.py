@@ -24,6 +24,7 @@ from fulfillment.order_lookup import OrderLookup
 from fulfillment.orders import STATE_GROUPS, AllowAll, OrderService, RiskHook
 from fulfillment.payments import PaymentInbox, PaymentProvider, TestPaymentProvider
 from fulfillment.pending_import import PendingImports
+from fulfillment.recharge_drafts import RechargeDrafts
 from fulfillment.reports import SalesReports
 from fulfillment.vault import Vault, key_checks, open_key_ring
 from handlers.context import Services, ShopContext
@@ -73,6 +74,7 @@ def build_services(shop: Shop) -> Services:
         reports=SalesReports(shop.store),
         chargebacks=Chargebacks(shop.store, shop.risk),
         faq_entries=FaqEntries(shop.store),
+        recharge_drafts=RechargeDrafts(shop.store),
         distributors=DistributorDesk(shop.store, ApiKeys(shop.store, shop.vault)),
     )
 

@@ -1,4 +1,9 @@
-"""`kamibot demo`: an offline shop in the terminal, seeded on first run, on the default SQLite file."""
+"""`kamibot demo`: an offline shop in the terminal, seeded on first run, on the default SQLite file.
+
+Besides codes of its own, the demo shop sells from a SIMULATED supplier (fulfillment/suppliers/simulated.py, kept
+in this process, no database row, nothing real): a phone-credit top-up (the dialog asks for a mobile number) and a
+code bought on demand. Its supply jobs run in the background while the demo runs.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,21 @@ from importlib import resources
 from pathlib import Path
 
 from bot.composition import Shop, build_context
+from bot.supply import Supply, build_supply
 from fulfillment.catalog import ShopFile
 from fulfillment.importer import ImportSource, import_codes
 from handlers.console.adapter import CHANNEL, ConsoleChannel, ConsoleChat
 from handlers.context import ShopContext
 from handlers.router import Conversation
+from storage.records_supply import SealedSecret, SkuSource, SkuSourcing, SupplierRecord
 
 MERCHANT_ID = "merchant"
 CUSTOMER_ID = "customer"
+SIMULATED_SUPPLIER = SupplierRecord(name="demo-sim", protocol="simulated", base_url="sim://in-process",
+                                    account="demo", secret=SealedSecret("none", b"", b""))
+#: demo SKU slug → (simulated product, most one unit may cost): every one sourced on demand
+SIMULATED_SOURCES = {"sim-mobile-10": ("mobile-10", 1000), "sim-mobile-30": ("mobile-30", 3000),
+                     "sim-video-week": ("video-week", 300)}
 
 
 async def seed_demo(shop: Shop) -> bool:
@@ -43,7 +55,21 @@ async def seed_demo(shop: Shop) -> bool:
             pool = await shop.catalog.find_pool(pool_slug)
             await import_codes(shop.store, shop.vault, pool, ImportSource(path, kind), supplier="demo-supplier",
                                unit_cost=cost)
+    for slug, (product_id, max_cost) in SIMULATED_SOURCES.items():
+        sku = await shop.catalog.find_sku(slug)
+        await shop.store.save_sku_sourcing(SkuSourcing(sku.id, own=True, sources=(SkuSource(
+            SIMULATED_SUPPLIER.name, product_id),), max_unit_cost=max_cost, on_demand=True))
     return True
+
+
+async def start_supply(shop: Shop, ctx: ShopContext) -> Supply:
+    """The supply side with the simulated supplier, its catalogue read once (the storefront shows its stock)."""
+    supply = build_supply(shop, holder="demo")
+    supply.registry.register_local(SIMULATED_SUPPLIER)
+    supply.resolve_every = 1.0  # the simulated supplier answers a top-up within a second or two
+    supply.attach(ctx)
+    await supply.sync.run_once()
+    return supply
 
 
 def make_context(shop: Shop, merchants: set[str]) -> ShopContext:
@@ -56,6 +82,21 @@ async def run_demo(shop: Shop, merchant: bool, language: str = "") -> None:
     seeded = await seed_demo(shop)
     ctx = make_context(shop, {MERCHANT_ID, *shop.settings.merchant_ids})
     shop.channels[CHANNEL] = ConsoleChannel(ctx, write, shop.settings.data_dir / "deliveries")
+    supply = await start_supply(shop, ctx)
+    from bot.jobs import JobStatus, run_jobs
+
+    stop = asyncio.Event()
+    jobs = asyncio.create_task(run_jobs(shop, stop, JobStatus(), extra=supply.jobs()))
+    try:
+        await _chat(shop, ctx, merchant, language, write, interactive, seeded)
+    finally:
+        stop.set()
+        await jobs
+        await supply.aclose()
+
+
+async def _chat(shop: Shop, ctx: ShopContext, merchant: bool, language: str, write: Callable[[str], None],
+                interactive: bool, seeded: bool) -> None:
     from fulfillment.payments import TestPaymentProvider
 
     provider = shop.providers["test"]

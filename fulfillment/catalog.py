@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fulfillment.errors import BadPrice, BadQuantity, ImportRefused, UnknownSku
+from fulfillment.recharge_target import check_rule
 from fulfillment.wholenumbers import parse_whole
 from storage.protocol import Store
 from storage.records import Category, Pool, Price, Product, Sku, StockLevel
@@ -21,7 +22,7 @@ CHANNEL_CURRENCY = {"telegram": "XTR", "wechat": "CNY", "console": "CNY", "api":
 MAX_PRICE = 100_000_000  # 1,000,000.00 CNY or 100M Stars: anything above is a typo
 #: `key=value` words a merchant types for a SKU → SkuSpec fields (numbers are whole, `active` is on/off)
 SKU_OPTIONS = {"product": "product", "pool": "pool", "name_en": "name_en", "name_zh": "name_zh", "units": "units",
-               "min": "min_qty", "max": "max_qty", "limit": "per_user_limit", "active": "active"}
+               "min": "min_qty", "max": "max_qty", "limit": "per_user_limit", "active": "active", "target": "target"}
 _SKU_NUMBERS = {"units", "min_qty", "max_qty", "per_user_limit"}
 _TYPED_NUMBER_MAX = 10**12  # the SKU's own bounds come after, from SkuSpec
 
@@ -72,6 +73,13 @@ class SkuSpec(_Strict):
     per_user_limit: int = Field(0, ge=0)
     active: bool = True
     prices: dict[str, int] = Field(default_factory=dict)
+    #: a direct-recharge SKU's target rule: "mobile" or "re:PATTERN" (fulfillment/recharge_target.py); none: codes
+    target: str | None = None
+
+    @field_validator("target")
+    @classmethod
+    def _target_rule(cls, rule: str | None) -> str | None:
+        return check_rule(rule)  # a bad rule (BadTarget is a ValueError) is refused here, before anything is saved
 
 
 class ShopFile(_Strict):
@@ -191,11 +199,12 @@ class CatalogService:
         current: dict[str, object] = {"slug": sku.slug, "product": str(sku.product_id), "pool": str(sku.pool_id),
                                       "name_en": sku.name_en, "name_zh": sku.name_zh, "units": sku.units,
                                       "min_qty": sku.min_qty, "max_qty": sku.max_qty,
-                                      "per_user_limit": sku.per_user_limit, "active": sku.active}
+                                      "per_user_limit": sku.per_user_limit, "active": sku.active,
+                                      "target": sku.target_rule}
         if {"slug", "product", "pool"} & changes.keys():
             raise BadQuantity("slug, product and pool of a SKU are not edited")
         spec = sku_spec(current | dict(changes))
-        edited = replace(sku, **{name: getattr(spec, name) for name in changes})
+        edited = replace(sku, **{"target_rule" if name == "target" else name: getattr(spec, name) for name in changes})
         return await self.store.upsert_sku(edited)
 
     async def find_sku(self, ref: str) -> Sku:
@@ -273,7 +282,7 @@ class CatalogService:
         for s in spec.sku:
             sku = await self.store.upsert_sku(Sku(0, prod_ids[s.product], pool_ids[s.pool], s.slug, s.name_en,
                                                   s.name_zh, s.units, s.min_qty, s.max_qty, s.per_user_limit,
-                                                  s.active))
+                                                  s.active, s.target))
             for channel, amount in s.prices.items():
                 await self.store.set_price(Price(sku.id, channel, CHANNEL_CURRENCY[channel], amount))
         return {"categories": len(spec.category), "pools": len(spec.pool), "products": len(spec.product),

@@ -105,3 +105,15 @@ class VaultError(Exception):
 
 class VaultTampered(VaultError):
     """A ciphertext failed authentication: tampered, swapped between rows, or the wrong key."""
+
+
+class InvalidTarget(ShopError):
+    """A recharge SKU's target (mobile number, account id) is missing or does not fit the SKU's rule; no order.
+    The message says why: `recharge.bad.<reason>` (fulfillment.recharge_target.BadTarget.REASONS)."""
+
+    message_id = "recharge.invalid_target"
+
+    def __init__(self, detail: str = "", reason: str = "", **params: object) -> None:
+        super().__init__(detail, **params)
+        if reason:
+            self.message_id = f"recharge.bad.{reason}"

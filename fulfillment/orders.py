@@ -32,6 +32,7 @@ from fulfillment.errors import (
     UnknownOrder,
     UnknownSku,
 )
+from fulfillment.recharge_target import order_target
 from fulfillment.wholenumbers import parse_whole
 from storage import errors as store_errors
 from storage import events
@@ -178,6 +179,7 @@ class OrderService:
             raise UnknownSku(f"sku {req.sku_id}")
         if not sku.min_qty <= quantity <= sku.max_qty:
             raise BadQuantity("quantity outside the SKU's range", min=sku.min_qty, max=sku.max_qty)
+        target = order_target(sku.target_rule, req.target)  # a recharge SKU's checked, normalised target
         price = next((p for p in await self.store.prices(sku.id) if p.channel == req.channel), None)
         if price is None:
             raise NoPrice(f"sku {sku.id} has no {req.channel} price")
@@ -186,7 +188,7 @@ class OrderService:
         review = await self.risk.before_reservation(req, sku, price.amount * quantity, price.currency)
         now = self.clock()
         new = NewOrder(req.channel, req.user_id, req.chat_id, sku.id, quantity, price.amount * quantity,
-                       price.currency, now + self.ttl, req.language, req.target)
+                       price.currency, now + self.ttl, req.language, target)
         try:
             order = await self._reserve(new, now, sku)
         except store_errors.InsufficientStock:

@@ -20,6 +20,7 @@ from fulfillment.order_lookup import OrderLookup
 from fulfillment.orders import OrderService
 from fulfillment.payments import PaymentInbox
 from fulfillment.pending_import import PendingImports
+from fulfillment.recharge_drafts import RechargeDrafts
 from fulfillment.reconcile import Reconciliation
 from fulfillment.reports import SalesReports
 from fulfillment.supply_desk import SupplyDesk
@@ -46,6 +47,7 @@ class Services:
     reports: SalesReports
     chargebacks: Chargebacks
     faq_entries: FaqEntries
+    recharge_drafts: RechargeDrafts  # a recharge checkout waiting for the target the customer types
     #: distributors, their price lists, wallets and commission, and the API keys (merchant commands)
     distributors: DistributorDesk | None = None
 

@@ -17,8 +17,8 @@ from storage.records import BatchStats
 
 log = logging.getLogger("kamibot.merchant")
 READ_ONLY = {"stock", "order", "orders", "report"}
-NEW_SKU_KEYS = frozenset({"product", "pool", "name_en", "name_zh", "units", "min", "max", "limit"})
-EDIT_SKU_KEYS = frozenset({"name_en", "name_zh", "units", "min", "max", "limit", "active"})
+NEW_SKU_KEYS = frozenset({"product", "pool", "name_en", "name_zh", "units", "min", "max", "limit", "target"})
+EDIT_SKU_KEYS = frozenset({"name_en", "name_zh", "units", "min", "max", "limit", "active", "target"})
 INVALID_LINES_SHOWN = 20
 
 
@@ -109,7 +109,8 @@ class Merchant(MerchantCommands):
                                    for p in await self.ctx.catalog.prices(s.id))
                 lines.append(self._t(lang, "merchant.sku_line", id=s.id, sku=s.slug, name=sku_name(s, lang),
                                      min=s.min_qty, max=s.max_qty, limit=s.per_user_limit or "-",
-                                     active="✓" if s.active else "✗", prices=prices or "-"))
+                                     active="✓" if s.active else "✗", prices=prices or "-")
+                             + (self._t(lang, "recharge.sku_rule", rule=s.target_rule) if s.target_rule else ""))
             return [Reply("\n".join(lines))]
         if args[0] == "new":
             return await self.sku_create(lang, args[1:])
@@ -117,7 +118,7 @@ class Merchant(MerchantCommands):
         return [Reply(self._t(lang, "merchant.sku_saved", sku=sku.slug))]
 
     async def sku_create(self, lang: str, args: list[str]) -> list[Reply]:
-        """/sku new SLUG product=P pool=POOL name_en=… name_zh=… [units= min= max= limit=]"""
+        """/sku new SLUG product=P pool=POOL name_en=… name_zh=… [units= min= max= limit= target=mobile|re:PATTERN]"""
         if not args:
             raise BadQuantity("usage: /sku new SLUG product=P pool=POOL name_en=… name_zh=…")
         fields = sku_options(_options(args[1:]), NEW_SKU_KEYS)
@@ -146,6 +147,8 @@ class Merchant(MerchantCommands):
                          channel=order.channel, quantity=order.quantity,
                          total=self.ctx.tr.money(lang, order.amount, order.currency),
                          state=self._t(lang, f"state.{order.state.value}"))]
+        if order.target:  # merchants see a recharge order's target in full (lists mask it)
+            lines.append(self._t(lang, "recharge.merchant_target", target=order.target))
         for ev in await self.ctx.services.lookup.events(order.id):
             lines.append(f"{self.ctx.tr.when(lang, ev.at, self.ctx.timezone)} {ev.from_state or '-'} → "
                          f"{ev.to_state} ({ev.cause})")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fulfillment.delivery import Delivery
+from fulfillment.recharge_target import masked
 from handlers.types import Document, Reply
 from locales import Translator
-from storage.records import Order, Product, Sku
+from storage.records import Order, OrderState, Product, Sku
 
 #: above this, codes go out as a .txt document (Telegram text limit is 4096 characters)
 MAX_INLINE_CODES = 20
@@ -29,9 +30,16 @@ def stock_label(tr: Translator, lang: str, available: int, low: int = 5) -> str:
 
 
 def order_line(tr: Translator, lang: str, order: Order, sku: Sku | None, tz: str) -> str:
+    """One order in a list; a recharge order names its target masked (138****8000) and reads "recharging" while
+    the supplier is crediting it."""
     name = sku_name(sku, lang) if sku else "?"
+    state = tr(lang, f"state.{order.state.value}")
+    if order.target:
+        name = tr(lang, "recharge.order_name", name=name, target=masked(order.target))
+        if order.state is OrderState.DELIVERING:
+            state = tr(lang, "recharge.recharging")
     return tr(lang, "orders.line", ref=order.ref, name=name, quantity=order.quantity,
-              total=tr.money(lang, order.amount, order.currency), state=tr(lang, f"state.{order.state.value}"),
+              total=tr.money(lang, order.amount, order.currency), state=state,
               when=tr.when(lang, order.created_at, tz))
 
 

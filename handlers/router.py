@@ -94,6 +94,8 @@ class Conversation:
             parts = arg.split(":")
             seen = _int(parts[2]) if len(parts) == 3 else None
             return await self.storefront.buy(msg, lang, _int(parts[0]), _int(parts[1] if len(parts) > 1 else ""), seen)
+        if kind in ("rbuy", "rchange", "rcancel"):
+            return await self._recharge_button(msg, lang, kind, arg)
         by_ref = {"cancel": self.storefront.cancel, "codes": self.storefront.codes_again}
         if kind in by_ref:
             return await by_ref[kind](msg, lang, arg)
@@ -108,7 +110,20 @@ class Conversation:
             return await self.storefront.set_language(msg, arg)
         return [Reply(self.ctx.tr(lang, "error.bad_input"))]
 
+    async def _recharge_button(self, msg: Incoming, lang: str, kind: str, arg: str) -> list[Reply]:
+        """A direct-recharge checkout's buttons: confirm the target shown back, change it, or back out."""
+        parts = arg.split(":")
+        if kind == "rbuy" and len(parts) == 3:
+            return await self.storefront.recharge_buy(msg, lang, _int(parts[0]), _int(parts[1]), _int(parts[2]))
+        if kind == "rchange":
+            return await self.storefront.recharge_change(msg, lang, _int(parts[0]))
+        if kind == "rcancel":
+            return await self.storefront.recharge_cancel(msg, lang, _int(parts[0]))
+        return [Reply(self.ctx.tr(lang, "error.bad_input"))]
+
     async def _free_text(self, msg: Incoming, lang: str, text: str) -> list[Reply]:
+        if text and await self.storefront.waiting_for_target(msg):  # the mobile number / id a recharge asked for
+            return await self.storefront.target_typed(msg, lang, text)
         if not text or self.ctx.is_merchant(msg.channel, msg.user_id):
             return await self.storefront.menu(msg, lang)
         return await self.after.answer(msg, lang, text)  # a customer's question: the after-sales assistant
@@ -165,4 +180,6 @@ class Conversation:
             return await self.storefront.language_menu(msg, lang)
         if command == "cancel" and rest.strip():
             return await self.storefront.cancel(msg, lang, rest.strip().upper())
+        if command == "cancel":  # leaves a recharge checkout waiting for its target
+            return await self.storefront.recharge_cancel(msg, lang)
         return [Reply(self.ctx.tr(lang, "error.unknown_command"))]

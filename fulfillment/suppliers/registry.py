@@ -2,7 +2,9 @@
 GuardedSupplier whose circuit breaker lives as long as this registry (one per process).
 
 The registry caches adapters by name and rebuilds one when its row changed (a new key, URL or timeout); a
-supplier that is not active is not offered.
+supplier that is not active is not offered. `register_local` adds a supplier that has no database row and lives
+as long as the registry: the offline demo's simulated supplier (protocol "simulated", fulfillment/suppliers/
+simulated.py), which is deliberately not a protocol `kamibot suppliers add` offers for a live shop.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fulfillment.suppliers.credentials import open_secret
 from fulfillment.suppliers.kamibot import KamibotConfig, KamibotSupplier
 from fulfillment.suppliers.kashangwl import KashangwlConfig, KashangwlSupplier
 from fulfillment.suppliers.protocol import Supplier
+from fulfillment.suppliers.simulated import SimulatedSupplier
 from fulfillment.suppliers.transport import HttpPolicy
 from fulfillment.vault import Vault
 from storage.protocols.supply import SupplyStore
@@ -25,6 +28,8 @@ from storage.records_supply import SupplierRecord
 
 def build_supplier(record: SupplierRecord, vault: Vault, http: httpx.AsyncClient | None = None) -> Supplier:
     """The bare adapter of a row (no breaker): the protocol's config with the credential opened."""
+    if record.protocol == "simulated":  # the offline demo's in-process supplier: no URL, no credential
+        return SimulatedSupplier(record.name, record.currency)
     secret = open_secret(vault, record.name, record.secret)
     policy = HttpPolicy(connect_timeout=record.connect_timeout_ms / 1000, read_timeout=record.read_timeout_ms / 1000)
     if record.protocol == "kashangwl":
@@ -49,6 +54,11 @@ class SupplierRegistry:
         self._build = build
         self._cache: dict[str, tuple[SupplierRecord, GuardedSupplier]] = {}
         self._replaced: list[GuardedSupplier] = []  # adapters of changed rows: closed with the registry
+        self._local: dict[str, SupplierRecord] = {}  # suppliers of this process only (the demo's simulated one)
+
+    def register_local(self, record: SupplierRecord) -> None:
+        """Offer a supplier without a database row (a row of the same name is then hidden)."""
+        self._local[record.name] = record
 
     def _guarded(self, record: SupplierRecord) -> GuardedSupplier:
         cached = self._cache.get(record.name)
@@ -63,13 +73,14 @@ class SupplierRegistry:
         return guarded
 
     async def get(self, name: str) -> GuardedSupplier | None:
-        record = await self.store.supplier_by_name(name)
+        record = self._local.get(name) or await self.store.supplier_by_name(name)
         if record is None or not record.active:
             return None
         return self._guarded(record)
 
     async def all(self) -> list[GuardedSupplier]:
-        return [self._guarded(r) for r in await self.store.suppliers() if r.active]
+        rows = [r for r in await self.store.suppliers() if r.name not in self._local]
+        return [self._guarded(r) for r in [*self._local.values(), *rows] if r.active]
 
     def healthy(self, name: str) -> bool:
         """False while the supplier's breaker is open (calls would be refused without being sent)."""
