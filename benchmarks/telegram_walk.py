@@ -6,12 +6,15 @@ button that leads on at each step (tests/e2e/walker.py).
 
 (a) walk: `/start` → invoice → paid → code, one buyer at a time (1.2 s apart: buyers never share the overall
     30/s): seconds to the invoice and to the code, new messages and edits per purchase. Target: invoice < 1 s.
+(c) crowd (`--crowd N`): N buyers start walking at once (browsing and paying at the same time, issue 17 "paid
+    deliveries first"): seconds from the successful payment to the code message, p50/p99/max (target p99 < 1.5 s),
+    and from `/start` to the invoice.
 (b) flood: one user sends 300 updates in 2 s (messages and button presses alternating) while buyers walk the
     same way; the flooder's answers, notices and answered presses, the buyers' purchase times alone and during
     the flood, a newcomer's first reply (`/start` 1 s into the flood).
 Prints one JSON line.
 
-    python benchmarks/telegram_walk.py [--buyers 5]
+    python benchmarks/telegram_walk.py [--buyers 5] [--walk-only] [--crowd 200]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -43,6 +47,47 @@ async def _buyers(fake: FakeTelegram, first: int, n: int, every_s: float) -> lis
         return await Walker(fake, first + k).buy(f"bench-{first + k}")
 
     return list(await asyncio.gather(*(one(k) for k in range(n))))
+
+
+class TimedWalker(Walker):
+    """Also notes when it paid (the successful_payment update injected), for payment → code."""
+
+    paid_at = 0.0
+
+    async def buy(self, charge_id: str) -> Walk:
+        real = self.fake.successful_payment
+
+        def paying(*args: Any, **kwargs: Any) -> None:
+            self.paid_at = time.monotonic()
+            real(*args, **kwargs)
+
+        self.fake.successful_payment = paying  # type: ignore[method-assign]
+        try:
+            return await Walker.buy(self, charge_id)
+        finally:
+            del self.fake.successful_payment
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)], 3)
+
+
+async def _crowd(fake: FakeTelegram, first: int, n: int) -> dict[str, Any]:
+    async def one(k: int) -> tuple[Walk, float]:
+        walker = TimedWalker(fake, first + k, timeout_s=120.0)
+        walk = await walker.buy(f"crowd-{first + k}")
+        return walk, walk.started + walk.code_s - walker.paid_at
+
+    started = time.monotonic()
+    done = await asyncio.gather(*(one(k) for k in range(n)))
+    to_code = [paid for _, paid in done]
+    invoice = [w.invoice_s for w, _ in done]
+    return {"buyers": n, "seconds": round(time.monotonic() - started, 2),
+            "payment_to_code_s": {"p50": _quantile(to_code, 0.5), "p99": _quantile(to_code, 0.99),
+                                  "max": round(max(to_code), 3)},
+            "start_to_invoice_s": {"p50": _quantile(invoice, 0.5), "p99": _quantile(invoice, 0.99),
+                                   "max": round(max(invoice), 3)}}
 
 
 def _summary(walks: list[Walk]) -> dict[str, Any]:
@@ -89,14 +134,19 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--buyers", type=int, default=5)
     ap.add_argument("--walk-only", action="store_true", help="(a) only")
+    ap.add_argument("--crowd", type=int, default=0, help="(c) only: this many buyers at once")
     args = ap.parse_args()
     fake = FakeTelegram()
     await fake.start()
     figures: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            async with telegram_bot_process(Path(tmp), fake) as proc:
+            async with telegram_bot_process(Path(tmp), fake, extra_codes=args.crowd + 10) as proc:
                 await _buyers(fake, 5000, 1, 0)  # warm-up
+                if args.crowd:
+                    figures["crowd"] = await _crowd(fake, 6000, args.crowd)
+                    print(json.dumps(figures))
+                    return
                 alone = await _buyers(fake, 5001, args.buyers, 1.2)
                 figures["walk_alone"] = _summary(alone)
                 if args.walk_only:
