@@ -49,38 +49,29 @@ async def _buyers(fake: FakeTelegram, first: int, n: int, every_s: float) -> lis
     return list(await asyncio.gather(*(one(k) for k in range(n))))
 
 
-class TimedWalker(Walker):
-    """Also notes when it paid (the successful_payment update injected), for payment → code."""
-
-    paid_at = 0.0
-
-    async def buy(self, charge_id: str) -> Walk:
-        real = self.fake.successful_payment
-
-        def paying(*args: Any, **kwargs: Any) -> None:
-            self.paid_at = time.monotonic()
-            real(*args, **kwargs)
-
-        self.fake.successful_payment = paying  # type: ignore[method-assign]
-        try:
-            return await Walker.buy(self, charge_id)
-        finally:
-            del self.fake.successful_payment
-
-
 def _quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)], 3)
 
 
 async def _crowd(fake: FakeTelegram, first: int, n: int) -> dict[str, Any]:
-    async def one(k: int) -> tuple[Walk, float]:
-        walker = TimedWalker(fake, first + k, timeout_s=120.0)
-        walk = await walker.buy(f"crowd-{first + k}")
-        return walk, walk.started + walk.code_s - walker.paid_at
+    paid_at: dict[int, float] = {}  # when each buyer's successful_payment update was injected
+    real = fake.successful_payment
 
+    def paying(user_id: int, *args: Any, **kwargs: Any) -> None:
+        paid_at[user_id] = time.monotonic()
+        real(user_id, *args, **kwargs)
+
+    async def one(k: int) -> tuple[Walk, float]:
+        walk = await Walker(fake, first + k, timeout_s=120.0).buy(f"crowd-{first + k}")
+        return walk, walk.started + walk.code_s - paid_at[first + k]
+
+    fake.successful_payment = paying  # type: ignore[method-assign]
     started = time.monotonic()
-    done = await asyncio.gather(*(one(k) for k in range(n)))
+    try:
+        done = await asyncio.gather(*(one(k) for k in range(n)))
+    finally:
+        del fake.successful_payment
     to_code = [paid for _, paid in done]
     invoice = [w.invoice_s for w, _ in done]
     return {"buyers": n, "seconds": round(time.monotonic() - started, 2),
