@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from bot.composition import Shop
 from fulfillment.delivery import Delivery
 from fulfillment.errors import OutOfStock
 from fulfillment.orders import CheckoutRequest
 from storage.records import EncryptedCode
+from tests.e2e import db_checks
 
 #: per order with codes: the sale equals the order's amount and the cost the sum of its items' costs
 LEDGER_CHECKS = {
@@ -44,27 +50,52 @@ ITEMS = "SELECT o.ref, i.code_id, i.use_no FROM orders o JOIN order_items i ON i
 CODES = "SELECT id, digest, key_id, nonce, ciphertext FROM codes ORDER BY id"
 
 
-def summary(one: Any, rows: Any) -> dict[str, Any]:
-    """`one(sql)` → first value, `rows(sql)` → list of tuples: the counts and sums compared across copies."""
-    out: dict[str, Any] = {name: int(one(sql)) for name, sql in SUMMARY.items()}
-    out["orders_by_state"] = {str(s): int(n) for s, n in rows(BY_STATE)}
-    return out
+LEDGER = "SELECT id, order_id, kind, currency, amount FROM ledger ORDER BY id"
 
 
-def bad_ledger(rows: Any) -> dict[str, list[Any]]:
-    found = {name: list(rows(sql)) for name, sql in LEDGER_CHECKS.items()}
-    return {name: r for name, r in found.items() if r}
+@dataclass
+class Snapshot:
+    """A database's counts and sums, broken invariants, codes per order ref and encrypted codes."""
+
+    summary: dict[str, Any]
+    bad: dict[str, list[Any]]
+    items: dict[str, set[tuple[int, int]]]
+    codes: list[EncryptedCode]
+    ledger: list[tuple[Any, ...]]
 
 
-def items_by_ref(rows: Any) -> dict[str, set[tuple[int, int]]]:
-    out: dict[str, set[tuple[int, int]]] = {}
+def _snapshot(one: Callable[[str], Any], rows: Callable[[str], list[tuple[Any, ...]]]) -> Snapshot:
+    summary: dict[str, Any] = {name: int(one(sql)) for name, sql in SUMMARY.items()}
+    summary["orders_by_state"] = {str(s): int(n) for s, n in rows(BY_STATE)}
+    checks = {**db_checks.CHECKS, **LEDGER_CHECKS}
+    bad = {name: found for name, sql in checks.items() if (found := rows(sql))}
+    items: dict[str, set[tuple[int, int]]] = {}
     for ref, code_id, use_no in rows(ITEMS):
-        out.setdefault(str(ref), set()).add((int(code_id), int(use_no)))
-    return out
+        items.setdefault(str(ref), set()).add((int(code_id), int(use_no)))
+    codes = [EncryptedCode(int(i), bytes(d), str(k), bytes(n), bytes(c)) for i, d, k, n, c in rows(CODES)]
+    return Snapshot(summary, bad, items, codes, rows(LEDGER))
 
 
-def encrypted_codes(rows: Any) -> list[EncryptedCode]:
-    return [EncryptedCode(int(i), bytes(d), str(k), bytes(n), bytes(c)) for i, d, k, n, c in rows(CODES)]
+def read_sqlite(path: Path) -> Snapshot:
+    db = sqlite3.connect(path)
+    try:
+        return _snapshot(lambda sql: db.execute(sql).fetchone()[0], lambda sql: db.execute(sql).fetchall())
+    finally:
+        db.close()
+
+
+async def read_pg(dsn: str) -> Snapshot:
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):  # one snapshot for every query
+            answers: dict[str, Any] = {}
+            for sql in [*SUMMARY.values()]:
+                answers[sql] = await conn.fetchval(sql)
+            for sql in [BY_STATE, *db_checks.CHECKS.values(), *LEDGER_CHECKS.values(), ITEMS, CODES, LEDGER]:
+                answers[sql] = [tuple(r) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+    return _snapshot(answers.__getitem__, answers.__getitem__)
 
 
 class Inbox:
@@ -87,6 +118,7 @@ class Burst:
     paid: int = 0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -94,10 +126,8 @@ class Burst:
         self._tasks.append(loop.create_task(self._deliverer()))
 
     async def until_paid(self, n: int, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a test's deadline
-        async def reached() -> None:
-            while self.paid < n:
-                await asyncio.sleep(0.005)
-        await asyncio.wait_for(reached(), timeout)
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: self.paid >= n), timeout)
 
     async def finish(self) -> None:
         self.stop.set()
@@ -120,6 +150,8 @@ class Burst:
             elif i % 5 != 0:  # every fifth stays awaiting payment: a live reservation in the copy
                 await self.shop.payments.receive(provider.pay(order))
                 self.paid += 1
+                async with self._changed:
+                    self._changed.notify_all()
             await asyncio.sleep(0.002)
 
     async def _deliverer(self) -> None:

@@ -7,20 +7,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import shutil
-import sqlite3
-from pathlib import Path
 
 from bot.composition import build_shop
 from bot.settings import Settings
 from tests.e2e import backup_checks as bc
-from tests.e2e import db_checks
 from tests.e2e.procs import settings_env, spawn
 from tests.storage.seed import make_shop
-
-
-def _sqlite(path: Path) -> tuple[sqlite3.Connection, object, object]:
-    db = sqlite3.connect(path)
-    return db, lambda sql: db.execute(sql).fetchone()[0], lambda sql: db.execute(sql).fetchall()
 
 
 async def _run(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
@@ -55,54 +47,44 @@ async def test_backup_taken_mid_burst_restores_one_consistent_moment_that_decryp
     # then the command says where the key is, and the key is nowhere in the file
     assert rc == 0, err[-2000:]
     key_file = str((source_dir / "vault.key").resolve())
-    assert key_file in out and "NOT in the backup" in out
+    assert key_file in out
+    assert "NOT in the backup" in out
     raw = target.read_bytes()
     for secret in [*vault_key.keys.values(), vault_key.hmac_key]:
-        assert secret not in raw and base64.b64encode(secret) not in raw
+        assert secret not in raw
+        assert base64.b64encode(secret) not in raw
 
-    # the copy is one commit: invariants hold, the ledger is exactly the source's first rows, the sale went on after it
-    db, one, rows = _sqlite(target)
-    bad, _ = db_checks.run_sqlite(str(target))
-    assert {k: v for k, v in bad.items() if v} == {}
-    assert bc.bad_ledger(rows) == {}
-    moment = bc.summary(one, rows)
-    backup_ledger = rows("SELECT id, order_id, kind, currency, amount FROM ledger ORDER BY id")
-    backup_items = bc.items_by_ref(rows)
-    db.close()
-    src, src_one, src_rows = _sqlite(db_path)
-    last = backup_ledger[-1][0]
-    assert src_rows(f"SELECT id, order_id, kind, currency, amount FROM ledger WHERE id <= {last} ORDER BY id") \
-        == backup_ledger
-    assert 0 < moment["orders_by_state"]["delivered"] + moment["orders_by_state"].get("paid", 0)
-    assert src_one("SELECT COUNT(*) FROM ledger") > len(backup_ledger), "nothing was sold after the backup"
-    src_items = bc.items_by_ref(src_rows)
-    assert all(src_items[ref] == items for ref, items in backup_items.items())  # the same codes, never others
-    src.close()
+    # the copy is one commit: invariants hold, the ledger is exactly the source's first rows, selling went on after it
+    copy, now = bc.read_sqlite(target), bc.read_sqlite(db_path)
+    assert copy.bad == {}
+    assert copy.ledger == now.ledger[:len(copy.ledger)]
+    assert 0 < copy.summary["items"] < now.summary["items"], "the backup was not taken mid-burst"
+    assert all(now.items[ref] == items for ref, items in copy.items.items())  # the same codes, never others
 
     # when it is restored into an empty data dir (its own process)
     restored_dir = tmp_path / "restored"
     restored_url = f"sqlite:///{restored_dir / 'kamibot.db'}"
     rc, out, err = await _run("restore", str(target), env=settings_env(restored_dir, restored_url))
     assert rc == 0, err[-2000:]
-    assert str((restored_dir / "vault.key").resolve()) in out and "not in the backup" in out
+    assert str((restored_dir / "vault.key").resolve()) in out
+    assert "not in the backup" in out
 
     # then it holds exactly the moment of the backup
-    db, one, rows = _sqlite(restored_dir / "kamibot.db")
-    assert bc.summary(one, rows) == moment
-    encrypted = bc.encrypted_codes(rows)
-    db.close()
+    restored_copy = bc.read_sqlite(restored_dir / "kamibot.db")
+    assert restored_copy.summary == copy.summary
+    assert restored_copy.ledger == copy.ledger
 
     # and with the key file put back every code decrypts, and delivered orders show the codes their buyers got
     shutil.copy(source_dir / "vault.key", restored_dir / "vault.key")
     restored = await build_shop(Settings(data_dir=restored_dir, database_url=restored_url))
     try:
-        plain = {row.id: restored.vault.open(row) for row in encrypted}
-        assert len(plain) == moment["codes"]
-        delivered_refs = [ref for ref in backup_items if ref in inbox.codes]
+        plain = {row.id: restored.vault.open(row) for row in restored_copy.codes}
+        assert len(plain) == copy.summary["codes"]
+        delivered_refs = [ref for ref in copy.items if ref in inbox.codes]
         assert delivered_refs
         for ref in delivered_refs:
             got = inbox.codes[ref]
-            assert sorted(plain[code_id] for code_id, _ in backup_items[ref]) == sorted(got)
+            assert sorted(plain[code_id] for code_id, _ in copy.items[ref]) == sorted(got)
 
         # and the restored shop sells
         restored_inbox = bc.Inbox()
@@ -113,13 +95,13 @@ async def test_backup_taken_mid_burst_restores_one_consistent_moment_that_decryp
         await again.finish()
     finally:
         await restored.close()
-    assert restored_inbox.codes and all(restored_inbox.codes.values())
-    bad, _ = db_checks.run_sqlite(str(restored_dir / "kamibot.db"))
-    assert {k: v for k, v in bad.items() if v} == {}
-    sold_at_backup = {plain[code_id] for items in backup_items.values() for code_id, _ in items}
+    assert restored_inbox.codes
+    assert all(restored_inbox.codes.values())
+    assert bc.read_sqlite(restored_dir / "kamibot.db").bad == {}
+    sold_at_backup = {plain[code_id] for items in copy.items.values() for code_id, _ in items}
     # (orders paid but not yet delivered at the backup get their own codes now: the outbox came back with them)
-    assert all(sorted(codes) == sorted(plain[c] for c, _ in backup_items[ref])
-               for ref, codes in restored_inbox.codes.items() if ref in backup_items)
-    new_codes = {c for ref, codes in restored_inbox.codes.items() if ref not in backup_items for c in codes}
+    assert all(sorted(codes) == sorted(plain[c] for c, _ in copy.items[ref])
+               for ref, codes in restored_inbox.codes.items() if ref in copy.items)
+    new_codes = {c for ref, codes in restored_inbox.codes.items() if ref not in copy.items for c in codes}
     assert new_codes
     assert not new_codes & sold_at_backup, "a code sold before the backup was sold again after the restore"
