@@ -21,6 +21,11 @@ place that frees goes to the best lane first (first come first served within a l
 answers (DELIVERY) overtake menus (BROWSE), and broadcasts (BROADCAST) go last. Broadcasts also leave a fifth
 of the window unused, so a delivery arriving while a broadcast runs finds room at once: broadcasts never delay
 deliveries.
+
+Paid broadcasts (https://core.telegram.org/bots/api#sendmessage, `allow_paid_broadcast`: "up to 1000 messages
+per second, ignoring broadcasting limits for a fee of 0.1 Telegram Stars per message"): a merchant who opts in
+sends broadcasts in the lane PAID_BROADCAST, which has a window of its own at that rate and never takes a place
+in the free window, so deliveries and answers keep all of it. Each chat's own bucket still applies.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class Lane(enum.IntEnum):
     DELIVERY = 0  # codes, payment answers
     BROWSE = 1  # answers to taps and messages, merchant notices
     BROADCAST = 2  # the merchant's broadcasts: only what the others leave
+    PAID_BROADCAST = 3  # broadcasts sent with allow_paid_broadcast: their own window, none of the free one
 
 
 class ChatBuckets:
@@ -67,10 +73,37 @@ class ChatBuckets:
         return send_at - now
 
 
+#: Telegram's rate for messages sent with allow_paid_broadcast
+PAID_BROADCAST_PER_SECOND = 1000.0
+
+
+class SlidingWindow:
+    """At most `per_second` places in any window of a second, first come first served (the paid broadcasts' own)."""
+
+    def __init__(self, per_second: float, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.size = max(1, min(math.ceil(per_second), MAX_WINDOW))
+        self.span = self.size / per_second
+        self.recent: deque[float] = deque(maxlen=self.size)
+
+    def reserve(self) -> float:
+        """Seconds until the window has room; the place is taken at once."""
+        now = self.clock()
+        slot = now
+        if self.recent:
+            slot = max(slot, self.recent[-1])
+            if len(self.recent) == self.size:
+                slot = max(slot, self.recent[0] + self.span)
+        self.recent.append(slot)
+        return slot - now
+
+
 class Pacer:
     def __init__(self, per_chat_interval: float = 1.0, global_per_second: float = 30.0, burst: int = 4,
-                 edit_burst: int = 5, clock: Callable[[], float] = time.monotonic) -> None:
+                 edit_burst: int = 5, clock: Callable[[], float] = time.monotonic,
+                 paid_broadcast_per_second: float = PAID_BROADCAST_PER_SECOND) -> None:
         self.clock = clock
+        self.paid_broadcasts = SlidingWindow(paid_broadcast_per_second, clock)
         self.messages = ChatBuckets(per_chat_interval, burst, clock)
         self.edits = ChatBuckets(per_chat_interval, edit_burst, clock)
         self._window_n = max(1, min(math.ceil(global_per_second), MAX_WINDOW))
@@ -111,6 +144,10 @@ class Pacer:
         if delay > 0:
             self.chat_waits += 1
             await asyncio.sleep(delay)
+        if lane == Lane.PAID_BROADCAST:
+            if (paid := self.paid_broadcasts.reserve()) > 0:
+                await asyncio.sleep(paid)
+            return
         await self.acquire(lane)
 
     def _room_at(self, lane: int) -> float:
