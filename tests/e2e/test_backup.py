@@ -28,7 +28,7 @@ async def test_backup_taken_mid_burst_restores_one_consistent_moment_that_decryp
     shop = await build_shop(Settings(data_dir=source_dir, database_url=source_url))
     inbox = bc.Inbox()
     shop.channels["console"] = inbox
-    seeded = await make_shop(shop.store, codes=3000, vault=shop.vault)
+    seeded = await make_shop(shop.store, codes=10_000, vault=shop.vault)
     burst = bc.Burst(shop, [seeded.sku.id, seeded.big.id])
     burst.start()
     try:
