@@ -6,12 +6,12 @@ button that leads on at each step (tests/e2e/walker.py).
 
 (a) walk: `/start` → invoice → paid → code, one buyer at a time (1.2 s apart: buyers never share the overall
     30/s): seconds to the invoice and to the code, new messages and edits per purchase. Target: invoice < 1 s.
-(c) crowd (`--crowd N`): N buyers start walking at once (browsing and paying at the same time, issue 17 "paid
-    deliveries first"): seconds from the successful payment to the code message, p50/p99/max (target p99 < 1.5 s),
-    and from `/start` to the invoice.
 (b) flood: one user sends 300 updates in 2 s (messages and button presses alternating) while buyers walk the
     same way; the flooder's answers, notices and answered presses, the buyers' purchase times alone and during
     the flood, a newcomer's first reply (`/start` 1 s into the flood).
+(c) crowd (`--crowd N`): N buyers start walking at once (browsing and paying at the same time, issue 17 "paid
+    deliveries first"): seconds from the successful payment to the code message, p50/p99/max (target p99 < 1.5 s),
+    and from `/start` to the invoice.
 Prints one JSON line.
 
     python benchmarks/telegram_walk.py [--buyers 5] [--walk-only] [--crowd 200]
