@@ -9,9 +9,12 @@ button that leads on at each step (tests/e2e/walker.py).
 (b) flood: one user sends 300 updates in 2 s (messages and button presses alternating) while buyers walk the
     same way; the flooder's answers, notices and answered presses, the buyers' purchase times alone and during
     the flood, a newcomer's first reply (`/start` 1 s into the flood).
+(c) crowd (`--crowd N`): N buyers start walking at once (browsing and paying at the same time, issue 17 "paid
+    deliveries first"): seconds from the successful payment to the code message, p50/p99/max (target p99 < 1.5 s),
+    and from `/start` to the invoice.
 Prints one JSON line.
 
-    python benchmarks/telegram_walk.py [--buyers 5]
+    python benchmarks/telegram_walk.py [--buyers 5] [--walk-only] [--crowd 200]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -43,6 +47,38 @@ async def _buyers(fake: FakeTelegram, first: int, n: int, every_s: float) -> lis
         return await Walker(fake, first + k).buy(f"bench-{first + k}")
 
     return list(await asyncio.gather(*(one(k) for k in range(n))))
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)], 3)
+
+
+async def _crowd(fake: FakeTelegram, first: int, n: int) -> dict[str, Any]:
+    paid_at: dict[int, float] = {}  # when each buyer's successful_payment update was injected
+    real = fake.successful_payment
+
+    def paying(user_id: int, *args: Any, **kwargs: Any) -> None:
+        paid_at[user_id] = time.monotonic()
+        real(user_id, *args, **kwargs)
+
+    async def one(k: int) -> tuple[Walk, float]:
+        walk = await Walker(fake, first + k, timeout_s=120.0).buy(f"crowd-{first + k}")
+        return walk, walk.started + walk.code_s - paid_at[first + k]
+
+    fake.successful_payment = paying  # type: ignore[method-assign]
+    started = time.monotonic()
+    try:
+        done = await asyncio.gather(*(one(k) for k in range(n)))
+    finally:
+        del fake.successful_payment
+    to_code = [paid for _, paid in done]
+    invoice = [w.invoice_s for w, _ in done]
+    return {"buyers": n, "seconds": round(time.monotonic() - started, 2),
+            "payment_to_code_s": {"p50": _quantile(to_code, 0.5), "p99": _quantile(to_code, 0.99),
+                                  "max": round(max(to_code), 3)},
+            "start_to_invoice_s": {"p50": _quantile(invoice, 0.5), "p99": _quantile(invoice, 0.99),
+                                   "max": round(max(invoice), 3)}}
 
 
 def _summary(walks: list[Walk]) -> dict[str, Any]:
@@ -89,14 +125,19 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--buyers", type=int, default=5)
     ap.add_argument("--walk-only", action="store_true", help="(a) only")
+    ap.add_argument("--crowd", type=int, default=0, help="(c) only: this many buyers at once")
     args = ap.parse_args()
     fake = FakeTelegram()
     await fake.start()
     figures: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            async with telegram_bot_process(Path(tmp), fake) as proc:
+            async with telegram_bot_process(Path(tmp), fake, extra_codes=args.crowd + 10) as proc:
                 await _buyers(fake, 5000, 1, 0)  # warm-up
+                if args.crowd:
+                    figures["crowd"] = await _crowd(fake, 6000, args.crowd)
+                    print(json.dumps(figures))
+                    return
                 alone = await _buyers(fake, 5001, args.buyers, 1.2)
                 figures["walk_alone"] = _summary(alone)
                 if args.walk_only:

@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     wx_menu.add_parser("sync", help="create the menu (Shop, My orders, Help) with POST /cgi-bin/menu/create")
     db = sub.add_parser("db").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply pending migrations")
+    backup = sub.add_parser("backup", help="a consistent copy of the SQLite shop while it sells (not the vault key)")
+    backup.add_argument("file")
+    restore = sub.add_parser("restore", help="put a backup in place, into an empty data dir only")
+    restore.add_argument("file")
     keys = sub.add_parser("keys").add_subparsers(dest="keys_command", required=True)
     keys.add_parser("rotate", help="new vault key; re-encrypt every code in batches")
     codes = sub.add_parser("codes").add_subparsers(dest="codes_command", required=True)
@@ -132,6 +136,11 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "faq":
         return _faq_classify(args)
+    if args.command in ("backup", "restore"):  # before build_shop: neither may create a database
+        from bot import backup
+
+        run = backup.run_backup if args.command == "backup" else backup.run_restore
+        return await run(settings, Path(args.file))
     if args.command == "run":
         from bot.server import serve
 

@@ -21,6 +21,9 @@ def configure_logging(level: str = "INFO", as_json: bool = False, stream: object
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+    outgoing = logging.getLogger("httpx")
+    if not any(isinstance(f, OutgoingRequestRedaction) for f in outgoing.filters):
+        outgoing.addFilter(OutgoingRequestRedaction())
 
 
 class AccessLogRedaction(logging.Filter):
@@ -33,6 +36,19 @@ class AccessLogRedaction(logging.Filter):
         # uvicorn.protocols: logger.info('%s - "%s %s HTTP/%s" %d', client, method, full_path, version, status)
         if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "?" in args[2]:
             record.args = (args[0], args[1], args[2].split("?", 1)[0] + "?…", args[3], args[4])
+        return True
+
+
+class OutgoingRequestRedaction(logging.Filter):
+    """httpx's INFO line for each request the shop makes, without the query string: an order-API client's callback
+    URL may carry its own token there, WeChat's API the access token, suppliers their signatures.
+    `HTTP Request: POST http://host/hook?… "HTTP/1.1 204 No Content"`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # httpx._client: logger.info('HTTP Request: %s %s "%s %d %s"', method, url, http_version, status, reason)
+        if isinstance(args, tuple) and len(args) == 5 and "?" in str(args[1]):
+            record.args = (args[0], str(args[1]).split("?", 1)[0] + "?…", *args[2:])
         return True
 
 

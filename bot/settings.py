@@ -28,6 +28,9 @@ class TelegramSettings(BaseModel):
     per_chat_interval_s: float = Field(1.0, ge=0)
     per_chat_burst: int = Field(4, ge=1, le=20)
     global_per_second: float = Field(30.0, gt=0)
+    #: send /broadcast with allow_paid_broadcast: up to 1000 messages/s instead of a share of the 30/s, each
+    #: message paid with 0.1 Star from the bot's balance (https://core.telegram.org/bots/api#sendmessage)
+    allow_paid_broadcast: bool = False
     #: the Stars recovery job (getStarTransactions): how often (0 = off), and how old a transaction must be
     #: before the job takes it up (younger ones are left to their live update)
     stars_recovery_every_s: float = Field(60.0, ge=0)

@@ -91,7 +91,7 @@ def build_telegram(shop: Shop, ctx: ShopContext) -> TelegramRuntime:
     shop.channels[CHANNEL] = TelegramChannel(ctx, sender)
     shop.providers["telegram"] = StarsProvider(app.bot)
     shop.delivery.alerts = alerts
-    ctx.broadcasters[CHANNEL] = TelegramBroadcaster(shop.store, sender)
+    ctx.broadcasters[CHANNEL] = TelegramBroadcaster(shop.store, sender, paid=t.allow_paid_broadcast)
     ctx.senders[CHANNEL] = sender.send
     poller = PaymentSafePoller(app.bot, app.update_queue, adapter.payments.handle, ALLOWED_UPDATES)
     recovery = StarsRecovery(shop.store, sender.api, adapter.payments, timedelta(seconds=t.stars_recovery_grace_s))

@@ -27,7 +27,8 @@ CHANNEL = "telegram"
 class TelegramSender:
     """Every message the bot sends goes through here: pacing, HTML, documents, error mapping."""
 
-    def __init__(self, bot: Bot, pacer: Pacer, in_flight: int = 32, answers_in_flight: int = 8) -> None:
+    def __init__(self, bot: Bot, pacer: Pacer, in_flight: int = 32, answers_in_flight: int = 8,
+                 broadcasts_in_flight: int = 16) -> None:
         self.bot = bot
         self.api = BotApi(bot)
         self.pacer = pacer
@@ -35,13 +36,16 @@ class TelegramSender:
         self.in_flight = asyncio.Semaphore(in_flight)
         # button answers have their own few: a flood of taps cannot take the messages' places
         self._answers = asyncio.Semaphore(answers_in_flight)
+        # and broadcasts theirs: a paid broadcast at 1000/s never holds a place a delivery needs
+        self._broadcasts = asyncio.Semaphore(broadcasts_in_flight)
 
     async def send(self, chat_id: str, reply: Reply, lane: Lane = Lane.BROWSE) -> None:
-        """`lane`: DELIVERY for codes and payment answers, BROADCAST for broadcasts (pacing.py)."""
+        """`lane`: DELIVERY for codes and payment answers, BROADCAST or PAID_BROADCAST (sent with
+        allow_paid_broadcast) for broadcasts (pacing.py)."""
         await self.pacer.wait(chat_id, lane)
         try:
-            async with self.in_flight:
-                await self._send(chat_id, reply)
+            async with self._broadcasts if lane >= Lane.BROADCAST else self.in_flight:
+                await self._send(chat_id, reply, lane == Lane.PAID_BROADCAST)
         except RetryAfter as exc:
             raise RetryLater(_seconds(exc.retry_after)) from None
         except Forbidden:
@@ -76,8 +80,10 @@ class TelegramSender:
         except TelegramError as exc:
             log.info("event=telegram.answer_failed error=%s", type(exc).__name__)
 
-    async def _send(self, chat_id: str, reply: Reply) -> None:
+    async def _send(self, chat_id: str, reply: Reply, paid_broadcast: bool = False) -> None:
         text = to_html(reply)
+        # https://core.telegram.org/bots/api#sendmessage: up to 1000 messages/s, paid in Stars from the bot's balance
+        paid: dict[str, bool] = {"allow_paid_broadcast": True} if paid_broadcast else {}
         if reply.document is not None or not fits(text):
             document = reply.document
             if document is None:  # too long for one message: the codes travel as a file
@@ -87,10 +93,10 @@ class TelegramSender:
                 body, caption = document.content, reply.text[:900]
             name = document.filename if document is not None else "codes.txt"
             await self.bot.send_document(int(chat_id), document=io.BytesIO(body), filename=name, caption=caption,
-                                         reply_markup=keyboard(reply))
+                                         reply_markup=keyboard(reply), allow_paid_broadcast=paid_broadcast or None)
             return
         await self.api.call("sendMessage", chat_id=int(chat_id), text=text, parse_mode=ParseMode.HTML.value,
-                            reply_markup=inline_keyboard(keyboard_rows(reply)))
+                            reply_markup=inline_keyboard(keyboard_rows(reply)), **paid)
 
 
 def _seconds(delay: object) -> float:

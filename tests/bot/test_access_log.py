@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 
+import httpx
 import pytest
 
-from bot.logs import AccessLogRedaction, redact_access_log
+from bot.logs import AccessLogRedaction, OutgoingRequestRedaction, configure_logging, redact_access_log
 
 
 @pytest.mark.parametrize(("path", "logged"), [
@@ -33,3 +34,25 @@ def test_redaction_is_installed_once_on_uvicorns_access_logger() -> None:
         assert sum(isinstance(f, AccessLogRedaction) for f in access.filters) == 1
     finally:
         access.filters[:] = before
+
+
+def test_outgoing_request_lines_keep_the_url_without_its_query() -> None:
+    # httpx logs every request at INFO: a client's callback URL may carry its own token, WeChat's the access token
+    url = httpx.URL("http://127.0.0.1:9000/hook?token=theirs&x=1")
+    record = logging.LogRecord("httpx", logging.INFO, __file__, 1, 'HTTP Request: %s %s "%s %d %s"',
+                               ("POST", url, "HTTP/1.1", 204, "No Content"), None)
+    assert OutgoingRequestRedaction().filter(record)
+    assert record.getMessage() == 'HTTP Request: POST http://127.0.0.1:9000/hook?… "HTTP/1.1 204 No Content"'
+
+
+def test_logging_setup_installs_the_outgoing_redaction_once() -> None:
+    outgoing, root = logging.getLogger("httpx"), logging.getLogger()
+    before, handlers, level = list(outgoing.filters), list(root.handlers), root.level
+    try:
+        configure_logging("INFO")
+        configure_logging("INFO")
+        assert sum(isinstance(f, OutgoingRequestRedaction) for f in outgoing.filters) == 1
+    finally:
+        outgoing.filters[:] = before
+        root.handlers[:] = handlers
+        root.setLevel(level)

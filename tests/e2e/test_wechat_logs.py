@@ -1,8 +1,8 @@
 """Secrets in logs (issue 13 §8): a whole WeChat purchase against a real `kamibot run` at log level INFO — the Official
 Account callback, the signed pay link opened outside and inside WeChat, WeChat Pay's notification, the delivery —
 and then every line the process wrote (stdout: uvicorn's access log; stderr: our log) is searched for the codes,
-tokens, keys, signatures, pay-link `sig` values and the buyers' openids. uvicorn's access log printed the whole
-request line, query string included, before the redaction in bot/logs.py."""
+tokens (the app's and the access tokens), keys, signatures, pay-link `sig` values and the buyers' openids.
+uvicorn's access log printed the whole request line, query string included, before the redaction in bot/logs.py."""
 
 from __future__ import annotations
 
@@ -97,6 +97,8 @@ async def test_a_whole_wechat_purchase_leaves_no_secret_in_the_logs(tmp_path: Pa
             codes = CODE.findall(sent[0].content)
             assert len(codes) == 1
             secrets.update(codes)
+            assert wechat.valid_tokens
+            secrets.update(wechat.valid_tokens)  # the access tokens the bot fetched and used in API URLs
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)

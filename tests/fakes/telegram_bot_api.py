@@ -5,7 +5,13 @@ Stars: every `successful_payment` the fake sends is a payment into the bot's Sta
 makes (refundStarPayment, or a chargeback it is told of) a payment out; getStarTransactions lists them oldest
 first (`offset` skips, `limit` 1-100), a refund under the id of the payment it returns, the user partner with
 transaction_type "invoice_payment" and the invoice payload
-(https://core.telegram.org/bots/api#getstartransactions, #startransaction, #transactionpartneruser)."""
+(https://core.telegram.org/bots/api#getstartransactions, #startransaction, #transactionpartneruser).
+
+Sending limits, when a test sets `broadcast_limit` (off by default): a message sent while `broadcast_limit` others
+went out in the last second is refused with 429 and retry_after, like Telegram's "not more than 30 messages per
+second" (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this), except one sent with
+`allow_paid_broadcast` true, which is held to 1000 per second instead ("up to 1000 messages per second, ignoring
+broadcasting limits", https://core.telegram.org/bots/api#sendmessage) and counted in `paid_broadcasts`."""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import itertools
 import json
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +71,12 @@ class FakeTelegram(MessageMemory):
         self._push_slots = asyncio.Semaphore(40)
         #: called with (method, params, monotonic time) for every call: benchmarks measure latency with it
         self.listener: Callable[[str, Params, float], None] | None = None
+        #: messages per second allowed without allow_paid_broadcast (None: not enforced); see the docstring
+        self.broadcast_limit: int | None = None
+        self.paid_broadcasts = 0
+        self.rate_refusals = 0
+        self._sent_at: deque[float] = deque()
+        self._paid_at: deque[float] = deque()
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -253,7 +266,7 @@ class FakeTelegram(MessageMemory):
             if self.listener is not None:
                 self.listener(method, params, time.monotonic())
             await self._notify()
-        fault = self._fault(method, params)
+        fault = self._fault(method, params) or self._over_limit(method, params)
         if fault is not None:
             return fault
         handler = getattr(self, f"_m_{method}", None)
@@ -274,6 +287,29 @@ class FakeTelegram(MessageMemory):
         if method.startswith("send") and chat is not None and int(chat) in self._blocked:
             code, description = self._blocked[int(chat)]
             return JSONResponse({"ok": False, "error_code": code, "description": description}, status_code=code)
+        return None
+
+    def _over_limit(self, method: str, params: Params) -> Response | None:
+        if not method.startswith("send"):
+            return None
+        paid = params.get("allow_paid_broadcast")
+        if paid not in (None, True, False, "true", "false"):
+            return JSONResponse({"ok": False, "error_code": 400, "description": "Bad Request: "
+                                 "allow_paid_broadcast must be a Boolean"}, status_code=400)
+        paid = paid in (True, "true")
+        if self.broadcast_limit is None:
+            self.paid_broadcasts += paid
+            return None
+        now = time.monotonic()
+        window, limit = (self._paid_at, 1000) if paid else (self._sent_at, self.broadcast_limit)
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= limit:
+            self.rate_refusals += 1
+            return JSONResponse({"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1",
+                                 "parameters": {"retry_after": 1}}, status_code=429)
+        window.append(now)
+        self.paid_broadcasts += paid
         return None
 
     async def _file(self, request: Request) -> Response:
