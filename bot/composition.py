@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from bot.settings import Settings
 from fulfillment.aftersales import AfterSalesService
@@ -24,6 +25,7 @@ from fulfillment.pending_import import PendingImports
 from fulfillment.reports import SalesReports
 from fulfillment.vault import Vault, key_checks, open_key_ring
 from handlers.context import Services, ShopContext
+from handlers.ordering import UserTurns
 from risk.engine import RiskEngine
 from storage.protocol import Store
 from storage.url import parse_database_url
@@ -43,10 +45,16 @@ class Shop:
     providers: dict[str, PaymentProvider]
     channels: dict[str, Channel] = field(default_factory=dict)
     risk: RiskEngine | None = None
+    #: the Redis client shared by this process's turns and /readyz (None: no KAMIBOT_REDIS_URL)
+    redis: Any = None
+    #: one user's turn across instances (bot/user_lock.py); None on SQLite without Redis (one instance)
+    turns: UserTurns | None = None
 
     async def close(self) -> None:
         if self.risk is not None:
             await self.risk.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.store.close()
 
 
@@ -134,6 +142,7 @@ async def build_shop(settings: Settings, *, store: Store | None = None, risk: Ri
     payments = PaymentInbox(store, checkpoints, risk=risk)
     delivery = DeliveryWorker(store, vault, channels, providers, checkpoints)
     payments.on_applied = delivery.wake
+    redis, turns = build_turns(settings, store)
     return Shop(
         settings=settings,
         store=store,
@@ -145,4 +154,20 @@ async def build_shop(settings: Settings, *, store: Store | None = None, risk: Ri
         providers=providers,
         channels=channels,
         risk=engine,
+        redis=redis,
+        turns=turns,
     )
+
+
+def build_turns(settings: Settings, store: Store) -> tuple[Any, UserTurns | None]:
+    """Redis turns when Redis is configured, database leases on PostgreSQL, none on SQLite (one instance)."""
+    from bot.user_lock import LeaseTurns, RedisTurns
+
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        return client, RedisTurns(client)
+    if parse_database_url(settings.resolved_database_url, base_dir=settings.data_dir).backend != "sqlite":
+        return None, LeaseTurns(store)
+    return None, None

@@ -2,7 +2,16 @@
 
 Each job is idempotent (conditional updates, outbox leases), so several processes may run them at once.
 A job that raises is logged and retried on its next tick, never silently dropped; each tick is recorded in
-`JobStatus`, which /healthz reports, so a job that stopped running is visible.
+`JobStatus`, which /readyz reports, so a job that stopped running is visible.
+
+Once across instances, job by job (each tick returns the work *this* process did, counted in
+`JobStatus.work` and exported as `kamibot_job_work_total{job}`):
+- delivery: outbox rows claimed with a lease (`claim_outbox`, SKIP LOCKED on PostgreSQL);
+- expire: one conditional update of the expired reservations (`kb_expire` skips rows another holds);
+- payments: `apply_payment` locks the event; an event another process applied counts as no work;
+- ticket_sla: reminders claimed by once-keys (`claim_reminders`);
+- procurement_resolve, restock, price_sync, wechatpay_reconcile (query/close), telegram_stars: under a named
+  lease in the shared database (`try_lease`); the WeChat access token refresh likewise (handlers/wechat).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ class JobStatus:
     last_ok: dict[str, float] = field(default_factory=dict)  # monotonic time of the last good tick
     runs: dict[str, int] = field(default_factory=dict)  # ticks run, good or failed (metrics)
     failures: dict[str, int] = field(default_factory=dict)
+    work: dict[str, int] = field(default_factory=dict)  # units of work done by this process (metrics)
     intervals: dict[str, float] = field(default_factory=dict)
 
     def stale(self, now: float | None = None) -> list[str]:
@@ -59,6 +69,8 @@ async def _every(name: str, seconds: float, tick: Callable[[], Awaitable[int]], 
         try:
             busy = await tick()
             status.last_ok[name] = time.monotonic()
+            if busy:
+                status.work[name] = status.work.get(name, 0) + busy
         except Exception:  # noqa: BLE001 - keep the job alive; the traceback carries ids only
             status.failures[name] = status.failures.get(name, 0) + 1
             log.exception("event=job.failed job=%s", name)
@@ -88,7 +100,7 @@ def ticket_sla_job(ctx: ShopContext, settings: Settings) -> tuple[str, float, Ca
     sla = timedelta(minutes=settings.aftersales.sla_minutes)
 
     async def tick() -> int:
-        await remind_overdue(ctx, sla)
-        return 0  # reminders never call for an immediate next tick
+        # the reminders sent (work once across processes); the next tick finds them claimed and idles
+        return await remind_overdue(ctx, sla)
 
     return "ticket_sla", settings.aftersales.sla_check_seconds, tick

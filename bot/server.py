@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import uvicorn
 from starlette.applications import Starlette
@@ -27,9 +27,38 @@ from bot.metrics import MetricsMiddleware, ShopMetrics
 from bot.settings import Settings
 from bot.supply import build_supply
 from fulfillment.checkpoints import Checkpoints
+from storage.migrations import migrations
+from storage.url import parse_database_url
+
+if TYPE_CHECKING:
+    from bot.telegram import TelegramRuntime
+    from handlers.context import ShopContext
 
 log = logging.getLogger("kamibot.server")
 MAX_WEBHOOK_BODY = 1024 * 1024
+PROBE_S = 2.0  # each readiness probe answers within this or counts as down
+
+
+async def readiness(shop: Shop, jobs: JobStatus) -> dict[str, str]:
+    """/readyz: database reachable, migrations current, Redis answering (when configured), no stale job."""
+    checks: dict[str, str] = {}
+    backend = parse_database_url(shop.settings.resolved_database_url, base_dir=shop.settings.data_dir).backend
+    try:
+        version = await asyncio.wait_for(shop.store.schema_version(), PROBE_S)
+        checks["database"] = "ok"
+        latest = migrations(backend)[-1][0]
+        checks["migrations"] = "ok" if version >= latest else f"behind: schema {version}, code {latest}"
+    except Exception as exc:  # noqa: BLE001 - a probe reports the class only
+        checks["database"] = checks["migrations"] = f"unreachable ({type(exc).__name__})"
+    if shop.redis is not None:
+        try:
+            await asyncio.wait_for(shop.redis.ping(), PROBE_S)
+            checks["redis"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - a probe reports the class only
+            checks["redis"] = f"unreachable ({type(exc).__name__})"
+    stale = jobs.stale()
+    checks["jobs"] = "ok" if not stale else "stale: " + ",".join(sorted(stale))
+    return checks
 
 
 class WebhookSink(Protocol):
@@ -47,11 +76,23 @@ def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None
     metrics = metrics or ShopMetrics(shop, jobs).attach()
 
     async def health(request: Request) -> JSONResponse:
+        """Alive: the process answers (200 whatever its dependencies say; /readyz judges those). The body adds
+        what is cheap to know, the database's figures when it answers."""
         stale = jobs.stale()
-        body = {"status": "degraded" if stale else "ok", "schema": await shop.store.schema_version(),
-                "outbox_pending": await shop.store.pending_outbox(), "stale_jobs": stale,
-                "job_failures": jobs.failures}
-        return JSONResponse(body, status_code=503 if stale else 200)
+        body: dict[str, Any] = {"status": "degraded" if stale else "ok", "stale_jobs": stale,
+                                "job_failures": jobs.failures}
+        try:
+            body["schema"] = await asyncio.wait_for(shop.store.schema_version(), PROBE_S)
+            body["outbox_pending"] = await asyncio.wait_for(shop.store.pending_outbox(), PROBE_S)
+        except Exception as exc:  # noqa: BLE001 - alive even when the database is not; its class only
+            body["database"] = f"unreachable ({type(exc).__name__})"
+        return JSONResponse(body)
+
+    async def ready(request: Request) -> JSONResponse:
+        checks = await readiness(shop, jobs)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks},
+                            status_code=200 if ok else 503)
 
     async def telegram_webhook(request: Request) -> Response:
         # PTB's Starlette example does not check the secret token: we must (wrong or missing → 403)
@@ -71,11 +112,23 @@ def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None
             return Response(status_code=400)
         return Response(status_code=200 if taken else 503)
 
-    routes: list[BaseRoute] = [Route("/healthz", health), Route("/metrics", metrics.endpoint),
+    routes: list[BaseRoute] = [Route("/healthz", health), Route("/readyz", ready), Route("/metrics", metrics.endpoint),
                                Route("/telegram/webhook", telegram_webhook, methods=["POST"])]
     routes += wechat_routes  # GET/POST /wechat when the Official Account is configured (bot/wechat.py)
     return Starlette(routes=routes, lifespan=lifespan,
                      middleware=[Middleware(MetricsMiddleware, metrics=metrics)])  # HTTP seconds by route
+
+
+async def _telegram(shop: Shop, ctx: ShopContext) -> TelegramRuntime:
+    from bot.telegram import build_telegram
+
+    telegram = build_telegram(shop, ctx)
+    try:
+        await telegram.claim()  # polling: refuse to start while another instance polls (PollingTaken)
+    except BaseException:
+        await shop.close()
+        raise
+    return telegram
 
 
 async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> int:
@@ -89,11 +142,7 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
     status = JobStatus()
     ctx = build_context(shop, {"console": set(settings.merchant_ids)})
     supply.attach(ctx)  # merchant /suppliers, /source, /restock, /procurements; low-balance alerts
-    telegram = None
-    if settings.telegram.enabled:
-        from bot.telegram import build_telegram
-
-        telegram = build_telegram(shop, ctx)
+    telegram = await _telegram(shop, ctx) if settings.telegram.enabled else None
     wechat = None
     if settings.wechat.enabled:
         from bot.wechat import build_wechat
