@@ -84,7 +84,9 @@ async def run_jobs(shop: Shop, stop: asyncio.Event, status: JobStatus, *, delive
     """Recover first (a crash may have left payments unapplied), then tick until `stop`.
 
     `extra` are (name, seconds, tick) jobs of optional features, e.g. WeChat Pay reconciliation."""
-    await shop.payments.apply_pending()
+    recovered = await shop.payments.apply_pending()
+    if recovered:
+        status.work["payments"] = status.work.get("payments", 0) + recovered
     log.info("event=jobs.started")
     await asyncio.gather(
         # a payment applied in this process wakes the worker at once; the poll covers the other processes

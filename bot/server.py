@@ -171,7 +171,10 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
             extra.append(stars)  # finds Stars payments whose update was lost (getStarTransactions)
         if wechatpay is not None:
             extra.append(wechatpay.job())
-        jobs = asyncio.create_task(run_jobs(shop, stop, status, extra=extra))
+        every = settings.jobs
+        jobs = asyncio.create_task(run_jobs(shop, stop, status, delivery_every=every.delivery_every_s,
+                                            expire_every=every.expire_every_s, recover_every=every.recover_every_s,
+                                            extra=extra))
         try:
             yield
         finally:
