@@ -31,8 +31,7 @@ from storage.migrations import migrations
 from storage.url import parse_database_url
 
 if TYPE_CHECKING:
-    from bot.telegram import TelegramRuntime
-    from handlers.context import ShopContext
+    from handlers.telegram.polling import PollingLease
 
 log = logging.getLogger("kamibot.server")
 MAX_WEBHOOK_BODY = 1024 * 1024
@@ -43,13 +42,14 @@ async def readiness(shop: Shop, jobs: JobStatus) -> dict[str, str]:
     """/readyz: database reachable, migrations current, Redis answering (when configured), no stale job."""
     checks: dict[str, str] = {}
     backend = parse_database_url(shop.settings.resolved_database_url, base_dir=shop.settings.data_dir).backend
+    latest = migrations("sqlite" if backend == "sqlite" else "postgres")[-1][0]
     try:
         version = await asyncio.wait_for(shop.store.schema_version(), PROBE_S)
-        checks["database"] = "ok"
-        latest = migrations(backend)[-1][0]
-        checks["migrations"] = "ok" if version >= latest else f"behind: schema {version}, code {latest}"
     except Exception as exc:  # noqa: BLE001 - a probe reports the class only
         checks["database"] = checks["migrations"] = f"unreachable ({type(exc).__name__})"
+    else:
+        checks["database"] = "ok"
+        checks["migrations"] = "ok" if version >= latest else f"behind: schema {version}, code {latest}"
     if shop.redis is not None:
         try:
             await asyncio.wait_for(shop.redis.ping(), PROBE_S)
@@ -119,16 +119,20 @@ def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None
                      middleware=[Middleware(MetricsMiddleware, metrics=metrics)])  # HTTP seconds by route
 
 
-async def _telegram(shop: Shop, ctx: ShopContext) -> TelegramRuntime:
-    from bot.telegram import build_telegram
+async def _polling_lease(shop: Shop) -> PollingLease | None:
+    """Telegram polling is for one instance: take its lease first, so that a second polling instance refuses at
+    once (PollingTaken, printed by the CLI) before it builds anything else. The poller renews it."""
+    if not shop.settings.telegram.enabled or shop.settings.telegram.mode != "polling":
+        return None
+    from bot.telegram import polling_lease
 
-    telegram = build_telegram(shop, ctx)
+    lease = polling_lease(shop)
     try:
-        await telegram.claim()  # polling: refuse to start while another instance polls (PollingTaken)
+        await lease.take()
     except BaseException:
         await shop.close()
         raise
-    return telegram
+    return lease
 
 
 async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> int:
@@ -138,11 +142,16 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
     # interval a busy event loop makes each of those statements wait up to 5 ms (the convoy effect)
     sys.setswitchinterval(0.0005)
     shop = await build_shop(settings, checkpoints=checkpoints)  # checkpoints: crash tests only
+    lease = await _polling_lease(shop)
     supply = build_supply(shop)  # suppliers, procurement, restock and on-demand buying (issue 14)
     status = JobStatus()
     ctx = build_context(shop, {"console": set(settings.merchant_ids)})
     supply.attach(ctx)  # merchant /suppliers, /source, /restock, /procurements; low-balance alerts
-    telegram = await _telegram(shop, ctx) if settings.telegram.enabled else None
+    telegram = None
+    if settings.telegram.enabled:
+        from bot.telegram import build_telegram
+
+        telegram = build_telegram(shop, ctx, lease)
     wechat = None
     if settings.wechat.enabled:
         from bot.wechat import build_wechat

@@ -46,12 +46,6 @@ class TelegramRuntime:
     recovery_every: float
     intake: UpdateIntake
 
-    async def claim(self) -> None:
-        """Polling mode: take the one-poller lease now, before the process serves anything (PollingTaken:
-        another instance polls this bot). The poller renews it once started."""
-        if self.mode == "polling" and self.poller.lease is not None:
-            await self.poller.lease.take()
-
     async def start(self) -> None:
         await self.app.initialize()
         await self.app.start()
@@ -95,7 +89,13 @@ class TelegramRuntime:
         return ("telegram_stars", self.recovery_every, self.recovery.tick) if self.recovery_every else None
 
 
-def build_telegram(shop: Shop, ctx: ShopContext) -> TelegramRuntime:
+def polling_lease(shop: Shop) -> PollingLease:
+    """The one-poller lease of this process in the shared database (handlers/telegram/polling.py)."""
+    return PollingLease(shop.store, f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}")
+
+
+def build_telegram(shop: Shop, ctx: ShopContext, lease: PollingLease | None = None) -> TelegramRuntime:
+    """`lease`: the polling lease already taken (bot/server.py takes it before building the rest)."""
     # PTB 22's documented opt-in: RetryAfter.retry_after as a timedelta (its coming default) instead of an int
     # with a deprecation warning on every 429; handlers/telegram/channel.py reads either
     os.environ.setdefault("PTB_TIMEDELTA", "true")
@@ -117,8 +117,8 @@ def build_telegram(shop: Shop, ctx: ShopContext) -> TelegramRuntime:
     ctx.broadcasters[CHANNEL] = TelegramBroadcaster(shop.store, sender)
     ctx.senders[CHANNEL] = sender.send
     # one polling instance per bot: the lease in the shared database refuses a second one (PollingTaken)
-    lease = PollingLease(shop.store, f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}")
-    poller = PaymentSafePoller(app.bot, app.update_queue, adapter.payments.handle, ALLOWED_UPDATES, lease=lease)
+    poller = PaymentSafePoller(app.bot, app.update_queue, adapter.payments.handle, ALLOWED_UPDATES,
+                               lease=lease or polling_lease(shop))
     recovery = StarsRecovery(shop.store, sender.api, adapter.payments, timedelta(seconds=t.stars_recovery_grace_s))
     return TelegramRuntime(app, adapter, t.mode, t.webhook_secret.get_secret_value(), poller, recovery,
                            t.stars_recovery_every_s, intake)

@@ -5,12 +5,17 @@ stays with one instance, and a second polling instance refuses to start with a c
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
+from telegram import Bot
+from telegram.error import Conflict
 
 from bot.composition import build_shop
 from bot.settings import RiskSettings, Settings
+from handlers.telegram.polling import PaymentSafePoller, PollingLease
+from handlers.telegram.request import AiohttpRequest
 from tests.conftest import REDIS_URL
 from tests.e2e import instances
 from tests.fakes.telegram_bot_api import FakeTelegram
@@ -83,6 +88,39 @@ async def test_a_second_polling_instance_refuses_to_start(tmp_path, db_url, fake
         assert "Telegram polling is already running in" in err
         assert "KAMIBOT_TELEGRAM__MODE=webhook" in err
         assert fake.conflicts == 0  # it never fought the first one over getUpdates
-    # the first one stopped gracefully and gave the lease back: a new polling instance starts at once
-    async with instances.running(tmp_path, db_url, 1, **env):
-        pass
+    # the first one stopped gracefully and gave the lease back: a new polling instance may start at once
+    shop = await build_shop(Settings(data_dir=tmp_path, database_url=db_url, risk=RiskSettings(enabled=False)))
+    try:
+        await PollingLease(shop.store, "the next instance").take()
+    finally:
+        await shop.close()
+
+
+async def test_two_pollers_get_409_conflict_as_from_telegram(fake, caplog):
+    """Without the lease (two shops on two databases, one bot token): Telegram's own 409 ends the older long
+    poll, and each poller logs the conflict clearly instead of passing updates between them silently."""
+    bots = [Bot(fake.token, base_url=fake.base_url, request=AiohttpRequest(pool_size=2),
+                get_updates_request=AiohttpRequest(pool_size=1)) for _ in range(2)]
+    queue: asyncio.Queue[object] = asyncio.Queue()
+
+    async def no_payment(update) -> None:
+        raise AssertionError("no payment in this test")
+
+    pollers = [PaymentSafePoller(bot, queue, no_payment, ["message"], timeout=1) for bot in bots]
+    for bot in bots:
+        await bot.initialize()
+    with caplog.at_level(logging.ERROR, logger="kamibot.telegram"):
+        for poller in pollers:
+            await poller.start()
+        await asyncio.sleep(1.5)
+        for poller in pollers:
+            await poller.stop()
+    for bot in bots:
+        await bot.shutdown()
+    assert fake.conflicts > 0
+    assert "event=telegram.poll_conflict" in caplog.text
+    # and while a webhook is set, getUpdates is refused the same way
+    fake.webhook = ("http://127.0.0.1:1/telegram/webhook", instances.SECRET)
+    async with Bot(fake.token, base_url=fake.base_url) as bot:
+        with pytest.raises(Conflict, match="webhook is active"):
+            await bot.get_updates(timeout=0)
