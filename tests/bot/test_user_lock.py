@@ -12,8 +12,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from bot.user_lock import PREFIX, LeaseTurns, RedisTurns
+from fulfillment.orders import STATE_GROUPS
 from handlers.ordering import InOrder
-from tests.conftest import REDIS_URL
+from storage.postgres import PostgresStore
+from storage.sqlite import SqliteStore
+from tests.conftest import PG_DSN, REDIS_URL, drop_pg_schema, pg_schema_or_skip
 from tests.fakes.loopback import free_port
 from tests.risk.conftest import redis_or_skip
 
@@ -27,17 +30,27 @@ async def redis_pair() -> AsyncIterator[tuple[RedisTurns, RedisTurns]]:
         await c.aclose()
 
 
-@pytest.fixture(params=["redis", "lease"])
-async def pair(request, store) -> AsyncIterator[tuple]:
-    """Two instances' turns over one shared backend (the lease variant runs on SQLite and PostgreSQL)."""
-    if request.param == "lease":
-        yield LeaseTurns(store, ttl_s=0.6, wait_s=5), LeaseTurns(store, ttl_s=0.6, wait_s=5)
+@pytest.fixture(params=["redis", "lease-sqlite", "lease-postgres"])
+async def pair(request, tmp_path) -> AsyncIterator[tuple]:
+    """Two instances' turns over one shared backend: Redis, or a lease in SQLite or PostgreSQL."""
+    if request.param == "redis":
+        await redis_or_skip()
+        clients = [aioredis.from_url(REDIS_URL) for _ in range(2)]
+        yield RedisTurns(clients[0], ttl_s=0.6, wait_s=5), RedisTurns(clients[1], ttl_s=0.6, wait_s=5)
+        for c in clients:
+            await c.aclose()
         return
-    await redis_or_skip()
-    clients = [aioredis.from_url(REDIS_URL) for _ in range(2)]
-    yield RedisTurns(clients[0], ttl_s=0.6, wait_s=5), RedisTurns(clients[1], ttl_s=0.6, wait_s=5)
-    for c in clients:
-        await c.aclose()
+    schema = ""
+    if request.param == "lease-sqlite":
+        store = await SqliteStore(tmp_path / "shop.db", states=STATE_GROUPS).open()
+    else:
+        schema = await pg_schema_or_skip()
+        store = await PostgresStore(PG_DSN, schema=schema, states=STATE_GROUPS).open()
+    await store.migrate()
+    yield LeaseTurns(store, ttl_s=0.6, wait_s=5), LeaseTurns(store, ttl_s=0.6, wait_s=5)
+    await store.close()
+    if schema:
+        await drop_pg_schema(schema)
 
 
 async def test_one_users_turn_is_held_in_one_instance_at_a_time(pair):
