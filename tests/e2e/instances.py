@@ -42,8 +42,8 @@ def telegram_env(fake: FakeTelegram, mode: str = "webhook") -> dict[str, str]:
             "KAMIBOT_DEFAULT_LANGUAGE": "en"}
 
 
-def start(data_dir: Path, db_url: str, **env: str) -> Instance:
-    port = free_port()
+def start(data_dir: Path, db_url: str, port: int = 0, **env: str) -> Instance:
+    port = port or free_port()
     proc = spawn("bot", "run", env={**settings_env(data_dir, db_url), "KAMIBOT_HTTP_PORT": str(port), **env})
     return Instance(proc, port)
 
