@@ -12,6 +12,9 @@ Once across instances, job by job (each tick returns the work *this* process did
 - ticket_sla: reminders claimed by once-keys (`claim_reminders`);
 - procurement_resolve, restock, price_sync, wechatpay_reconcile (query/close), telegram_stars: under a named
   lease in the shared database (`try_lease`); the WeChat access token refresh likewise (handlers/wechat).
+  Those leases are given back when a tick ends, so N instances would tick them N times a period (N supplier
+  catalogue fetches, N payment queries of one trade): `once_per_period` also keeps them to one tick per
+  period across instances, by a lease `job:<name>` left to expire after 0.9 of the period.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from bot.composition import Shop
 from bot.settings import Settings
@@ -30,6 +34,11 @@ from handlers.context import ShopContext
 from handlers.ticket_sla import remind_overdue
 
 log = logging.getLogger("kamibot.jobs")
+Job = tuple[str, float, Callable[[], Awaitable[int]]]
+
+
+class Leases(Protocol):
+    async def try_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool: ...
 
 
 @dataclass
@@ -95,6 +104,21 @@ async def run_jobs(shop: Shop, stop: asyncio.Event, status: JobStatus, *, delive
         _every("payments", recover_every, shop.payments.apply_pending, stop, status),
         *(_every(name, seconds, tick, stop, status) for name, seconds, tick in extra),
     )
+
+
+def once_per_period(shared: Leases, holder: str, job: Job) -> Job:
+    """`job` ticked by one instance per period: a tick first takes the lease `job:<name>` until 0.9 of the period
+    from now and never gives it back (another instance's tick within the period skips, returning 0). The holder
+    extends its own lease, so a busy job (a tick that found work ticks again at once) keeps going where it is."""
+    name, seconds, tick = job
+
+    async def guarded() -> int:
+        now = datetime.now(UTC)
+        if not await shared.try_lease(f"job:{name}", holder, now + timedelta(seconds=seconds * 0.9), now):
+            return 0
+        return await tick()
+
+    return name, seconds, guarded
 
 
 def ticket_sla_job(ctx: ShopContext, settings: Settings) -> tuple[str, float, Callable[[], Awaitable[int]]]:

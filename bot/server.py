@@ -8,6 +8,9 @@ import gc
 import hmac
 import json
 import logging
+import os
+import secrets
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Lifespan
 
 from bot.composition import Shop, build_context, build_shop
-from bot.jobs import JobStatus, run_jobs, ticket_sla_job
+from bot.jobs import JobStatus, once_per_period, run_jobs, ticket_sla_job
 from bot.logs import redact_access_log
 from bot.metrics import MetricsMiddleware, ShopMetrics
 from bot.settings import Settings
@@ -180,6 +183,8 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
             extra.append(stars)  # finds Stars payments whose update was lost (getStarTransactions)
         if wechatpay is not None:
             extra.append(wechatpay.job())
+        holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        extra = [once_per_period(shop.store, holder, job) for job in extra]  # one tick a period, all instances
         every = settings.jobs
         jobs = asyncio.create_task(run_jobs(shop, stop, status, delivery_every=every.delivery_every_s,
                                             expire_every=every.expire_every_s, recover_every=every.recover_every_s,
