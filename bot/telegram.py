@@ -31,7 +31,9 @@ from handlers.telegram.stars import StarsRecovery
 
 log = logging.getLogger("kamibot.telegram")
 ALLOWED_UPDATES = ["message", "callback_query", "pre_checkout_query"]
-#: how long a webhook answer waits for its update to hold its user's turn (several instances only)
+#: how long a webhook answer waits for its update to hold its user's turn (several instances only); past it the
+#: update is answered while it still waits, and its order against the user's next update, should that land on
+#: another instance, is no longer kept (a turn held that long is an exception: a slow supplier, a lost holder)
 TURN_WAIT_S = 5.0
 
 
