@@ -9,9 +9,9 @@ come: a user holds at most one place, whatever they send. Flood control runs bef
 message and button press, and an update over the limit is dropped, never queued.
 
 Several instances behind one webhook: the user's turn is also taken in the shared `UserTurns` (Redis or a
-database lease), and the webhook answer waits until the update holds its turn (`entered`). Telegram sends a
-chat's next update after the previous one was answered, so the next one always queues behind this one, on
-whichever instance it lands: one user's updates are handled in the order Telegram sent them.
+database lease), and the webhook answer waits until the update holds its turn (`entered`). A user's next update
+sent after that answer (one connection per chat at a time; `max_connections=1` makes it certain) queues behind
+this one on whichever instance it lands: one user's updates are handled in the order Telegram sent them.
 """
 
 from __future__ import annotations
