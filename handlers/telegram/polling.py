@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -60,11 +61,37 @@ class PollingLease:
             await self.shared.kv_put(f"{POLLING_LEASE}.holder", self.holder, now + self.ttl)
             return
         other = await self.shared.kv_get(f"{POLLING_LEASE}.holder", now) or "another instance"
+        if other != "another instance" and self._dead(other):
+            # the holder was this host's process that crashed (a restart after SIGKILL, a container restarted
+            # with the same pid): its lease must not keep the restarted shop from polling for the rest of its ttl
+            log.warning("event=telegram.polling_lease_taken_over reason=holder_process_gone")
+            await self.shared.release_lease(POLLING_LEASE, other)
+            if await self.shared.try_lease(POLLING_LEASE, self.holder, now + self.ttl, now):
+                await self.shared.kv_put(f"{POLLING_LEASE}.holder", self.holder, now + self.ttl)
+                return
         raise PollingTaken(
             f"Telegram polling is already running in {other} (lease {POLLING_LEASE!r} in the shared database, "
             f"renewed every {int(self.ttl.total_seconds() // 3)} s). Only one instance may poll: run the others "
             "with KAMIBOT_TELEGRAM__MODE=webhook, or stop that instance (a killed one's lease expires within "
             f"{int(self.ttl.total_seconds())} s).")
+
+    def _dead(self, other: str) -> bool:
+        """Whether holder `other` ("host:pid:nonce", bot/telegram.py) is a process of this host that is gone."""
+        host, _, rest = other.partition(":")
+        pid_text, _, _ = rest.partition(":")
+        mine = self.holder.partition(":")[0]
+        if host != mine or not pid_text.isdigit():
+            return False  # another machine's instance: only its lease's expiry tells
+        pid = int(pid_text)
+        if pid == os.getpid():
+            return True  # our own pid under another nonce: a previous run of this process slot
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, someone else's
+        return False
 
     async def renew(self) -> bool:
         now = datetime.now(UTC)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,7 +16,7 @@ from telegram.error import Conflict
 
 from bot.composition import build_shop
 from bot.settings import RiskSettings, Settings
-from handlers.telegram.polling import PaymentSafePoller, PollingLease
+from handlers.telegram.polling import PaymentSafePoller, PollingLease, PollingTaken
 from handlers.telegram.request import AiohttpRequest
 from tests.conftest import REDIS_URL
 from tests.e2e import instances
@@ -124,3 +126,24 @@ async def test_two_pollers_get_409_conflict_as_from_telegram(fake, caplog):
     async with Bot(fake.token, base_url=fake.base_url) as bot:
         with pytest.raises(Conflict, match="webhook is active"):
             await bot.get_updates(timeout=0)
+
+
+async def test_a_restarted_poller_takes_over_the_lease_of_its_killed_predecessor_only(store):
+    host, me = socket.gethostname(), os.getpid()
+    dead = await asyncio.create_subprocess_exec("true")
+    await dead.wait()  # a pid of this host that is gone: the poller SIGKILLed before this restart
+    await PollingLease(store, f"{host}:{dead.pid}:aaaaaa").take()
+    restarted = PollingLease(store, f"{host}:{me}:bbbbbb")
+    await restarted.take()  # taken over at once, not after the dead one's ttl
+    # an instance on another machine cannot tell whether the holder lives: it waits for the expiry
+    with pytest.raises(PollingTaken, match=f"already running in {host}:{me}:bbbbbb"):
+        await PollingLease(store, "elsewhere:4242:cccccc").take()
+    await restarted.release()
+    alive = await asyncio.create_subprocess_exec("sleep", "30")
+    try:
+        await PollingLease(store, f"{host}:{alive.pid}:dddddd").take()
+        with pytest.raises(PollingTaken, match=f"already running in {host}:{alive.pid}:dddddd"):
+            await PollingLease(store, f"{host}:{me}:eeeeee").take()  # a live process of this host keeps it
+    finally:
+        alive.kill()
+        await alive.wait()
