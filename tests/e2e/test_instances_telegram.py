@@ -79,6 +79,7 @@ async def test_one_users_rapid_taps_on_two_instances_are_handled_in_order(tmp_pa
     assert [o.id for o in orders] == sorted(o.id for o in orders)
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # the lease on SQLite too: the test below
 async def test_a_second_polling_instance_refuses_to_start(tmp_path, db_url, fake):
     await _seed(tmp_path, db_url)
     env = instances.telegram_env(fake, mode="polling")
