@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.settings import Settings
 from fulfillment.aftersales import AfterSalesService
@@ -28,6 +28,7 @@ from fulfillment.recharge_drafts import RechargeDrafts
 from fulfillment.reports import SalesReports
 from fulfillment.vault import Vault, key_checks, open_key_ring
 from handlers.context import Services, ShopContext
+from handlers.ordering import UserTurns
 from risk.engine import RiskEngine
 from storage.protocol import Store
 from storage.url import parse_database_url
@@ -52,12 +53,18 @@ class Shop:
     risk: RiskEngine | None = None
     #: reconciliation (issue 16), built with the chat context (build_context); its daily job runs in run_jobs
     reconcile: ReconcileRuntime | None = None
+    #: the Redis client shared by this process's turns and /readyz (None: no KAMIBOT_REDIS_URL)
+    redis: Any = None
+    #: one user's turn across instances (bot/user_lock.py); None on SQLite without Redis (one instance)
+    turns: UserTurns | None = None
 
     async def close(self) -> None:
         if self.reconcile is not None:
             await self.reconcile.aclose()
         if self.risk is not None:
             await self.risk.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.store.close()
 
 
@@ -153,6 +160,7 @@ async def build_shop(settings: Settings, *, store: Store | None = None, risk: Ri
     payments = PaymentInbox(store, checkpoints, risk=risk)
     delivery = DeliveryWorker(store, vault, channels, providers, checkpoints)
     payments.on_applied = delivery.wake
+    redis, turns = build_turns(settings, store)
     return Shop(
         settings=settings,
         store=store,
@@ -164,4 +172,20 @@ async def build_shop(settings: Settings, *, store: Store | None = None, risk: Ri
         providers=providers,
         channels=channels,
         risk=engine,
+        redis=redis,
+        turns=turns,
     )
+
+
+def build_turns(settings: Settings, store: Store) -> tuple[Any, UserTurns | None]:
+    """Redis turns when Redis is configured, database leases on PostgreSQL, none on SQLite (one instance)."""
+    from bot.user_lock import LeaseTurns, RedisTurns
+
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        return client, RedisTurns(client)
+    if parse_database_url(settings.resolved_database_url, base_dir=settings.data_dir).backend != "sqlite":
+        return None, LeaseTurns(store)
+    return None, None

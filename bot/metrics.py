@@ -46,11 +46,17 @@ class _JobCollector(Collector):
         runs = CounterMetricFamily("kamibot_job_runs", "Background job ticks run, by job", labels=["job"])
         failures = CounterMetricFamily("kamibot_job_failures", "Background job ticks that raised, by job",
                                        labels=["job"])
+        # the units of work a tick did in this process (rows sent, reservations expired, …): summed over the
+        # instances it is the work done once in total (bot/jobs.py says job by job why)
+        work = CounterMetricFamily("kamibot_job_work", "Units of work background jobs did in this process, by job",
+                                   labels=["job"])
         for name in sorted(set(self.status.runs) | set(self.status.intervals)):
             runs.add_metric([name], self.status.runs.get(name, 0))
             failures.add_metric([name], self.status.failures.get(name, 0))
+            work.add_metric([name], self.status.work.get(name, 0))
         yield runs
         yield failures
+        yield work
 
 
 class ShopMetrics:

@@ -8,9 +8,12 @@ import gc
 import hmac
 import json
 import logging
+import os
+import secrets
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import uvicorn
 from starlette.applications import Starlette
@@ -21,16 +24,45 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Lifespan
 
 from bot.composition import Shop, build_context, build_shop
-from bot.jobs import JobStatus, run_jobs, ticket_sla_job
+from bot.jobs import JobStatus, once_per_period, run_jobs, ticket_sla_job
 from bot.logs import redact_access_log
 from bot.metrics import MetricsMiddleware, ShopMetrics
 from bot.settings import Settings
 from bot.supply import build_supply
 from fulfillment.checkpoints import Checkpoints
 from fulfillment.distributors import attach_commissions
+from storage.migrations import migrations
+from storage.url import parse_database_url
+
+if TYPE_CHECKING:
+    from handlers.telegram.polling import PollingLease
 
 log = logging.getLogger("kamibot.server")
 MAX_WEBHOOK_BODY = 1024 * 1024
+PROBE_S = 2.0  # each readiness probe answers within this or counts as down
+
+
+async def readiness(shop: Shop, jobs: JobStatus) -> dict[str, str]:
+    """/readyz: database reachable, migrations current, Redis answering (when configured), no stale job."""
+    checks: dict[str, str] = {}
+    backend = parse_database_url(shop.settings.resolved_database_url, base_dir=shop.settings.data_dir).backend
+    latest = migrations("sqlite" if backend == "sqlite" else "postgres")[-1][0]
+    try:
+        version = await asyncio.wait_for(shop.store.schema_version(), PROBE_S)
+    except Exception as exc:  # noqa: BLE001 - a probe reports the class only
+        checks["database"] = checks["migrations"] = f"unreachable ({type(exc).__name__})"
+    else:
+        checks["database"] = "ok"
+        checks["migrations"] = "ok" if version >= latest else f"behind: schema {version}, code {latest}"
+    if shop.redis is not None:
+        try:
+            await asyncio.wait_for(shop.redis.ping(), PROBE_S)
+            checks["redis"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - a probe reports the class only
+            checks["redis"] = f"unreachable ({type(exc).__name__})"
+    stale = jobs.stale()
+    checks["jobs"] = "ok" if not stale else "stale: " + ",".join(sorted(stale))
+    return checks
 
 
 class WebhookSink(Protocol):
@@ -48,11 +80,23 @@ def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None
     metrics = metrics or ShopMetrics(shop, jobs).attach()
 
     async def health(request: Request) -> JSONResponse:
+        """Alive: the process answers (200 whatever its dependencies say; /readyz judges those). The body adds
+        what is cheap to know, the database's figures when it answers."""
         stale = jobs.stale()
-        body = {"status": "degraded" if stale else "ok", "schema": await shop.store.schema_version(),
-                "outbox_pending": await shop.store.pending_outbox(), "stale_jobs": stale,
-                "job_failures": jobs.failures}
-        return JSONResponse(body, status_code=503 if stale else 200)
+        body: dict[str, Any] = {"status": "degraded" if stale else "ok", "stale_jobs": stale,
+                                "job_failures": jobs.failures}
+        try:
+            body["schema"] = await asyncio.wait_for(shop.store.schema_version(), PROBE_S)
+            body["outbox_pending"] = await asyncio.wait_for(shop.store.pending_outbox(), PROBE_S)
+        except Exception as exc:  # noqa: BLE001 - alive even when the database is not; its class only
+            body["database"] = f"unreachable ({type(exc).__name__})"
+        return JSONResponse(body)
+
+    async def ready(request: Request) -> JSONResponse:
+        checks = await readiness(shop, jobs)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks},
+                            status_code=200 if ok else 503)
 
     async def telegram_webhook(request: Request) -> Response:
         # PTB's Starlette example does not check the secret token: we must (wrong or missing → 403)
@@ -72,11 +116,27 @@ def create_app(shop: Shop, jobs: JobStatus, lifespan: Lifespan[Starlette] | None
             return Response(status_code=400)
         return Response(status_code=200 if taken else 503)
 
-    routes: list[BaseRoute] = [Route("/healthz", health), Route("/metrics", metrics.endpoint),
+    routes: list[BaseRoute] = [Route("/healthz", health), Route("/readyz", ready), Route("/metrics", metrics.endpoint),
                                Route("/telegram/webhook", telegram_webhook, methods=["POST"])]
     routes += wechat_routes  # GET/POST /wechat when the Official Account is configured (bot/wechat.py)
     return Starlette(routes=routes, lifespan=lifespan,
                      middleware=[Middleware(MetricsMiddleware, metrics=metrics)])  # HTTP seconds by route
+
+
+async def _polling_lease(shop: Shop) -> PollingLease | None:
+    """Telegram polling is for one instance: take its lease first, so that a second polling instance refuses at
+    once (PollingTaken, printed by the CLI) before it builds anything else. The poller renews it."""
+    if not shop.settings.telegram.enabled or shop.settings.telegram.mode != "polling":
+        return None
+    from bot.telegram import polling_lease
+
+    lease = polling_lease(shop)
+    try:
+        await lease.take()
+    except BaseException:
+        await shop.close()
+        raise
+    return lease
 
 
 async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> int:
@@ -86,6 +146,7 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
     # interval a busy event loop makes each of those statements wait up to 5 ms (the convoy effect)
     sys.setswitchinterval(0.0005)
     shop = await build_shop(settings, checkpoints=checkpoints)  # checkpoints: crash tests only
+    lease = await _polling_lease(shop)
     supply = build_supply(shop)  # suppliers, procurement, restock and on-demand buying (issue 14)
     status = JobStatus()
     ctx = build_context(shop, {"console": set(settings.merchant_ids)})
@@ -94,7 +155,7 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
     if settings.telegram.enabled:
         from bot.telegram import build_telegram
 
-        telegram = build_telegram(shop, ctx)
+        telegram = build_telegram(shop, ctx, lease)
     wechat = None
     if settings.wechat.enabled:
         from bot.wechat import build_wechat
@@ -124,7 +185,12 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
             extra.append(stars)  # finds Stars payments whose update was lost (getStarTransactions)
         if wechatpay is not None:
             extra.append(wechatpay.job())
-        jobs = asyncio.create_task(run_jobs(shop, stop, status, extra=extra))
+        holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        extra = [once_per_period(shop.store, holder, job) for job in extra]  # one tick a period, all instances
+        every = settings.jobs
+        jobs = asyncio.create_task(run_jobs(shop, stop, status, delivery_every=every.delivery_every_s,
+                                            expire_every=every.expire_every_s, recover_every=every.recover_every_s,
+                                            extra=extra))
         try:
             yield
         finally:

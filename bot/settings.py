@@ -120,6 +120,15 @@ class AfterSalesSettings(BaseModel):
     sla_check_seconds: float = Field(60.0, gt=0)
 
 
+class JobSettings(BaseModel):
+    """KAMIBOT_JOBS__*: how often the core background jobs tick (every instance runs them; each does its work
+    once across instances, bot/jobs.py)."""
+
+    delivery_every_s: float = Field(0.2, gt=0, le=60)
+    expire_every_s: float = Field(10.0, gt=0, le=3_600)
+    recover_every_s: float = Field(30.0, gt=0, le=3_600)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KAMIBOT_", env_nested_delimiter="__", env_file=".env",
                                       env_file_encoding="utf-8", extra="ignore")
@@ -145,6 +154,7 @@ class Settings(BaseSettings):
     wechat: WeChatSettings = Field(default_factory=WeChatSettings)
     aftersales: AfterSalesSettings = Field(default_factory=AfterSalesSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
     #: KAMIBOT_METRICS_TOKEN: GET /metrics requires it as a bearer token; empty = open (a shop on 127.0.0.1)
     metrics_token: SecretStr = SecretStr("")
     log_level: str = "INFO"

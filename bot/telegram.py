@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,12 +25,16 @@ from handlers.telegram.channel import CHANNEL, StarsProvider, TelegramAlerts, Te
 from handlers.telegram.intake import UpdateIntake
 from handlers.telegram.pacing import Pacer
 from handlers.telegram.payments import carries_payment
-from handlers.telegram.polling import PaymentSafePoller
+from handlers.telegram.polling import PaymentSafePoller, PollingLease
 from handlers.telegram.request import AiohttpRequest
 from handlers.telegram.stars import StarsRecovery
 
 log = logging.getLogger("kamibot.telegram")
 ALLOWED_UPDATES = ["message", "callback_query", "pre_checkout_query"]
+#: how long a webhook answer waits for its update to hold its user's turn (several instances only); past it the
+#: update is answered while it still waits, and its order against the user's next update, should that land on
+#: another instance, is no longer kept (a turn held that long is an exception: a slow supplier, a lost holder)
+TURN_WAIT_S = 5.0
 
 
 @dataclass
@@ -38,6 +46,7 @@ class TelegramRuntime:
     poller: PaymentSafePoller
     recovery: StarsRecovery
     recovery_every: float
+    intake: UpdateIntake
 
     async def start(self) -> None:
         await self.app.initialize()
@@ -51,6 +60,8 @@ class TelegramRuntime:
         if self.app.running:
             await self.app.stop()  # handles what is queued
             await self.poller.confirm()
+        if self.mode == "polling":
+            await self.poller.release()
         await self.app.shutdown()
 
     async def feed(self, data: dict[str, Any]) -> bool:
@@ -59,7 +70,14 @@ class TelegramRuntime:
         Everything else is queued; the answer does not wait for its handlers."""
         update = Update.de_json(data, self.app.bot)
         if not carries_payment(update):
+            # several instances: answer once the update holds its user's turn, so that the user's next update,
+            # sent by Telegram after this answer to whichever instance, queues behind it (handlers/telegram/intake)
+            shared = self.intake.in_order.shared is not None and update.effective_user is not None
+            entered = self.intake.entered(update.update_id) if shared else None
             await self.app.update_queue.put(update)
+            if entered is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(entered), TURN_WAIT_S)
             return True
         try:
             await self.adapter.payments.handle(update)
@@ -73,13 +91,20 @@ class TelegramRuntime:
         return ("telegram_stars", self.recovery_every, self.recovery.tick) if self.recovery_every else None
 
 
-def build_telegram(shop: Shop, ctx: ShopContext) -> TelegramRuntime:
+def polling_lease(shop: Shop) -> PollingLease:
+    """The one-poller lease of this process in the shared database (handlers/telegram/polling.py)."""
+    return PollingLease(shop.store, f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}")
+
+
+def build_telegram(shop: Shop, ctx: ShopContext, lease: PollingLease | None = None) -> TelegramRuntime:
+    """`lease`: the polling lease already taken (bot/server.py takes it before building the rest)."""
     # PTB 22's documented opt-in: RetryAfter.retry_after as a timedelta (its coming default) instead of an int
     # with a deprecation warning on every 429; handlers/telegram/channel.py reads either
     os.environ.setdefault("PTB_TIMEDELTA", "true")
     t = shop.settings.telegram
+    intake = UpdateIntake(256, turns=shop.turns)  # turns: one user's updates in order across instances
     builder = (ApplicationBuilder().token(t.token.get_secret_value()).base_url(t.base_url)
-               .base_file_url(t.base_file_url).concurrent_updates(UpdateIntake(256))
+               .base_file_url(t.base_file_url).concurrent_updates(intake)
                .request(AiohttpRequest(pool_size=64)).get_updates_request(AiohttpRequest(pool_size=1))
                .updater(None))  # polling: PaymentSafePoller, which records payments before confirming them
     app = builder.build()
@@ -93,10 +118,12 @@ def build_telegram(shop: Shop, ctx: ShopContext) -> TelegramRuntime:
     shop.delivery.alerts = alerts
     ctx.broadcasters[CHANNEL] = TelegramBroadcaster(shop.store, sender, paid=t.allow_paid_broadcast)
     ctx.senders[CHANNEL] = sender.send
-    poller = PaymentSafePoller(app.bot, app.update_queue, adapter.payments.handle, ALLOWED_UPDATES)
+    # one polling instance per bot: the lease in the shared database refuses a second one (PollingTaken)
+    poller = PaymentSafePoller(app.bot, app.update_queue, adapter.payments.handle, ALLOWED_UPDATES,
+                               lease=lease or polling_lease(shop))
     recovery = StarsRecovery(shop.store, sender.api, adapter.payments, timedelta(seconds=t.stars_recovery_grace_s))
     return TelegramRuntime(app, adapter, t.mode, t.webhook_secret.get_secret_value(), poller, recovery,
-                           t.stars_recovery_every_s)
+                           t.stars_recovery_every_s, intake)
 
 
 async def set_webhook(shop: Shop, url: str) -> None:

@@ -97,7 +97,7 @@ def build_wechat(shop: Shop, ctx: ShopContext, *, pay_link: Callable[[Invoice], 
     crypto = CallbackCrypto(w.token.get_secret_value(), w.app_id, w.encoding_aes_key.get_secret_value())
     ctx.merchants[CHANNEL] = set(w.admin_openids)
     bot = WeChatBot(ctx, Conversation(ctx), crypto, sender, renderer, ButtonMemory(shop.store), shop.store,
-                    passive_budget_s)
+                    passive_budget_s, turns=shop.turns)
     alerts = WeChatAlerts(ctx, sender, list(w.admin_openids))
     shop.channels[CHANNEL] = sender
     shop.delivery.alerts = alerts if shop.delivery.alerts is None else AlertsFanOut(shop.delivery.alerts, alerts)

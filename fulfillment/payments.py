@@ -135,10 +135,13 @@ class PaymentInbox:
                                         events.risk_review(reasons=reasons), self.clock())
 
     async def apply_pending(self, limit: int = 500) -> int:
-        """Recovery: events recorded before a crash but never applied."""
+        """Recovery: events recorded before a crash but never applied; how many this call applied (an event
+        another process applied meanwhile is ALREADY_APPLIED and not counted: the work is done once)."""
         done = 0
         for event_id in await self.store.unapplied_payments(limit):
             result = await self.store.apply_payment(event_id, self.clock())
+            if result.outcome is PaymentOutcome.ALREADY_APPLIED:
+                continue
             log.info("event=payment.recovered payment_event=%s outcome=%s", event_id, result.outcome.value)
             done += 1
         return done

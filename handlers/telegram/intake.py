@@ -7,6 +7,11 @@ their own lock, and everyone else would wait behind them (issue 13 §2). So PTB'
 (it only admits tasks PTB has already created), and the bound is taken here, after the user's turn has
 come: a user holds at most one place, whatever they send. Flood control runs before any of it, for every
 message and button press, and an update over the limit is dropped, never queued.
+
+Several instances behind one webhook: the user's turn is also taken in the shared `UserTurns` (Redis or a
+database lease), and the webhook answer waits until the update holds its turn (`entered`). A user's next update
+sent after that answer (one connection per chat at a time; `max_connections=1` makes it certain) queues behind
+this one on whichever instance it lands: one user's updates are handled in the order Telegram sent them.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from telegram.ext import BaseUpdateProcessor
 
 from handlers.context import ShopContext
 from handlers.flood import Admission, FloodGate
-from handlers.ordering import InOrder
+from handlers.ordering import InOrder, UserTurns
 from handlers.telegram.channel import CHANNEL, TelegramSender
 from handlers.types import Reply
 
@@ -34,15 +39,35 @@ Gate = Callable[[Update], Awaitable[bool]]
 class UpdateIntake(BaseUpdateProcessor):
     """Updates run concurrently (at most `max_concurrent_updates` at a time), one user's in arrival order."""
 
-    def __init__(self, max_concurrent_updates: int = 256) -> None:
+    def __init__(self, max_concurrent_updates: int = 256, turns: UserTurns | None = None) -> None:
         super().__init__(PTB_PLACES)
         self.places = max_concurrent_updates
         self._working = asyncio.Semaphore(max_concurrent_updates)
-        self.in_order: InOrder[int] = InOrder()
+        self.in_order: InOrder[int] = InOrder(turns, "telegram")
+        #: update id -> set once the update holds its user's turn (or needs none, or was dropped)
+        self._entered: dict[int, asyncio.Future[None]] = {}
         #: decides at arrival whether an update is handled at all (set by the adapter: ArrivalCheck)
         self.gate: Gate | None = None
 
+    def entered(self, update_id: int) -> asyncio.Future[None]:
+        """Done once the update `update_id` (about to be queued) holds its user's turn, needs none, or was
+        dropped: the webhook answers then (see the module's docstring)."""
+        future = self._entered[update_id] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda _: self._entered.pop(update_id, None))
+        return future
+
+    def _enter(self, update: object) -> None:
+        future = self._entered.get(update.update_id) if isinstance(update, Update) else None
+        if future is not None and not future.done():
+            future.set_result(None)
+
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        try:
+            await self._process(update, coroutine)
+        finally:
+            self._enter(update)
+
+    async def _process(self, update: object, coroutine: Awaitable[Any]) -> None:
         if isinstance(update, Update) and not await self._admitted(update):
             if isinstance(coroutine, Coroutine):
                 coroutine.close()  # never started: nothing to undo
@@ -51,11 +76,14 @@ class UpdateIntake(BaseUpdateProcessor):
         if user is None or (isinstance(update, Update) and update.pre_checkout_query is not None):
             # a pre-checkout query must be answered within Telegram's 10 s: never behind the payer's own queue
             # (it only exists once its invoice was sent, so it cannot overtake the update that made it)
+            self._enter(update)
             async with self._working:
                 await coroutine
             return
-        async with self.in_order.turn(user.id), self._working:
-            await coroutine
+        async with self.in_order.turn(user.id):
+            self._enter(update)
+            async with self._working:
+                await coroutine
 
     async def _admitted(self, update: Update) -> bool:
         if self.gate is None:

@@ -21,7 +21,7 @@ from wechatpy.replies import TextReply
 
 from fulfillment.errors import ShopError
 from handlers.context import ShopContext
-from handlers.ordering import InOrder
+from handlers.ordering import InOrder, UserTurns
 from handlers.render import delivery_reply
 from handlers.router import Conversation
 from handlers.types import Incoming, Reply
@@ -54,7 +54,7 @@ class WeChatBot:
     def __init__(self, ctx: ShopContext, conversation: Conversation, crypto: CallbackCrypto,
                  sender: WeChatSender | None, renderer: WeChatRenderer, memory: ButtonMemory,
                  shared: SharedKvClaims, passive_budget_s: float = 3.0,
-                 dedupe_for: timedelta = timedelta(minutes=10)) -> None:
+                 dedupe_for: timedelta = timedelta(minutes=10), turns: UserTurns | None = None) -> None:
         self.ctx = ctx
         self.conversation = conversation
         self.crypto = crypto
@@ -66,7 +66,7 @@ class WeChatBot:
         self.undelivered = sender.undelivered if sender is not None else Undelivered(shared)
         self.passive_budget_s = passive_budget_s
         self.dedupe_for = dedupe_for
-        self._in_order: InOrder[str] = InOrder()
+        self._in_order: InOrder[str] = InOrder(turns, "wechat")  # turns: shared by the instances
 
     def verify(self, query: Mapping[str, str]) -> str:
         return self.crypto.verify_url(query)

@@ -57,17 +57,20 @@ async def test_jobs_expire_reservations_and_deliver_paid_orders(shop):
     assert set(status.last_ok) == {"delivery", "expire", "payments"}
 
 
-async def test_healthz_reports_stale_jobs_with_503(shop):
+async def test_readyz_reports_stale_jobs_with_503_while_healthz_stays_alive(shop):
     status = JobStatus(intervals={"delivery": 0.2}, last_ok={})
     transport = httpx.ASGITransport(app=create_app(shop, status))
     async with httpx.AsyncClient(transport=transport, base_url="http://kamibot") as client:
-        bad = await client.get("/healthz")
+        bad, alive = await client.get("/readyz"), await client.get("/healthz")
         status.last_ok["delivery"] = __import__("time").monotonic()
-        good = await client.get("/healthz")
+        good = await client.get("/readyz")
     assert bad.status_code == 503
-    assert bad.json()["stale_jobs"] == ["delivery"]
+    assert bad.json()["checks"]["jobs"] == "stale: delivery"
+    assert alive.status_code == 200
+    assert alive.json()["stale_jobs"] == ["delivery"]
+    assert alive.json()["schema"] == migrations("sqlite")[-1][0]
     assert good.status_code == 200
-    assert good.json()["schema"] == migrations("sqlite")[-1][0]
+    assert good.json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok", "jobs": "ok"}}
 
 
 async def test_a_payment_wakes_the_delivery_worker_instead_of_waiting_for_its_poll(shop):

@@ -11,7 +11,18 @@ Sending limits, when a test sets `broadcast_limit` (off by default): a message s
 went out in the last second is refused with 429 and retry_after, like Telegram's "not more than 30 messages per
 second" (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this), except one sent with
 `allow_paid_broadcast` true, which is held to 1000 per second instead ("up to 1000 messages per second, ignoring
-broadcasting limits", https://core.telegram.org/bots/api#sendmessage) and counted in `paid_broadcasts`."""
+broadcasting limits", https://core.telegram.org/bots/api#sendmessage) and counted in `paid_broadcasts`.
+
+Webhook (https://core.telegram.org/bots/api#setwebhook): after setWebhook the updates are POSTed as JSON with the
+header X-Telegram-Bot-Api-Secret-Token; a non-2xx answer (or none) is retried; at most `max_connections`
+(default 40) requests are in flight. One chat's updates are pushed one at a time, the next after the previous
+one was answered (the docs do not promise it; it is how kamibot's order across instances is proven, and what
+`max_connections=1` guarantees). As the load balancer of the several-instances tests, the fake pushes to the
+URLs given to `balance()` round-robin instead of the one set by setWebhook (a retry goes to the next one).
+getUpdates answers 409 Conflict while a webhook is set ("can't use getUpdates method while webhook is active")
+and ends a pending long poll with 409 when another getUpdates arrives ("terminated by other getUpdates request;
+make sure that only one bot instance is running"), as Telegram does (https://core.telegram.org/bots/api#getupdates).
+"""
 
 from __future__ import annotations
 
@@ -69,6 +80,14 @@ class FakeTelegram(MessageMemory):
         self._serving: asyncio.Task[None] | None = None
         self._client: aiohttp.ClientSession | None = None  # pushes webhook updates (aiohttp: cheap per call)
         self._push_slots = asyncio.Semaphore(40)
+        self._chat_turns: dict[int, asyncio.Lock] = {}
+        #: the instances behind the "load balancer" (balance()): pushes go round-robin to these
+        self.instances: list[str] = []
+        self._next_instance = itertools.count()
+        #: (update_id, url) of every push answered 2xx: which instance took which update
+        self.pushed: list[tuple[int, str]] = []
+        self._poll_generation = 0
+        self.conflicts = 0  # getUpdates answered 409
         #: called with (method, params, monotonic time) for every call: benchmarks measure latency with it
         self.listener: Callable[[str, Params, float], None] | None = None
         #: messages per second allowed without allow_paid_broadcast (None: not enforced); see the docstring
@@ -119,6 +138,10 @@ class FakeTelegram(MessageMemory):
                                          f"{[m for m, _ in self.calls][-30:]}")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), left)
+
+    def balance(self, urls: list[str]) -> None:
+        """Push webhook updates round-robin to these instance URLs (the webhook must still be set)."""
+        self.instances = list(urls)
 
     def fail_next(self, method: str, code: int, description: str, retry_after: int | None = None) -> None:
         self._faults.setdefault(method, []).append((code, description, retry_after))
@@ -226,21 +249,36 @@ class FakeTelegram(MessageMemory):
         async with self._changed:
             self._changed.notify_all()
 
+    @staticmethod
+    def _chat_of(update: dict[str, Any]) -> int:
+        for kind in ("message", "callback_query", "pre_checkout_query"):
+            payload = update.get(kind)
+            if payload is not None:
+                chat = payload.get("chat") or payload.get("from") or {}
+                return int(chat.get("id", 0))
+        return 0
+
+    def _target(self, url: str) -> str:
+        return self.instances[next(self._next_instance) % len(self.instances)] if self.instances else url
+
     async def _push(self, update: dict[str, Any]) -> None:
         assert self.webhook is not None
         url, secret = self.webhook
         if self._client is None:
             self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30.0))
-        # like Telegram's setWebhook max_connections (default 40): at most 40 pushes in flight
-        # an update is retried until the bot answers 200 (here for up to about a minute, backing off to 1 s)
-        async with self._push_slots:
+        # one chat's updates one at a time, in order (asyncio.Lock wakes its waiters first come, first served);
+        # like Telegram's setWebhook max_connections (default 40): at most that many pushes in flight;
+        # an update is retried until the bot answers 2xx (here for up to about a minute, backing off to 1 s)
+        async with self._chat_turns.setdefault(self._chat_of(update), asyncio.Lock()), self._push_slots:
             pause = 0.1
             for _ in range(70):
+                target = self._target(url)
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
-                    async with self._client.post(url, json=update, headers=headers) as response:
+                    async with self._client.post(target, json=update, headers=headers) as response:
                         await response.read()
-                        if response.status == 200:
+                        if 200 <= response.status < 300:
+                            self.pushed.append((int(update["update_id"]), target))
                             return
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
@@ -326,18 +364,35 @@ class FakeTelegram(MessageMemory):
         return {"id": BOT_ID, "is_bot": True, "first_name": "Shop", "username": "kamibot_test_bot",
                 "can_join_groups": False, "can_read_all_group_messages": False, "supports_inline_queries": False}
 
-    async def _m_getUpdates(self, params: Params) -> list[dict[str, Any]]:
+    def _conflict(self, description: str) -> JSONResponse:
+        self.conflicts += 1
+        return JSONResponse({"ok": False, "error_code": 409, "description": f"Conflict: {description}"},
+                            status_code=409)
+
+    async def _m_getUpdates(self, params: Params) -> Any:
+        if self.webhook is not None:
+            return self._conflict("can't use getUpdates method while webhook is active; use deleteWebhook to "
+                                  "delete the webhook first")
+        self._poll_generation += 1
+        mine = self._poll_generation
+        await self._notify()  # a pending long poll of another consumer ends with 409
         offset = int(params.get("offset") or 0)
         self.updates = [u for u in self.updates if u["update_id"] >= offset]
         deadline = time.monotonic() + min(float(params.get("timeout") or 0), 1.0)
         async with self._changed:
-            while not self.updates and time.monotonic() < deadline:
+            while not self.updates and time.monotonic() < deadline and mine == self._poll_generation:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), max(deadline - time.monotonic(), 0.01))
+        if mine != self._poll_generation:
+            return self._conflict("terminated by other getUpdates request; make sure that only one bot instance "
+                                  "is running")
         return list(self.updates)
 
     async def _m_setWebhook(self, params: Params) -> bool:
         self.webhook = (str(params["url"]), str(params.get("secret_token") or ""))
+        self._push_slots = asyncio.Semaphore(int(params.get("max_connections") or 40))
+        if params.get("drop_pending_updates"):
+            self.updates.clear()
         return True
 
     async def _m_deleteWebhook(self, params: Params) -> bool:

@@ -181,3 +181,42 @@ def open_reply(body: str, *, token: str = TOKEN, aes_key: str = AES_KEY,
     return str(WeChatCrypto(token, aes_key, app_id).decrypt_message(
         {"Encrypt": root.findtext("Encrypt")}, root.findtext("MsgSignature"), root.findtext("TimeStamp"),
         root.findtext("Nonce")))
+
+
+class CallbackPoster:
+    """The WeChat server's side of callbacks to several instances: each callback goes to the next URL,
+    round-robin (the load balancer of the several-instances tests). WeChat waits 5 s for the answer and
+    retries three times when there is none or it is not a 200 (https://developers.weixin.qq.com/doc/offiaccount/
+    Message_Management/Passive_user_reply_message.html): the same request, here to the next instance."""
+
+    def __init__(self, urls: list[str], *, token: str = TOKEN, safe: bool = False, wait_s: float = 5.0) -> None:
+        import httpx
+
+        self.urls = list(urls)
+        self.token = token
+        self.safe = safe
+        self.wait_s = wait_s
+        self.posted: list[tuple[str, int]] = []  # (url, status) of every request
+        self._next = 0
+        self._http = httpx.AsyncClient(timeout=wait_s)
+
+    async def post(self, xml: str) -> str:
+        """The body of the first 200 answer ("" when all four attempts failed)."""
+        import httpx
+
+        cb = callback(xml, token=self.token, safe=self.safe)
+        for _ in range(4):
+            url = self.urls[self._next % len(self.urls)]
+            self._next += 1
+            try:
+                response = await self._http.post(url, params=cb.params, content=cb.body)
+            except httpx.HTTPError:
+                self.posted.append((url, 0))
+                continue
+            self.posted.append((url, response.status_code))
+            if response.status_code == 200:
+                return response.text
+        return ""
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,281 @@
+"""Load and chaos (issue 17; not part of CI): 3 `kamibot run` instances on one PostgreSQL database and a Redis of
+their own, Telegram in webhook mode with the fake Bot API pushing updates round-robin to the instances, buyers
+walking the demo shop and paying for `--seconds`. During the run: SIGKILL a random instance every 10 s and
+start it again; terminate every PostgreSQL connection once (pg_terminate_backend); stop the private Redis for
+10 s and start it again. At the end, by SQL and by the fake's records: zero paid orders undelivered, zero codes
+delivered twice, zero payments recorded twice. Prints one JSON line: purchases/s, payment → code p50/p99
+outside and inside faults, the recovery time after each fault (fault → first code for a payment made after it).
+
+A buyer whose update an instance acknowledged and then lost in a SIGKILL (Telegram sends an update once) starts
+over as a person would; a payment is recorded before its webhook is answered, so a paid buyer waits for the code.
+
+Telegram buyers only: the WeChat and order-API buyers of the issue's text are not driven here yet.
+
+    python benchmarks/chaos.py [--seconds 60] [--buyers 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+
+from tests.conftest import PG_DSN  # noqa: E402
+from tests.e2e import instances  # noqa: E402
+from tests.e2e.telegram_process import seed  # noqa: E402
+from tests.e2e.walker import Walker  # noqa: E402
+from tests.fakes.loopback import free_port  # noqa: E402
+from tests.fakes.telegram_bot_api import FakeTelegram  # noqa: E402
+
+INSTANCES = 3
+KILL_EVERY_S = 10.0
+CODE = re.compile(r"<code>([^<]+)</code>")  # handlers/telegram/render.py: each code as <code>…</code>
+SQL = {
+    "paid_undelivered": "SELECT COUNT(*) FROM orders WHERE state IN ('paid', 'delivering')",
+    "use_sold_twice": "SELECT COUNT(*) FROM (SELECT 1 FROM order_items WHERE NOT released"
+                      " GROUP BY code_id, use_no HAVING COUNT(*) > 1) t",
+    "payments_twice": "SELECT COUNT(*) FROM (SELECT order_id FROM payment_events WHERE outcome = 'allocated'"
+                      " GROUP BY order_id HAVING COUNT(*) > 1) t",
+    "txn_twice": "SELECT COUNT(*) FROM (SELECT provider, provider_txn_id FROM payment_events"
+                 " GROUP BY provider, provider_txn_id HAVING COUNT(*) > 1) t",
+    "delivered": "SELECT COUNT(*) FROM orders WHERE state = 'delivered'",
+}
+
+
+class Redis:
+    """A private redis-server on a free port (no persistence)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.dir = data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not installed")
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.dir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+class Run:
+    def __init__(self, fake: FakeTelegram) -> None:
+        self.fake = fake
+        self.t0 = time.monotonic()
+        self.purchases: list[tuple[float, float]] = []  # (paid at, seconds to the code), run-relative
+        self.restarts = 0
+        self.abandoned = 0
+        self.faults: list[tuple[str, float, float]] = []  # (kind, start, end), run-relative
+        self.stop = asyncio.Event()
+        self._users = iter(range(10_000_000, 99_000_000))
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    async def buyer(self) -> None:
+        while not self.stop.is_set():
+            user = next(self._users)
+            walker = Walker(self.fake, user, timeout_s=8.0)
+            try:
+                await walker.to_invoice()
+                invoice = next(p for m, p in reversed(self.fake.calls)
+                               if m == "sendInvoice" and int(p["chat_id"]) == user)
+                ref, amount = str(invoice["payload"]), sum(int(p["amount"]) for p in invoice["prices"])
+                since = len(self.fake.calls)
+                query = self.fake.pre_checkout(user, ref, amount)
+                await walker._call("answerPreCheckoutQuery", "pre_checkout_query_id", query, since)
+            except AssertionError:  # an update lost with a killed instance: the buyer starts over
+                self.restarts += 1
+                continue
+            paid_at = self.now()
+            self.fake.successful_payment(user, ref, amount, f"chaos-{secrets.token_hex(6)}")
+            walker.timeout_s = 120.0
+            try:
+                while True:
+                    _, message = await walker._next()
+                    if any(e.get("type") == "code" for e in message.get("entities", [])):
+                        self.purchases.append((paid_at, self.now() - paid_at))
+                        break
+            except AssertionError:
+                self.abandoned += 1  # the final SQL check tells whether the order was delivered after all
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+
+async def _restart(run: Run, instances_: list[instances.Instance], k: int, data_dir: Path, db_url: str,
+                   env: dict[str, str], restarting: set[int]) -> None:
+    """SIGKILL instance k and start it again on its port (the fake's round-robin list stays valid)."""
+    start = run.now()
+    victim = instances_[k]
+    victim.proc.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(victim.proc.wait)
+    fresh = instances_[k] = instances.start(data_dir, db_url, port=victim.port, **env)
+    try:
+        await instances.wait_ready(fresh, within_s=120)
+    finally:
+        restarting.discard(k)
+        run.faults.append(("kill", start, run.now()))
+
+
+async def _faults(run: Run, instances_: list[instances.Instance], data_dir: Path, db_url: str, env: dict[str, str],
+                  redis: Redis, seconds: float, db_name: str) -> None:
+    """The fault plan on the run's clock; a restart runs beside the plan, so faults keep their times."""
+    rng = random.Random(17)
+    plan: list[tuple[float, str]] = [(t, "kill") for t in range(int(KILL_EVERY_S), int(seconds), int(KILL_EVERY_S))]
+    plan += [(seconds * 0.42, "pg_terminate"), (seconds * 0.58, "redis_stop")]
+    restarting: set[int] = set()
+    side: list[asyncio.Task[None]] = []
+    for at, kind in sorted(plan):
+        await asyncio.sleep(max(0.0, at - run.now()))
+        start = run.now()
+        if kind == "kill":
+            ready = [k for k in range(len(instances_)) if k not in restarting]
+            if not ready:
+                continue
+            k = rng.choice(ready)
+            restarting.add(k)
+            side.append(asyncio.create_task(_restart(run, instances_, k, data_dir, db_url, env, restarting)))
+        elif kind == "pg_terminate":
+            admin = await asyncpg.connect(PG_DSN)
+            await admin.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1"
+                              " AND pid <> pg_backend_pid()", db_name)
+            await admin.close()
+            run.faults.append((kind, start, run.now()))
+        else:
+            async def outage(start: float = start) -> None:
+                redis.stop()
+                await asyncio.sleep(10.0)
+                redis.start()
+                run.faults.append(("redis_stop", start, run.now()))
+
+            side.append(asyncio.create_task(outage()))
+    await asyncio.gather(*side)
+
+
+def _recovery(run: Run) -> list[dict[str, Any]]:
+    out = []
+    for kind, start, end in sorted(run.faults, key=lambda f: f[1]):
+        after = [paid + took for paid, took in run.purchases if paid >= start]
+        out.append({"fault": kind, "at_s": round(start, 1), "fault_s": round(end - start, 2),
+                    "recovered_s": round(min(after) - start, 2) if after else None})
+    return out
+
+
+async def main(seconds: float, buyers: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="kamibot-chaos-") as tmp:
+        data_dir = Path(tmp)
+        db_name = "kbchaos_" + secrets.token_hex(4)
+        admin = await asyncpg.connect(PG_DSN)
+        await admin.execute(f"CREATE DATABASE {db_name}")
+        await admin.close()
+        db_url = PG_DSN.rsplit("/", 1)[0] + "/" + db_name
+        redis = Redis(data_dir)
+        redis.start()
+        fake = FakeTelegram()
+        await fake.start()
+        running: list[instances.Instance] = []
+        try:
+            await seed(data_dir, db_url, extra_codes=20_000)
+            env = {**instances.telegram_env(fake), "KAMIBOT_REDIS_URL": redis.url,
+                   "KAMIBOT_TELEGRAM__STARS_RECOVERY_EVERY_S": "10", "KAMIBOT_JOBS__RECOVER_EVERY_S": "5"}
+            running = [instances.start(data_dir, db_url, **env) for _ in range(INSTANCES)]
+            await asyncio.gather(*(instances.wait_ready(i, within_s=60) for i in running))
+            fake.webhook = (running[0].webhook, instances.SECRET)
+            fake.balance([i.webhook for i in running])
+            run = Run(fake)
+            workers = [asyncio.create_task(run.buyer()) for _ in range(buyers)]
+            faults = asyncio.create_task(_faults(run, running, data_dir, db_url, env, redis, seconds, db_name))
+            await asyncio.sleep(seconds)
+            ended = run.now()
+            run.stop.set()
+            await faults
+            await asyncio.gather(*workers)
+            counts: dict[str, int] = {}
+            conn = await asyncpg.connect(db_url)
+            try:
+                for _ in range(120):  # let the outbox drain after the last faults
+                    if not await conn.fetchval(SQL["paid_undelivered"]):
+                        break
+                    await asyncio.sleep(0.5)
+                for name, sql in SQL.items():
+                    counts[name] = int(await conn.fetchval(sql))
+            finally:
+                await conn.close()
+        finally:
+            for i in running:
+                with contextlib.suppress(Exception):
+                    await instances.stop(i)
+            await fake.stop()
+            redis.stop()
+            admin = await asyncpg.connect(PG_DSN)
+            await admin.execute(f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")
+            await admin.close()
+    codes: Counter[tuple[str, int]] = Counter()
+    for method, params in fake.calls:
+        if method in ("sendMessage", "sendDocument", "editMessageText"):
+            for code in set(CODE.findall(str(params.get("text") or params.get("caption") or ""))):
+                codes[(code, int(params["chat_id"]))] += 1
+    by_code = Counter(code for code, _ in codes)
+    in_fault = [took for paid, took in run.purchases
+                if any(start - 0.5 <= paid <= end + 3.0 for _, start, end in run.faults)]
+    outside = [took for paid, took in run.purchases
+               if not any(start - 0.5 <= paid <= end + 3.0 for _, start, end in run.faults)]
+    return {"benchmark": "chaos", "instances": INSTANCES, "seconds": round(ended, 1), "buyers": buyers,
+            "purchases": len(run.purchases), "purchases_per_s": round(len(run.purchases) / ended, 2),
+            "walks_restarted": run.restarts, "paid_without_code_seen_by_buyer": run.abandoned,
+            "pay_to_code_s": {"outside_faults": {"p50": _pct(outside, 0.5), "p99": _pct(outside, 0.99),
+                                                 "n": len(outside)},
+                              "inside_faults": {"p50": _pct(in_fault, 0.5), "p99": _pct(in_fault, 0.99),
+                                                "n": len(in_fault)}},
+            "recovery": _recovery(run),
+            "checks": {"paid_undelivered": counts["paid_undelivered"],
+                       "code_use_sold_twice": counts["use_sold_twice"],
+                       "code_sent_to_two_chats": sum(1 for n in by_code.values() if n > 1),
+                       "code_message_repeated_in_one_chat": sum(1 for n in codes.values() if n > 1),
+                       "orders_paid_twice": counts["payments_twice"], "payment_txn_twice": counts["txn_twice"]},
+            "delivered_orders": counts["delivered"],
+            "median_purchase_s": round(statistics.median([t for _, t in run.purchases]), 3) if run.purchases else None}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--buyers", type=int, default=24)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main(args.seconds, args.buyers))))
