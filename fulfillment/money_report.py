@@ -24,7 +24,9 @@ GROUPINGS = (*STORE_GROUPINGS, *PERIODS)
 MAX_BUCKETS = 1000
 #: ledger kinds that are a second payment and its automatic refund: net zero, left out of every figure
 IGNORED_KINDS = (DUPLICATE_PAYMENT, DUPLICATE_REFUND)
-COLUMNS = ("group", "currency", "orders", "revenue", "refunds", "cost", "fees", "profit")
+#: the ledger kind of a distributor's commission on an order (booked negative, like cost and fees)
+COMMISSION = "commission"
+COLUMNS = ("group", "currency", "orders", "revenue", "refunds", "cost", "fees", "commission", "profit")
 
 
 class ReportError(ValueError):
@@ -46,10 +48,11 @@ class MoneyRow:
     refunds: int = 0
     cost: int = 0
     fees: int = 0
+    commission: int = 0
 
     @property
     def profit(self) -> int:
-        return self.revenue - self.refunds - self.cost - self.fees
+        return self.revenue - self.refunds - self.cost - self.fees - self.commission
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "profit": self.profit}
@@ -66,6 +69,7 @@ class Converted:
     cost: int
     fees: int
     profit: int
+    commission: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +105,7 @@ class MoneyReport:
         if self.converted is not None:
             c = self.converted
             w.writerow([f"total (converted to {c.currency})", c.currency, "", c.revenue, c.refunds, c.cost, c.fees,
-                        c.profit])
+                        c.commission, c.profit])
         return out.getvalue()
 
 
@@ -171,6 +175,8 @@ def fold(groups: Sequence[LedgerGroup], label: Mapping[str, str] | None = None) 
             row.cost -= g.amount
         elif g.kind == "fee":
             row.fees -= g.amount
+        elif g.kind == COMMISSION:
+            row.commission -= g.amount
     return list(rows.values())
 
 
@@ -183,12 +189,13 @@ def totals(rows: Sequence[MoneyRow]) -> list[MoneyRow]:
         t.refunds += r.refunds
         t.cost += r.cost
         t.fees += r.fees
+        t.commission += r.commission
     return [out[c] for c in sorted(out)]
 
 
 def convert(tot: Sequence[MoneyRow], target: str, rates: Mapping[str, Decimal]) -> tuple[Converted, list[str]]:
     rates = {**rates, target: Decimal(1)}
-    sums = dict.fromkeys(("revenue", "refunds", "cost", "fees"), Decimal(0))
+    sums = dict.fromkeys(("revenue", "refunds", "cost", "fees", "commission"), Decimal(0))
     skipped = []
     for t in tot:
         rate = rates.get(t.currency)
@@ -198,7 +205,7 @@ def convert(tot: Sequence[MoneyRow], target: str, rates: Mapping[str, Decimal]) 
         for k in sums:
             sums[k] += getattr(t, k) * rate
     whole = {k: int(v.quantize(Decimal(1), ROUND_HALF_EVEN)) for k, v in sums.items()}
-    profit = whole["revenue"] - whole["refunds"] - whole["cost"] - whole["fees"]
+    profit = whole["revenue"] - whole["refunds"] - whole["cost"] - whole["fees"] - whole["commission"]
     return Converted(target, {c: str(r) for c, r in sorted(rates.items())}, profit=profit, **whole), skipped
 
 
@@ -231,7 +238,7 @@ class MoneyReports:
             rows = fold(await self.store.ledger_grouped(since, until, by), labels)
             if by == "supplier":
                 rows = [MoneyRow(r.group or "(own stock)", r.currency, r.orders, r.revenue, r.refunds, r.cost,
-                                 r.fees) if not r.group else r for r in rows]
+                                 r.fees, r.commission) if not r.group else r for r in rows]
         rows.sort(key=lambda r: (r.group, r.currency))
         tot = totals(rows)
         if convert_to:

@@ -68,7 +68,7 @@ async def test_kamibot_report_command(tmp_path: Path) -> None:
     as_csv = kamibot(tmp_path, "report", "--from", "2026-11-26", "--to", "2026-11-28", "--format", "csv")
     assert list(csv.DictReader(io.StringIO(as_csv.stdout.decode())))[-1]["profit"] == "100"
     table = kamibot(tmp_path, "report", "--from", "2026-11-26", "--to", "2026-11-28", "--by", "day")
-    assert ["2026-11-27", "CNY", "1", "1000", "1000", "0", "0", "0"] in table_rows(table.stdout.decode())
+    assert ["2026-11-27", "CNY", "1", "1000", "1000", "0", "0", "0", "0"] in table_rows(table.stdout.decode())
     people = kamibot(tmp_path, "report", "--from", "2026-11-26", "--to", "2026-11-28", "--portrait", "--format", "json")
     assert json.loads(people.stdout)["customers"] == 4
     assert "new\t4" in kamibot(tmp_path, "report", "--from", "2026-11-26", "--to", "2026-11-28",
