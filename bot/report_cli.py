@@ -65,7 +65,8 @@ def render_table(report: MoneyReport) -> str:
         conv = report.converted
         rates = ", ".join(f"{k}={v}" for k, v in conv.rates.items() if k != conv.currency)
         table.add_row(f"total converted to {conv.currency} ({rates or 'no rates'})", conv.currency, "",
-                      str(conv.revenue), str(conv.refunds), str(conv.cost), str(conv.fees), str(conv.commission), str(conv.profit))
+                      str(conv.revenue), str(conv.refunds), str(conv.cost), str(conv.fees), str(conv.commission),
+                      str(conv.profit))
     out = io.StringIO()
     Console(file=out, width=200, color_system=None).print(table)
     if report.skipped:
@@ -82,6 +83,7 @@ def render_portrait(p: Portrait, fmt: str) -> str:
     lines += [f"refunds/revenue {c}\t{v / 100:.2f}%" for c, v in p.refund_bp.items()]
     lines += [f"channel {c}\t{v}" for c, v in p.channels.items()]
     lines += [f"language {c}\t{v}" for c, v in p.languages.items()]
+    lines += [f"cohort {c.month}\t{c.customers} customers\t{c.orders} orders" for c in p.cohorts]
     lines += [f"top {t.channel}:{t.user_id}\t{t.orders}\t" + " ".join(f"{c}={a}" for c, a in t.amounts.items())
               for t in p.top]
     return "\n".join(lines) + "\n"
@@ -111,7 +113,8 @@ async def _report(shop: Shop, args: argparse.Namespace) -> int:
         if args.format == "xlsx":
             print("kamibot report: --portrait prints table, csv or json", file=sys.stderr)
             return 2
-        return _emit(render_portrait(await portrait(shop.store, report.since, report.until), args.format),
+        return _emit(render_portrait(await portrait(shop.store, report.since, report.until,
+                                                        timezone=reports.timezone), args.format),
                      args.output)
     if args.format == "json":
         return _emit(report.as_json() + "\n", args.output)

@@ -16,7 +16,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from storage.protocols.catalog import CatalogStore
-from storage.protocols.reports import STORE_GROUPINGS, LedgerGroup, ReportStore
+from storage.protocols.reports import STORE_GROUPINGS, CustomerSales, LedgerGroup, ReportStore
 from storage.records import DUPLICATE_PAYMENT, DUPLICATE_REFUND
 
 PERIODS = ("day", "week", "month")
@@ -256,10 +256,20 @@ class TopCustomer:
 
 
 @dataclass(frozen=True, slots=True)
+class Cohort:
+    """The customers of a period whose first purchase ever fell in `month` (local YYYY-MM), and their paid orders
+    in the period."""
+
+    month: str
+    customers: int
+    orders: int
+
+
+@dataclass(frozen=True, slots=True)
 class Portrait:
     """Customers of a period by id only: new (first sale in the period) vs returning, repeat rate (customers with
     2+ orders, basis points), average order value per currency, refunds per revenue (basis points per currency),
-    paid orders per channel and language, top customers by paid orders."""
+    paid orders per channel and language, top customers by paid orders, first-purchase cohorts by month."""
 
     customers: int
     new: int
@@ -270,13 +280,28 @@ class Portrait:
     channels: dict[str, int]
     languages: dict[str, int]
     top: list[TopCustomer]
+    cohorts: list[Cohort] = field(default_factory=list)  # oldest month first
 
 
 class PortraitSource(ReportStore, Protocol):
     """What the portrait reads."""
 
 
-async def portrait(store: PortraitSource, since: datetime, until: datetime, top: int = 10) -> Portrait:
+def cohorts(sales: Sequence[CustomerSales], timezone: str) -> list[Cohort]:
+    tz = ZoneInfo(timezone)
+    months: dict[str, tuple[set[tuple[str, str]], int]] = {}
+    for s in sales:
+        if s.first_sale is None:
+            continue
+        who, orders = months.setdefault(s.first_sale.astimezone(tz).strftime("%Y-%m"), (set(), 0))
+        who.add((s.channel, s.user_id))
+        months[s.first_sale.astimezone(tz).strftime("%Y-%m")] = (who, orders + s.orders)
+    return [Cohort(m, len(who), orders) for m, (who, orders) in sorted(months.items())]
+
+
+async def portrait(store: PortraitSource, since: datetime, until: datetime, top: int = 10,
+                   timezone: str = "Asia/Shanghai") -> Portrait:
+    """`timezone`: the display timezone the cohorts' months are counted in."""
     sales = await store.customer_sales(since, until)
     people: dict[tuple[str, str], TopCustomer] = {}
     new: set[tuple[str, str]] = set()
@@ -301,4 +326,4 @@ async def portrait(store: PortraitSource, since: datetime, until: datetime, top:
                     {c: a // o for c, (a, o) in sorted(per_cur.items()) if o},
                     {c: t.refunds * 10_000 // t.revenue for c, t in sorted(refunds.items()) if t.revenue},
                     dict(sorted(channels.items())), dict(sorted((await store.order_languages(since, until)).items())),
-                    ranked)
+                    ranked, cohorts(sales, timezone))

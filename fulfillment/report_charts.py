@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-from babel.numbers import get_currency_precision
 import matplotlib
+from babel.numbers import get_currency_precision
 from matplotlib import font_manager
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -98,8 +98,8 @@ async def overview(reports: MoneyReports, first: date, last: date) -> Overview:
 
 def major(amount: int, currency: str) -> float:
     """Minor units → major units for an axis (a drawing, never a sum)."""
-    digits = 0 if currency == "XTR" else get_currency_precision(currency)
-    return float(amount) / 10**digits
+    digits = 0 if currency == "XTR" else int(get_currency_precision(currency))
+    return amount / float(10**digits)
 
 
 def currencies(rows: Sequence[MoneyRow]) -> list[str]:
@@ -155,8 +155,11 @@ def revenue_profit_over_time(report: MoneyReport, text: ChartText) -> Chart:
         by_day = {r.group: r for r in report.rows if r.currency == cur}
         revenue = [major(by_day[d.isoformat()].revenue, cur) if d.isoformat() in by_day else 0.0 for d in days]
         profit = [major(by_day[d.isoformat()].profit, cur) if d.isoformat() in by_day else 0.0 for d in days]
-        ax.plot(days, revenue, marker="o", markersize=3, color=REVENUE_COLOUR, label=f"{text.revenue} ({cur})")
-        ax.plot(days, profit, marker="o", markersize=3, color=PROFIT_COLOUR, label=f"{text.profit} ({cur})")
+        xs = list(range(len(days)))
+        ax.plot(xs, revenue, marker="o", markersize=3, color=REVENUE_COLOUR, label=f"{text.revenue} ({cur})")
+        ax.plot(xs, profit, marker="o", markersize=3, color=PROFIT_COLOUR, label=f"{text.profit} ({cur})")
+        every = max(1, len(days) // 10)  # about ten date labels, whatever the period
+        ax.set_xticks(xs[::every], [d.isoformat() for d in days[::every]])
         ax.axhline(0, color="#999999", linewidth=0.8)
         ax.grid(True, alpha=0.3)
         ax.legend(loc="upper left")

@@ -5,7 +5,7 @@ Used by `kamibot report --format xlsx` and by the merchant's `/report … csv|xl
 from __future__ import annotations
 
 import io
-from datetime import datetime
+from datetime import UTC, datetime
 
 from openpyxl import Workbook
 from openpyxl.styles import Font
@@ -15,7 +15,7 @@ from fulfillment.money_report import COLUMNS, MoneyReport
 FORMATS = ("csv", "xlsx")
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 #: a fixed document timestamp: the same report gives the same bytes (openpyxl stamps "now" otherwise)
-EPOCH = datetime(2000, 1, 1)
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC).replace(tzinfo=None)  # openpyxl writes naive datetimes as UTC
 
 
 def filename(report: MoneyReport, fmt: str) -> str:

@@ -31,7 +31,7 @@ class PgReports(PostgresBase):
 
     async def customer_sales(self, since: datetime, until: datetime) -> list[CustomerSales]:
         rows = await self.pool.fetch(customer_sql("$1", "$2"), aware(since), aware(until))
-        return [CustomerSales(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]
+        return [CustomerSales(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5]), r[6]) for r in rows]
 
     async def order_languages(self, since: datetime, until: datetime) -> dict[str, int]:
         rows = await self.pool.fetch(LANGUAGES_SQL.format(lo="$1", hi="$2"), aware(since), aware(until))

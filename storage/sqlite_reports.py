@@ -7,7 +7,7 @@ from datetime import datetime
 
 from storage.protocols.reports import MIXED_SUPPLIERS, STORE_GROUPINGS, CustomerSales, LedgerGroup
 from storage.sqlite_base import SqliteBase
-from storage.sqltime import ts
+from storage.sqltime import from_ts, ts
 
 SUPPLIER_OF_ORDER = (
     "SELECT i.order_id, CASE WHEN COUNT(DISTINCT b.supplier) > 1 THEN '" + MIXED_SUPPLIERS + "'"
@@ -52,7 +52,7 @@ class Reports(SqliteBase):
 
     async def customer_sales(self, since: datetime, until: datetime) -> list[CustomerSales]:
         rows = await self._scan(customer_sql("?", "?"), (ts(since), ts(since), ts(until)))
-        return [CustomerSales(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]
+        return [CustomerSales(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5]), from_ts(r[6])) for r in rows]
 
     async def order_languages(self, since: datetime, until: datetime) -> dict[str, int]:
         rows = await self._scan(LANGUAGES_SQL.format(lo="?", hi="?"), (ts(since), ts(until)))
@@ -63,11 +63,13 @@ def customer_sql(lo: str, hi: str) -> str:
     """Paid orders per customer and currency, and whether the customer's first sale ever is inside the period
     (SQLite: bind the start twice, it comes first; PostgreSQL: $1 is the start)."""
     start = lo
-    return ("SELECT o.channel, o.user_id, l.currency, COUNT(DISTINCT l.order_id), SUM(l.amount),"
-            " (SELECT MIN(l2.at) FROM ledger l2 JOIN orders o2 ON o2.id = l2.order_id WHERE l2.kind = 'sale'"
-            f"  AND o2.channel = o.channel AND o2.user_id = o.user_id) >= {start}"
+    first = ("(SELECT MIN(l2.at) FROM ledger l2 JOIN orders o2 ON o2.id = l2.order_id WHERE l2.kind = 'sale'"
+             " AND o2.channel = o.channel AND o2.user_id = o.user_id)")
+    return ("SELECT c.channel, c.user_id, c.currency, c.orders, c.amount, c.first_sale >= " + start + ", c.first_sale"
+            " FROM (SELECT o.channel, o.user_id, l.currency, COUNT(DISTINCT l.order_id) AS orders,"
+            f" SUM(l.amount) AS amount, {first} AS first_sale"
             " FROM ledger l JOIN orders o ON o.id = l.order_id"
-            f" WHERE l.kind = 'sale' AND l.at >= {lo} AND l.at < {hi} GROUP BY o.channel, o.user_id, l.currency")
+            f" WHERE l.kind = 'sale' AND l.at >= {lo} AND l.at < {hi} GROUP BY o.channel, o.user_id, l.currency) c")
 
 
 LANGUAGES_SQL = ("SELECT o.language, COUNT(DISTINCT o.id) FROM ledger l JOIN orders o ON o.id = l.order_id"

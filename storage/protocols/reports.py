@@ -36,6 +36,7 @@ class CustomerSales:
     orders: int
     amount: int
     new: bool
+    first_sale: datetime | None = None  # the customer's first sale ever (UTC): their cohort
 
 
 class ReportStore(Protocol):
