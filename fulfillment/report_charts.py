@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 from babel.numbers import get_currency_precision
-from matplotlib import font_manager
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from fulfillment.money_report import MoneyReport, MoneyReports, MoneyRow
+
+if TYPE_CHECKING:  # matplotlib is imported on the first chart: every process imports this module, few draw
+    from matplotlib.figure import Figure
 
 FONT_FAMILY = "Noto Sans CJK TC"
 WIDTH_IN, HEIGHT_IN, DPI = 8.0, 3.2, 100  # 800 px wide, 320 px per currency panel
@@ -50,6 +50,9 @@ def use_cjk_font() -> None:
     global _font_ready
     with _font_lock:
         if not _font_ready:
+            import matplotlib
+            from matplotlib import font_manager
+
             font_manager.fontManager.addfont(str(cjk_font_path()))
             matplotlib.rcParams["font.family"] = "sans-serif"
             matplotlib.rcParams["font.sans-serif"] = [FONT_FAMILY, "DejaVu Sans"]
@@ -107,6 +110,9 @@ def currencies(rows: Sequence[MoneyRow]) -> list[str]:
 
 
 def _figure(panels: int) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     use_cjk_font()
     fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN * max(panels, 1)), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)

@@ -5,17 +5,11 @@ Used by `kamibot report --format xlsx` and by the merchant's `/report … csv|xl
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
-
-from openpyxl import Workbook
-from openpyxl.styles import Font
 
 from fulfillment.money_report import COLUMNS, MoneyReport
 
 FORMATS = ("csv", "xlsx")
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-#: a fixed document timestamp: the same report gives the same bytes (openpyxl stamps "now" otherwise)
-EPOCH = datetime(2000, 1, 1, tzinfo=UTC).replace(tzinfo=None)  # openpyxl writes naive datetimes as UTC
 
 
 def filename(report: MoneyReport, fmt: str) -> str:
@@ -31,6 +25,9 @@ def to_csv(report: MoneyReport) -> bytes:
 def to_xlsx(report: MoneyReport) -> bytes:
     """One sheet: a title line (period, grouping, timezone), the header, the rows, the per-currency totals in bold
     and, when asked for, the converted total labelled as converted."""
+    from openpyxl import Workbook  # imported when used: the CLI and the bot start without it
+    from openpyxl.styles import Font
+
     wb = Workbook()
     ws = wb.active
     assert ws is not None  # a new workbook always has its first sheet
@@ -55,7 +52,6 @@ def to_xlsx(report: MoneyReport) -> bytes:
     if report.skipped:
         ws.append([f"not converted (no rate): {', '.join(report.skipped)}"])
     ws.column_dimensions["A"].width = 28
-    wb.properties.created = wb.properties.modified = EPOCH
     out = io.BytesIO()
     wb.save(out)
     return out.getvalue()
