@@ -29,6 +29,8 @@ from locales import Translator
 from tests.fakes.loopback import free_port, serve, shut
 from tests.storage.test_reports_conformance import seed
 
+#: the first test of a fresh machine installs Chromium with apt-get inside its (session) fixture
+pytestmark = pytest.mark.timeout(900)
 FIRST, LAST = date(2026, 11, 26), date(2026, 11, 28)
 KEY = b"k" * 32
 
