@@ -8,6 +8,7 @@ import io
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import httpx
 from openpyxl import load_workbook
 from PIL import Image
 
@@ -42,3 +43,18 @@ async def test_report_charts_and_xlsx_reach_the_merchant_as_uploads(tmp_path, fa
         assert ("telegram", "XTR", 1, 45) in [r[:4] for r in rows]
         await _say(fake, CUSTOMER, "/report 7d xlsx", "")  # a customer: the menu, no report
         assert not [p for p in fake.sent("sendPhoto") if int(p["chat_id"]) == CUSTOMER]
+
+
+async def test_the_fake_bot_api_takes_a_png_upload_and_refuses_what_is_no_image(fake):
+    png = io.BytesIO()
+    Image.new("RGB", (800, 320), "white").save(png, format="PNG")
+    async with httpx.AsyncClient(base_url=f"{fake.base_url}{fake.token}/") as client:
+        sent = await client.post("sendPhoto", data={"chat_id": str(MERCHANT), "caption": "chart"},
+                                 files={"photo": ("chart.png", png.getvalue(), "image/png")})
+        assert sent.status_code == 200
+        sizes = sent.json()["result"]["photo"]
+        assert (sizes[-1]["width"], sizes[-1]["height"]) == (800, 320)
+        bad = await client.post("sendPhoto", data={"chat_id": str(MERCHANT)},
+                                files={"photo": ("chart.png", b"not an image", "image/png")})
+        assert bad.status_code == 400
+        assert bad.json()["description"] == "Bad Request: IMAGE_PROCESS_FAILED"
