@@ -1,15 +1,18 @@
-"""`kamibot report [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--by …] [--format table|csv|json]`: the money report
-(fulfillment/money_report.py) over local days [from, to) in the shop's display timezone; amounts in minor units,
-every currency on its own, an optional converted total (`--convert-to CNY --rate XTR=13`) labelled as converted."""
+"""`kamibot report [--from YYYY-MM-DD] [--to YYYY-MM-DD] [--by …] [--format table|csv|xlsx|json] [--output FILE]`:
+the money report (fulfillment/money_report.py) over local days [from, to) in the shop's display timezone; amounts in
+minor units, every currency on its own, an optional converted total (`--convert-to CNY --rate XTR=13`) labelled as
+converted. XLSX (fulfillment/report_export.py) goes to --output, or to standard output when that is not a terminal."""
 
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -27,9 +30,10 @@ from fulfillment.money_report import (
     parse_rates,
     portrait,
 )
+from fulfillment.report_export import to_xlsx
 
 Handlers = dict[str, Callable[[Shop, argparse.Namespace], Awaitable[int]]]
-FORMATS = ("table", "csv", "json")
+FORMATS = ("table", "csv", "xlsx", "json")
 DEFAULT_DAYS = 30
 
 
@@ -40,6 +44,7 @@ def register(sub: Any, handlers: Handlers) -> None:
     rep.add_argument("--to", dest="last", default=None, help="local day after the last (exclusive; default: tomorrow)")
     rep.add_argument("--by", choices=GROUPINGS, default="sku")
     rep.add_argument("--format", choices=FORMATS, default="table")
+    rep.add_argument("--output", type=Path, default=None, help="write to this file instead of standard output")
     rep.add_argument("--convert-to", default=None, help="also a converted total in this currency")
     rep.add_argument("--rate", action="append", default=[],
                      help="CUR=RATE: minor units of --convert-to per minor unit of CUR (repeatable)")
@@ -60,7 +65,8 @@ def render_table(report: MoneyReport) -> str:
         conv = report.converted
         rates = ", ".join(f"{k}={v}" for k, v in conv.rates.items() if k != conv.currency)
         table.add_row(f"total converted to {conv.currency} ({rates or 'no rates'})", conv.currency, "",
-                      str(conv.revenue), str(conv.refunds), str(conv.cost), str(conv.fees), str(conv.profit))
+                      str(conv.revenue), str(conv.refunds), str(conv.cost), str(conv.fees), str(conv.commission),
+                      str(conv.profit))
     out = io.StringIO()
     Console(file=out, width=200, color_system=None).print(table)
     if report.skipped:
@@ -77,9 +83,24 @@ def render_portrait(p: Portrait, fmt: str) -> str:
     lines += [f"refunds/revenue {c}\t{v / 100:.2f}%" for c, v in p.refund_bp.items()]
     lines += [f"channel {c}\t{v}" for c, v in p.channels.items()]
     lines += [f"language {c}\t{v}" for c, v in p.languages.items()]
+    lines += [f"cohort {c.month}\t{c.customers} customers\t{c.orders} orders" for c in p.cohorts]
     lines += [f"top {t.channel}:{t.user_id}\t{t.orders}\t" + " ".join(f"{c}={a}" for c, a in t.amounts.items())
               for t in p.top]
     return "\n".join(lines) + "\n"
+
+
+def _emit(body: str | bytes, output: Path | None) -> int:
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    if output is not None:
+        output.write_bytes(data)
+        return 0
+    if isinstance(body, bytes) and sys.stdout.isatty():
+        print("kamibot report: XLSX is binary; give --output FILE or redirect standard output", file=sys.stderr)
+        return 2
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+    return 0
 
 
 async def _report(shop: Shop, args: argparse.Namespace) -> int:
@@ -89,12 +110,16 @@ async def _report(shop: Shop, args: argparse.Namespace) -> int:
     first = parse_day(args.first) if args.first else last - timedelta(days=DEFAULT_DAYS)
     report = await reports.report(first, last, args.by, args.convert_to, rates)
     if args.portrait:
-        print(render_portrait(await portrait(shop.store, report.since, report.until), args.format), end="")
-        return 0
+        if args.format == "xlsx":
+            print("kamibot report: --portrait prints table, csv or json", file=sys.stderr)
+            return 2
+        return _emit(render_portrait(await portrait(shop.store, report.since, report.until,
+                                                        timezone=reports.timezone), args.format),
+                     args.output)
     if args.format == "json":
-        print(report.as_json())
-    elif args.format == "csv":
-        print(report.as_csv(), end="")
-    else:
-        print(render_table(report), end="")
-    return 0
+        return _emit(report.as_json() + "\n", args.output)
+    if args.format == "csv":
+        return _emit(report.as_csv(), args.output)
+    if args.format == "xlsx":
+        return _emit(to_xlsx(report), args.output)
+    return _emit(render_table(report), args.output)

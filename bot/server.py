@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Lifespan
 
 from bot.composition import Shop, build_context, build_shop
+from bot.dashboard import DashboardLinks, DashboardPage, base_url, dashboard_key, dashboard_routes
 from bot.jobs import JobStatus, once_per_period, run_jobs, ticket_sla_job
 from bot.logs import redact_access_log
 from bot.metrics import MetricsMiddleware, ShopMetrics
@@ -150,6 +151,8 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
     supply = build_supply(shop)  # suppliers, procurement, restock and on-demand buying (issue 14)
     status = JobStatus()
     ctx = build_context(shop, {"console": set(settings.merchant_ids)})
+    links = DashboardLinks(dashboard_key(settings, shop.vault), base_url(settings))
+    ctx.dashboard_link = links.link  # merchant /dashboard answers a signed link to GET /dashboard
     supply.attach(ctx)  # merchant /suppliers, /source, /restock, /procurements; low-balance alerts
     telegram = None
     if settings.telegram.enabled:
@@ -207,6 +210,7 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
             log.info("event=server.stopped")
 
     app = create_app(shop, status, lifespan, telegram, wechat.routes() if wechat is not None else ())
+    app.router.routes.extend(dashboard_routes(links, DashboardPage(shop.store, ctx.tr, settings.display_timezone)))
     app.router.routes.extend(supply.routes())  # POST /suppliers/{name}/notify
     if wechatpay is not None:
         app.router.routes.extend(wechatpay.routes())  # GET /pay/wechat/{order_ref}, POST /pay/wechat/notify

@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     #: KAMIBOT_METRICS_TOKEN: GET /metrics requires it as a bearer token; empty = open (a shop on 127.0.0.1)
     metrics_token: SecretStr = SecretStr("")
+    #: the public base URL of this server for dashboard links (e.g. https://shop.example.com); empty = the WeChat
+    #: Pay public URL, or http://HTTP_HOST:HTTP_PORT
+    public_url: str = ""
+    #: signs dashboard links (bot/dashboard.py); empty = derived from the vault's HMAC key (one-way)
+    dashboard_secret: SecretStr = SecretStr("")
     log_level: str = "INFO"
     log_json: bool = False
 

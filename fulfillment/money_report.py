@@ -16,7 +16,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from storage.protocols.catalog import CatalogStore
-from storage.protocols.reports import STORE_GROUPINGS, LedgerGroup, ReportStore
+from storage.protocols.reports import STORE_GROUPINGS, CustomerSales, LedgerGroup, ReportStore
 from storage.records import DUPLICATE_PAYMENT, DUPLICATE_REFUND
 
 PERIODS = ("day", "week", "month")
@@ -24,7 +24,9 @@ GROUPINGS = (*STORE_GROUPINGS, *PERIODS)
 MAX_BUCKETS = 1000
 #: ledger kinds that are a second payment and its automatic refund: net zero, left out of every figure
 IGNORED_KINDS = (DUPLICATE_PAYMENT, DUPLICATE_REFUND)
-COLUMNS = ("group", "currency", "orders", "revenue", "refunds", "cost", "fees", "profit")
+#: the ledger kind of a distributor's commission on an order (booked negative, like cost and fees)
+COMMISSION = "commission"
+COLUMNS = ("group", "currency", "orders", "revenue", "refunds", "cost", "fees", "commission", "profit")
 
 
 class ReportError(ValueError):
@@ -46,10 +48,11 @@ class MoneyRow:
     refunds: int = 0
     cost: int = 0
     fees: int = 0
+    commission: int = 0
 
     @property
     def profit(self) -> int:
-        return self.revenue - self.refunds - self.cost - self.fees
+        return self.revenue - self.refunds - self.cost - self.fees - self.commission
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "profit": self.profit}
@@ -66,6 +69,7 @@ class Converted:
     cost: int
     fees: int
     profit: int
+    commission: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +105,7 @@ class MoneyReport:
         if self.converted is not None:
             c = self.converted
             w.writerow([f"total (converted to {c.currency})", c.currency, "", c.revenue, c.refunds, c.cost, c.fees,
-                        c.profit])
+                        c.commission, c.profit])
         return out.getvalue()
 
 
@@ -171,6 +175,8 @@ def fold(groups: Sequence[LedgerGroup], label: Mapping[str, str] | None = None) 
             row.cost -= g.amount
         elif g.kind == "fee":
             row.fees -= g.amount
+        elif g.kind == COMMISSION:
+            row.commission -= g.amount
     return list(rows.values())
 
 
@@ -183,12 +189,13 @@ def totals(rows: Sequence[MoneyRow]) -> list[MoneyRow]:
         t.refunds += r.refunds
         t.cost += r.cost
         t.fees += r.fees
+        t.commission += r.commission
     return [out[c] for c in sorted(out)]
 
 
 def convert(tot: Sequence[MoneyRow], target: str, rates: Mapping[str, Decimal]) -> tuple[Converted, list[str]]:
     rates = {**rates, target: Decimal(1)}
-    sums = dict.fromkeys(("revenue", "refunds", "cost", "fees"), Decimal(0))
+    sums = dict.fromkeys(("revenue", "refunds", "cost", "fees", "commission"), Decimal(0))
     skipped = []
     for t in tot:
         rate = rates.get(t.currency)
@@ -198,7 +205,7 @@ def convert(tot: Sequence[MoneyRow], target: str, rates: Mapping[str, Decimal]) 
         for k in sums:
             sums[k] += getattr(t, k) * rate
     whole = {k: int(v.quantize(Decimal(1), ROUND_HALF_EVEN)) for k, v in sums.items()}
-    profit = whole["revenue"] - whole["refunds"] - whole["cost"] - whole["fees"]
+    profit = whole["revenue"] - whole["refunds"] - whole["cost"] - whole["fees"] - whole["commission"]
     return Converted(target, {c: str(r) for c, r in sorted(rates.items())}, profit=profit, **whole), skipped
 
 
@@ -231,7 +238,7 @@ class MoneyReports:
             rows = fold(await self.store.ledger_grouped(since, until, by), labels)
             if by == "supplier":
                 rows = [MoneyRow(r.group or "(own stock)", r.currency, r.orders, r.revenue, r.refunds, r.cost,
-                                 r.fees) if not r.group else r for r in rows]
+                                 r.fees, r.commission) if not r.group else r for r in rows]
         rows.sort(key=lambda r: (r.group, r.currency))
         tot = totals(rows)
         if convert_to:
@@ -249,10 +256,20 @@ class TopCustomer:
 
 
 @dataclass(frozen=True, slots=True)
+class Cohort:
+    """The customers of a period whose first purchase ever fell in `month` (local YYYY-MM), and their paid orders
+    in the period."""
+
+    month: str
+    customers: int
+    orders: int
+
+
+@dataclass(frozen=True, slots=True)
 class Portrait:
     """Customers of a period by id only: new (first sale in the period) vs returning, repeat rate (customers with
     2+ orders, basis points), average order value per currency, refunds per revenue (basis points per currency),
-    paid orders per channel and language, top customers by paid orders."""
+    paid orders per channel and language, top customers by paid orders, first-purchase cohorts by month."""
 
     customers: int
     new: int
@@ -263,13 +280,28 @@ class Portrait:
     channels: dict[str, int]
     languages: dict[str, int]
     top: list[TopCustomer]
+    cohorts: list[Cohort] = field(default_factory=list)  # oldest month first
 
 
 class PortraitSource(ReportStore, Protocol):
     """What the portrait reads."""
 
 
-async def portrait(store: PortraitSource, since: datetime, until: datetime, top: int = 10) -> Portrait:
+def cohorts(sales: Sequence[CustomerSales], timezone: str) -> list[Cohort]:
+    tz = ZoneInfo(timezone)
+    months: dict[str, tuple[set[tuple[str, str]], int]] = {}
+    for s in sales:
+        if s.first_sale is None:
+            continue
+        who, orders = months.setdefault(s.first_sale.astimezone(tz).strftime("%Y-%m"), (set(), 0))
+        who.add((s.channel, s.user_id))
+        months[s.first_sale.astimezone(tz).strftime("%Y-%m")] = (who, orders + s.orders)
+    return [Cohort(m, len(who), orders) for m, (who, orders) in sorted(months.items())]
+
+
+async def portrait(store: PortraitSource, since: datetime, until: datetime, top: int = 10,
+                   timezone: str = "Asia/Shanghai") -> Portrait:
+    """`timezone`: the display timezone the cohorts' months are counted in."""
     sales = await store.customer_sales(since, until)
     people: dict[tuple[str, str], TopCustomer] = {}
     new: set[tuple[str, str]] = set()
@@ -294,4 +326,4 @@ async def portrait(store: PortraitSource, since: datetime, until: datetime, top:
                     {c: a // o for c, (a, o) in sorted(per_cur.items()) if o},
                     {c: t.refunds * 10_000 // t.revenue for c, t in sorted(refunds.items()) if t.revenue},
                     dict(sorted(channels.items())), dict(sorted((await store.order_languages(since, until)).items())),
-                    ranked)
+                    ranked, cohorts(sales, timezone))

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
 from fulfillment.money_report import GROUPINGS, MoneyReport, MoneyReports, ReportError
+from fulfillment.report_charts import Overview, overview
 from storage.protocol import Store
 
 
@@ -23,6 +24,14 @@ class SalesReports:
         reports = MoneyReports(self.store, timezone)
         first, last, by = chat_period(list(args), reports.today(self.clock()))
         return await reports.report(first, last, by)
+
+    def period(self, args: Sequence[str], timezone: str) -> tuple[date, date, str]:
+        """The local days [first, last) and grouping the chat arguments name (ReportError otherwise)."""
+        return chat_period(list(args), MoneyReports(self.store, timezone).today(self.clock()))
+
+    async def overview(self, first: date, last: date, timezone: str) -> Overview:
+        """What the charts and the dashboard draw for local days [first, last)."""
+        return await overview(MoneyReports(self.store, timezone), first, last)
 
 
 def chat_period(args: list[str], today: date) -> tuple[date, date, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from fulfillment.aftersales import AfterSalesService
@@ -79,6 +80,8 @@ class ShopContext:
     supply: SupplyDesk | None = None
     #: reconciliation against WeChat Pay, Telegram Stars and suppliers (merchant /reconcile, /discrepancies)
     reconcile: Reconciliation | None = None
+    #: (first local day, day after the last, language) → a signed dashboard link; None without the HTTP app
+    dashboard_link: Callable[[date, date, str], str] | None = None
 
     def language(self, channel: str, user_id: str, platform_language: str) -> str:
         chosen = self.languages.get((channel, user_id))

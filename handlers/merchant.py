@@ -1,4 +1,4 @@
-"""Merchant commands in chat: /stock, /price, /sku, /import, /order, /report (merchant ids only)."""
+"""Merchant commands in chat: /stock, /price, /sku, /import, /order, /report, /dashboard (merchant ids only)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import shlex
 from fulfillment.catalog import SKU_OPTIONS, sku_options, sku_spec
 from fulfillment.errors import BadPrice, BadQuantity, ImportRefused, UnknownOrder
 from fulfillment.importer import ImportSource, detect_kind, parse_unit_cost
-from fulfillment.money_report import ReportError
 from handlers.context import ShopContext
 from handlers.render import order_line, sku_name
+from handlers.report_admin import MerchantReports
 from handlers.types import Button, Incoming, Reply
 from locales import Translator
 from storage.records import BatchStats
 
 log = logging.getLogger("kamibot.merchant")
-READ_ONLY = {"stock", "order", "orders", "report"}
+READ_ONLY = {"stock", "order", "orders", "report", "dashboard"}
 NEW_SKU_KEYS = frozenset({"product", "pool", "name_en", "name_zh", "units", "min", "max", "limit", "target"})
 EDIT_SKU_KEYS = frozenset({"name_en", "name_zh", "units", "min", "max", "limit", "active", "target"})
 INVALID_LINES_SHOWN = 20
@@ -70,6 +70,8 @@ class Merchant(MerchantCommands):
             return await self.order(lang, args)
         if command == "report":
             return await self.report(lang, args)
+        if command == "dashboard":
+            return await MerchantReports(self.ctx).dashboard(lang, args)
         if command == "refund":
             return await self.refund_prompt(lang, args)
         if command == "resend":
@@ -189,20 +191,4 @@ class Merchant(MerchantCommands):
         return [Reply(self._t(lang, "merchant.broadcast_started"))]
 
     async def report(self, lang: str, args: list[str]) -> list[Reply]:
-        try:
-            report = await self.ctx.services.reports.for_chat(args, self.ctx.timezone)
-        except ReportError as exc:
-            raise BadQuantity(f"usage: /report [today|7d|30d|YYYY-MM] [by sku|channel|day] ({exc})") from None
-        if not report.rows:
-            return [Reply(self._t(lang, "merchant.report_empty"))]
-        m = self.ctx.tr.money
-        first, last = report.local_days()
-        lines = [self._t(lang, "merchant.report_period", by=report.by, first=first.isoformat(),
-                         last=last.isoformat(), timezone=report.timezone)]
-        for key, r in [*(("merchant.report_row", r) for r in report.rows),
-                       *(("merchant.report_total", t) for t in report.totals)]:
-            lines.append(self._t(lang, key, group=r.group, currency=r.currency, orders=r.orders,
-                                 revenue=m(lang, r.revenue, r.currency), refunds=m(lang, r.refunds, r.currency),
-                                 cost=m(lang, r.cost, r.currency), fees=m(lang, r.fees, r.currency),
-                                 profit=m(lang, r.profit, r.currency)))
-        return [Reply("\n".join(lines))]
+        return await MerchantReports(self.ctx).report(lang, args)  # handlers/report_admin.py

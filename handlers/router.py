@@ -21,7 +21,8 @@ from handlers.tickets_admin import TICKET_COMMANDS, MerchantTickets
 from handlers.types import Incoming, Reply
 
 log = logging.getLogger("kamibot.conversation")
-MERCHANT_COMMANDS = {"stock", "price", "sku", "import", "order", "report", "refund", "resend", "broadcast"}
+MERCHANT_COMMANDS = {"stock", "price", "sku", "import", "order", "report", "refund", "resend", "broadcast",
+                     "dashboard"}
 RISK_COMMANDS = {"risk", "approve", "reject", "review"}
 MAX_TEXT = 4096
 MAX_BUTTON_NUMBER = 10**12 - 1  # twelve digits

@@ -56,3 +56,5 @@ class Reply:
     codes: list[str] = field(default_factory=list)  # shown monospace / tap-to-copy by the adapter
     invoice: Invoice | None = None
     document: Document | None = None
+    #: a PNG shown as an image with `text` as its caption (Telegram sendPhoto); text-only channels show the text
+    photo: bytes | None = None

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from storage.postgres_base import PostgresBase, aware
 from storage.protocols.reports import CustomerSales, LedgerGroup
-from storage.sqlite_reports import LANGUAGES_SQL, customer_sql, grouped_sql
+from storage.sqlite_reports import LANGUAGES_SQL, ORDERS, customer_sql, grouped_sql
 
 
 class PgReports(PostgresBase):
@@ -23,7 +23,7 @@ class PgReports(PostgresBase):
         los = [aware(b) for b in bounds[:-1]]
         his = [aware(b) for b in bounds[1:]]
         rows = await self.pool.fetch(
-            "SELECT b.i - 1, l.kind, l.currency, SUM(l.amount), COUNT(DISTINCT l.order_id)"
+            f"SELECT b.i - 1, l.kind, l.currency, SUM(l.amount), {ORDERS}"
             " FROM ledger l JOIN unnest($1::timestamptz[], $2::timestamptz[]) WITH ORDINALITY AS b(lo, hi, i)"
             " ON l.at >= b.lo AND l.at < b.hi WHERE l.at >= $3 AND l.at < $4 GROUP BY b.i, l.kind, l.currency",
             los, his, los[0], his[-1])
@@ -31,7 +31,7 @@ class PgReports(PostgresBase):
 
     async def customer_sales(self, since: datetime, until: datetime) -> list[CustomerSales]:
         rows = await self.pool.fetch(customer_sql("$1", "$2"), aware(since), aware(until))
-        return [CustomerSales(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]
+        return [CustomerSales(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5]), r[6]) for r in rows]
 
     async def order_languages(self, since: datetime, until: datetime) -> dict[str, int]:
         rows = await self.pool.fetch(LANGUAGES_SQL.format(lo="$1", hi="$2"), aware(since), aware(until))

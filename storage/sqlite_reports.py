@@ -7,13 +7,17 @@ from datetime import datetime
 
 from storage.protocols.reports import MIXED_SUPPLIERS, STORE_GROUPINGS, CustomerSales, LedgerGroup
 from storage.sqlite_base import SqliteBase
-from storage.sqltime import ts
+from storage.sqltime import from_ts, ts
 
 SUPPLIER_OF_ORDER = (
     "SELECT i.order_id, CASE WHEN COUNT(DISTINCT b.supplier) > 1 THEN '" + MIXED_SUPPLIERS + "'"
     " ELSE MAX(b.supplier) END AS supplier"
     " FROM order_items i JOIN codes c ON c.id = i.code_id JOIN code_batches b ON b.id = c.batch_id"
     " WHERE i.order_id IN (SELECT order_id FROM ledger WHERE at >= {lo} AND at < {hi}) GROUP BY i.order_id")
+#: orders per group: a paid order has exactly one `sale` line (a second payment is booked under its own kinds), so
+#: the sale lines of a group are its paid orders; a plain count lets the database hash-aggregate instead of
+#: sorting every row for COUNT(DISTINCT) (3.4× a bare GROUP BY on PostgreSQL at 1M orders, benchmarks/bench_reports.py)
+ORDERS = "COUNT(*)"
 KEYS = {"sku": "CAST(l.sku_id AS TEXT)", "channel": "l.channel", "supplier": "COALESCE(s.supplier, '')"}
 
 
@@ -24,7 +28,7 @@ def grouped_sql(by: str, lo: str, hi: str) -> str:
         raise ValueError(f"unknown grouping {by!r}: one of {', '.join(STORE_GROUPINGS)}")
     join = f" LEFT JOIN ({SUPPLIER_OF_ORDER.format(lo=lo, hi=hi)}) s ON s.order_id = l.order_id" \
         if by == "supplier" else ""
-    return (f"SELECT {KEYS[by]} AS k, l.kind, l.currency, SUM(l.amount), COUNT(DISTINCT l.order_id)"
+    return (f"SELECT {KEYS[by]} AS k, l.kind, l.currency, SUM(l.amount), {ORDERS}"
             f" FROM ledger l{join} WHERE l.at >= {lo} AND l.at < {hi} GROUP BY 1, 2, 3")
 
 
@@ -44,7 +48,7 @@ class Reports(SqliteBase):
         for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
             params += [i, ts(lo), ts(hi)]
         sql = (f"WITH b(i, lo, hi) AS (VALUES {values})"
-               " SELECT b.i, l.kind, l.currency, SUM(l.amount), COUNT(DISTINCT l.order_id)"
+               f" SELECT b.i, l.kind, l.currency, SUM(l.amount), {ORDERS}"
                " FROM ledger l JOIN b ON l.at >= b.lo AND l.at < b.hi"
                " WHERE l.at >= ? AND l.at < ? GROUP BY b.i, l.kind, l.currency")
         rows = await self._scan(sql, [*params, ts(bounds[0]), ts(bounds[-1])])
@@ -52,7 +56,7 @@ class Reports(SqliteBase):
 
     async def customer_sales(self, since: datetime, until: datetime) -> list[CustomerSales]:
         rows = await self._scan(customer_sql("?", "?"), (ts(since), ts(since), ts(until)))
-        return [CustomerSales(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5])) for r in rows]
+        return [CustomerSales(r[0], r[1], r[2], int(r[3]), int(r[4]), bool(r[5]), from_ts(r[6])) for r in rows]
 
     async def order_languages(self, since: datetime, until: datetime) -> dict[str, int]:
         rows = await self._scan(LANGUAGES_SQL.format(lo="?", hi="?"), (ts(since), ts(until)))
@@ -63,11 +67,13 @@ def customer_sql(lo: str, hi: str) -> str:
     """Paid orders per customer and currency, and whether the customer's first sale ever is inside the period
     (SQLite: bind the start twice, it comes first; PostgreSQL: $1 is the start)."""
     start = lo
-    return ("SELECT o.channel, o.user_id, l.currency, COUNT(DISTINCT l.order_id), SUM(l.amount),"
-            " (SELECT MIN(l2.at) FROM ledger l2 JOIN orders o2 ON o2.id = l2.order_id WHERE l2.kind = 'sale'"
-            f"  AND o2.channel = o.channel AND o2.user_id = o.user_id) >= {start}"
+    first = ("(SELECT MIN(l2.at) FROM ledger l2 JOIN orders o2 ON o2.id = l2.order_id WHERE l2.kind = 'sale'"
+             " AND o2.channel = o.channel AND o2.user_id = o.user_id)")
+    return ("SELECT c.channel, c.user_id, c.currency, c.orders, c.amount, c.first_sale >= " + start + ", c.first_sale"
+            " FROM (SELECT o.channel, o.user_id, l.currency, COUNT(DISTINCT l.order_id) AS orders,"
+            f" SUM(l.amount) AS amount, {first} AS first_sale"
             " FROM ledger l JOIN orders o ON o.id = l.order_id"
-            f" WHERE l.kind = 'sale' AND l.at >= {lo} AND l.at < {hi} GROUP BY o.channel, o.user_id, l.currency")
+            f" WHERE l.kind = 'sale' AND l.at >= {lo} AND l.at < {hi} GROUP BY o.channel, o.user_id, l.currency) c")
 
 
 LANGUAGES_SQL = ("SELECT o.language, COUNT(DISTINCT o.id) FROM ledger l JOIN orders o ON o.id = l.order_id"

@@ -6,6 +6,7 @@ test payment provider, standing in for Telegram Stars or WeChat Pay.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,12 @@ def render(reply: Reply, numbered: list[str], write: Callable[[str], None], file
         target.write_bytes(reply.document.content)
         target.chmod(0o600)
         write(f"    [file] {target}")
+    if reply.photo is not None:
+        files_dir.mkdir(parents=True, exist_ok=True)
+        target = files_dir / f"image-{hashlib.sha256(reply.photo).hexdigest()[:12]}.png"
+        target.write_bytes(reply.photo)
+        target.chmod(0o600)
+        write(f"    [image] {target}")
     labels = []
     for row in reply.buttons:
         for button in row:
@@ -117,5 +124,5 @@ class ConsoleChat:
                 inv = reply.invoice
                 pay = Button(self.ctx.tr(lang, "pay.test_button", total=self.ctx.tr.money(lang, inv.amount,
                              inv.currency)), f"testpay:{inv.order_ref}")
-                reply = Reply(reply.text, [[pay], *reply.buttons], reply.codes, None, reply.document)
+                reply = Reply(reply.text, [[pay], *reply.buttons], reply.codes, None, reply.document, reply.photo)
             render(reply, self.buttons, self.write, self.files_dir)

@@ -56,7 +56,8 @@ class TelegramSender:
         not a menu (codes, a document, too long) or Telegram refuses the edit (message gone, too old, not text):
         send it as a new message instead. https://core.telegram.org/bots/api#editmessagetext"""
         text = to_html(reply)
-        if reply.codes or reply.document is not None or reply.invoice is not None or not fits(text):
+        if reply.codes or reply.document is not None or reply.photo is not None or reply.invoice is not None \
+                or not fits(text):
             return False
         await self.pacer.wait_edit(chat_id, lane)
         try:
@@ -81,6 +82,10 @@ class TelegramSender:
             log.info("event=telegram.answer_failed error=%s", type(exc).__name__)
 
     async def _send(self, chat_id: str, reply: Reply, paid_broadcast: bool = False) -> None:
+        if reply.photo is not None:  # multipart upload; a caption is at most 1024 characters
+            await self.bot.send_photo(int(chat_id), photo=io.BytesIO(reply.photo), caption=reply.text[:1000],
+                                      reply_markup=keyboard(reply))
+            return
         text = to_html(reply)
         # https://core.telegram.org/bots/api#sendmessage: up to 1000 messages/s, paid in Stars from the bot's balance
         paid: dict[str, bool] = {"allow_paid_broadcast": True} if paid_broadcast else {}

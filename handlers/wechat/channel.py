@@ -49,7 +49,7 @@ class WeChatSender:
         """Progress reports and notices: buttons are not numbered here (no turn to answer them in)."""
         lang = self.ctx.language(CHANNEL, openid, "")
         for text in self.renderer.render([Reply(reply.text, codes=reply.codes, invoice=reply.invoice,
-                                                document=reply.document)], lang).messages:
+                                                document=reply.document, photo=reply.photo)], lang).messages:
             await self.send_text(openid, text)
 
     async def deliver(self, delivery: Delivery) -> None:

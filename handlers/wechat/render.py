@@ -66,10 +66,15 @@ class WeChatRenderer:
 
     def body(self, reply: Reply, lang: str) -> list[str]:
         """The lines of one reply without its buttons: text (or invoice), codes plainly, one per line."""
+        if reply.photo is not None:  # no images in text replies: the chart's title and where to see it
+            return [self.tr(lang, "wechat.chart_not_shown", title=reply.text)]
         lines = [self.render_invoice(reply, lang) if reply.invoice is not None else reply.text]
         lines += reply.codes
-        if reply.document is not None:  # WeChat has no file messages: a codes file is shown as its lines
+        if reply.document is not None and reply.document.filename.endswith(".txt"):
+            # WeChat has no file messages: a codes file is shown as its lines
             lines += [line for line in reply.document.content.decode("utf-8").splitlines() if line.strip()]
+        elif reply.document is not None:  # a spreadsheet cannot be shown as text: say where to get it
+            lines.append(self.tr(lang, "wechat.file_not_shown", name=reply.document.filename))
         return [line for line in lines if line]
 
     def render(self, replies: list[Reply], lang: str) -> Rendered:

@@ -16,7 +16,8 @@ MIXED_SUPPLIERS = "*mixed*"
 @dataclass(frozen=True, slots=True)
 class LedgerGroup:
     """The sum of one ledger kind in one currency for one group: `key` is the SKU id, channel, supplier ('' for
-    rows without codes, MIXED_SUPPLIERS for orders served from several suppliers) or the bucket's index."""
+    rows without codes, MIXED_SUPPLIERS for orders served from several suppliers) or the bucket's index; `orders`
+    is the number of lines (for `sale`: the paid orders, one sale line each)."""
 
     key: str
     kind: str
@@ -36,6 +37,7 @@ class CustomerSales:
     orders: int
     amount: int
     new: bool
+    first_sale: datetime | None = None  # the customer's first sale ever (UTC): their cohort
 
 
 class ReportStore(Protocol):

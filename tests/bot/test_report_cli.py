@@ -12,6 +12,8 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+from openpyxl import load_workbook
+
 from bot.report_cli import render_table
 from fulfillment.money_report import COLUMNS, MoneyReports
 from tests.bot.test_cli import kamibot
@@ -68,7 +70,15 @@ async def test_kamibot_report_command(tmp_path: Path) -> None:
     as_csv = kamibot(tmp_path, "report", "--from", "2026-11-26", "--to", "2026-11-28", "--format", "csv")
     assert list(csv.DictReader(io.StringIO(as_csv.stdout.decode())))[-1]["profit"] == "100"
     table = kamibot(tmp_path, "report", "--from", "2026-11-26", "--to", "2026-11-28", "--by", "day")
-    assert ["2026-11-27", "CNY", "1", "1000", "1000", "0", "0", "0"] in table_rows(table.stdout.decode())
+    assert ["2026-11-27", "CNY", "1", "1000", "1000", "0", "0", "0", "0"] in table_rows(table.stdout.decode())
+    sheet = kamibot(tmp_path, "report", "--from", "2026-11-26", "--to", "2026-11-28", "--by", "sku", "--format", "xlsx")
+    assert sheet.returncode == 0, sheet.stderr.decode()
+    rows = list(load_workbook(io.BytesIO(sheet.stdout)).active.iter_rows(values_only=True))
+    assert [dict(zip(COLUMNS, r, strict=False)) for r in rows[2:]] == [*data["rows"], *data["totals"]]
+    out = tmp_path / "r.xlsx"
+    assert kamibot(tmp_path, "report", "--from", "2026-11-26", "--to", "2026-11-28", "--by", "sku", "--format", "xlsx",
+                   "--output", str(out)).stdout == b""
+    assert list(load_workbook(out).active.iter_rows(values_only=True)) == rows
     people = kamibot(tmp_path, "report", "--from", "2026-11-26", "--to", "2026-11-28", "--portrait", "--format", "json")
     assert json.loads(people.stdout)["customers"] == 4
     assert "new\t4" in kamibot(tmp_path, "report", "--from", "2026-11-26", "--to", "2026-11-28",

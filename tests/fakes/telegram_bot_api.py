@@ -58,6 +58,14 @@ def _decode(value: Any) -> Any:
     return value
 
 
+def _png_size(content: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, None when the bytes are not a PNG."""
+    if len(content) < 24 or content[:8] != b"\x89PNG\r\n\x1a\n" or content[12:16] != b"IHDR":
+        return None
+    width, height = int.from_bytes(content[16:20], "big"), int.from_bytes(content[20:24], "big")
+    return (width, height) if width and height else None
+
+
 class FakeTelegram(MessageMemory):
     token = "123456:TEST-token"
 
@@ -418,6 +426,24 @@ class FakeTelegram(MessageMemory):
         return self._sent_message(params, caption=str(params.get("caption", "")),
                                   document={"file_id": file_id, "file_unique_id": file_id,
                                             "file_name": doc.get("filename", "file")})
+
+    async def _m_sendPhoto(self, params: Params) -> dict[str, Any] | Response:
+        """A photo uploaded as multipart/form-data (https://core.telegram.org/bots/api#sendphoto,
+        #sending-files): at most 10 MB, width + height at most 10000, ratio at most 20; the fake reads the PNG
+        header for the size and answers 400 like the real server for anything it cannot read as an image."""
+        photo = params.get("photo")
+        size = _png_size(photo["content"]) if isinstance(photo, dict) else None
+        if size is None or len(photo["content"]) > 10 * 1024 * 1024 or sum(size) > 10_000 \
+                or max(size) > 20 * min(size):
+            return JSONResponse({"ok": False, "error_code": 400, "description": "Bad Request: IMAGE_PROCESS_FAILED"},
+                                status_code=400)
+        file_id = f"photo{next(self._ids)}"
+        width, height = size
+        small = {"file_id": file_id + "s", "file_unique_id": file_id + "s", "width": width // 4,
+                 "height": height // 4}
+        full = {"file_id": file_id, "file_unique_id": file_id, "width": width, "height": height,
+                "file_size": len(photo["content"])}
+        return self._sent_message(params, caption=str(params.get("caption", "")), photo=[small, full])
 
     async def _m_getFile(self, params: Params) -> dict[str, Any]:
         file_id = str(params["file_id"])
