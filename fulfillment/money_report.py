@@ -236,8 +236,9 @@ class MoneyReports:
         else:
             labels = {str(s.id): s.slug for s in await self.store.skus()} if by == "sku" else {}
             rows = fold(await self.store.ledger_grouped(since, until, by), labels)
-            if by == "supplier":
-                rows = [MoneyRow(r.group or "(own stock)", r.currency, r.orders, r.revenue, r.refunds, r.cost,
+            blank = {"supplier": "(own stock)", "distributor": "(direct)"}.get(by)
+            if blank:
+                rows = [MoneyRow(r.group or blank, r.currency, r.orders, r.revenue, r.refunds, r.cost,
                                  r.fees, r.commission) if not r.group else r for r in rows]
         rows.sort(key=lambda r: (r.group, r.currency))
         tot = totals(rows)

@@ -21,8 +21,14 @@ from storage.protocols.distributors import (
 from storage.sqlite_api import LINE_COLS, line_from
 from storage.sqlite_distributors import DIST_COLS, LEDGER_COLS, commission_from, distributor_from
 
+#: the shop's own ledger carries every commission line too (kind `commission`, negative like cost; a reversal
+#: positive), in the same statement, so the money report's profit is net of commission
+_BOOK = (", booked AS (INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
+         " SELECT o.id, o.sku_id, o.channel, 'commission', ins.currency, -ins.amount, ins.at"
+         " FROM ins JOIN orders o ON o.id = ins.order_id WHERE ins.amount <> 0)"
+         " SELECT count(*) FROM ins")
 _ACCRUE = (
-    "INSERT INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at)"
+    "WITH ins AS (INSERT INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at)"
     " SELECT d.id, o.currency, o.amount * COALESCE(r.bp, d.commission_bp) / 10000, 'accrual', o.id, o.ref, $1"
     " FROM distributors d JOIN users u ON u.referrer = d.ref_code"
     " JOIN orders o ON o.channel = u.channel AND o.user_id = u.user_id"
@@ -31,19 +37,17 @@ _ACCRUE = (
     " AND o.created_at >= d.created_at"
     " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = o.id AND x.kind = 'accrual')"
     " ORDER BY o.id LIMIT $4"
-    " ON CONFLICT (order_id, kind) WHERE order_id IS NOT NULL DO NOTHING")
+    " ON CONFLICT (order_id, kind) WHERE order_id IS NOT NULL DO NOTHING RETURNING order_id, currency, amount, at)"
+    + _BOOK)
 _REVERSE = (
-    "INSERT INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at)"
+    "WITH ins AS (INSERT INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at)"
     " SELECT l.distributor_id, l.currency, -l.amount, 'reversal', l.order_id, l.note, $1"
     " FROM distributor_ledger l JOIN orders o ON o.id = l.order_id"
     " WHERE l.kind = 'accrual' AND l.amount <> 0 AND o.state = ANY ($2::text[])"
     " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = l.order_id AND x.kind = 'reversal')"
     " ORDER BY l.id LIMIT $3"
-    " ON CONFLICT (order_id, kind) WHERE order_id IS NOT NULL DO NOTHING")
-
-
-def _count(status: str) -> int:
-    return int(status.split()[-1])
+    " ON CONFLICT (order_id, kind) WHERE order_id IS NOT NULL DO NOTHING RETURNING order_id, currency, amount, at)"
+    + _BOOK)
 
 
 class PgDistributors(PostgresBase):
@@ -120,11 +124,11 @@ class PgDistributors(PostgresBase):
 
     async def accrue_commissions(self, delivered: Collection[str], except_channels: Collection[str], now: datetime,
                                  limit: int, order_id: int | None = None) -> int:
-        return _count(await self.pool.execute(_ACCRUE, aware(now), list(delivered), list(except_channels), limit,
-                                              order_id))
+        return int(await self.pool.fetchval(_ACCRUE, aware(now), list(delivered), list(except_channels), limit,
+                                            order_id))
 
     async def reverse_commissions(self, refunded: Collection[str], now: datetime, limit: int) -> int:
-        return _count(await self.pool.execute(_REVERSE, aware(now), list(refunded), limit))
+        return int(await self.pool.fetchval(_REVERSE, aware(now), list(refunded), limit))
 
     async def record_payout(self, distributor_id: int, currency: str, amount: int, note: str,
                             now: datetime) -> CommissionLine:

@@ -53,7 +53,7 @@ def _accrue(db: sqlite3.Connection, delivered: Collection[str], except_channels:
     params: list[Any] = [at, *delivered, *except_channels]
     params += [order_id] if order_id is not None else []
     # the rate of the SKU if it has one, else the distributor's; integer commission, rounded down
-    return db.execute(
+    rows = db.execute(
         "INSERT OR IGNORE INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at)"
         " SELECT d.id, o.currency, o.amount * COALESCE(r.bp, d.commission_bp) / 10000, 'accrual', o.id, o.ref, ?"
         " FROM distributors d JOIN users u ON u.referrer = d.ref_code"
@@ -62,17 +62,30 @@ def _accrue(db: sqlite3.Connection, delivered: Collection[str], except_channels:
         f" WHERE o.state IN ({_marks(delivered)}) AND o.channel NOT IN ({_marks(except_channels)}){one}"
         " AND o.created_at >= d.created_at"
         " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = o.id AND x.kind = 'accrual')"
-        " ORDER BY o.id LIMIT ?", (*params, limit)).rowcount
+        " ORDER BY o.id LIMIT ? RETURNING order_id, currency, amount", (*params, limit)).fetchall()
+    _book(db, rows, at)
+    return len(rows)
 
 
 def _reverse(db: sqlite3.Connection, refunded: Collection[str], at: str, limit: int) -> int:
-    return db.execute(
+    rows = db.execute(
         "INSERT OR IGNORE INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at)"
         " SELECT l.distributor_id, l.currency, -l.amount, 'reversal', l.order_id, l.note, ?"
         " FROM distributor_ledger l JOIN orders o ON o.id = l.order_id"
         f" WHERE l.kind = 'accrual' AND l.amount <> 0 AND o.state IN ({_marks(refunded)})"
         " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = l.order_id AND x.kind = 'reversal')"
-        " ORDER BY l.id LIMIT ?", (at, *refunded, limit)).rowcount
+        " ORDER BY l.id LIMIT ? RETURNING order_id, currency, amount", (at, *refunded, limit)).fetchall()
+    _book(db, rows, at)
+    return len(rows)
+
+
+def _book(db: sqlite3.Connection, rows: list[Any], at: str) -> None:
+    """The shop's own ledger carries every commission line too (kind `commission`, negative like cost; a reversal
+    positive), in the same transaction, so the money report's profit is net of commission."""
+    db.executemany(
+        "INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
+        " SELECT id, sku_id, channel, 'commission', ?, ?, ? FROM orders WHERE id = ?",
+        [(currency, -int(amount), at, order_id) for order_id, currency, amount in rows if amount])
 
 
 def _payout(db: sqlite3.Connection, distributor_id: int, currency: str, amount: int, note: str,

@@ -18,7 +18,15 @@ SUPPLIER_OF_ORDER = (
 #: the sale lines of a group are its paid orders; a plain count lets the database hash-aggregate instead of
 #: sorting every row for COUNT(DISTINCT) (3.4× a bare GROUP BY on PostgreSQL at 1M orders, benchmarks/bench_reports.py)
 ORDERS = "COUNT(*)"
-KEYS = {"sku": "CAST(l.sku_id AS TEXT)", "channel": "l.channel", "supplier": "COALESCE(s.supplier, '')"}
+KEYS = {"sku": "CAST(l.sku_id AS TEXT)", "channel": "l.channel", "supplier": "COALESCE(s.supplier, '')",
+        "distributor": "COALESCE(dd.name, '')"}
+#: the distributor an order came through: its API client's, else the referrer of its chat customer (orders placed
+#: after the distributor was added, as for commission); one name per order
+DISTRIBUTOR_OF_ORDER = (
+    "SELECT order_id, MIN(name) AS name FROM ("
+    " SELECT a.order_id, d.name FROM api_orders a JOIN distributors d ON d.api_client_id = a.client_id"
+    " UNION ALL SELECT o.id, d.name FROM orders o JOIN users u ON u.channel = o.channel AND u.user_id = o.user_id"
+    " JOIN distributors d ON d.ref_code = u.referrer WHERE o.created_at >= d.created_at) x GROUP BY order_id")
 
 
 def grouped_sql(by: str, lo: str, hi: str) -> str:
@@ -28,6 +36,8 @@ def grouped_sql(by: str, lo: str, hi: str) -> str:
         raise ValueError(f"unknown grouping {by!r}: one of {', '.join(STORE_GROUPINGS)}")
     join = f" LEFT JOIN ({SUPPLIER_OF_ORDER.format(lo=lo, hi=hi)}) s ON s.order_id = l.order_id" \
         if by == "supplier" else ""
+    if by == "distributor":
+        join = f" LEFT JOIN ({DISTRIBUTOR_OF_ORDER}) dd ON dd.order_id = l.order_id"
     return (f"SELECT {KEYS[by]} AS k, l.kind, l.currency, SUM(l.amount), {ORDERS}"
             f" FROM ledger l{join} WHERE l.at >= {lo} AND l.at < {hi} GROUP BY 1, 2, 3")
 

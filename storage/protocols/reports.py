@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 #: the groupings a store aggregates itself; day/week/month are time buckets (`ledger_by_period`)
-STORE_GROUPINGS = ("sku", "channel", "supplier")
+STORE_GROUPINGS = ("sku", "channel", "supplier", "distributor")
 #: an order whose codes came from more than one supplier's batches
 MIXED_SUPPLIERS = "*mixed*"
 

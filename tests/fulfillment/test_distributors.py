@@ -19,6 +19,7 @@ from fulfillment.api_clients import ApiKeys
 from fulfillment.api_orders import ApiOrders, OrderRequest
 from fulfillment.distributor_statement import CSV_HEADER, month_bounds, statement
 from fulfillment.distributors import CommissionPass, DistributorDesk, DistributorRefused, attach_commissions
+from fulfillment.money_report import MoneyReports
 from fulfillment.orders import CheckoutRequest
 from storage.records import OrderState, Price
 from storage.records_supply import SkuSource, SkuSourcing, SupplierProductRow
@@ -177,6 +178,16 @@ async def test_commission_accrues_once_per_delivered_order_and_reverses_once_on_
         ("accrual", first.id, 200), ("accrual", second.id, 100), ("reversal", first.id, -200)]
     assert lines[0].order_ref == first.ref
     assert lines[0].order_amount == 2000
+    # the shop's ledger carries the same commission lines: the money report by distributor nets them out of profit
+    reports = MoneyReports(shop.store, TZ)
+    day = reports.today(now)
+    report = await reports.report(day - timedelta(days=1), day + timedelta(days=1), by="distributor")
+    rows = {(r.group, r.currency): r for r in report.rows}
+    assert set(rows) == {("acme", "CNY"), ("(direct)", "CNY")}
+    acme_row = rows["acme", "CNY"]
+    assert (acme_row.orders, acme_row.revenue, acme_row.commission) == (2, 4000, 100)
+    assert acme_row.profit == acme_row.revenue - acme_row.refunds - acme_row.cost - acme_row.fees - 100
+    assert rows["(direct)", "CNY"].commission == 0
 
 
 async def test_payouts_reduce_the_payable_and_the_statement_equals_the_ledger(dshop):
