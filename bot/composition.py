@@ -117,7 +117,7 @@ async def open_store(settings: Settings, migrate: bool = True) -> Store:
     else:
         from storage.postgres import PostgresStore
 
-        store = await PostgresStore(url.dsn, states=STATE_GROUPS).open()
+        store = await PostgresStore(url.dsn, max_size=settings.database_pool_size, states=STATE_GROUPS).open()
     if migrate:
         version = await store.migrate()
         log.info("event=db.ready backend=%s schema_version=%s", url.backend, version)

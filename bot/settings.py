@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     #: SQLAlchemy-style URL; empty = sqlite file kamibot.db in data_dir
     database_url: str = ""
+    #: PostgreSQL connections this process may open at most (several instances share the server's max_connections)
+    database_pool_size: int = Field(20, ge=2, le=500)
     #: empty = in-process limits and locks (embedded mode)
     redis_url: str = ""
     #: empty = vault.key in data_dir

@@ -84,7 +84,7 @@ async def test_kamibot_report_command(tmp_path: Path) -> None:
     assert "new\t4" in kamibot(tmp_path, "report", "--from", "2026-11-26", "--to", "2026-11-28",
                                "--portrait").stdout.decode()
     for args, message in ((("--from", "2026-11-28", "--to", "2026-11-26"), "is not before"),
-                          (("--by", "distributor"), "invalid choice"),
+                          (("--by", "reseller"), "invalid choice"),
                           (("--from", "26.11.2026"), "not a date"),
                           (("--convert-to", "CNY", "--rate", "XTR=abc"), "not a rate")):
         bad = kamibot(tmp_path, "report", *args)
