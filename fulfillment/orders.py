@@ -48,7 +48,8 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     S.RESERVED: frozenset({S.AWAITING_PAYMENT, S.PAID, S.EXPIRED, S.REJECTED, S.REVIEW}),
     S.AWAITING_PAYMENT: frozenset({S.PAID, S.EXPIRED, S.REJECTED, S.REVIEW}),
     S.PAID: frozenset({S.DELIVERING, S.FAILED, S.REFUNDED, S.REVIEW}),
-    S.DELIVERING: frozenset({S.DELIVERED, S.REFUNDED}),
+    # a paid backorder whose every source definitively failed fails (its refund queued in the same transaction)
+    S.DELIVERING: frozenset({S.DELIVERED, S.REFUNDED, S.FAILED}),
     S.DELIVERED: frozenset({S.REFUNDED}),
     S.EXPIRED: frozenset({S.PAID, S.REVIEW}),  # a late payment is still honoured when stock allows
     # approved by the merchant: back to where it was held from, then its payment is applied
