@@ -11,8 +11,8 @@ import json
 import secrets
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
 from datetime import datetime
+from typing import Any
 
 from storage import events
 from storage.errors import InsufficientStock, PurchaseLimitReached, UnknownRecord
