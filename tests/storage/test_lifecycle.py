@@ -86,7 +86,8 @@ async def test_every_verb_writes_only_events_the_lifecycle_table_allows(store):
         assert (paid.outcome, paid.detail) == (PaymentOutcome.ALLOCATED, "procuring")
         planned = await store.plan_procurement(NewProcurement(f"P{user}", "kw", "1", 1, 100, "CNY", shop.pool.id,
                                                               waits.id), NOW)
-        assert planned is not None and await store.mark_procurement_sent(planned.our_ref, NOW)
+        assert planned is not None
+        assert await store.mark_procurement_sent(planned.our_ref, NOW)
         await store.settle_procurement(planned.our_ref, outcome, [fake_code()], NOW)
         if outcome.state is ProcurementState.FAILED:
             assert await store.fail_backorder(waits.id, "no source left", NOW)
