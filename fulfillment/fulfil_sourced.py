@@ -12,7 +12,7 @@ The payment's transaction moved such an order to `delivering` and wrote its `pro
   definitive failure). A definitive failure settled later (query, callback) queues the row again: the next source;
 - no source left: `fail_backorder` fails the order and queues its refund through its payment provider, in one
   transaction that refuses while any supplier order of it is open or unknown: never a refund while the customer
-  may have been credited. No offer at all (breakers open, catalogues unreadable) is retried `retries` times first.
+  may have been credited. No offer while a source's breaker is open is retried `retries` times first.
 
 `ticket_unknown_recharges` (job): a recharge whose outcome is still unknown after `unknown_ticket_after` gets one
 ticket for the merchants with the supplier's reference (a claim-once key per procurement); it is still queried.
@@ -35,7 +35,7 @@ TICKET_SCOPE = "supply.recharge_ticket"
 
 
 class NoSourceYet(Exception):
-    """No offer can be bought now (breakers open, catalogues unreadable): the outbox row is retried."""
+    """No offer can be bought now and a source's breaker is open: the outbox row is retried."""
 
 
 class SourcedFulfilment:
@@ -67,8 +67,10 @@ class SourcedFulfilment:
         need = order.quantity * sku.units
         offers = [o for o in await self.sourcing.offers(sourcing, need) if o.supplier not in failed]
         if not offers:
-            untried = {s.supplier for s in sourcing.sources} - failed
-            if untried and row.attempts <= self.retries:
+            # a source whose breaker is open may come back: retried; one that answers without an offer (out of
+            # stock, too dear) cannot serve it
+            unhealthy = {s.supplier for s in sourcing.sources if not self.sourcing.registry.healthy(s.supplier)}
+            if unhealthy - failed and row.attempts <= self.retries:
                 raise NoSourceYet(f"order {order.id}: no offer now")
             await self._fail(order, "no source could serve it")
             return

@@ -20,10 +20,11 @@ list, never above the SKU's maximum unit cost; automatic restock of low pools; b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,6 +65,7 @@ class SourcingService:
         self.monotonic = monotonic
         self._catalogues: dict[str, tuple[float, dict[str, SupplierProduct]]] = {}
         self._balances: dict[str, tuple[float, Money]] = {}
+        self._reading: dict[tuple[str, str], asyncio.Lock] = {}
         #: tells the merchants (message id, params); set by the composition root
         self.alert: Callable[[str, dict[str, object]], Awaitable[None]] | None = None
         self.price_sync: Any = None  # fulfillment.price_sync.PriceSync, for the merchant's /sync
@@ -72,6 +74,13 @@ class SourcingService:
         cached = self._catalogues.get(name)
         if cached is not None and self.monotonic() - cached[0] < self.catalogue_ttl:
             return cached[1]
+        async with self._reading.setdefault(("catalogue", name), asyncio.Lock()):  # one read for all who wait
+            cached = self._catalogues.get(name)
+            if cached is not None and self.monotonic() - cached[0] < self.catalogue_ttl:
+                return cached[1]
+            return await self._read_catalogue(name)
+
+    async def _read_catalogue(self, name: str) -> dict[str, SupplierProduct] | None:
         supplier = await self.registry.get(name)
         if supplier is None or not self.registry.healthy(name):
             return None
@@ -88,10 +97,30 @@ class SourcingService:
         self._catalogues.pop(name, None)
         self._balances.pop(name, None)
 
+    def _spent(self, offer: Offer, quantity: int) -> None:
+        """A purchase went out: the cached balance and stock count of that offer go down by it (no re-read per
+        order: at 50 orders/s a catalogue and a balance read per purchase would triple the supplier's load)."""
+        cached = self._balances.get(offer.supplier)
+        if cached is not None:
+            money = cached[1]
+            self._balances[offer.supplier] = (cached[0], Money(money.amount - offer.unit_cost * quantity,
+                                                               money.currency))
+        products = self._catalogues.get(offer.supplier)
+        product = products[1].get(offer.product_id) if products is not None else None
+        if products is not None and product is not None and product.stock_count is not None:
+            products[1][offer.product_id] = replace(product, stock_count=max(product.stock_count - quantity, 0))
+
     async def balance(self, name: str) -> Money | None:
         cached = self._balances.get(name)
         if cached is not None and self.monotonic() - cached[0] < self.catalogue_ttl:
             return cached[1]
+        async with self._reading.setdefault(("balance", name), asyncio.Lock()):
+            cached = self._balances.get(name)
+            if cached is not None and self.monotonic() - cached[0] < self.catalogue_ttl:
+                return cached[1]
+            return await self._read_balance(name)
+
+    async def _read_balance(self, name: str) -> Money | None:
         supplier = await self.registry.get(name)
         if supplier is None:
             return None
@@ -161,7 +190,10 @@ class SourcingService:
             if p is None:
                 return last  # another purchase for this pool or order is open: never a second one
             last = p
-            self.forget(offer.supplier)
+            if p.state is ProcurementState.FAILED:
+                self.forget(offer.supplier)  # refused: its stock or balance is not what we thought
+            else:
+                self._spent(offer, quantity)
             if p.state is not ProcurementState.FAILED:
                 await self._check_low_balance(offer.supplier)
                 return p  # succeeded, or unknown/sent: never fail over while the outcome is open
