@@ -102,21 +102,35 @@ class DeliveryWorker:
         self.due = asyncio.Event()
         #: processes a `procure` row (fulfillment/fulfil_sourced.py SourcedFulfilment.procure); set by bot/supply.py
         self.procure: Callable[[OutboxRow], Awaitable[None]] | None = None
+        self._procuring: set[asyncio.Future[None]] = set()  # procure rows running in the background
 
     def wake(self) -> None:
         self.due.set()
 
     async def run_once(self, limit: int = 50) -> int:
-        """Claim due rows and process them; returns how many were claimed."""
+        """Claim due rows and process them; returns how many were claimed. A `procure` row waits on a supplier
+        (up to its read timeout): it runs on in the background, under its claim's lease, instead of holding up
+        the deliveries claimed with it; when it ends the loop is woken (its codes' delivery row is due)."""
         now = self.clock()
         rows = await self.store.claim_outbox(now, now + self.lease, limit)
-        await asyncio.gather(*(self._process(row) for row in rows))
+        for row in rows:
+            if row.kind == PROCURE:
+                task = asyncio.ensure_future(self._process(row))  # _process logs every failure itself
+                self._procuring.add(task)
+                task.add_done_callback(self._procured)
+        await asyncio.gather(*(self._process(row) for row in rows if row.kind != PROCURE))
         return len(rows)
+
+    def _procured(self, task: asyncio.Future[None]) -> None:
+        self._procuring.discard(task)
+        self.wake()
 
     async def drain(self, max_rounds: int = 100) -> None:
         for _ in range(max_rounds):
             if not await self.run_once():
-                return
+                if not self._procuring:
+                    return
+                await asyncio.gather(*list(self._procuring))
 
     async def _process(self, row: OutboxRow) -> None:
         try:
