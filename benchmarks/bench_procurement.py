@@ -74,7 +74,7 @@ class Bench:
         self.store, self.vault, self.shop = store, vault, shop
         self.registry = SupplierRegistry(store, vault)
         self.procurement = ProcurementService(store, vault, self.registry, "bench")
-        self.sourcing = SourcingService(store, self.registry, self.procurement, "bench", catalogue_ttl=5.0)
+        self.sourcing = SourcingService(store, self.registry, self.procurement, "bench")  # catalogue 60 s
         self.orders = OrderService(store, AllowAll(), timedelta(minutes=15))
         self.chat = Chat()
         self.worker = DeliveryWorker(store, vault, {"console": self.chat}, {"test": TestPaymentProvider()})

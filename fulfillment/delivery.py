@@ -194,7 +194,7 @@ class DeliveryWorker:
         """A paid order waiting on a supplier: the customer is told once, then the purchase is made."""
         if self.procure is None:
             raise LookupError("no procurement in this process")  # retried: a process with suppliers takes it
-        if row.attempts == 1:
+        if row.attempts == 1 and not await self.store.order_procurements(row.order_id):  # once, not on failover
             d = await self.build(row.order_id, NOTICE, row.id)
             channel = self.channels.get(row.channel)
             try:
