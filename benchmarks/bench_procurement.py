@@ -11,7 +11,8 @@ SourcedFulfilment, SourcingService, ProcurementService, the supplier adapters an
 3. restock: a 100-code pool (low-stock mark 60, restock 100 from the supplier, the job every 0.1 s) selling at
    100 orders/s for `--seconds`; out-of-stock refusals (target 0).
 
-The delivery worker runs `--workers` loops (1: as `kamibot run`; claims are leased, no row is processed twice).
+The resolver job runs every second; the delivery worker runs `--workers` loops (1: as `kamibot run`; claims are
+leased, no row is processed twice).
 
     python benchmarks/bench_procurement.py [--rate 50] [--seconds 60] [--on-demand-seconds 10] [--workers 1]
 
@@ -28,7 +29,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -108,10 +108,18 @@ class Bench:
                     await asyncio.wait_for(self.worker.due.wait(), 0.2)
                 self.worker.due.clear()
 
+    async def resolve(self, stop: asyncio.Event) -> None:
+        """The resolver job (every 5 s in kamibot run, every second here): unknown answers are queried."""
+        while not stop.is_set():
+            await self.procurement.resolve_due()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
     async def load(self, rate: float, seconds: float, extra: Any = None) -> float:
         """Buy at `rate` per second for `seconds` while the workers run; the seconds it took until quiet."""
         stop = asyncio.Event()
         loops = [asyncio.create_task(self.work(stop)) for _ in range(self.workers)]
+        loops.append(asyncio.create_task(self.resolve(stop)))
         side = asyncio.create_task(extra(stop)) if extra is not None else None
         start = time.monotonic()
         buys = []
@@ -129,7 +137,7 @@ class Bench:
         return took
 
     async def _waiting_unknown(self) -> int:
-        return sum(1 for p in await self.store.procurements([ProcurementState.UNKNOWN, ProcurementState.SENT], 10_000)
+        return sum(1 for p in await self.store.procurements([ProcurementState.UNKNOWN], 10_000)
                    if p.order_id is not None)
 
 
@@ -160,9 +168,11 @@ async def on_demand(rate: float, seconds: float, workers: int) -> dict[str, Any]
             took = await b.load(rate, seconds)
             await fake.close()
         lat = [(b.chat.at[o] - b.paid_at[o]) * 1000 for o in b.paid_at if o in b.chat.at]
+        missing = [(await b.store.order_by_id(o)) for o in b.paid_at if o not in b.chat.at]
+        left = sorted(o.state.value for o in missing if o is not None)
         await b.registry.aclose()
         await b.store.close()
-    return {"on_demand_orders": len(b.paid_at), "on_demand_delivered": len(lat),
+    return {"on_demand_orders": len(b.paid_at), "on_demand_delivered": len(lat), "on_demand_not_delivered": left,
             "on_demand_orders_per_s": round(len(b.paid_at) / took, 1),
             "pay_to_code_p50_ms": round(statistics.median(lat), 1) if lat else None,
             "pay_to_code_p99_ms": round(_p(lat, 0.99), 1), "pay_to_code_target_ms": LATENCY * 1000 + 100}
