@@ -66,7 +66,7 @@ class Run:
         self.paid.append(order)
         return order
 
-    async def settle(self, seconds: float = 4.0) -> None:
+    async def settle(self, seconds: float = 10.0) -> None:
         """Worker and resolver until every paid order is delivered or refunded (or the time is up)."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
