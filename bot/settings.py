@@ -129,6 +129,17 @@ class JobSettings(BaseModel):
     recover_every_s: float = Field(30.0, gt=0, le=3_600)
 
 
+class SupplySettings(BaseModel):
+    """KAMIBOT_SUPPLY__*: paid orders that wait on a supplier (on demand after payment, direct recharges)."""
+
+    #: a recharge whose outcome is still unknown this long opens one merchant ticket (it is never refunded while
+    #: unknown, and still queried)
+    recharge_unknown_ticket_after_minutes: int = Field(30, ge=1, le=10_080)
+    #: a paid on-demand order with no offer to buy now (breakers open, catalogues unreadable) is retried this many
+    #: times (backoff 2 s, 4 s, 8 s, ...) before it fails and is refunded
+    procure_retries: int = Field(3, ge=0, le=20)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KAMIBOT_", env_nested_delimiter="__", env_file=".env",
                                       env_file_encoding="utf-8", extra="ignore")
@@ -157,6 +168,7 @@ class Settings(BaseSettings):
     aftersales: AfterSalesSettings = Field(default_factory=AfterSalesSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    supply: SupplySettings = Field(default_factory=SupplySettings)
     #: KAMIBOT_METRICS_TOKEN: GET /metrics requires it as a bearer token; empty = open (a shop on 127.0.0.1)
     metrics_token: SecretStr = SecretStr("")
     #: the public base URL of this server for dashboard links (e.g. https://shop.example.com); empty = the WeChat

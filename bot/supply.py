@@ -1,5 +1,6 @@
 """The supply side assembled for `kamibot run`: supplier registry, procurement, sourcing, their jobs and the
-supplier callback route. Built from a Shop by `build_supply` (which also gives OrderService its on-demand hook)."""
+supplier callback route. Built from a Shop by `build_supply` (which also gives the delivery worker its `procure`
+rows: paid orders waiting on a supplier, fulfillment/fulfil_sourced.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from starlette.routing import Route
 
 from bot.composition import Shop
 from bot.supplier_routes import supplier_routes
+from fulfillment.fulfil_sourced import SourcedFulfilment
 from fulfillment.price_sync import PriceSync
 from fulfillment.procurement import ProcurementService
 from fulfillment.sourcing import SourcingService
@@ -31,6 +34,7 @@ class Supply:
     procurement: ProcurementService
     sourcing: SourcingService
     sync: PriceSync
+    sourced: SourcedFulfilment
     resolve_every: float = 5.0
     restock_every: float = 10.0
     sync_every: float = 600.0
@@ -39,12 +43,13 @@ class Supply:
         """`extra` jobs of bot.jobs.run_jobs: unknown procurements queried, low pools restocked (both leased)."""
         return [("procurement_resolve", self.resolve_every, self.procurement.resolve_due),
                 ("restock", self.restock_every, self.sourcing.restock_due),
-                ("price_sync", self.sync_every, self.sync.run_once)]
+                ("price_sync", self.sync_every, self.sync.run_once),
+                ("recharge_tickets", self.resolve_every * 12, self.sourced.ticket_unknown_recharges)]
 
     def attach(self, ctx: ShopContext) -> None:
         """Give the chat its supply commands and the sourcing its way to alert merchants."""
         ctx.supply = SupplyDesk(self.sourcing.store, self.sourcing)
-        self.sourcing.alert = self.sync.alert = self.procurement.alert = merchant_alert(ctx)
+        self.sourcing.alert = self.sync.alert = self.procurement.alert = self.sourced.alert = merchant_alert(ctx)
         self.sourcing.price_sync = self.sync  # merchant /sync
 
     def routes(self) -> list[Route]:
@@ -77,5 +82,8 @@ def build_supply(shop: Shop, holder: str | None = None) -> Supply:
     registry = SupplierRegistry(shop.store, shop.vault)
     procurement = ProcurementService(shop.store, shop.vault, registry, holder)
     sourcing = SourcingService(shop.store, registry, procurement, holder)
-    shop.orders.on_short = sourcing.on_demand
-    return Supply(registry, procurement, sourcing, PriceSync(shop.store, registry, holder))
+    settings = shop.settings.supply
+    sourced = SourcedFulfilment(shop.store, sourcing, settings.procure_retries,
+                                timedelta(minutes=settings.recharge_unknown_ticket_after_minutes))
+    shop.delivery.procure = sourced.procure
+    return Supply(registry, procurement, sourcing, PriceSync(shop.store, registry, holder), sourced)

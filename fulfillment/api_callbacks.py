@@ -1,5 +1,6 @@
 """Signed callbacks to API clients: `order.delivered` once an API order's delivery row is done (its codes went out
-in the order's answer), `order.refunded` once its money went back to the wallet.
+in the order's answer, or for a sourced or recharge SKU once the supplier delivered), `order.failed` then
+`order.refunded` when no supplier could serve it, `order.refunded` once its money went back to the wallet.
 
 Each event is its own outbox row (kind `callback`, the event in its payload), queued by the API channel when the
 order's delivery or refund row is processed: the order's state never waits for the client's endpoint, and the
@@ -29,6 +30,8 @@ EVENT_HEADER = "x-kami-event-id"
 CALLBACK_KIND = "callback"
 #: delivery kind -> the event it causes (a resend is a chat matter: no callback)
 EVENT_TYPES = {"deliver": "order.delivered", "refunded": "order.refunded"}
+#: told before `order.refunded` when no supplier could serve a paid order (fulfillment/fulfil_sourced.py)
+FAILED = "order.failed"
 
 
 class CallbackStore(ApiStore, OutboxStore, Protocol):
@@ -52,15 +55,20 @@ class ApiCallbacks:
         self.clock = clock
 
     async def queue(self, delivery: Delivery) -> str | None:
-        """Queue the event this delivery row causes, when the order has a callback URL; its event id."""
+        """Queue the event this delivery row causes, when the order has a callback URL; its (last) event id. The
+        refund of an order no supplier could serve (a `delivering` order of a sourced or recharge SKU) is told as
+        `order.failed`, then `order.refunded`."""
         event_type = EVENT_TYPES.get(delivery.kind)
         link = await self.store.api_order_of(delivery.order.id)
         if event_type is None or link is None or not link.callback_url:
             return None
-        event_id = f"evt_{delivery.outbox_id}_{event_type.split('.')[1]}"
-        payload = json.dumps({"type": event_type, "event_id": event_id, "at": self.clock().isoformat(
-            timespec="seconds")})
-        await self.store.enqueue_outbox(delivery.order.id, CALLBACK_KIND, payload, self.clock())
+        types = [FAILED, event_type] if delivery.kind == "refunded" and delivery.notice else [event_type]
+        event_id = None
+        for kind in types:
+            event_id = f"evt_{delivery.outbox_id}_{kind.split('.')[1]}"
+            payload = json.dumps({"type": kind, "event_id": event_id, "at": self.clock().isoformat(
+                timespec="seconds")})
+            await self.store.enqueue_outbox(delivery.order.id, CALLBACK_KIND, payload, self.clock())
         return event_id
 
     async def prepare(self, delivery: Delivery) -> CallbackRequest | None:

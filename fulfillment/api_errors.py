@@ -31,6 +31,7 @@ class ApiCode(enum.StrEnum):
     IDEMPOTENCY_IN_PROGRESS = "IDEMPOTENCY_IN_PROGRESS"
     BAD_CALLBACK_URL = "BAD_CALLBACK_URL"
     NOT_REFUNDABLE = "NOT_REFUNDABLE"
+    BAD_TARGET = "BAD_TARGET"
     INTERNAL = "INTERNAL"
 
 
@@ -57,6 +58,7 @@ ERRORS: dict[ApiCode, tuple[int, str]] = {
     ApiCode.IDEMPOTENCY_IN_PROGRESS: (409, "A request with this Idempotency-Key is still running; retry later."),
     ApiCode.BAD_CALLBACK_URL: (422, "The callback_url must be an http(s) URL of a public address."),
     ApiCode.NOT_REFUNDABLE: (409, "The order is not in a state that can be refunded."),
+    ApiCode.BAD_TARGET: (422, "The target is missing or invalid for this SKU (recharge SKUs only take one)."),
     ApiCode.INTERNAL: (500, "The server failed; the request may be retried with the same Idempotency-Key."),
 }
 

@@ -26,6 +26,8 @@ from storage.records import Order, OutboxRow, Product, Sku
 
 log = logging.getLogger("kamibot.delivery")
 MAX_BACKOFF = timedelta(minutes=10)
+PROCURE = "procure"  # the row of a paid order waiting on a supplier (written by the payment's transaction)
+NOTICE = "notice"  # a Delivery that only tells the customer something (its `notice`), no codes
 
 
 def retry_delay(attempts: int, jitter: float) -> timedelta:
@@ -49,6 +51,9 @@ class Delivery:
     codes: list[str] = field(default_factory=list)
     outbox_id: int = 0
     payload: str = ""  # the outbox row's own payload (an API callback's event)
+    #: a message id said instead of the kind's usual text (supply.*: waiting on a supplier, recharged, refunded
+    #: because no supplier could serve it)
+    notice: str = ""
 
 
 class Channel(Protocol):
@@ -95,27 +100,45 @@ class DeliveryWorker:
         self.on_delivered: Callable[[Delivery, datetime], Awaitable[None]] | None = None
         #: set when rows were just written (a payment applied here): the job loop runs at once
         self.due = asyncio.Event()
+        #: processes a `procure` row (fulfillment/fulfil_sourced.py SourcedFulfilment.procure); set by bot/supply.py
+        self.procure: Callable[[OutboxRow], Awaitable[None]] | None = None
+        self._procuring: set[asyncio.Future[None]] = set()  # procure rows running in the background
 
     def wake(self) -> None:
         self.due.set()
 
     async def run_once(self, limit: int = 50) -> int:
-        """Claim due rows and process them; returns how many were claimed."""
+        """Claim due rows and process them; returns how many were claimed. A `procure` row waits on a supplier
+        (up to its read timeout): it runs on in the background, under its claim's lease, instead of holding up
+        the deliveries claimed with it; when it ends the loop is woken (its codes' delivery row is due)."""
         now = self.clock()
         rows = await self.store.claim_outbox(now, now + self.lease, limit)
-        await asyncio.gather(*(self._process(row) for row in rows))
+        for row in rows:
+            if row.kind == PROCURE:
+                task = asyncio.ensure_future(self._process(row))  # _process logs every failure itself
+                self._procuring.add(task)
+                task.add_done_callback(self._procured)
+        await asyncio.gather(*(self._process(row) for row in rows if row.kind != PROCURE))
         return len(rows)
+
+    def _procured(self, task: asyncio.Future[None]) -> None:
+        self._procuring.discard(task)
+        self.wake()
 
     async def drain(self, max_rounds: int = 100) -> None:
         for _ in range(max_rounds):
             if not await self.run_once():
-                return
+                if not self._procuring:
+                    return
+                await asyncio.gather(*list(self._procuring))
 
     async def _process(self, row: OutboxRow) -> None:
         try:
             sent = None
             if row.kind == "refund":
                 await self._refund(row)
+            elif row.kind == PROCURE:
+                await self._procure(row)
             else:
                 sent = await self._send(row)
         except PermanentFailure as exc:
@@ -163,7 +186,24 @@ class DeliveryWorker:
         codes = [] if kind == "refunded" else [
             self.vault.open(item.code) for item in await self.store.order_items(order_id)
         ]
-        return Delivery(kind, order, sku, product, codes, outbox_id)
+        # a direct recharge is delivered without codes: its notice says the target was credited
+        notice = "supply.recharged" if kind == "deliver" and order.target and not codes else ""
+        return Delivery(kind, order, sku, product, codes, outbox_id, notice=notice)
+
+    async def _procure(self, row: OutboxRow) -> None:
+        """A paid order waiting on a supplier: the customer is told once, then the purchase is made."""
+        if self.procure is None:
+            raise LookupError("no procurement in this process")  # retried: a process with suppliers takes it
+        if row.attempts == 1 and not await self.store.order_procurements(row.order_id):  # once, not on failover
+            d = await self.build(row.order_id, NOTICE, row.id)
+            channel = self.channels.get(row.channel)
+            try:
+                if channel is not None:
+                    await channel.deliver(replace(d, notice="supply.recharging" if d.order.target
+                                                  else "supply.procuring"))
+            except Exception:  # noqa: BLE001 - the notice is a courtesy: the purchase must go on
+                log.info("event=delivery.notice_failed order_id=%s", row.order_id)
+        await self.procure(row)
 
     async def _send(self, row: OutboxRow) -> Delivery:
         delivery = replace(await self.build(row.order_id, row.kind, row.id), payload=row.payload)
@@ -182,4 +222,5 @@ class DeliveryWorker:
             reason=str(data.get("cause", "automatic refund: could not fulfil"))), self.clock())
         channel = self.channels.get(row.channel)
         if channel is not None:
-            await channel.deliver(await self.build(row.order_id, "refunded", row.id))
+            await channel.deliver(replace(await self.build(row.order_id, "refunded", row.id),
+                                          notice=str(data.get("notice", ""))))

@@ -17,7 +17,7 @@ every verb on both backends and checks each row with it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -49,7 +49,8 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     S.RESERVED: frozenset({S.AWAITING_PAYMENT, S.PAID, S.EXPIRED, S.REJECTED, S.REVIEW}),
     S.AWAITING_PAYMENT: frozenset({S.PAID, S.EXPIRED, S.REJECTED, S.REVIEW}),
     S.PAID: frozenset({S.DELIVERING, S.FAILED, S.REFUNDED, S.REVIEW}),
-    S.DELIVERING: frozenset({S.DELIVERED, S.REFUNDED}),
+    # a paid backorder whose every source definitively failed fails (its refund queued in the same transaction)
+    S.DELIVERING: frozenset({S.DELIVERED, S.REFUNDED, S.FAILED}),
     S.DELIVERED: frozenset({S.REFUNDED}),
     S.EXPIRED: frozenset({S.PAID, S.REVIEW}),  # a late payment is still honoured when stock allows
     # approved by the merchant: back to where it was held from, then its payment is applied
@@ -168,8 +169,6 @@ class OrderService:
         self.risk = risk
         self.ttl = reservation_ttl
         self.clock = clock
-        #: buys what an on-demand SKU lacks (fulfillment.sourcing.SourcingService.on_demand); True: reserve again
-        self.on_short: Callable[[Sku, int], Awaitable[bool]] | None = None
 
     async def checkout(self, req: CheckoutRequest) -> Order:
         """Validate and hold stock; the order comes back `reserved` with its amount fixed."""
@@ -190,7 +189,7 @@ class OrderService:
         new = NewOrder(req.channel, req.user_id, req.chat_id, sku.id, quantity, price.amount * quantity,
                        price.currency, now + self.ttl, req.language, target)
         try:
-            order = await self._reserve(new, now, sku)
+            order = await self.store.reserve(new, now)  # on-demand/recharge: a backorder
         except store_errors.InsufficientStock:
             available = await self.store.pool_available(sku.pool_id)
             raise OutOfStock("not enough stock", available=available // sku.units) from None
@@ -203,17 +202,6 @@ class OrderService:
         log.info("event=order.reserved order_id=%s sku_id=%s quantity=%s channel=%s",
                  order.id, sku.id, quantity, req.channel)
         return order
-
-    async def _reserve(self, new: NewOrder, now: datetime, sku: Sku) -> Order:
-        """reserve(); when short and the SKU buys on demand, buy and try again (a few times: concurrent buyers may
-        take the codes bought for this one first)."""
-        for _ in range(3):
-            try:
-                return await self.store.reserve(new, now)
-            except store_errors.InsufficientStock:
-                if self.on_short is None or not await self.on_short(sku, new.quantity):
-                    raise
-        return await self.store.reserve(new, now)
 
     async def move(self, order_id: int, to: OrderState, event: NewOrderEvent) -> bool:
         moved = await self.store.transition(order_id, sources_of(to), to, event, self.clock())

@@ -98,13 +98,21 @@ class ProcurementService:
         return await self.send(planned)
 
     async def send(self, p: Procurement) -> Procurement | None:
+        """Send a planned purchase: codes, or for an order with a recharge target, `recharge` of that target."""
         supplier = await self.registry.get(p.supplier)
         if supplier is None:
             return await self._settle(p.our_ref, Settlement(ProcurementState.FAILED, detail="supplier.not_configured"))
         if not await self.store.mark_procurement_sent(p.our_ref, self.clock()):
             return await self.store.procurement_by_ref(p.our_ref)  # not ours to send (failed or sent already)
+        # a direct recharge order names its target: the supplier credits it (no codes come back)
+        target = await self._target(p)
         try:
-            order = await supplier.buy_codes(p.our_ref, p.product_id, p.quantity, Money(p.max_unit_cost, p.currency))
+            if target:
+                order = await supplier.recharge(p.our_ref, p.product_id, target, p.quantity,
+                                                Money(p.max_unit_cost, p.currency))
+            else:
+                order = await supplier.buy_codes(p.our_ref, p.product_id, p.quantity,
+                                                 Money(p.max_unit_cost, p.currency))
         except DefinitiveFailure as exc:
             log.info("event=procurement.refused ref=%s supplier=%s reason=%s", p.our_ref, p.supplier, exc.kind)
             return await self._settle(p.our_ref, Settlement(ProcurementState.FAILED, detail=exc.kind))
@@ -113,6 +121,10 @@ class ProcurementService:
             await self.store.mark_procurement_unknown(p.our_ref, exc.kind, self.clock())
             return await self.store.procurement_by_ref(p.our_ref)
         return await self.apply(p, order)
+
+    async def _target(self, p: Procurement) -> str | None:
+        order = await self.store.order_by_id(p.order_id) if p.order_id is not None else None
+        return order.target if order is not None else None
 
     # -- answers ---------------------------------------------------------------------------------------------
     async def apply(self, p: Procurement, order: SupplierOrder) -> Procurement | None:

@@ -12,11 +12,10 @@ list, never above the SKU's maximum unit cost; automatic restock of low pools; b
 - Before buying from a supplier its balance is read (cached like the catalogue): an offer the balance cannot pay
   is skipped. After a purchase the balance is read again; under the supplier's `low_balance` mark the merchants
   are alerted once per crossing (a claim-once key per "epoch"; climbing back over the mark starts a new epoch).
-- `on_demand` (OrderService's hook when a reservation finds too little stock): for a SKU marked on_demand, buys
-  the missing uses into its pool at once, one buyer per pool at a time (lease `on-demand:<pool id>`, others wait
-  briefly), so the reservation that follows holds real codes. Nothing is charged to the customer before the codes
-  are in the vault: a paid order is then always delivered from stock, and a purchase whose outcome is unknown
-  refuses the reservation (out of stock for now) instead of taking money for codes that may never come.
+- On demand happens after payment (fulfillment/fulfil_sourced.py): an on-demand SKU's order is reserved without
+  stock when its pool is short, and once paid `procure` buys for that order (`order_id`), excluding the sources
+  that definitively failed it. Nothing is bought at checkout: the customer never waits on a supplier to reserve,
+  and automatic restock is what keeps a pool warm.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,7 +38,6 @@ from storage.records_supply import Procurement, ProcurementState, SkuSourcing
 
 log = logging.getLogger("kamibot.sourcing")
 _FAR = timedelta(days=3650)
-ON_DEMAND_BATCH_MAX = 20  # one on-demand purchase buys for at most this many queued buyers
 SHOWN_UNCOUNTED = 99  # a supplier that does not count its stock (recharge, unlimited) shows this many
 
 
@@ -67,8 +65,7 @@ class SourcingService:
         self.monotonic = monotonic
         self._catalogues: dict[str, tuple[float, dict[str, SupplierProduct]]] = {}
         self._balances: dict[str, tuple[float, Money]] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._waiting: dict[int, int] = {}  # buyers of each pool inside on_demand in this process
+        self._reading: dict[tuple[str, str], asyncio.Lock] = {}
         #: tells the merchants (message id, params); set by the composition root
         self.alert: Callable[[str, dict[str, object]], Awaitable[None]] | None = None
         self.price_sync: Any = None  # fulfillment.price_sync.PriceSync, for the merchant's /sync
@@ -77,6 +74,13 @@ class SourcingService:
         cached = self._catalogues.get(name)
         if cached is not None and self.monotonic() - cached[0] < self.catalogue_ttl:
             return cached[1]
+        async with self._reading.setdefault(("catalogue", name), asyncio.Lock()):  # one read for all who wait
+            cached = self._catalogues.get(name)
+            if cached is not None and self.monotonic() - cached[0] < self.catalogue_ttl:
+                return cached[1]
+            return await self._read_catalogue(name)
+
+    async def _read_catalogue(self, name: str) -> dict[str, SupplierProduct] | None:
         supplier = await self.registry.get(name)
         if supplier is None or not self.registry.healthy(name):
             return None
@@ -93,10 +97,30 @@ class SourcingService:
         self._catalogues.pop(name, None)
         self._balances.pop(name, None)
 
+    def _spent(self, offer: Offer, quantity: int) -> None:
+        """A purchase went out: the cached balance and stock count of that offer go down by it (no re-read per
+        order: at 50 orders/s a catalogue and a balance read per purchase would triple the supplier's load)."""
+        cached = self._balances.get(offer.supplier)
+        if cached is not None:
+            money = cached[1]
+            self._balances[offer.supplier] = (cached[0], Money(money.amount - offer.unit_cost * quantity,
+                                                               money.currency))
+        products = self._catalogues.get(offer.supplier)
+        product = products[1].get(offer.product_id) if products is not None else None
+        if products is not None and product is not None and product.stock_count is not None:
+            products[1][offer.product_id] = replace(product, stock_count=max(product.stock_count - quantity, 0))
+
     async def balance(self, name: str) -> Money | None:
         cached = self._balances.get(name)
         if cached is not None and self.monotonic() - cached[0] < self.catalogue_ttl:
             return cached[1]
+        async with self._reading.setdefault(("balance", name), asyncio.Lock()):
+            cached = self._balances.get(name)
+            if cached is not None and self.monotonic() - cached[0] < self.catalogue_ttl:
+                return cached[1]
+            return await self._read_balance(name)
+
+    async def _read_balance(self, name: str) -> Money | None:
         supplier = await self.registry.get(name)
         if supplier is None:
             return None
@@ -150,10 +174,13 @@ class SourcingService:
         return sorted(found, key=lambda o: (o.unit_cost, o.position))
 
     async def procure(self, sourcing: SkuSourcing, quantity: int, pool_id: int, order_id: int | None = None,
-                      only: str | None = None) -> Procurement | None:
-        """Buy `quantity` into the pool from the best offer, failing over on definitive failures only."""
+                      only: str | None = None, exclude: frozenset[str] = frozenset()) -> Procurement | None:
+        """Buy `quantity` into the pool (for `order_id` when given) from the best offer not in `exclude`, failing
+        over on definitive failures only."""
         last: Procurement | None = None
         for offer in await self.offers(sourcing, quantity, only):
+            if offer.supplier in exclude:
+                continue
             funds = await self.balance(offer.supplier)
             if funds is not None and funds.amount < offer.unit_cost * quantity:
                 log.info("event=sourcing.skipped supplier=%s reason=balance", offer.supplier)
@@ -163,7 +190,10 @@ class SourcingService:
             if p is None:
                 return last  # another purchase for this pool or order is open: never a second one
             last = p
-            self.forget(offer.supplier)
+            if p.state is ProcurementState.FAILED:
+                self.forget(offer.supplier)  # refused: its stock or balance is not what we thought
+            else:
+                self._spent(offer, quantity)
             if p.state is not ProcurementState.FAILED:
                 await self._check_low_balance(offer.supplier)
                 return p  # succeeded, or unknown/sent: never fail over while the outcome is open
@@ -205,39 +235,3 @@ class SourcingService:
                 continue
             extra += SHOWN_UNCOUNTED if p.stock_count is None else p.stock_count // sku.units
         return own + extra
-
-    async def on_demand(self, sku: Sku, quantity: int) -> bool:
-        """Buy what a reservation of `quantity` items lacks, for an on-demand SKU; True when it may retry."""
-        sourcing = await self.store.sku_sourcing(sku.id)
-        if sourcing is None or not sourcing.on_demand or not sourcing.sources:
-            return False
-        need = quantity * sku.units
-        # buyers in this process queue on a lock (the lease's holder is the process: it would let them all in);
-        # the one buying buys for those queued behind it too (what is left over stays in the pool)
-        self._waiting[sku.pool_id] = self._waiting.get(sku.pool_id, 0) + 1
-        try:
-            return await self._buy_for(sku, sourcing, need)
-        finally:
-            self._waiting[sku.pool_id] -= 1
-
-    async def _buy_for(self, sku: Sku, sourcing: SkuSourcing, need: int) -> bool:
-        name = f"on-demand:{sku.pool_id}"
-        async with self._locks.setdefault(sku.pool_id, asyncio.Lock()):
-            for _ in range(50):  # another process is buying for this pool: wait for it, then look again
-                if await self.store.pool_available(sku.pool_id) >= need:
-                    return True
-                now = self.clock()
-                if await self.store.try_lease(name, self.holder, now + self.lease, now):
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                return False
-            try:
-                available = await self.store.pool_available(sku.pool_id)
-                if available >= need:
-                    return True
-                short = min(need * self._waiting.get(sku.pool_id, 1), need * ON_DEMAND_BATCH_MAX) - available
-                p = await self.procure(sourcing, short, sku.pool_id)
-                return p is not None and p.state is ProcurementState.SUCCEEDED and p.received > 0
-            finally:
-                await self.store.release_lease(name, self.holder)

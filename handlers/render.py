@@ -44,6 +44,9 @@ def order_line(tr: Translator, lang: str, order: Order, sku: Sku | None, tz: str
 
 
 def delivery_reply(tr: Translator, d: Delivery, lang: str) -> Reply:
+    if d.notice and not d.codes:  # supply.*: waiting on a supplier, recharged, refunded after the supplier failed
+        return Reply(tr(lang, d.notice, ref=d.order.ref, name=sku_name(d.sku, lang), target=d.order.target or "",
+                        total=tr.money(lang, d.order.amount, d.order.currency)))
     if d.kind == "refunded":
         return Reply(tr(lang, "delivery.refunded", ref=d.order.ref,
                         total=tr.money(lang, d.order.amount, d.order.currency)))

@@ -39,10 +39,13 @@ class EventType(enum.StrEnum):
     DISPUTE = "dispute"  # note. source: merchant, telegram, wechatpay
     RISK_FLAGGED = "risk_flagged"  # note. reasons: risk rules asked to hold this order before payment
     NOTE = "note"  # note. text (rows written before typed events whose text matched no type)
+    SUPPLIER_ORDERED = "supplier_ordered"  # paid, own stock cannot serve it: delivering once a supplier delivers
+    SUPPLIER_DELIVERED = "supplier_delivered"  # note. ref: the procurement that delivered (codes or a recharge)
+    SUPPLIER_FAILED = "supplier_failed"  # cause: no source could serve the paid order (refund queued)
 
 
 #: events that record something without changing the order's state (from_state == to_state)
-NOTE_TYPES = frozenset({EventType.DISPUTE, EventType.RISK_FLAGGED, EventType.NOTE})
+NOTE_TYPES = frozenset({EventType.DISPUTE, EventType.RISK_FLAGGED, EventType.NOTE, EventType.SUPPLIER_DELIVERED})
 
 _FIXED_TEXT = {
     EventType.CHECKOUT: "checkout",
@@ -53,6 +56,7 @@ _FIXED_TEXT = {
     EventType.PAYMENT_MISMATCH: "payment amount or currency mismatch",
     EventType.CODES_ALLOCATED: "codes allocated",
     EventType.OUT_OF_STOCK: "out of stock after payment",
+    EventType.SUPPLIER_ORDERED: "waiting on a supplier",
 }
 _MAX_TEXT = 200
 
@@ -111,6 +115,10 @@ def describe(kind: EventType, p: Mapping[str, Any]) -> str:
         return f"approved by {p.get('actor', '')}"
     if kind is EventType.REFUNDED:
         return str(p.get("reason", ""))
+    if kind is EventType.SUPPLIER_DELIVERED:
+        return f"supplier delivered ({p.get('ref', '')})"
+    if kind is EventType.SUPPLIER_FAILED:
+        return f"no supplier could serve it: {p.get('cause', '')}"
     if kind is EventType.DISPUTE:
         return f"dispute:{p.get('source', '')}"
     return str(p.get("text", ""))
@@ -206,3 +214,15 @@ def risk_flagged(*, reasons: Iterable[str]) -> NewOrderEvent:
 
 def note(*, text: str) -> NewOrderEvent:
     return NewOrderEvent(EventType.NOTE, {"text": text[:_MAX_TEXT]})
+
+
+def supplier_ordered() -> NewOrderEvent:
+    return _plain(EventType.SUPPLIER_ORDERED)
+
+
+def supplier_delivered(*, ref: str) -> NewOrderEvent:
+    return NewOrderEvent(EventType.SUPPLIER_DELIVERED, {"ref": ref[:_MAX_TEXT]})
+
+
+def supplier_failed(*, cause: str) -> NewOrderEvent:
+    return NewOrderEvent(EventType.SUPPLIER_FAILED, {"cause": cause[:_MAX_TEXT]})

@@ -126,12 +126,12 @@ class PgApiVerbs(PostgresBase):
                 try:
                     r = await conn.fetchrow(
                         "SELECT order_id, fresh FROM kb_api_order($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,"
-                        "$15,$16,$17)",
+                        "$15,$16,$17,$18)",
                         order.client_id, order.client_order_no, order.request_hash, order.callback_url, new_ref(),
                         order.sku_id, order.quantity, order.amount, order.currency, order.language,
                         aware(order.expires_at), aware(now), self._closed, self._payable,
                         nonce.scope if nonce else None, nonce.key if nonce else None,
-                        aware(nonce.expires_at) if nonce else None)
+                        aware(nonce.expires_at) if nonce else None, order.target)
                 except asyncpg.PostgresError as exc:
                     error = _ERRORS.get(getattr(exc, "sqlstate", "") or "")
                     if error is not None:

@@ -156,11 +156,16 @@ class PgSupply:
                 if batch_id is not None:
                     await conn.execute("UPDATE code_batches SET imported = $1, duplicate_in_vault = $2"
                                        " WHERE id = $3", received, duplicates, batch_id)
+                if p.order_id is not None:  # on demand after payment: the codes are that order's, in this transaction
+                    await conn.execute("SELECT kb_fill_backorder($1, $2, $3, $4, $5, $6)", p.order_id, batch_id,
+                                       outcome.cost, p.currency, p.our_ref, at)
             else:
                 settled = await conn.fetchrow(
                     "UPDATE procurements SET state = $1, supplier_order_id = COALESCE($2, supplier_order_id),"
                     f" detail = $3, updated_at = $4 WHERE id = $5 RETURNING {PROC_COLS}", outcome.state.value,
                     outcome.supplier_order_id, outcome.detail[:200], at, p.id)
+                if outcome.state is ProcurementState.FAILED and p.order_id is not None:
+                    await conn.execute("SELECT kb_requeue_procure($1, $2)", p.order_id, at)  # fail over, or fail
             assert settled is not None
             return _proc(settled)
 
@@ -180,6 +185,10 @@ class PgSupply:
             " AND ($2::timestamptz IS NULL OR updated_at < $2) ORDER BY id LIMIT $3",
             [s.value for s in states], _aware(updated_before) if updated_before else None, limit)
         return [_proc(r) for r in rows]
+
+    async def fail_backorder(self, order_id: int, cause: str, now: datetime) -> bool:
+        return bool(await self.pool.fetchval("SELECT kb_fail_backorder($1, $2, $3, FALSE)", order_id, cause,
+                                             _aware(now)))
 
     async def order_procurements(self, order_id: int) -> list[Procurement]:
         rows = await self.pool.fetch(f"SELECT {PROC_COLS} FROM procurements WHERE order_id = $1 ORDER BY id",

@@ -112,7 +112,7 @@ def place_api_order(db: sqlite3.Connection, o: ApiOrderIn, now: datetime, g: Sta
             raise DuplicateOrderNo(f"client {o.client_id} order number taken by another request")
         return _placed(db, int(known[0]), False)
     order_id = tx.reserve(db, NewOrder("api", f"client:{o.client_id}", str(o.client_id), o.sku_id, o.quantity,
-                                       o.amount, o.currency, o.expires_at, o.language), now, g)
+                                       o.amount, o.currency, o.expires_at, o.language, o.target), now, g)
     at = ts(now)
     adjust_wallet(db, o.client_id, o.currency, -o.amount, "order", o.client_order_no, order_id, at)
     ref = db.execute("SELECT ref FROM orders WHERE id = ?", (order_id,)).fetchone()[0]

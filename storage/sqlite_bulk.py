@@ -54,7 +54,7 @@ def _orders(db: sqlite3.Connection, refs: list[str]) -> dict[str, tuple[object, 
     for i in range(0, len(refs), _CHUNK):
         part = refs[i : i + _CHUNK]
         for row in db.execute(
-            "SELECT ref, id, state, pool_id, quantity * units, amount, currency, sku_id, channel, chat_id"
+            "SELECT ref, id, state, pool_id, quantity * units, amount, currency, sku_id, channel, chat_id, backorder"
             f" FROM orders WHERE ref IN ({_in(part)})", part,
         ):
             out[row[0]] = tuple(row[1:])
@@ -74,11 +74,11 @@ def plan(db: sqlite3.Connection, events: Sequence[PaymentEventIn], g: StateGroup
         key = (e.provider, e.provider_txn_id)
         o = orders.get(e.order_ref)
         plain = (key not in existing and key not in seen_keys and e.order_ref not in seen_refs and o is not None
-                 and o[1] in g.holding and (o[4], o[5]) == (e.amount, e.currency))
+                 and o[1] in g.holding and (o[4], o[5]) == (e.amount, e.currency) and not o[9])  # backorder: slow
         seen_keys.add(key)
         seen_refs.add(e.order_ref)
         if plain and o is not None:
-            oid, state, pool_id, need, _, _, sku_id, channel, chat_id = o
+            oid, state, pool_id, need, _, _, sku_id, channel, chat_id, _ = o
             fast.append(_Plan(i, e, int(oid), str(state), int(pool_id), int(need), int(sku_id),  # type: ignore[call-overload]
                               str(channel), str(chat_id)))
         else:

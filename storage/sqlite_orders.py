@@ -12,6 +12,7 @@ import secrets
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from storage import events
 from storage.errors import InsufficientStock, PurchaseLimitReached, UnknownRecord
@@ -34,6 +35,15 @@ from storage.sqltime import ts
 
 _REF_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 ALLOCATED = events.codes_allocated()
+#: 0: codes from own stock only; 1: on demand (own stock first, then a supplier); 2: a direct recharge (a supplier)
+SOURCED = ("CASE WHEN s.target_rule IS NOT NULL THEN 2 WHEN EXISTS (SELECT 1 FROM sku_sourcing g WHERE g.sku_id = s.id"
+           " AND g.on_demand = 1 AND g.sources <> '') THEN 1 ELSE 0 END")
+RECHARGE = 2
+#: the outbox row of a paid order waiting on a supplier, and the detail of its payment event (outcome allocated)
+PROCURE = "procure"
+PROCURING = "procuring"
+#: the uses an order holds from its pool while reserved (a backorder holds none)
+HELD = "CASE WHEN backorder = 1 THEN 0 ELSE quantity * units END"
 EVENT_INSERT = "INSERT INTO order_events (order_id, from_state, to_state, type, params, at) VALUES (?,?,?,?,?,?)"
 
 
@@ -62,13 +72,14 @@ def set_state(db: sqlite3.Connection, order_id: int, frm: str, to: str, ev: NewO
 def reserve(db: sqlite3.Connection, o: NewOrder, now: datetime, g: StateGroups) -> int:
     at = ts(now)
     sku = db.execute(
-        "SELECT s.pool_id, s.units, s.per_user_limit FROM skus s JOIN products p ON p.id = s.product_id"
-        " WHERE s.id = ? AND s.active = 1 AND p.active = 1",
+        "SELECT s.pool_id, s.units, s.per_user_limit, s.target_rule IS NOT NULL, EXISTS (SELECT 1 FROM sku_sourcing"
+        " g WHERE g.sku_id = s.id AND g.on_demand = 1 AND g.sources <> '')"
+        " FROM skus s JOIN products p ON p.id = s.product_id WHERE s.id = ? AND s.active = 1 AND p.active = 1",
         (o.sku_id,),
     ).fetchone()
     if sku is None:
         raise UnknownRecord(f"sku {o.sku_id} unknown or inactive")
-    pool_id, units, limit = sku
+    pool_id, units, limit, recharge, on_demand = sku
     if limit:
         closed = g.values(g.closed)
         bought = db.execute(
@@ -79,18 +90,19 @@ def reserve(db: sqlite3.Connection, o: NewOrder, now: datetime, g: StateGroups) 
         if bought + o.quantity > limit:
             raise PurchaseLimitReached(f"sku {o.sku_id} per-user limit {limit}")
     need = o.quantity * units
-    cur = db.execute(
+    # a recharge holds nothing (no codes); an on-demand SKU holds own stock when there is, else it is a backorder
+    backorder = bool(recharge) or db.execute(
         "UPDATE pools SET available = available - ? WHERE id = ? AND available >= ?",
         (need, pool_id, need),
-    )
-    if cur.rowcount != 1:
+    ).rowcount != 1
+    if backorder and not (recharge or on_demand):
         raise InsufficientStock(f"pool {pool_id} cannot hold {need} uses")
     cur = db.execute(
         "INSERT INTO orders (ref, channel, user_id, chat_id, sku_id, pool_id, quantity, units, amount,"
-        " currency, state, language, created_at, expires_at, updated_at, target)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " currency, state, language, created_at, expires_at, updated_at, target, backorder)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (new_ref(), o.channel, o.user_id, o.chat_id, o.sku_id, pool_id, o.quantity, units, o.amount,
-         o.currency, OrderState.RESERVED.value, o.language, at, ts(o.expires_at), at, o.target),
+         o.currency, OrderState.RESERVED.value, o.language, at, ts(o.expires_at), at, o.target, int(backorder)),
     )
     order_id = int(cur.lastrowid or 0)
     event(db, order_id, None, OrderState.CREATED.value, events.checkout(), at)
@@ -100,7 +112,7 @@ def reserve(db: sqlite3.Connection, o: NewOrder, now: datetime, g: StateGroups) 
 
 def transition(db: sqlite3.Connection, order_id: int, allowed: Sequence[str], to: str, ev: NewOrderEvent,
                now: datetime, g: StateGroups) -> bool:
-    row = db.execute("SELECT state, pool_id, quantity * units FROM orders WHERE id = ?", (order_id,)).fetchone()
+    row = db.execute(f"SELECT state, pool_id, {HELD} FROM orders WHERE id = ?", (order_id,)).fetchone()
     if row is None or row[0] not in allowed:
         return False
     state, pool_id, uses = row
@@ -115,7 +127,7 @@ def expire(db: sqlite3.Connection, now: datetime, limit: int, g: StateGroups) ->
     at = ts(now)
     holding = g.values(g.holding)
     rows = db.execute(
-        "SELECT id, state, pool_id, quantity * units FROM orders"
+        f"SELECT id, state, pool_id, {HELD} FROM orders"
         f" WHERE state IN ({marks(holding)}) AND expires_at <= ? ORDER BY expires_at LIMIT ?",
         (*holding, at, limit),
     ).fetchall()
@@ -193,12 +205,12 @@ def _apply(db: sqlite3.Connection, event_id: int, ref: str, amount: int, currenc
            txn: str, at: str, g: StateGroups) -> PaymentApplied:
     """Mark paid, allocate, write items, ledger, events and the outbox row: the one transaction of invariant 2."""
     order = db.execute(
-        "SELECT id, state, pool_id, quantity * units, amount, currency, sku_id, channel, chat_id"
-        " FROM orders WHERE ref = ?", (ref,),
+        "SELECT o.id, o.state, o.pool_id, o.quantity * o.units, o.amount, o.currency, o.sku_id, o.channel,"
+        f" o.chat_id, o.backorder, {SOURCED} FROM orders o JOIN skus s ON s.id = o.sku_id WHERE o.ref = ?", (ref,),
     ).fetchone()
     if order is None:
         return _finish_event(db, event_id, PaymentOutcome.UNKNOWN_ORDER, None, "no such order", at)
-    oid, state, pool_id, need, o_amount, o_currency, sku_id, channel, chat_id = order
+    oid, state, pool_id, need, o_amount, o_currency, sku_id, channel, chat_id, backorder, sourced = order
     if state not in g.payable:
         return _finish_event(db, event_id, PaymentOutcome.REVIEW, oid, f"payment for order in {state}", at)
     if (amount, currency) != (o_amount, o_currency):
@@ -206,14 +218,20 @@ def _apply(db: sqlite3.Connection, event_id: int, ref: str, amount: int, currenc
         set_state(db, oid, state, OrderState.REVIEW.value, events.payment_mismatch(), at)
         return _finish_event(db, event_id, PaymentOutcome.REVIEW, oid, "amount or currency mismatch", at)
     taken: list[tuple[int, int, int, str]] = []
-    if state != OrderState.EXPIRED or db.execute(
+    # a late payment's reservation was handed back and a backorder held nothing: take the uses now, if any
+    held = state != OrderState.EXPIRED and not backorder
+    if sourced != RECHARGE and (held or db.execute(
         "UPDATE pools SET available = available - ? WHERE id = ? AND available >= ?", (need, pool_id, need)
-    ).rowcount == 1:
+    ).rowcount == 1):
+        held = True
         taken = _claim_uses(db, pool_id, need, at)
     ledger = [(oid, sku_id, channel, "sale", currency, amount, at)]
     if fee:
         ledger.append((oid, sku_id, channel, "fee", currency, -fee, at))
     paid = events.payment_received(provider=provider, txn=txn)
+    if len(taken) < need and sourced:
+        return _await_supplier(db, event_id, oid, state, pool_id, need if held else 0, taken, ledger, paid, channel,
+                               chat_id, at)
     if len(taken) < need:
         set_state(db, oid, state, OrderState.PAID.value, paid, at)
         _ledger_many(db, ledger)
@@ -234,6 +252,25 @@ def _apply(db: sqlite3.Connection, event_id: int, ref: str, amount: int, currenc
                                   event_row(oid, OrderState.PAID.value, OrderState.DELIVERING.value, ALLOCATED, at)])
     _outbox(db, oid, "deliver", channel, chat_id, "", at)
     return _finish_event(db, event_id, PaymentOutcome.ALLOCATED, oid, "", at)
+
+
+def _await_supplier(db: sqlite3.Connection, event_id: int, oid: int, state: str, pool_id: int, held: int,
+                    taken: list[tuple[int, int, int, str]], ledger: list[tuple[int, int, str, str, str, int, str]],
+                    paid: NewOrderEvent, channel: str, chat_id: str, at: str) -> PaymentApplied:
+    """Paid, and own stock cannot serve an on-demand or recharge order: hand back what was taken or held, move it
+    to delivering as a backorder and queue its procurement (the `procure` outbox row), in this transaction."""
+    for code_id, _, _, _ in taken:
+        db.execute("UPDATE codes SET uses_left = uses_left + 1 WHERE id = ?", (code_id,))
+    if held:
+        db.execute("UPDATE pools SET available = available + ? WHERE id = ?", (held, pool_id))
+    _ledger_many(db, ledger)
+    db.execute("UPDATE orders SET state = ?, backorder = 1, updated_at = ? WHERE id = ?",
+               (OrderState.DELIVERING.value, at, oid))
+    db.executemany(EVENT_INSERT, [event_row(oid, state, OrderState.PAID.value, paid, at),
+                                  event_row(oid, OrderState.PAID.value, OrderState.DELIVERING.value,
+                                            events.supplier_ordered(), at)])
+    _outbox(db, oid, PROCURE, channel, chat_id, "", at)
+    return _finish_event(db, event_id, PaymentOutcome.ALLOCATED, oid, PROCURING, at)
 
 
 def _fail_unstocked(db: sqlite3.Connection, event_id: int, oid: int, taken: list[tuple[int, int, int, str]],
@@ -351,7 +388,7 @@ def refund(db: sqlite3.Connection, oid: int, ev: NewOrderEvent, now: datetime, g
     if state == OrderState.REVIEW:
         held = db.execute("SELECT COUNT(*) FROM order_items WHERE order_id = ?", (oid,)).fetchone()[0]
         if held_from(db, oid) in g.holding and not held:
-            db.execute("UPDATE pools SET available = available + (SELECT quantity * units FROM orders"
+            db.execute(f"UPDATE pools SET available = available + (SELECT {HELD} FROM orders"
                        " WHERE id = ?) WHERE id = ?", (oid, pool_id))
     set_state(db, oid, state, OrderState.REFUNDED.value, ev, at)
     return True
@@ -374,3 +411,83 @@ def record_dispute(db: sqlite3.Connection, oid: int, ev: NewOrderEvent, now: dat
         return False  # an order with events exists: nothing unknown here
     add_note(db, oid, ev, now)
     return True
+
+
+# -- orders waiting on a supplier (backorders in delivering) ------------------------------------------------------
+def _waiting(db: sqlite3.Connection, oid: int) -> tuple[Any, ...] | None:
+    """The order if it is a paid backorder still waiting on its supplier (delivering, no items, no delivery row)."""
+    row = db.execute(
+        "SELECT o.pool_id, o.quantity * o.units, o.sku_id, o.channel, o.chat_id, s.target_rule IS NOT NULL"
+        " FROM orders o JOIN skus s ON s.id = o.sku_id WHERE o.id = ? AND o.state = ? AND o.backorder = 1"
+        " AND NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id)"
+        " AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.order_id = o.id AND x.kind = 'deliver')",
+        (oid, OrderState.DELIVERING.value)).fetchone()
+    return tuple(row) if row is not None else None
+
+
+def fill_backorder(db: sqlite3.Connection, oid: int, batch_id: int | None, cost: int | None, cost_currency: str,
+                   our_ref: str, at: str) -> bool:
+    """A supplier delivered for this order (inside the transaction that put its codes, batch `batch_id`, into the
+    pool): allocate them to it with items, the cost ledger line and the `deliver` outbox row; a recharge has no
+    codes, its cost is the procurement's. Too few new codes (duplicates the vault refused, fewer than ordered) fail
+    it with a refund; what came stays in the pool. False when the order is not waiting (served, refunded)."""
+    waiting = _waiting(db, oid)
+    if waiting is None:
+        return False
+    pool_id, need, sku_id, channel, chat_id, recharge = waiting
+    ledger: list[tuple[int, int, str, str, str, int, str]] = []
+    if recharge:
+        if cost:
+            ledger.append((oid, sku_id, channel, "cost", cost_currency, -cost, at))
+    else:
+        if batch_id is None or db.execute("SELECT COUNT(*) FROM codes WHERE batch_id = ? AND uses_left > 0",
+                                          (batch_id,)).fetchone()[0] < need:
+            return fail_backorder(db, oid, "supplier delivered too few codes", at, allow_succeeded=True)
+        db.execute("UPDATE pools SET available = available - ? WHERE id = ?", (need, pool_id))
+        got = db.execute("UPDATE codes SET uses_left = uses_left - 1 WHERE id IN (SELECT id FROM codes"
+                         " WHERE batch_id = ? AND uses_left > 0 ORDER BY id LIMIT ?)"
+                         " RETURNING id, uses_total - uses_left, unit_cost, cost_currency", (batch_id, need)).fetchall()
+        taken = sorted((int(r[0]), int(r[1]), int(r[2]), str(r[3])) for r in got)
+        db.executemany(
+            "INSERT INTO order_items (order_id, item_no, code_id, use_no, unit_cost, cost_currency)"
+            " VALUES (?,?,?,?,?,?)",
+            [(oid, i + 1, code_id, use_no, c, ccy) for i, (code_id, use_no, c, ccy) in enumerate(taken)])
+        costs: dict[str, int] = {}
+        for _, _, c, ccy in taken:
+            costs[ccy] = costs.get(ccy, 0) + c
+        ledger += [(oid, sku_id, channel, "cost", ccy, -total, at) for ccy, total in costs.items() if total]
+    _ledger_many(db, ledger)
+    event(db, oid, OrderState.DELIVERING.value, OrderState.DELIVERING.value, events.supplier_delivered(ref=our_ref),
+          at)
+    _outbox(db, oid, "deliver", channel, chat_id, "", at)
+    return True
+
+
+def fail_backorder(db: sqlite3.Connection, oid: int, cause: str, at: str, allow_succeeded: bool = False) -> bool:
+    """No source can serve this waiting order: failed, its refund queued through its payment provider. Refused
+    (False) while any supplier order of it is open or unknown: it may still be bought or credited."""
+    waiting = _waiting(db, oid)
+    live = ("'planned', 'sent', 'unknown'" if allow_succeeded else "'planned', 'sent', 'unknown', 'succeeded'")
+    if waiting is None or db.execute(f"SELECT 1 FROM procurements WHERE order_id = ? AND state IN ({live})",
+                                     (oid,)).fetchone() is not None:
+        return False
+    pay = db.execute("SELECT provider, provider_txn_id, amount FROM payment_events WHERE order_id = ?"
+                     " AND outcome = 'allocated' ORDER BY id LIMIT 1", (oid,)).fetchone()
+    if pay is None:
+        return False
+    _, _, _, channel, chat_id, recharge = waiting
+    set_state(db, oid, OrderState.DELIVERING.value, OrderState.FAILED.value, events.supplier_failed(cause=cause), at)
+    notice = "supply.recharge_refunded" if recharge else "supply.procure_refunded"
+    payload = json.dumps({"provider": pay[0], "txn": pay[1], "amount": int(pay[2]), "cause": cause[:100],
+                          "notice": notice})
+    db.execute("INSERT INTO outbox (order_id, kind, channel, chat_id, payload, next_attempt_at, created_at)"
+               " VALUES (?,?,?,?,?,?,?) ON CONFLICT (order_id, kind) WHERE kind IN ('deliver', 'refund') DO NOTHING",
+               (oid, "refund", channel, chat_id, payload, at, at))
+    return True
+
+
+def requeue_procure(db: sqlite3.Connection, oid: int, at: str) -> None:
+    """A supplier order of this waiting order definitively failed: queue it again (fail over, or fail it)."""
+    waiting = _waiting(db, oid)
+    if waiting is not None:
+        _outbox(db, oid, PROCURE, waiting[3], waiting[4], "", at)

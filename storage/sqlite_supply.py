@@ -22,6 +22,7 @@ from storage.records_supply import (
     SupplierProductRow,
     SupplierRecord,
 )
+from storage.sqlite_orders import fail_backorder, fill_backorder, requeue_procure
 from storage.sqlite_vault import insert_codes
 from storage.sqltime import from_ts, ts
 
@@ -166,6 +167,10 @@ def _settle(db: sqlite3.Connection, our_ref: str, o: Settlement, codes: Sequence
                    " cost = ?, batch_id = ?, received = ?, duplicates = ?, shortfall = ?, detail = ?, updated_at = ?"
                    " WHERE id = ?", (o.supplier_order_id, o.cost, batch_id, received, duplicates,
                                      max(p.quantity - received, 0), o.detail[:200], at, p.id))
+        if p.order_id is not None:  # on demand after payment: the codes are that order's, in this transaction
+            fill_backorder(db, p.order_id, batch_id, o.cost, p.currency, p.our_ref, at)
+    if o.state is ProcurementState.FAILED and p.order_id is not None:
+        requeue_procure(db, p.order_id, at)  # fail over to the next source, or fail the order
     return procurement(db.execute(f"SELECT {PROC_COLS} FROM procurements WHERE id = ?", (p.id,)).fetchone())
 
 
@@ -246,6 +251,9 @@ class Supply:
             f"SELECT {PROC_COLS} FROM procurements WHERE state IN ({marks}) AND updated_at < ? ORDER BY id LIMIT ?",
             (*[s.value for s in states], ts(updated_before) if updated_before else "9999", limit))
         return [procurement(r) for r in rows]
+
+    async def fail_backorder(self, order_id: int, cause: str, now: datetime) -> bool:
+        return bool(await self._tx(fail_backorder, order_id, cause, ts(now)))
 
     async def order_procurements(self, order_id: int) -> list[Procurement]:
         rows = await self._all(f"SELECT {PROC_COLS} FROM procurements WHERE order_id = ? ORDER BY id", (order_id,))

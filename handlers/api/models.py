@@ -25,6 +25,8 @@ class OrderBody(BaseModel):
     quantity: int = Field(ge=1, le=MAX_QUANTITY, description="items; within the SKU's min/max quantity")
     callback_url: str | None = Field(None, max_length=2048,
                                      description="http(s) URL of a public address for signed order events")
+    target: str | None = Field(None, max_length=64,
+                               description="a recharge SKU's target (mobile number, account id); only for those")
 
 
 class RefundRequestBody(BaseModel):
@@ -52,7 +54,7 @@ def parse_order(body: bytes) -> OrderRequest:
         raise ApiError(ApiCode.MALFORMED) from None
     if not re.match(SKU_PATTERN, parsed.sku):
         raise ApiError(ApiCode.UNKNOWN_SKU)
-    return OrderRequest(parsed.client_order_no, parsed.sku, parsed.quantity, parsed.callback_url or "")
+    return OrderRequest(parsed.client_order_no, parsed.sku, parsed.quantity, parsed.callback_url or "", parsed.target)
 
 
 def parse_refund_request(body: bytes) -> str:

@@ -68,7 +68,8 @@ def document() -> dict[str, Any]:
                                                  params=[{"name": "sku", **path_param}])},
         f"{PREFIX}/wallet": {"get": _op("The client's wallet balances", "orders:read", 200, "Wallet")},
         f"{PREFIX}/orders": {"post": _op(
-            "Place an order paid from the wallet (answered with its codes)", "orders:write", 201, "OrderView",
+            "Place an order paid from the wallet (answered with its codes; `delivering` for sourced and recharge SKUs)",
+            "orders:write", 201, "OrderView",
             400, 402, 404, 409, 413, 422, params=[idem],
             requestBody={"required": True, **_json("OrderBody")})},
         f"{PREFIX}/orders/{{client_order_no}}": {"get": _op(

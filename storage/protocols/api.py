@@ -81,6 +81,7 @@ class ApiOrderIn:
     currency: str
     expires_at: datetime
     language: str = "en"
+    target: str | None = None  # a recharge SKU's target, checked against its rule by the caller
 
 
 @dataclass(frozen=True, slots=True)

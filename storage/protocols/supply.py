@@ -55,7 +55,13 @@ class SupplyStore(Protocol):
         vault as a batch of its pool (unit cost = cost / quantity, duplicates of the vault skipped and counted,
         the shortfall recorded). UNKNOWN only records the supplier's order id and detail. None when the
         procurement was already settled (or is unknown to us): nothing changes. A planned procurement (nothing
-        sent) can only be settled FAILED."""
+        sent) can only be settled FAILED.
+
+        A procurement for an order (on demand after payment, a direct recharge) settles that order in the same
+        transaction when it is still waiting: SUCCEEDED allocates the new codes to it (items, cost ledger line, the
+        `deliver` outbox row; a recharge has no codes and its cost is the procurement's), or fails it with its
+        refund queued when the pool still cannot serve it; FAILED queues a `procure` outbox row for the order
+        again (the next source, or the refund when none is left)."""
         ...
 
     async def hold_procurement(self, our_ref: str, detail: str, now: datetime) -> bool:
@@ -69,6 +75,11 @@ class SupplyStore(Protocol):
         ...
 
     async def order_procurements(self, order_id: int) -> list[Procurement]: ...
+    async def fail_backorder(self, order_id: int, cause: str, now: datetime) -> bool:
+        """A paid order waiting on suppliers (delivering, no codes) that no source can serve: failed, its refund
+        queued (outbox `refund`, payload naming its payment), one transaction. False, nothing changed, when it
+        is not waiting or any supplier order of it is planned, sent, unknown or succeeded."""
+        ...
 
     async def save_sku_sourcing(self, sourcing: SkuSourcing) -> None: ...
     async def sku_sourcing(self, sku_id: int) -> SkuSourcing | None: ...

@@ -2,8 +2,10 @@
 
 `python -m tests.e2e.procure_worker restock` runs the restock job once (the test SIGKILLs it while the supplier
 holds its answer); `resolve` queries open procurements until none is open (the restarted process);
-`buy SKU_ID N` checks out N orders of one SKU (on-demand buying) and pays them, printing one JSON line.
-Settings from KAMIBOT_* environment variables.
+`buy SKU_ID N PREFIX` checks out N orders of one SKU and pays them (an on-demand SKU with an empty pool: each paid
+order waits on the supplier), then runs the delivery worker and the resolver until each of them is delivered or
+refunded, printing one JSON line; `settle` does the latter for every order waiting (the process restarted after a
+SIGKILL). Settings from KAMIBOT_* environment variables.
 """
 
 from __future__ import annotations
@@ -12,19 +14,49 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 from datetime import timedelta
 
-from bot.composition import build_shop
+from bot.composition import Shop, build_shop
 from bot.settings import Settings
-from bot.supply import build_supply
+from bot.supply import Supply, build_supply
+from fulfillment.delivery import Delivery
 from fulfillment.errors import OutOfStock
 from fulfillment.orders import CheckoutRequest
 from fulfillment.procurement import ProcurementPolicy
+from storage.records import OrderState
 from storage.records_supply import ProcurementState
+
+WAITING = (OrderState.PAID, OrderState.DELIVERING, OrderState.FAILED)  # failed: its refund is queued
+
+
+class Console:
+    """The buyers' chat: deliveries are accepted (the proofs read the database)."""
+
+    async def deliver(self, delivery: Delivery) -> None:
+        return None
+
+
+async def settle(shop: Shop, supply: Supply, order_ids: list[int] | None, seconds: float) -> dict[str, int]:
+    """Delivery worker and resolver until the orders (all waiting ones when None) are delivered or refunded."""
+    end = time.monotonic() + seconds
+    while True:
+        await shop.delivery.run_once(200)
+        await supply.procurement.resolve_due()
+        if order_ids is None:
+            waiting = [o for s in WAITING for o in await shop.store.orders_in_state(s, 1)]
+            if not waiting or time.monotonic() > end:
+                return {}
+        else:
+            states = [(await shop.store.order_by_id(i)).state for i in order_ids]  # type: ignore[union-attr]
+            if all(s not in WAITING for s in states) or time.monotonic() > end:
+                return {s.value: states.count(s) for s in set(states)}
+        await asyncio.sleep(0.02)
 
 
 async def main(mode: str, args: list[str]) -> int:
     shop = await build_shop(Settings())
+    shop.channels["console"] = Console()
     supply = build_supply(shop, holder=f"worker-{mode}-{args}")
     try:
         if mode == "restock":
@@ -37,21 +69,28 @@ async def main(mode: str, args: list[str]) -> int:
                                                       ProcurementState.UNKNOWN], 1):
                     break
                 await asyncio.sleep(0.05)
+        elif mode == "settle":
+            supply.procurement.policy = ProcurementPolicy(sent_grace=timedelta(0))
+            await settle(shop, supply, None, 20)
         elif mode == "buy":
-            sold = refused = 0
+            # a request the overloaded fake dropped (ReadError: unknown) and cannot find is failed after 2 s
+            supply.procurement.policy = ProcurementPolicy(not_found_after=timedelta(seconds=2))
+            paid: list[int] = []
+            refused = 0
 
             async def one(n: int) -> None:
-                nonlocal sold, refused
+                nonlocal refused
                 with contextlib.suppress(OutOfStock):
                     order = await shop.orders.checkout(CheckoutRequest("console", f"{args[2]}-{n}", f"c{n}",
                                                                        int(args[0]), 1))
                     await shop.payments.receive(shop.providers["test"].pay(order))
-                    sold += 1
+                    paid.append(order.id)
                     return
                 refused += 1
 
             await asyncio.gather(*(one(n) for n in range(int(args[1]))))
-            print(json.dumps({"sold": sold, "refused": refused}))
+            outcome = await settle(shop, supply, paid, 20)
+            print(json.dumps({"paid": len(paid), "refused": refused, **outcome}))
     finally:
         await supply.aclose()
         await shop.close()

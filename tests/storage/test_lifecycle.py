@@ -10,7 +10,8 @@ from fulfillment.orders import HOLDING, PAYABLE, AllowAll, OrderService, can_rec
 from storage import events
 from storage.events import EventType
 from storage.records import OrderState, PaymentOutcome
-from tests.storage.seed import NOW, make_shop, new_order, payment
+from storage.records_supply import NewProcurement, ProcurementState, Settlement, SkuSource, SkuSourcing
+from tests.storage.seed import NOW, fake_code, make_shop, new_order, payment
 
 S = OrderState
 TTL = timedelta(minutes=15)
@@ -69,6 +70,30 @@ async def test_every_verb_writes_only_events_the_lifecycle_table_allows(store):
     assert await orders.approve_review(held.id, "merchant 1")
     await _deliver_all(store, NOW)
     await store.add_order_note(held.id, events.note(text="called the customer"), NOW)
+
+    # on demand after payment: a backorder paid, waiting on its supplier, delivered from the supplier's codes; a
+    # second one whose only supplier order definitively failed fails (refund queued), then is refunded
+    await store.save_sku_sourcing(SkuSourcing(shop.sku.id, sources=(SkuSource("kw", "1"),), max_unit_cost=100,
+                                              on_demand=True))
+    for user, outcome in (("sourced", Settlement(ProcurementState.SUCCEEDED, "S1", 50)),
+                          ("sourced_failed", Settlement(ProcurementState.FAILED, detail="refused"))):
+        waits = await reserve(user)
+        await store.transition(waits.id, list(HOLDING), S.EXPIRED, events.cancelled(), NOW)
+        drain = await store.reserve(new_order(shop.sku, user="drain", qty=max(
+            await store.pool_available(shop.pool.id), 1)), NOW)
+        touched.append(drain.id)
+        paid = await store.receive_payment(payment(waits.ref, 1000), NOW)
+        assert (paid.outcome, paid.detail) == (PaymentOutcome.ALLOCATED, "procuring")
+        planned = await store.plan_procurement(NewProcurement(f"P{user}", "kw", "1", 1, 100, "CNY", shop.pool.id,
+                                                              waits.id), NOW)
+        assert planned is not None
+        assert await store.mark_procurement_sent(planned.our_ref, NOW)
+        await store.settle_procurement(planned.our_ref, outcome, [fake_code()], NOW)
+        if outcome.state is ProcurementState.FAILED:
+            assert await store.fail_backorder(waits.id, "no source left", NOW)
+            assert await store.refund(waits.id, events.refunded(reason="automatic refund: could not fulfil"), NOW)
+        await _deliver_all(store, NOW)
+        await store.transition(drain.id, list(HOLDING), S.EXPIRED, events.cancelled(), NOW)
 
     seen = set()
     for order_id in touched:
