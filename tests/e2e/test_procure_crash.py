@@ -77,7 +77,7 @@ async def test_sigkill_while_buying_for_a_paid_order_then_restart_delivers_it_wi
     fake.faults.hold_after_accept = 1
     async with Running(fake.app) as running:
         seeded = await _seed(tmp_path, db_url, fake, running.url, on_demand=True)
-        proc = await _worker(tmp_path, db_url, "buy", str(seeded.sku.id), "1", "k")
+        proc = await _worker(tmp_path, db_url, "pay", str(seeded.sku.id), "1", "k")
         for _ in range(600):
             if fake.orders:
                 break
