@@ -1,5 +1,7 @@
 """A distributor's statement for one month in the shop's time zone: the commission ledger's opening and closing
-payable balance, accruals, reversals and payouts, and the API wallet's movements, each line as a CSV row.
+payable balance, accruals, reversals and payouts, the API wallet's movements, each line as a CSV row, and the sales
+the distributor brought (orders, revenue, refunds, commission per currency) from the money report module
+(fulfillment/money_report.py, grouped by distributor) — the same figures /report and the dashboard show.
 
 Every figure is a sum of ledger lines the store returns for the period (closing = opening + the period's lines), so
 a statement always agrees with the ledger. Lines are dated when they were written: a period once closed never gains
@@ -12,10 +14,11 @@ import csv
 import io
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from fulfillment.distributors import DistributorRefused
+from fulfillment.money_report import MoneyReports, MoneyRow
 from storage.protocol import Store
 from storage.protocols.api import WalletLine
 from storage.protocols.distributors import CommissionKind, CommissionLine, Distributor
@@ -51,6 +54,8 @@ class Statement:
     opening: dict[str, int]
     lines: list[CommissionLine]
     wallet: list[WalletLine] = field(default_factory=list)
+    #: the money report's row for this distributor, one per currency (orders, revenue, refunds, commission)
+    sales: list[MoneyRow] = field(default_factory=list)
 
     def total(self, kind: CommissionKind) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -84,6 +89,9 @@ class Statement:
             writer.writerow(("commission", _at(ln.at), ln.kind.value, ln.order_ref, ln.sku_id or "",
                              ln.order_amount if ln.order_id is not None else "", ln.amount, ln.currency,
                              running[ln.currency], _cell(ln.note)))
+        for r in self.sales:
+            for kind, amount in (("revenue", r.revenue), ("refunds", -r.refunds), ("commission", -r.commission)):
+                writer.writerow(("sales", "", kind, "", "", "", amount, r.currency, "", f"orders={r.orders}"))
         for w in self.wallet:
             writer.writerow(("wallet", _at(w.at), w.kind, "", "", "", w.amount, w.currency, w.balance_after,
                              _cell(w.note)))
@@ -104,4 +112,8 @@ async def statement(store: Store, dist: Distributor, period: str, tz: str) -> St
     # accruals of 0 (orders delivered while the rate was 0) only pin the rate of their order: not shown
     lines = [ln for ln in await store.commission_lines(dist.id, start, end) if ln.amount != 0]
     wallet = await store.wallet_lines_between(dist.api_client_id, start, end) if dist.api_client_id else []
-    return Statement(dist, period, start, end, opening, lines, wallet)
+    first = date(int(period[:4]), int(period[5:7]), 1)
+    report = await MoneyReports(store, tz).report(first, date(first.year + first.month // 12, first.month % 12 + 1, 1),
+                                                  by="distributor")
+    sales = [r for r in report.rows if r.group == dist.name]
+    return Statement(dist, period, start, end, opening, lines, wallet, sales)

@@ -149,6 +149,11 @@ class MerchantDistributors(MerchantCommands):
                                  reversed=self.ctx.tr.money(lang, -reversed_.get(c, 0), c),
                                  paid=self.ctx.tr.money(lang, -paid.get(c, 0), c),
                                  closing=self.ctx.tr.money(lang, st.closing.get(c, 0), c)))
+        for r in st.sales:
+            lines.append(self._t(lang, "distributor.statement_sales", currency=r.currency, orders=r.orders,
+                                 revenue=self.ctx.tr.money(lang, r.revenue, r.currency),
+                                 refunds=self.ctx.tr.money(lang, r.refunds, r.currency),
+                                 commission=self.ctx.tr.money(lang, r.commission, r.currency)))
         if st.wallet:
             lines.append(self._t(lang, "distributor.statement_wallet", count=len(st.wallet)))
         return Reply("\n".join(lines), document=Document(st.filename, st.csv()))

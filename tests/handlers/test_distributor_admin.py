@@ -92,7 +92,9 @@ async def test_a_merchant_runs_a_distributor_from_chat(chat):
     assert st.document.filename == f"statement-acme-{period}.csv"
     rows = list(csv.reader(io.StringIO(st.document.content.decode())))
     assert [(r[0], r[2], r[6]) for r in rows[1:]] == [("commission", "accrual", "100"), ("commission", "payout", "-40"),
-                                                       ("wallet", "topup", "5000")]
+                                                       ("sales", "revenue", "1000"), ("sales", "refunds", "0"),
+                                                       ("sales", "commission", "-100"), ("wallet", "topup", "5000")]
+    assert "Sales brought in (CNY): 1 orders, revenue CN¥10.00, refunds CN¥0.00, commission CN¥1.00" in st.text
     audit = [(a[3], a[4]) for a in await shop.store.audit_entries(50)]
     actions = [a for a, _ in audit]
     for action in ("distributor.add", "apikey.create", "distributor.link", "distributor.wallet",
