@@ -86,4 +86,5 @@ def build_supply(shop: Shop, holder: str | None = None) -> Supply:
     sourced = SourcedFulfilment(shop.store, sourcing, settings.procure_retries,
                                 timedelta(minutes=settings.recharge_unknown_ticket_after_minutes))
     shop.delivery.procure = sourced.procure
+    shop.catalog.supply_sellable = sourcing.sellable  # the order API's products show what healthy sources have
     return Supply(registry, procurement, sourcing, PriceSync(shop.store, registry, holder), sourced)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -145,6 +145,9 @@ class LowStock:
 class CatalogService:
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: own stock plus what healthy sources report (fulfillment.sourcing.SourcingService.sellable), when the
+        #: supply side runs; None: own stock only
+        self.supply_sellable: Callable[[Sku], Awaitable[int]] | None = None
 
     # -- what the storefront shows -------------------------------------------------
     async def categories(self) -> list[Category]:
@@ -169,7 +172,10 @@ class CatalogService:
         return next((p for p in await self.store.prices(sku_id) if p.channel == channel), None)
 
     async def sellable(self, sku: Sku) -> int:
-        """Items of this SKU its pool can still make."""
+        """Items of this SKU its pool can still make, plus for an on-demand SKU what its healthy sources report
+        once the supply side is running (`supply_sellable`, set by bot/supply.py)."""
+        if self.supply_sellable is not None:
+            return await self.supply_sellable(sku)
         return await self.store.pool_available(sku.pool_id) // sku.units
 
     async def stock_listing(self) -> StockListing:

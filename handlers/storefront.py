@@ -84,8 +84,6 @@ class Storefront:
 
     async def _sellable(self, sku: Sku) -> int:
         """Own stock, plus what a sourced SKU's healthy suppliers report when the supply side is running."""
-        if self.ctx.supply is not None:
-            return await self.ctx.supply.sourcing.sellable(sku)
         return await self.ctx.catalog.sellable(sku)
 
     async def sku(self, msg: Incoming, lang: str, sku_id: int) -> list[Reply]:

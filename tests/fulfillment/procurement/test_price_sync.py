@@ -98,3 +98,10 @@ async def test_stock_shown_for_an_on_demand_sku_adds_what_healthy_sources_report
     # kashangwl does not count (supply_state only), acg-faka reports 50
     assert await sourcing.sellable(sku) == SHOWN_UNCOUNTED + 50
     assert await sourcing.sellable(bench.shop.big) == 0  # the 2-pack SKU has no sourcing of its own
+    # the catalogue every channel reads (storefront, order API products) shows the same once supply runs
+    from fulfillment.catalog import CatalogService
+
+    catalog = CatalogService(bench.store)
+    assert await catalog.sellable(sku) == 0
+    catalog.supply_sellable = sourcing.sellable  # as bot/supply.py build_supply wires it
+    assert await catalog.sellable(sku) == SHOWN_UNCOUNTED + 50
