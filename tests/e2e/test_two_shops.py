@@ -1,16 +1,15 @@
 """Two shops (issue 15's proof, issue 14's third supplier adapter): two `kamibot run` processes, each with its own
 database (two SQLite files, or two PostgreSQL schemas with their own search_path), key file and HTTP port.
 
-Shop A sells codes through its signed order API; shop B holds an API key and a prepaid wallet at A and starts with
-no stock: its restock job (the `kamibot run` job, through fulfillment/suppliers/kamibot.py) buys from A. A
-customer of B buys in Telegram (the fake Bot API); A allocated the codes and debited B's wallet; B delivers the
-code; A's signed order.delivered callbacks are acknowledged by B. The proof reads both databases afterwards:
+Shop A sells codes through its signed order API; shop B holds an API key and a prepaid wallet at A and has no
+stock of its own: its SKU is sourced on demand from A (through fulfillment/suppliers/kamibot.py). Once B's
+catalogue sync has seen A's stock, B's storefront offers it; a customer of B buys in Telegram (the fake Bot API) and
+pays; B buys from A after the payment; A allocates the codes and debits B's wallet; B delivers the code; A's signed
+order.delivered callbacks are acknowledged by B. The proof reads both databases afterwards:
 delivered exactly once, the code the customer got is a code A allocated to B, B holds exactly what A allocated to
 it, and the ledgers agree (A's sales to B == B's supplier costs == B's wallet debits at A).
 
-Only outcomes are asserted, sums over all of B's purchases: how and when B buys (restock job, on demand at
-checkout or after payment) is the sourcing's choice. Why not on demand in chat: the storefront shows an on-demand
-SKU with no own stock as sold out (catalog.sellable counts own stock only), so a chat customer cannot reach it.
+Restocking from A is proven in tests/fulfillment/suppliers/test_kamibot_supply.py.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ pytestmark = pytest.mark.timeout(120)
 BUYER = 4242
 API_PRICE = 700  # CNY fen per code, B's price at A
 WALLET = 10_000
-A_CODES, RESTOCK = 10, 5  # after one sale B keeps 4, over its low mark of 3: one restock only
+A_CODES = 10
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -89,8 +88,7 @@ async def _seed_a(data_dir: Path, db_url: str) -> NewKey:
 
 
 async def _seed_b(data_dir: Path, db_url: str, a_url: str, b_url: str, key: NewKey) -> None:
-    """Shop B: no codes of its own; its pool restocked automatically from shop A's game-1 (RESTOCK at a time when it is
-    at or under its low mark of 3)."""
+    """Shop B: no codes of its own; its SKU bought on demand from shop A's game-1 after each payment."""
     shop = await build_shop(Settings(data_dir=data_dir, database_url=db_url))
     try:
         seeded = await make_shop(shop.store, codes=0, vault=shop.vault, slug="resale")
@@ -98,7 +96,7 @@ async def _seed_b(data_dir: Path, db_url: str, a_url: str, b_url: str, key: NewK
             "shopA", "kamibot", a_url, key.client.key_id, seal_secret(shop.vault, "shopA", key.secret),
             notify_url=f"{b_url}/suppliers/shopA/notify"), datetime.now(UTC))
         await shop.store.save_sku_sourcing(SkuSourcing(seeded.sku.id, sources=(SkuSource("shopA", "game-1"),),
-                                                       max_unit_cost=API_PRICE, restock_quantity=RESTOCK))
+                                                       max_unit_cost=API_PRICE, on_demand=True))
     finally:
         await shop.close()
 
@@ -164,7 +162,7 @@ def _codes_in(message: dict[str, Any]) -> list[str]:
             for e in message.get("entities", []) if e.get("type") == "code"]
 
 
-async def test_shop_b_sells_in_chat_codes_it_restocks_from_shop_a(tmp_path: Path, two_dbs: tuple[str, str],
+async def test_shop_b_sells_in_chat_codes_it_buys_from_shop_a_on_demand(tmp_path: Path, two_dbs: tuple[str, str],
                                                                    fake: FakeTelegram):
     db_url, db_url_b = two_dbs
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
@@ -184,8 +182,9 @@ async def test_shop_b_sells_in_chat_codes_it_restocks_from_shop_a(tmp_path: Path
         async with _running(b_env, "shop B") as b_proc:
             await fake.wait_for("deleteWebhook", timeout=60)
             await _up(b_url, b_proc)
-            # B's restock job buys from A as soon as it starts (B's pool is empty, under its low mark)
-            await _until(db_url_b, "SELECT COUNT(*) FROM procurements WHERE state = 'succeeded'", "B restocked")
+            # B's catalogue sync reads A's products (what B's storefront offers for the on-demand SKU)
+            await _until(db_url_b, "SELECT COUNT(*) FROM supplier_products WHERE stock_count > 0", "B synced A")
+            assert await _sql(db_url_b, "SELECT COUNT(*) FROM procurements") == [(0,)]  # nothing bought before
             # a customer of B buys in chat and gets a code
             walker = Walker(fake, BUYER)
             walk = await walker.buy("charge-two-shops-1")
@@ -238,7 +237,9 @@ async def test_shop_b_sells_in_chat_codes_it_restocks_from_shop_a(tmp_path: Path
     a_sales = sum(line.amount for line in a_ledger if line.channel == "api" and line.kind == "sale")
     b_costs = sum(p.cost or 0 for p in bought)
     debits = -sum(ln.amount for ln in wallet_lines if ln.kind == "order")
-    assert a_sales == b_costs == debits == sum(o.amount for o in a_orders) == API_PRICE * RESTOCK * len(bought)
+    assert len(bought) == 1
+    assert bought[0].order_id == b_order.id  # bought for the customer's paid order
+    assert a_sales == b_costs == debits == sum(o.amount for o in a_orders) == API_PRICE * len(sold)
     assert wallet == {"CNY": WALLET - debits}
     # the cost of the code B sold is its purchase price from A, in A's currency
     assert [(ln.kind, ln.currency, ln.amount) for ln in b_ledger if ln.kind == "cost"] == [
