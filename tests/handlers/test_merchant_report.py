@@ -20,7 +20,7 @@ def test_chat_periods_are_local_days():
     assert chat_period(["by", "day"], today) == (today, date(2026, 12, 3), "day")
     assert chat_period(["2026-02"], today) == (date(2026, 2, 1), date(2026, 3, 1), "sku")
     assert chat_period(["2026-12"], today) == (date(2026, 12, 1), date(2027, 1, 1), "sku")
-    for bad in (["yesterday"], ["0d"], ["999d"], ["2026-13"], ["by"], ["7d", "by", "distributor"], ["7d", "x"]):
+    for bad in (["yesterday"], ["0d"], ["999d"], ["2026-13"], ["by"], ["7d", "by", "reseller"], ["7d", "x"]):
         with pytest.raises(ReportError):
             chat_period(bad, today)
 
@@ -52,5 +52,5 @@ async def test_report_bad_arguments_answer_the_usage(demo):
     await demo.merchant.say("/report last-week")
     assert re.search(r"usage: /report \[today\|7d\|30d\|YYYY-MM\]", demo.out.text())
     demo.out.clear()
-    await demo.merchant.say("/report 7d by distributor")
+    await demo.merchant.say("/report 7d by reseller")
     assert "usage: /report" in demo.out.text()

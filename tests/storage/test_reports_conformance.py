@@ -101,7 +101,7 @@ async def test_bad_input(store):
     with pytest.raises(ReportError, match="not before"):
         await reports.report(date(2026, 11, 28), date(2026, 11, 26))
     with pytest.raises(ReportError, match="unknown grouping"):
-        await reports.report(date(2026, 11, 26), date(2026, 11, 28), "distributor")
+        await reports.report(date(2026, 11, 26), date(2026, 11, 28), "reseller")
     with pytest.raises(ValueError, match="unknown grouping"):
         await store.ledger_grouped(NOW, NOW, "nope")
     with pytest.raises(ReportError, match="more than"):
