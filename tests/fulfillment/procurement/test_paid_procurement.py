@@ -282,11 +282,12 @@ async def test_a_recharge_is_sent_with_its_target_and_delivered_without_codes(be
 @pytest.mark.parametrize("fault", ["unknown_then_failed", "invalid_target", "hold_after_accept"])
 async def test_a_recharge_is_refunded_only_when_definitively_failed(bench, fault):
     await _recharge(bench)
-    target = "12345" if fault == "invalid_target" else PHONE
-    if fault != "invalid_target":
+    if fault == "invalid_target":  # a number the shop accepts but this product does not serve (China Telecom only)
+        bench.kashangwl.products["10086"].account_pattern = r"^133\d{8}$"
+    else:
         setattr(bench.kashangwl.faults, fault, 1)
     run = Run(bench)
-    order = await run.buy("u1", target=target)
+    order = await run.buy("u1", target=PHONE)
     await run.settle()
     await bench.kashangwl.drain()
     await run.settle()
