@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
 import secrets
@@ -33,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -115,6 +117,8 @@ class Run:
         self.purchases: list[tuple[str, float, float]] = []  # (channel, paid at, seconds to the code), run-relative
         self.restarts: Counter[str] = Counter()
         self.abandoned: Counter[str] = Counter()
+        self.lost: Counter[str] = Counter()  # why WeChat walks broke
+        self.faults_skipped = 0  # kills due while every other instance was still restarting
         self.faults: list[tuple[str, float, float]] = []  # (kind, start, end), run-relative
         self.stop = asyncio.Event()
         self._users = iter(range(10_000_000, 99_000_000))
@@ -164,8 +168,9 @@ class Run:
                     openid = "ochaos" + secrets.token_hex(10)
                     try:
                         ref = await wechat_buy(self.side, poster, http, nxt, openid, paid)
-                    except Lost:
+                    except Lost as lost:
                         self.restarts["wechat"] += 1
+                        self.lost[str(lost)] += 1
                         continue
                     if await wechat_code(self.side, ref, 120.0):
                         self.purchases.append(("wechat", paid_at, self.now() - paid_at))
@@ -186,6 +191,31 @@ class Run:
                     await asyncio.sleep(0.2)
 
 
+LOG_EVENT = re.compile(r"(WARNING|ERROR|CRITICAL).*?event=([\w.]+)")
+
+
+class Logs:
+    """Reads every instance's stdout and stderr as it runs (an unread pipe fills at 64 KB and the instance's
+    next log write blocks); counts the warnings and errors by event."""
+
+    def __init__(self) -> None:
+        self.events: Counter[str] = Counter()
+        self.tracebacks = 0
+
+    def drain(self, instance: instances.Instance) -> None:
+        for stream in (instance.proc.stdout, instance.proc.stderr):
+            if stream is not None:
+                threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            found = LOG_EVENT.search(line)
+            if found:
+                self.events[f"{found.group(1)} {found.group(2)}"] += 1
+            elif "Traceback" in line:
+                self.tracebacks += 1
+
+
 def _pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -201,6 +231,7 @@ async def _restart(run: Run, instances_: list[instances.Instance], k: int, data_
     victim.proc.send_signal(signal.SIGKILL)
     await asyncio.to_thread(victim.proc.wait)
     fresh = instances_[k] = instances.start(data_dir, db_url, port=victim.port, **env)
+    LOGS.drain(fresh)
     try:
         await instances.wait_ready(fresh, within_s=120)
     finally:
@@ -221,7 +252,8 @@ async def _faults(run: Run, instances_: list[instances.Instance], data_dir: Path
         start = run.now()
         if kind == "kill":
             ready = [k for k in range(len(instances_)) if k not in restarting]
-            if not ready:
+            if len(ready) < 2:  # never the last live instance: a kill waits for no restart, it is skipped
+                run.faults_skipped += 1
                 continue
             k = rng.choice(ready)
             restarting.add(k)
@@ -244,6 +276,7 @@ async def _faults(run: Run, instances_: list[instances.Instance], data_dir: Path
 
 
 CHANNELS = ("telegram", "wechat", "api")
+LOGS = Logs()
 
 
 def _recovery(run: Run) -> list[dict[str, Any]]:
@@ -319,6 +352,8 @@ async def main(seconds: float, buyers: int, wechat_buyers: int, api_buyers: int)
                    "KAMIBOT_API__RATE_PER_S": "100000", "KAMIBOT_API__BURST": "100000",
                    "KAMIBOT_API__IDEMPOTENCY_LEASE_S": "2"}
             running = [instances.start(data_dir, db_url, port=p, **env) for p in ports]
+            for i in running:
+                LOGS.drain(i)
             await asyncio.gather(*(instances.wait_ready(i, within_s=60) for i in running))
             fake.webhook = (running[0].webhook, instances.SECRET)
             fake.balance([i.webhook for i in running])
@@ -367,13 +402,18 @@ async def main(seconds: float, buyers: int, wechat_buyers: int, api_buyers: int)
                         "paid_without_code_seen_by_buyer": run.abandoned[ch],
                         "codes_in_fake_records": sum(n for (c, _, _), n in per_chat.items() if c == ch),
                         "pay_to_code_s": _latency(run, ch)} for ch in CHANNELS}
+    acks = side.acks
+    per_channel["wechat"] |= {"walks_broken_by": dict(run.lost),
+                              "notify_acknowledged_s": {"p50": _pct(acks, 0.5), "p99": _pct(acks, 0.99)},
+                              "notify_answers": dict(side.notify_answers)}
     per_channel["api"] |= {"retried_requests": api.retries, "refused": api.refused,
                            "keys_answered_twice": api_checks["retried_keys_checked"]}
     return {"benchmark": "chaos", "instances": INSTANCES, "seconds": round(ended, 1),
             "buyers": {"telegram": buyers, "wechat": wechat_buyers, "api": api_buyers},
             "purchases": len(run.purchases), "purchases_per_s": round(len(run.purchases) / ended, 2),
             "pay_to_code_s": _latency(run, None), "channels": per_channel,
-            "recovery": _recovery(run),
+            "recovery": _recovery(run), "kills_skipped_last_live_instance": run.faults_skipped,
+            "load_average_1m": round(os.getloadavg()[0], 1),
             "checks": {"paid_undelivered": counts["paid_undelivered"],
                        "code_use_sold_twice": counts["use_sold_twice"],
                        "delivered_order_codes_not_units": counts["codes_not_units"],
@@ -384,6 +424,7 @@ async def main(seconds: float, buyers: int, wechat_buyers: int, api_buyers: int)
                        "api_code_in_two_orders": api_checks["code_in_two_orders"],
                        "orders_paid_twice": counts["payments_twice"], "payment_txn_twice": counts["txn_twice"]},
             "delivered_orders": counts["delivered"],
+            "instance_logs": {"by_event": dict(LOGS.events.most_common(12)), "tracebacks": LOGS.tracebacks},
             "median_purchase_s": round(statistics.median([t for _, _, t in run.purchases]), 3)
             if run.purchases else None}
 

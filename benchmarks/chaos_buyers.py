@@ -64,6 +64,8 @@ class WeChatSide:
                                  MERCHANT_SERIAL, self.keys.platform, PUB_KEY_ID,
                                  notify_url=f"{public_url}/pay/wechat/notify")
         self._pay_server: Any = None
+        self.acks: list[float] = []  # seconds from the payment to the notification's acknowledgement
+        self.notify_answers: dict[str, int] = {}  # status (or "refused") → count of notification posts
 
     async def start(self) -> None:
         await self.wechat.start()
@@ -109,15 +111,15 @@ async def wechat_buy(side: WeChatSide, poster: CallbackPoster, http: httpx.Async
                      openid: str, paid: Callable[[], None]) -> str:
     """One WeChat purchase up to the paid notification being accepted; the order ref. Raises Lost."""
     if not reply_text(await poster.post(message_xml(openid, msg_type="event", event="subscribe"))):
-        raise Lost
+        raise Lost("no_reply")
     checkout = ""
     for _ in range(6):  # shop → category → product → SKU → quantity 1 → confirm → checkout
         checkout = reply_text(await poster.post(message_xml(openid, "1")))
         if not checkout:
-            raise Lost
+            raise Lost("no_reply")
     found, link = REF.search(checkout), LINK.search(checkout)
     if found is None or link is None:
-        raise Lost
+        raise Lost("no_pay_link")
     ref = found.group(0)
     path = link.group(1)[len(side.public_url):]
     for _ in range(20):  # the pay page, inside WeChat: JSAPI prepay for this openid
@@ -130,16 +132,21 @@ async def wechat_buy(side: WeChatSide, poster: CallbackPoster, http: httpx.Async
             break
         await asyncio.sleep(0.2)
     else:
-        raise Lost
+        raise Lost("pay_page")
     headers, body = side.pay.notification("TRANSACTION.SUCCESS", side.pay.pay(ref + "-J", openid))
     paid()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     for _ in range(600):  # WeChat Pay sends the notification again until it is acknowledged
         try:
             answer = await http.post(nxt() + "/pay/wechat/notify", content=body, headers=headers)
-            if answer.status_code in (200, 204):
-                return ref
-        except httpx.HTTPError:
-            pass
+            status = str(answer.status_code)
+        except httpx.HTTPError as exc:
+            answer, status = None, type(exc).__name__
+        side.notify_answers[status] = side.notify_answers.get(status, 0) + 1
+        if answer is not None and answer.status_code in (200, 204):
+            side.acks.append(loop.time() - start)
+            return ref
         await asyncio.sleep(0.2)
     return ref
 
