@@ -319,12 +319,13 @@ async def _seed_api(data_dir: Path, db_url: str) -> tuple[str, str]:
         await shop.close()
 
 
-def _telegram_codes(fake: FakeTelegram) -> list[tuple[str, str]]:
+def _telegram_codes(fake: FakeTelegram) -> list[tuple[str, str, str]]:
+    """(code, chat, Bot API method) for every code in every message sent or edited."""
     out = []
     for method, params in fake.calls:
         if method in ("sendMessage", "sendDocument", "editMessageText"):
             for code in set(CODE.findall(str(params.get("text") or params.get("caption") or ""))):
-                out.append((code, str(params["chat_id"])))
+                out.append((code, str(params["chat_id"]), method))
     return out
 
 
@@ -392,7 +393,11 @@ async def main(seconds: float, buyers: int, wechat_buyers: int, api_buyers: int)
             await admin.execute(f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")
             await admin.close()
     # the fakes' records: every code message a buyer received, by channel and chat
-    sent = ([("telegram", code, chat) for code, chat in _telegram_codes(fake)]
+    telegram_codes = _telegram_codes(fake)
+    methods: dict[tuple[str, str], list[str]] = {}
+    for code, chat, method in telegram_codes:
+        methods.setdefault((code, chat), []).append(method)
+    sent = ([("telegram", code, chat) for code, chat, _ in telegram_codes]
             + [("wechat", code, chat) for code, chat in side.codes_sent()]
             + [("api", code, "api") for code in api.codes()])
     per_chat = Counter(sent)
@@ -421,6 +426,8 @@ async def main(seconds: float, buyers: int, wechat_buyers: int, api_buyers: int)
                        "code_sent_to_two_chats": sum(1 for n in chats_per_code.values() if n > 1),
                        "code_message_repeated_in_one_chat": sum(
                            1 for (ch, _, _), n in per_chat.items() if n > 1 and ch != "api"),
+                       "telegram_repeats_by_methods": dict(Counter(
+                           "+".join(m) for m in methods.values() if len(m) > 1)),
                        "api_retry_answered_another_order": api_checks["idempotent_retry_differs"],
                        "api_code_in_two_orders": api_checks["code_in_two_orders"],
                        "orders_paid_twice": counts["payments_twice"], "payment_txn_twice": counts["txn_twice"]},
