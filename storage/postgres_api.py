@@ -39,7 +39,11 @@ from storage.sqlite_orders import new_ref
 _ERRORS: dict[str, type[Exception]] = {"KB001": UnknownRecord, "KB002": PurchaseLimitReached,
                                        "KB003": InsufficientStock, "KB004": InsufficientBalance,
                                        "KB005": DuplicateOrderNo, "KB006": NonceUsed}
-_ORDER_COLS_O = ", ".join("o." + c.strip() for c in ORDER_COLS.split(","))
+#: kb_api_order_rows' answer: the order's columns, the fresh flag, then each live item with its code
+_PLACED_COLS = (", ".join(f"(r.out_o).{c.strip()}" for c in ORDER_COLS.split(",")) + ", r.out_fresh, (r.out_i).item_no,"
+                " (r.out_c).id, (r.out_c).digest, (r.out_c).key_id, (r.out_c).nonce, (r.out_c).ciphertext,"
+                " (r.out_i).use_no")
+_PLACED_ORDER_N = len(ORDER_COLS.split(","))
 _IDEM_COLS = "request_hash, locked_until, status, body_key_id, body_nonce, body_ct"
 
 
@@ -124,9 +128,11 @@ class PgApiVerbs(PostgresBase):
         async def once() -> ApiOrderPlaced:
             async with self.pool.acquire() as conn:
                 try:
-                    r = await conn.fetchrow(
-                        "SELECT order_id, fresh FROM kb_api_order($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,"
-                        "$15,$16,$17,$18)",
+                    # one round trip: the order placed (0016 kb_api_order_rows calls kb_api_order) and read back
+                    # with its live items and codes, order row first, by item number
+                    rows = await conn.fetch(
+                        f"SELECT {_PLACED_COLS} FROM kb_api_order_rows($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,"
+                        "$14,$15,$16,$17,$18) r",
                         order.client_id, order.client_order_no, order.request_hash, order.callback_url, new_ref(),
                         order.sku_id, order.quantity, order.amount, order.currency, order.language,
                         aware(order.expires_at), aware(now), self._closed, self._payable,
@@ -137,15 +143,10 @@ class PgApiVerbs(PostgresBase):
                     if error is not None:
                         raise error(str(getattr(exc, "message", "") or exc)) from None
                     raise
-                assert r is not None
-                # the committed order and its codes in one more round trip (a LEFT JOIN: the order row first)
-                rows = await conn.fetch(
-                    f"SELECT {_ORDER_COLS_O}, i.item_no, c.id, c.digest, c.key_id, c.nonce, c.ciphertext, i.use_no"
-                    " FROM orders o LEFT JOIN order_items i ON i.order_id = o.id AND NOT i.released"
-                    " LEFT JOIN codes c ON c.id = i.code_id WHERE o.id = $1 ORDER BY i.item_no", r[0])
-            n = len(_ORDER_COLS_O.split(","))  # the order's columns come first
-            items = tuple(item_from(row[n:]) for row in rows if row[n] is not None)
-            return ApiOrderPlaced(order_from(rows[0]), items, bool(r[1]))
+            assert rows
+            n = _PLACED_ORDER_N  # the order's columns come first, then the fresh flag
+            items = tuple(item_from(row[n + 1:]) for row in rows if row[n + 1] is not None)
+            return ApiOrderPlaced(order_from(rows[0]), items, bool(rows[0][n]))
 
         return await _retrying(once)
 

@@ -15,7 +15,7 @@ def number_uses(db: sqlite3.Connection, code_ids: list[int]) -> list[int]:
         part = distinct[i : i + 400]
         marks = ",".join("?" * len(part))
         for cid, use_no in db.execute(
-            f"SELECT code_id, use_no FROM order_items WHERE NOT released AND code_id IN ({marks})", part
+            f"SELECT code_id, use_no FROM order_items WHERE released = 0 AND code_id IN ({marks})", part
         ):
             live[cid].add(use_no)
     numbers = []
