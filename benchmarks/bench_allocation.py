@@ -212,10 +212,15 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=4000)
     ap.add_argument("--no-pg", action="store_true")
     ap.add_argument("--no-sqlite", action="store_true", help="PostgreSQL figures only")
+    ap.add_argument("--no-risk", action="store_true",
+                    help="diagnosis: the full path without the risk engine's before-delivery hook")
     ap.add_argument("--runs", type=int, default=3, help="each figure is the best of this many runs (noisy hosts)")
     args = ap.parse_args()
     n = args.orders
-    figures: dict[str, float | int | str] = {"orders": n, "concurrency_per_process": CONCURRENCY, "runs": args.runs}
+    if args.no_risk:
+        os.environ["KAMIBOT_RISK__ENABLED"] = "false"  # read by Settings here and in the worker processes
+    figures: dict[str, float | int | str] = {"orders": n, "concurrency_per_process": CONCURRENCY, "runs": args.runs,
+                                             "risk": not args.no_risk}
     for run in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
             _one_run(Path(tmp), n, run, figures, args.no_pg, args.no_sqlite)
