@@ -23,7 +23,8 @@ async def test_one_failing_payment_does_not_fail_its_batch_mates(store):
     assert len({r.event_id for r in good}) == 11  # type: ignore[union-attr]
     assert await store.pending_outbox() == 11
     bad = await store.order_by_id(orders[5].id)
-    assert bad is not None and bad.state == OrderState.RESERVED
+    assert bad is not None
+    assert bad.state == OrderState.RESERVED
     assert await store.order_items(orders[5].id) == []
     assert await store.order_payment(orders[5].id) is None
     # fixed notification, same transaction id: applied once, a repeat finds its first outcome
