@@ -3,6 +3,7 @@ verb one PL/pgSQL function call (migrations/postgres)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -23,6 +24,7 @@ from storage.records import (
     OutboxRow,
     PaymentApplied,
     PaymentEventIn,
+    PaymentOutcome,
 )
 from storage.sqlite_orders import new_ref
 
@@ -47,8 +49,122 @@ async def write_note(pool: asyncpg.Pool, order_id: int, note: NewOrderEvent, at:
         return True
 
 
+class PaymentBatcher:
+    """Coalesces concurrent `receive_payment` calls into kb_receive_batch calls (migration 0016).
+
+    A caller queues its event and awaits its own future. A flush takes up to BATCH_MAX queued events right after
+    the callers that were ready have queued theirs (one event-loop turn: no timer, no added latency when idle);
+    up to IN_FLIGHT batches run at once, and a finished flush takes the next batch. Each event is applied in its
+    own subtransaction: one that raises is retried alone through kb_receive (so its caller gets its own error,
+    mapped as ever), its batch-mates keep their results. When the batch call itself fails (connection lost,
+    deadlock of the whole call), every event is retried alone: kb_receive is idempotent by provider transaction
+    id, so an event the lost call did commit comes back with its first outcome.
+    """
+
+    BATCH_MAX = 32  # subtransactions per batch stay inside PostgreSQL's per-backend subxid cache (64)
+    IN_FLIGHT = 4
+
+    def __init__(self, store: PgSales) -> None:
+        self.store = store
+        self.queue: list[tuple[PaymentEventIn, datetime, asyncio.Future[PaymentApplied]]] = []
+        self.flushing = 0
+        #: order refs and (provider, transaction id) keys of the batches in flight, with their counts
+        self.busy: dict[object, int] = {}
+
+    async def submit(self, event: PaymentEventIn, now: datetime) -> PaymentApplied:
+        aware(now)
+        if event.received_at is not None:
+            aware(event.received_at)
+        future: asyncio.Future[PaymentApplied] = asyncio.get_running_loop().create_future()
+        self.queue.append((event, now, future))
+        if self.flushing < self.IN_FLIGHT:
+            self.flushing += 1
+            task = asyncio.ensure_future(self._flush())
+            _TASKS.add(task)
+            task.add_done_callback(_TASKS.discard)
+        return await future
+
+    def _take(self) -> list[tuple[PaymentEventIn, datetime, asyncio.Future[PaymentApplied]]]:
+        """The queue's head, up to BATCH_MAX events, stopping before the first one whose order or transaction id
+        is in a batch still in flight: events of one order keep their arrival order (a second payment never
+        overtakes the first), as one process's serial calls and SQLite's group commit keep it."""
+        n = 0
+        while n < min(self.BATCH_MAX, len(self.queue)):
+            event = self.queue[n][0]
+            if event.order_ref in self.busy or (event.provider, event.provider_txn_id) in self.busy:
+                break
+            n += 1
+        batch, self.queue = self.queue[:n], self.queue[n:]
+        return batch
+
+    def _mark(self, batch: list[tuple[PaymentEventIn, datetime, asyncio.Future[PaymentApplied]]], step: int) -> None:
+        for event, _, _ in batch:
+            for key in (event.order_ref, (event.provider, event.provider_txn_id)):
+                self.busy[key] = self.busy.get(key, 0) + step
+                if not self.busy[key]:
+                    del self.busy[key]
+
+    async def _flush(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let the callers that are ready queue theirs first
+            # a head held back by a batch in flight is taken by that batch's flush when it is done
+            while batch := self._take():
+                self._mark(batch, 1)
+                try:
+                    await self._run(batch)
+                finally:
+                    self._mark(batch, -1)
+        finally:
+            self.flushing -= 1
+
+    async def _run(self, batch: list[tuple[PaymentEventIn, datetime, asyncio.Future[PaymentApplied]]]) -> None:
+        alone: list[tuple[PaymentEventIn, datetime, asyncio.Future[PaymentApplied]]] = []
+        if len(batch) == 1:
+            alone = batch
+        else:
+            try:
+                rows = await self.store.pool.fetch(
+                    "SELECT b_index, b_event, b_outcome, b_order, b_detail, b_error FROM kb_receive_batch("
+                    "$1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[],"
+                    " $8::timestamptz[], $9::timestamptz[], $10::text[])",
+                    [e.provider for e, _, _ in batch], [e.provider_txn_id for e, _, _ in batch],
+                    [e.order_ref for e, _, _ in batch], [e.amount for e, _, _ in batch],
+                    [e.currency for e, _, _ in batch], [e.fee for e, _, _ in batch], [e.payer for e, _, _ in batch],
+                    [e.received_at or now for e, now, _ in batch], [now for _, now, _ in batch],
+                    self.store._payable)
+            except Exception:
+                alone = batch
+            else:
+                answered: set[int] = set()
+                for r in rows:
+                    item = batch[r[0] - 1]
+                    answered.add(r[0] - 1)
+                    if r[5] is not None:
+                        alone.append(item)
+                    elif not item[2].done():
+                        item[2].set_result(PaymentApplied(r[1], PaymentOutcome(r[2]), r[3], r[4] or ""))
+                alone += [item for n, item in enumerate(batch) if n not in answered]
+        for event, now, future in alone:
+            try:
+                result = await self.store.receive_payment_one(event, now)
+            except BaseException as exc:  # the caller's own error, raised where it awaits
+                if not future.done():
+                    future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                if not future.done():
+                    future.set_result(result)
+
+
+#: flush tasks, referenced until done (the event loop keeps only weak references)
+_TASKS: set[asyncio.Future[None]] = set()
+
+
 class PgSales(PostgresBase):
     """Order, payment, outbox, refund and ledger verbs of PostgresStore (mixed in)."""
+
+    _payment_batcher: PaymentBatcher | None = None
 
     async def reserve(self, order: NewOrder, now: datetime) -> Order:
         ref = new_ref()
@@ -114,6 +230,13 @@ class PgSales(PostgresBase):
         return int(r[0]), bool(r[1])
 
     async def receive_payment(self, event: PaymentEventIn, now: datetime) -> PaymentApplied:
+        """Concurrent calls of this process go out together as one kb_receive_batch call (PaymentBatcher)."""
+        if self._payment_batcher is None:
+            self._payment_batcher = PaymentBatcher(self)
+        return await self._payment_batcher.submit(event, now)
+
+    async def receive_payment_one(self, event: PaymentEventIn, now: datetime) -> PaymentApplied:
+        """One event, one kb_receive call: the batch's fallback for an event that raised (its own error here)."""
         r = await self._call(
             "SELECT event_id, outcome, order_id, detail FROM kb_receive($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
             event.provider, event.provider_txn_id, event.order_ref, event.amount, event.currency, event.fee,
