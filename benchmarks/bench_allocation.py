@@ -11,7 +11,7 @@ shared.
 
 Measured 2026-12-02 on a 2-core host at load average 8-13 (other jobs), `--no-sqlite`, best of 3:
 before batching (kb_receive per payment): raw 512/s, full 210/s (0.41), 3 processes 150/s (0.29, 0.71x of one);
-with kb_receive_batch (migration 0016): raw 611/s, full 290/s (0.475), 3 processes 258/s (0.42, 0.89x of one).
+with kb_receive_batch (migration 0017): raw 611/s, full 290/s (0.475), 3 processes 258/s (0.42, 0.89x of one).
 """
 
 from __future__ import annotations

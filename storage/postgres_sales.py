@@ -50,7 +50,7 @@ async def write_note(pool: asyncpg.Pool, order_id: int, note: NewOrderEvent, at:
 
 
 class PaymentBatcher:
-    """Coalesces concurrent `receive_payment` calls into kb_receive_batch calls (migration 0016).
+    """Coalesces concurrent `receive_payment` calls into kb_receive_batch calls (migration 0017).
 
     A caller queues its event and awaits its own future. A flush takes up to BATCH_MAX queued events right after
     the callers that were ready have queued theirs (one event-loop turn: no timer, no added latency when idle);

@@ -1,4 +1,4 @@
-"""Concurrent payments coalesced into batches (PostgreSQL kb_receive_batch, migration 0016; SQLite group commit):
+"""Concurrent payments coalesced into batches (PostgreSQL kb_receive_batch, migration 0017; SQLite group commit):
 one event that raises fails alone, its batch-mates are applied, and the bad one leaves no trace."""
 
 from __future__ import annotations
