@@ -75,6 +75,11 @@ class RetryLater(Exception):
         self.seconds = seconds
 
 
+class SupplierOrderOpen(Exception):
+    """A refund row of an order whose supplier order is planned, sent or unknown: not refunded now (the customer
+    may yet be served or credited); the row is retried, and refunds once the supplier's answer settled it."""
+
+
 class MerchantAlerts(Protocol):
     """Where delivery problems are reported (the merchant's chat)."""
 
@@ -217,6 +222,8 @@ class DeliveryWorker:
         data = json.loads(row.payload)
         order = await self.store.order_by_id(row.order_id)
         assert order is not None
+        if any(p.state.open for p in await self.store.order_procurements(order.id)):
+            raise SupplierOrderOpen(f"order {order.id}")  # a merchant's /refund that raced a purchase
         await self.providers[data["provider"]].refund(order, data["txn"], int(data["amount"]))
         await self.store.refund(row.order_id, events.refunded(
             reason=str(data.get("cause", "automatic refund: could not fulfil"))), self.clock())

@@ -6,20 +6,27 @@ import logging
 import shlex
 
 from fulfillment.catalog import SKU_OPTIONS, sku_options, sku_spec
-from fulfillment.errors import BadPrice, BadQuantity, ImportRefused, UnknownOrder
+from fulfillment.errors import BadPrice, BadQuantity, ImportRefused, NotAllowed, UnknownOrder
 from fulfillment.importer import ImportSource, detect_kind, parse_unit_cost
 from handlers.context import ShopContext
 from handlers.render import order_line, sku_name
 from handlers.report_admin import MerchantReports
 from handlers.types import Button, Incoming, Reply
 from locales import Translator
-from storage.records import BatchStats
+from storage.records import BatchStats, Order
 
 log = logging.getLogger("kamibot.merchant")
 READ_ONLY = {"stock", "order", "orders", "report", "dashboard"}
 NEW_SKU_KEYS = frozenset({"product", "pool", "name_en", "name_zh", "units", "min", "max", "limit", "target"})
 EDIT_SKU_KEYS = frozenset({"name_en", "name_zh", "units", "min", "max", "limit", "active", "target"})
 INVALID_LINES_SHOWN = 20
+
+
+class SupplierOrderOpen(NotAllowed):
+    """A refund of an order whose supplier order is planned, sent or unknown: the customer may yet be served (or
+    credited), so the money stays until the supplier answers (as fail_backorder refuses the automatic refund)."""
+
+    message_id = "merchant.refund_supplier_open"
 
 
 def _options(args: list[str]) -> dict[str, str]:
@@ -158,11 +165,19 @@ class Merchant(MerchantCommands):
 
     async def refund_prompt(self, lang: str, args: list[str]) -> list[Reply]:
         order = await self.aftersale.find(args[0] if args else "")
+        await self._no_open_supplier_order(order)
         total = self.ctx.tr.money(lang, order.amount, order.currency)
         button = Button(self._t(lang, "merchant.refund_button", ref=order.ref), f"mrefund:{order.ref}")
         return [Reply(self._t(lang, "merchant.refund_confirm", ref=order.ref, total=total), [[button]])]
 
+    async def _no_open_supplier_order(self, order: Order) -> None:
+        for p in await self.aftersale.db.order_procurements(order.id):
+            if p.state.open:
+                raise SupplierOrderOpen(f"order {order.ref}: supplier order {p.our_ref} at {p.supplier} is"
+                                        f" {p.state.value}")
+
     async def refund_confirmed(self, msg: Incoming, lang: str, ref: str) -> list[Reply]:
+        await self._no_open_supplier_order(await self.aftersale.find(ref))
         order = await self.aftersale.request_refund(ref, msg.user_id)
         await self.ctx.services.audit.record(msg.channel, msg.user_id, "refund.confirmed", order.ref)
         await self.ctx.delivery.run_once()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.demo import MERCHANT_ID
 from storage.records import Price
 
 
@@ -145,3 +146,33 @@ async def test_sku_new_in_chat_is_held_to_the_catalogue_bounds(demo):
                             " max=5000")
     assert await demo.shop.store.sku_by_slug("genshin-big") is None
     assert "max_qty: Input should be less than or equal to 1000" in demo.out.text()
+
+
+async def test_refund_is_refused_while_the_orders_supplier_order_is_open(demo):
+    from datetime import UTC, datetime
+
+    from storage.records_supply import NewProcurement, ProcurementState, Settlement
+
+    ref = await _sold(demo)
+    store = demo.shop.store
+    order = await store.order_by_ref(ref)
+    planned = await store.plan_procurement(NewProcurement("PTESTREFUNDOPEN1", "kw", "41847", 1, 500, "CNY",
+                                                          order.pool_id, order.id), datetime.now(UTC))
+    assert planned is not None and planned.state is ProcurementState.PLANNED
+    demo.out.clear()
+    await demo.merchant.say(f"/refund {ref}")
+    assert "Not refunded: this order's purchase at a supplier is still open" in demo.out.text()
+    assert "PTESTREFUNDOPEN1" in demo.out.text()  # the merchant sees which purchase
+    replies = await demo.merchant.conversation.handle(
+        __import__("handlers.types", fromlist=["Incoming"]).Incoming("console", MERCHANT_ID, MERCHANT_ID,
+                                                                      button=f"mrefund:{ref}", language="en"))
+    assert "Not refunded" in replies[0].text  # an old confirm button is refused too
+    assert await store.pending_outbox() == 0  # nothing queued
+    assert (await store.order_by_ref(ref)).state.value == "delivered"
+    assert demo.shop.providers["test"].refunds == {}
+    # the supplier answered "failed": the refund goes through
+    await store.settle_procurement("PTESTREFUNDOPEN1", Settlement(ProcurementState.FAILED, detail="test"), [],
+                                   datetime.now(UTC))
+    await demo.merchant.say(f"/refund {ref}")
+    await demo.merchant.say("1")
+    assert (await store.order_by_ref(ref)).state.value == "refunded"

@@ -191,6 +191,25 @@ async def test_no_failover_and_no_refund_while_the_purchase_is_unknown(bench):
     await run.proofs()
 
 
+async def test_a_merchants_refund_waits_while_the_purchase_is_unknown(bench):
+    """The merchant's /refund is refused in chat (handlers/merchant.py); a refund row that raced the purchase is
+    not paid out by the worker either: the provider is not called, the order stays delivering."""
+    from fulfillment.aftersales import AfterSalesService
+
+    await _on_demand(bench)
+    bench.kashangwl.faults.unknown_then_success = 1
+    bench.kashangwl.settle_after = 60
+    run = Run(bench)
+    order = await run.buy("u1")
+    await run.settle(seconds=0.3)
+    assert [p.state.open for p in await bench.store.order_procurements(order.id)] == [True]  # sent or unknown
+    await AfterSalesService(bench.store).request_refund(order.ref, "merchant 1")
+    await run.worker.run_once()
+    assert await run.state(order) == "delivering"
+    assert run.provider.refunds == {}
+    assert await bench.store.pending_outbox() >= 1  # kept, retried: refunded only once the supplier settles it
+
+
 KASHANGWL_FAULTS = ["hold_after_accept", "http_500_after_accept", "reset_after_accept", "duplicate_callbacks",
                     "callback_before_response", "forged_callback", "unknown_then_success", "unknown_then_failed",
                     "wrong_product_callback", "out_of_balance"]
