@@ -158,7 +158,8 @@ async def test_refund_is_refused_while_the_orders_supplier_order_is_open(demo):
     order = await store.order_by_ref(ref)
     planned = await store.plan_procurement(NewProcurement("PTESTREFUNDOPEN1", "kw", "41847", 1, 500, "CNY",
                                                           order.pool_id, order.id), datetime.now(UTC))
-    assert planned is not None and planned.state is ProcurementState.PLANNED
+    assert planned is not None
+    assert planned.state is ProcurementState.PLANNED
     demo.out.clear()
     await demo.merchant.say(f"/refund {ref}")
     assert "Not refunded: this order's purchase at a supplier is still open" in demo.out.text()
