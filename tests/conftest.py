@@ -14,9 +14,9 @@ from fulfillment.orders import STATE_GROUPS
 PG_DSN = os.environ.get("KAMIBOT_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("KAMIBOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE_SERVICES = os.environ.get("KAMIBOT_REQUIRE_SERVICES") == "1"
-# every shop the tests build or spawn opens at most 8 PostgreSQL connections: two workers running 3- and 4-process
+# every shop the tests build or spawn opens at most 6 PostgreSQL connections: workers running 3- and 4-process
 # tests at once stay under the server's max_connections (100)
-os.environ.setdefault("KAMIBOT_DATABASE_POOL_SIZE", "8")
+os.environ.setdefault("KAMIBOT_DATABASE_POOL_SIZE", "6")
 
 
 async def _pg_available() -> bool:
