@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from fulfillment.checkpoints import Checkpoints, NoCheckpoints
 from fulfillment.distributors import ClientPrices
 from fulfillment.errors import BadQuantity
 from fulfillment.orders import MAX_QUANTITY, REFUNDABLE, WITH_CODES, parse_quantity
+from fulfillment.recharge_target import BadTarget, check_target
 from fulfillment.vault import Vault
 from storage import errors as store_errors
 from storage.protocol import Store
@@ -229,35 +229,17 @@ class ApiOrders:
                          order.currency, order.created_at.astimezone(UTC).isoformat(timespec="seconds"), codes)
 
 
-_MOBILE = re.compile(r"1[3-9]\d{9}")
-_MAX_TARGET = 64
-
-
 def _checked_target(rule: str | None, text: str | None) -> str | None:
-    """A recharge SKU's target as the SKU's rule allows it (`mobile`: a mainland number, 11 digits with a valid
-    prefix, spaces and dashes ignored; `re:PATTERN`: the whole text matches), None for a SKU of codes. BAD_TARGET
-    for a missing, malformed or unexpected one. (A minimal check of the API's own: the chat dialog's fuller one,
-    with the carrier shown back, is fulfillment/recharge_target.py of the recharge branch.)"""
+    """A recharge SKU's target normalised by the same check as the chat dialog (fulfillment/recharge_target.py),
+    None for a SKU of codes; BAD_TARGET for a missing, malformed or unexpected one."""
     if rule is None:
         if text is not None:
             raise ApiError(ApiCode.BAD_TARGET)
         return None
-    value = (text or "").strip()
-    if not value or len(value) > _MAX_TARGET:
-        raise ApiError(ApiCode.BAD_TARGET)
-    if rule == "mobile":
-        value = re.sub(r"[\s-]", "", value).removeprefix("+86")
-        ok = _MOBILE.fullmatch(value) is not None
-    elif rule.startswith("re:"):
-        try:
-            ok = re.fullmatch(rule[3:], value) is not None
-        except re.error:
-            ok = False
-    else:
-        ok = False
-    if not ok:
-        raise ApiError(ApiCode.BAD_TARGET)
-    return value
+    try:
+        return check_target(rule, text or "")
+    except BadTarget:
+        raise ApiError(ApiCode.BAD_TARGET) from None
 
 
 class WalletProvider:
