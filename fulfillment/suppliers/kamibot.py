@@ -81,7 +81,7 @@ from fulfillment.suppliers.protocol import (
     SupplierOrder,
     SupplierProduct,
 )
-from fulfillment.suppliers.transport import HttpPolicy
+from fulfillment.suppliers.transport import Garbage, HttpPolicy, json_object
 
 log = logging.getLogger("kamibot.suppliers.kamibot")
 
@@ -121,10 +121,6 @@ class KamibotConfig:
     name: str = "kamibot"
     currency: str = "CNY"
     policy: HttpPolicy = HttpPolicy()
-
-
-class _Garbage(Exception):
-    """Not the JSON the API documents (HTML, truncated, a 5xx page)."""
 
 
 @dataclass(frozen=True)
@@ -175,15 +171,8 @@ class KamibotSupplier:
         response = await self._client().request(method, self._root + API_PREFIX + sub, content=body, headers=headers,
                                                 timeout=self.config.policy.timeout())
         if response.status_code >= 500:
-            raise _Garbage(f"HTTP {response.status_code}")
-        try:
-            data = json.loads(response.content)
-        except ValueError:
-            raise _Garbage(f"HTTP {response.status_code} body is not JSON "
-                           f"({response.headers.get('content-type', 'no content-type')})") from None
-        if not isinstance(data, dict):
-            raise _Garbage("answer is not a JSON object")
-        return _Answer(response.status_code, data)
+            raise Garbage(f"HTTP {response.status_code}")
+        return _Answer(response.status_code, json_object(response))
 
     async def _read(self, sub: str, our_ref: str = "") -> Any:
         """GET, retried with backoff (each attempt freshly signed); the answer's JSON on 200."""
@@ -193,7 +182,7 @@ class KamibotSupplier:
                 await asyncio.sleep(policy.retry_backoff * 2 ** (attempt - 1))
             try:
                 answer = await self._send("GET", sub)
-            except (_Garbage, httpx.HTTPError) as exc:
+            except (Garbage, httpx.HTTPError) as exc:
                 last = _describe(exc)
                 log.warning("event=supplier.read_failed supplier=%s path=%s ref=%s attempt=%d reason=%s", self.name,
                             sub.split("/")[1], our_ref or "-", attempt + 1, last)
@@ -302,7 +291,7 @@ class KamibotSupplier:
         except _NOT_SENT as exc:
             log.warning("event=supplier.not_sent supplier=%s ref=%s reason=%s", self.name, our_ref, _describe(exc))
             raise NotSent(f"orders: {_describe(exc)}", supplier=self.name, our_ref=our_ref) from None
-        except (_Garbage, httpx.HTTPError) as exc:
+        except (Garbage, httpx.HTTPError) as exc:
             log.warning("event=supplier.outcome_unknown supplier=%s ref=%s reason=%s", self.name, our_ref,
                         _describe(exc))
             raise OutcomeUnknown(f"orders: {_describe(exc)}", supplier=self.name, our_ref=our_ref) from None
@@ -456,4 +445,4 @@ def _minor(raw: object, what: str) -> int:
 
 def _describe(exc: BaseException) -> str:
     """The failure's type and, for our garbage marker, its note; httpx texts can quote URLs, so not theirs."""
-    return str(exc) if isinstance(exc, _Garbage) else type(exc).__name__
+    return str(exc) if isinstance(exc, Garbage) else type(exc).__name__

@@ -32,8 +32,21 @@ class HttpPolicy:
                              pool=self.connect_timeout)
 
 
-class _Garbage(Exception):
+class Garbage(Exception):
     """An answer that is not the JSON object the protocol promises (HTML, truncated, a bare string)."""
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The answer's body as the JSON object a supplier protocol promises; Garbage (an unknown outcome, never a
+    refusal) for HTML, truncated JSON or a bare value."""
+    try:
+        data = json.loads(response.content)
+    except ValueError:
+        raise Garbage(f"HTTP {response.status_code} body is not JSON "
+                      f"({response.headers.get('content-type', 'no content-type')})") from None
+    if not isinstance(data, dict):
+        raise Garbage("answer is not a JSON object")
+    return data
 
 
 class SupplierHttp:
@@ -62,17 +75,10 @@ class SupplierHttp:
         response = await self._client().post(self.base_url + path, data=form, timeout=self.policy.timeout(),
                                              headers={"Accept": "application/json"})
         if response.status_code >= 500:
-            raise _Garbage(f"HTTP {response.status_code}")
+            raise Garbage(f"HTTP {response.status_code}")
         if response.status_code >= 300:
             raise Rejected(f"HTTP {response.status_code}", supplier=self.supplier)
-        try:
-            data = json.loads(response.content)
-        except ValueError:
-            raise _Garbage(f"HTTP {response.status_code} body is not JSON "
-                           f"({response.headers.get('content-type', 'no content-type')})") from None
-        if not isinstance(data, dict):
-            raise _Garbage("answer is not a JSON object")
-        return data
+        return json_object(response)
 
     async def read(self, path: str, build: Callable[[], dict[str, str]], our_ref: str = "") -> dict[str, Any]:
         """An idempotent call, retried with backoff; raises SupplierUnavailable when every attempt failed."""
@@ -85,7 +91,7 @@ class SupplierHttp:
                 return data
             except Rejected:
                 raise
-            except (_Garbage, httpx.HTTPError) as exc:
+            except (Garbage, httpx.HTTPError) as exc:
                 last = _describe(exc)
                 log.warning("event=supplier.read_failed supplier=%s path=%s ref=%s attempt=%d reason=%s",
                             self.supplier, path, our_ref or "-", attempt + 1, last)
@@ -103,7 +109,7 @@ class SupplierHttp:
         except SupplierError as exc:
             exc.our_ref = exc.our_ref or our_ref
             raise
-        except (_Garbage, httpx.HTTPError) as exc:
+        except (Garbage, httpx.HTTPError) as exc:
             log.warning("event=supplier.outcome_unknown supplier=%s path=%s ref=%s reason=%s", self.supplier, path,
                         our_ref, _describe(exc))
             raise OutcomeUnknown(f"{path}: {_describe(exc)}", supplier=self.supplier, our_ref=our_ref) from None
@@ -111,6 +117,6 @@ class SupplierHttp:
 
 def _describe(exc: BaseException) -> str:
     """The failure's type and, for our own garbage marker, its note; httpx texts can quote URLs, so not theirs."""
-    if isinstance(exc, _Garbage):
+    if isinstance(exc, Garbage):
         return str(exc)
     return type(exc).__name__
