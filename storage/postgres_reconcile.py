@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import asyncpg
 
+from storage.postgres_supply import _aware, _same
 from storage.protocols.reconcile import Discrepancy, FeeActual, NewDiscrepancy, ShopPayment, ShopRefund
 from storage.records_supply import Procurement
 from storage.sqlite_reconcile import COLS, OWN_OUTCOMES, PAYMENT_COLS, REFUNDS_SQL, discrepancy
@@ -31,16 +31,6 @@ _CORRECT = (
     " COALESCE((SELECT MIN(s.at) FROM ledger s WHERE s.order_id = o.id AND s.kind = 'sale'), $4)"
     " FROM c JOIN orders o ON o.id = c.order_id WHERE c.delta <> 0 RETURNING 1)"
     " SELECT COUNT(*), COALESCE(SUM(delta), 0) FROM c")
-
-
-def _aware(dt: datetime) -> datetime:
-    if dt.tzinfo is None:
-        raise ValueError("naive datetime: every time in kamibot is UTC-aware")
-    return dt.astimezone(UTC)
-
-
-def _same(value: Any) -> datetime:
-    return value  # type: ignore[no-any-return]
 
 
 def _disc(r: asyncpg.Record) -> Discrepancy:
