@@ -12,7 +12,8 @@ The payment's transaction moved such an order to `delivering` and wrote its `pro
   definitive failure). A definitive failure settled later (query, callback) queues the row again: the next source;
 - no source left: `fail_backorder` fails the order and queues its refund through its payment provider, in one
   transaction that refuses while any supplier order of it is open or unknown: never a refund while the customer
-  may have been credited. No offer while a source's breaker is open is retried `retries` times first.
+  may have been credited. No offer while a source's breaker is open or its catalogue read failed (a timeout is no
+  answer, not "out of stock") is retried `retries` times first.
 
 `ticket_unknown_recharges` (job): a recharge whose outcome is still unknown after `unknown_ticket_after` gets one
 ticket for the merchants with the supplier's reference (a claim-once key per procurement); it is still queried.
@@ -67,9 +68,10 @@ class SourcedFulfilment:
         need = order.quantity * sku.units
         offers = [o for o in await self.sourcing.offers(sourcing, need) if o.supplier not in failed]
         if not offers:
-            # a source whose breaker is open may come back: retried; one that answers without an offer (out of
-            # stock, too dear) cannot serve it
-            unhealthy = {s.supplier for s in sourcing.sources if not self.sourcing.registry.healthy(s.supplier)}
+            # a source whose breaker is open or whose catalogue read just failed may come back: retried; one that
+            # answers without an offer (out of stock, too dear) cannot serve it
+            unhealthy = {s.supplier for s in sourcing.sources
+                         if not self.sourcing.registry.healthy(s.supplier) or s.supplier in self.sourcing.unanswered}
             if unhealthy - failed and row.attempts <= self.retries:
                 raise NoSourceYet(f"order {order.id}: no offer now")
             await self._fail(order, "no source could serve it")

@@ -10,7 +10,8 @@ procurement only from sent/unknown).
   the supplier says succeeded or failed, and nobody fails over meanwhile. A supplier that cannot find orders by our
   reference (acg-faka) leaves such a procurement unknown for a merchant, unless we hold its order id.
 - A `sent` procurement whose process died before the answer is treated as unknown after `sent_grace`; a `planned`
-  one that was never sent is failed after the same grace (mark_sent is conditional, so a late sender backs off).
+  one that was never sent is failed after `planned_grace` (mark_sent is conditional, so a late sender backs off;
+  its own grace, so a resolver told to query sent rows at once does not fail a purchase about to be sent).
 - The answer must match ours (product, quantity): one that does not is held for a merchant, codes untouched.
 - Codes received go through the vault: normalised, sealed, deduplicated by HMAC (a code the vault already holds is
   not sold again); the store records received, duplicates and the shortfall, and the batch carries the unit cost.
@@ -55,6 +56,7 @@ class UnknownSupplier(LookupError):
 @dataclass(frozen=True)
 class ProcurementPolicy:
     sent_grace: timedelta = timedelta(seconds=60)  # a `sent` row this old has lost its caller: query it
+    planned_grace: timedelta = timedelta(seconds=60)  # a `planned` row this old was never sent: fail it
     not_found_after: timedelta = timedelta(minutes=10)  # kashangwl: "no such order" this long after sending
     resolve_batch: int = 50
     lease: timedelta = timedelta(seconds=30)
@@ -211,8 +213,10 @@ class ProcurementService:
             return 0
         try:
             due = await self.store.procurements([ProcurementState.UNKNOWN], self.policy.resolve_batch)
-            due += await self.store.procurements([ProcurementState.SENT, ProcurementState.PLANNED],
-                                                 self.policy.resolve_batch, now - self.policy.sent_grace)
+            due += await self.store.procurements([ProcurementState.SENT], self.policy.resolve_batch,
+                                                 now - self.policy.sent_grace)
+            due += await self.store.procurements([ProcurementState.PLANNED], self.policy.resolve_batch,
+                                                 now - self.policy.planned_grace)
             settled = 0
             for p in due:
                 if p.held:

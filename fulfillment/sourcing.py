@@ -64,6 +64,8 @@ class SourcingService:
         self.clock = clock
         self.monotonic = monotonic
         self._catalogues: dict[str, tuple[float, dict[str, SupplierProduct]]] = {}
+        #: suppliers whose last catalogue read failed (timeout, reset, 5xx): no answer is not "no offer"
+        self.unanswered: set[str] = set()
         self._balances: dict[str, tuple[float, Money]] = {}
         self._reading: dict[tuple[str, str], asyncio.Lock] = {}
         #: tells the merchants (message id, params); set by the composition root
@@ -88,7 +90,9 @@ class SourcingService:
             products = {p.product_id: p for p in await supplier.catalogue()}
         except SupplierError as exc:
             log.info("event=sourcing.catalogue_failed supplier=%s reason=%s", name, exc.kind)
+            self.unanswered.add(name)
             return None
+        self.unanswered.discard(name)
         self._catalogues[name] = (self.monotonic(), products)
         return products
 

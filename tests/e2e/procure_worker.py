@@ -65,7 +65,7 @@ async def main(mode: str, args: list[str]) -> int:
         if mode == "restock":
             await supply.sourcing.restock_due()
         elif mode == "resolve":
-            supply.procurement.policy = ProcurementPolicy(sent_grace=timedelta(0))
+            supply.procurement.policy = ProcurementPolicy(sent_grace=timedelta(0), planned_grace=timedelta(0))
             for _ in range(200):
                 await supply.procurement.resolve_due()
                 if not await shop.store.procurements([ProcurementState.PLANNED, ProcurementState.SENT,
@@ -73,7 +73,7 @@ async def main(mode: str, args: list[str]) -> int:
                     break
                 await asyncio.sleep(0.05)
         elif mode == "settle":
-            supply.procurement.policy = ProcurementPolicy(sent_grace=timedelta(0))
+            supply.procurement.policy = ProcurementPolicy(sent_grace=timedelta(0), planned_grace=timedelta(0))
             await settle(shop, supply, None, 20)
         elif mode in ("buy", "pay"):  # pay: no resolver (the crash test kills it inside the purchase)
             # a request the overloaded fake dropped (ReadError: unknown) and cannot find is failed after 2 s

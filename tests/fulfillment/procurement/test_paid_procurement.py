@@ -46,7 +46,7 @@ class Inbox:
 
 
 class Run:
-    def __init__(self, bench: Bench, retries: int = 0) -> None:
+    def __init__(self, bench: Bench, retries: int = 1) -> None:
         self.bench = bench
         self.sourcing = SourcingService(bench.store, bench.registry, bench.service, "test-holder", catalogue_ttl=0)
         self.orders = OrderService(bench.store, AllowAll(), timedelta(minutes=15))
@@ -137,6 +137,23 @@ async def test_an_empty_on_demand_pool_still_sells_and_the_paid_order_gets_the_c
     assert await bench.available() == 0  # the codes went to that order, not to the shelf
     cost = await bench.sql(f"SELECT SUM(amount) FROM ledger WHERE order_id = {order.id} AND kind = 'cost'")
     assert cost[0][0] == -2 * 990
+    await run.proofs()
+
+
+async def test_a_catalogue_read_that_fails_is_retried_not_refunded(bench):
+    """A timeout or 5xx reading the supplier's catalogue is no answer, not "out of stock": the order waits for the
+    outbox's retry (its breaker still closed) and is delivered; only a source that answers without an offer, or
+    retries used up, refunds."""
+    await _on_demand(bench)
+    bench.kashangwl.faults.http_500_on_read = 3  # every attempt of one catalogue read (HttpPolicy.read_attempts)
+    run = Run(bench)
+    order = await run.buy("u1")
+    await run.worker.run_once()
+    assert await run.state(order) == "delivering"
+    assert bench.kashangwl.buy_requests == 0
+    assert run.provider.refunds == {}
+    await run.settle()
+    assert await run.state(order) == "delivered"
     await run.proofs()
 
 
