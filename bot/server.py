@@ -183,13 +183,13 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
             await telegram.start()
         extra = [ticket_sla_job(ctx, settings), *supply.jobs()]
         extra.append(attach_commissions(shop.store, shop.delivery))  # distributors' commission ledger
-        stars = telegram.job() if telegram is not None else None
-        if stars is not None:
-            extra.append(stars)  # finds Stars payments whose update was lost (getStarTransactions)
+        extra += telegram.jobs() if telegram is not None else []
         if wechatpay is not None:
             extra.append(wechatpay.job())
         holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         extra = [once_per_period(shop.store, holder, job) for job in extra]  # one tick a period, all instances
+        if telegram is not None:
+            extra.append(telegram.share.job())  # every instance: its share of the bot's overall sending rate
         every = settings.jobs
         jobs = asyncio.create_task(run_jobs(shop, stop, status, delivery_every=every.delivery_every_s,
                                             expire_every=every.expire_every_s, recover_every=every.recover_every_s,

@@ -10,8 +10,8 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from telegram import Bot, Update
 from telegram.ext import Application, ApplicationBuilder
@@ -35,6 +35,39 @@ ALLOWED_UPDATES = ["message", "callback_query", "pre_checkout_query"]
 #: update is answered while it still waits, and its order against the user's next update, should that land on
 #: another instance, is no longer kept (a turn held that long is an exception: a slow supplier, a lost holder)
 TURN_WAIT_S = 5.0
+#: the instances sending for this bot each hold a lease named so (SenderShare)
+SENDER_LEASE = "telegram.sender:"
+
+
+class Leases(Protocol):
+    async def try_lease(self, name: str, holder: str, until: datetime, now: datetime) -> bool: ...
+    async def release_lease(self, name: str, holder: str) -> None: ...
+    async def count_leases(self, prefix: str, now: datetime) -> int: ...
+
+
+class SenderShare:
+    """Telegram's overall limits (about 30 messages a second, 1000 paid broadcasts) are per bot: N instances each
+    pacing at the whole rate would send N times too much and meet 429s. Every instance holds a lease
+    `telegram.sender:<holder>` renewed each tick (it lapses three ticks after a process dies) and keeps its pacer
+    to 1/N of the rate, N being the live leases. The count lags a joining or dying instance by up to a tick."""
+
+    def __init__(self, store: Leases, pacer: Pacer, holder: str, every: float = 5.0) -> None:
+        self.store, self.pacer, self.every = store, pacer, every
+        self.name = f"{SENDER_LEASE}{holder}"
+        self.holder = holder
+
+    async def tick(self) -> int:
+        now = datetime.now(UTC)
+        await self.store.try_lease(self.name, self.holder, now + timedelta(seconds=3 * self.every), now)
+        self.pacer.share(await self.store.count_leases(SENDER_LEASE, now))
+        return 0
+
+    async def release(self) -> None:
+        await self.store.release_lease(self.name, self.holder)
+
+    def job(self) -> tuple[str, float, Callable[[], Awaitable[int]]]:
+        """Every instance runs it (not once_per_period): each renews its own lease."""
+        return "telegram_share", self.every, self.tick
 
 
 @dataclass
@@ -47,6 +80,7 @@ class TelegramRuntime:
     recovery: StarsRecovery
     recovery_every: float
     intake: UpdateIntake
+    share: SenderShare
 
     async def start(self) -> None:
         await self.app.initialize()
@@ -63,6 +97,8 @@ class TelegramRuntime:
         if self.mode == "polling":
             await self.poller.release()
         await self.app.shutdown()
+        with contextlib.suppress(Exception):  # a database already gone: the lease lapses by itself
+            await self.share.release()
 
     async def feed(self, data: dict[str, Any]) -> bool:
         """A webhook body, parsed by PTB. A payment (pre-checkout query, successful or refunded payment) is
@@ -86,9 +122,10 @@ class TelegramRuntime:
             return update.pre_checkout_query is not None  # too late to answer it on a retry anyway
         return True
 
-    def job(self) -> tuple[str, float, Callable[[], Awaitable[int]]] | None:
-        """The Stars recovery job for bot.jobs.run_jobs (None when switched off)."""
-        return ("telegram_stars", self.recovery_every, self.recovery.tick) if self.recovery_every else None
+    def jobs(self) -> list[tuple[str, float, Callable[[], Awaitable[int]]]]:
+        """The Stars recovery job for bot.jobs.run_jobs (none when switched off): finds Stars payments whose
+        update was lost (getStarTransactions)."""
+        return [("telegram_stars", self.recovery_every, self.recovery.tick)] if self.recovery_every else []
 
 
 def polling_lease(shop: Shop) -> PollingLease:
@@ -122,8 +159,9 @@ def build_telegram(shop: Shop, ctx: ShopContext, lease: PollingLease | None = No
     poller = PaymentSafePoller(app.bot, app.update_queue, adapter.payments.handle, ALLOWED_UPDATES,
                                lease=lease or polling_lease(shop))
     recovery = StarsRecovery(shop.store, sender.api, adapter.payments, timedelta(seconds=t.stars_recovery_grace_s))
+    share = SenderShare(shop.store, sender.pacer, f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}")
     return TelegramRuntime(app, adapter, t.mode, t.webhook_secret.get_secret_value(), poller, recovery,
-                           t.stars_recovery_every_s, intake)
+                           t.stars_recovery_every_s, intake, share)
 
 
 async def set_webhook(shop: Shop, url: str) -> None:

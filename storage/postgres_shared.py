@@ -43,3 +43,7 @@ class PgSharedState(PostgresBase):
 
     async def release_lease(self, name: str, holder: str) -> None:
         await self.pool.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", name, holder)
+
+    async def count_leases(self, prefix: str, now: datetime) -> int:
+        return int(await self.pool.fetchval("SELECT COUNT(*) FROM leases WHERE starts_with(name, $1) AND until > $2",
+                                            prefix, aware(now)))

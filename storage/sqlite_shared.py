@@ -50,3 +50,8 @@ class SharedState(SqliteBase):
 
     async def release_lease(self, name: str, holder: str) -> None:
         await self._tx(lambda db: db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder)))
+
+    async def count_leases(self, prefix: str, now: datetime) -> int:
+        r = await self._one("SELECT COUNT(*) FROM leases WHERE substr(name, 1, ?) = ? AND until > ?",
+                            (len(prefix), prefix, ts(now)))
+        return int(r[0])

@@ -105,24 +105,43 @@ class Pacer:
                  edit_burst: int = 5, clock: Callable[[], float] = time.monotonic,
                  paid_broadcast_per_second: float = PAID_BROADCAST_PER_SECOND) -> None:
         self.clock = clock
+        self.global_per_second = global_per_second
+        self.paid_broadcast_per_second = paid_broadcast_per_second
         self.paid_broadcasts = SlidingWindow(paid_broadcast_per_second, clock)
         self.messages = ChatBuckets(per_chat_interval, burst, clock)
         self.edits = ChatBuckets(per_chat_interval, edit_burst, clock)
-        self._window_n = max(1, min(math.ceil(global_per_second), MAX_WINDOW))
-        self._window_s = self._window_n / global_per_second
-        #: queued messages go out at least this far apart: a full window released in one lump would free again in
-        #: one lump a second later, and a delivery arriving between two lumps would wait for the next (up to 1 s)
-        self._spacing = self._window_s / self._window_n
         self._paced_at = -math.inf
-        self._recent: deque[float] = deque(maxlen=self._window_n)  # the last places taken, oldest first
-        #: broadcasts may fill the window only up to here, the rest stays free for deliveries and answers
-        self._broadcast_n = max(1, self._window_n - max(1, self._window_n // 5)) if self._window_n > 1 else 1
+        self._recent: deque[float] = deque(maxlen=1)
+        self.shares = 1
+        self._set_rate(global_per_second)
         self._queue: list[tuple[int, int, asyncio.Future[None]]] = []  # (lane, arrival, waiter): a heap
         self._arrivals = itertools.count()
         self._dispatcher: asyncio.Task[None] | None = None
         #: how often a message had to wait for its chat's bucket / for the overall window (tests and benchmarks)
         self.chat_waits = 0
         self.global_waits = 0
+
+    def _set_rate(self, per_second: float) -> None:
+        self._window_n = max(1, min(math.ceil(per_second), MAX_WINDOW))
+        self._window_s = self._window_n / per_second
+        #: queued messages go out at least this far apart: a full window released in one lump would free again in
+        #: one lump a second later, and a delivery arriving between two lumps would wait for the next (up to 1 s)
+        self._spacing = self._window_s / self._window_n
+        self._recent = deque(self._recent, maxlen=self._window_n)  # the last places taken, oldest first
+        #: broadcasts may fill the window only up to here, the rest stays free for deliveries and answers
+        self._broadcast_n = max(1, self._window_n - max(1, self._window_n // 5)) if self._window_n > 1 else 1
+
+    def share(self, instances: int) -> None:
+        """Telegram's overall limits are per bot, not per process: with `instances` processes sending for one bot
+        (webhook mode, bot/telegram.py counts them), this one keeps to its share of the overall and the paid
+        broadcast rate. Per-chat buckets stay whole (a chat's messages mostly come from the instance handling
+        that user's turn)."""
+        instances = max(1, instances)
+        if instances == self.shares:
+            return
+        self.shares = instances
+        self._set_rate(self.global_per_second / instances)
+        self.paid_broadcasts = SlidingWindow(self.paid_broadcast_per_second / instances, self.clock)
 
     def reserve(self, chat_id: str) -> float:
         return self.messages.reserve(chat_id)

@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from telegram import Bot
@@ -16,6 +17,7 @@ from telegram.error import Conflict
 
 from bot.composition import build_shop
 from bot.settings import RiskSettings, Settings
+from bot.telegram import SENDER_LEASE
 from handlers.telegram.polling import PaymentSafePoller, PollingLease, PollingTaken
 from handlers.telegram.request import AiohttpRequest
 from tests.conftest import REDIS_URL
@@ -67,6 +69,8 @@ async def test_one_users_rapid_taps_on_two_instances_are_handled_in_order(tmp_pa
         shop = await build_shop(Settings(data_dir=tmp_path, database_url=db_url, risk=RiskSettings(enabled=False)))
         try:
             orders = [await shop.store.order_by_ref(str(p["payload"])) for p in invoices]
+            # both instances send for the bot: each holds its sender lease and paces at half the overall rate
+            assert await shop.store.count_leases(SENDER_LEASE, datetime.now(UTC)) == 2
         finally:
             await shop.close()
     # then the taps went to both instances, alternately ...

@@ -50,9 +50,8 @@ async def running_bot(tmp_path, fake: FakeTelegram, mode: str = "polling", **tel
         served = await serve(create_app(shop, status, telegram=runtime), port)
         await runtime.app.bot.set_webhook(f"http://127.0.0.1:{port}/telegram/webhook", secret_token=SECRET)
     await runtime.start()
-    stars = runtime.job()
     jobs = asyncio.create_task(run_jobs(shop, stop, status, delivery_every=0.05, expire_every=0.2,
-                                        recover_every=0.5, extra=[stars] if stars else []))
+                                        recover_every=0.5, extra=runtime.jobs()))
     try:
         yield Bot(shop, runtime, fake)
     finally:

@@ -158,3 +158,21 @@ async def test_broadcasts_leave_room_so_a_delivery_goes_at_once():
     assert pacer.global_waits == 1
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
+
+
+def test_an_instance_keeps_to_its_share_of_the_bots_overall_rate():
+    """Three instances sending for one bot: each fills at most a third of Telegram's 30 a second; one alone again
+    gets the whole window back, and the places it took in the meantime still count."""
+    clock = Clock()
+    pacer = Pacer(0.0, 30.0, burst=100, clock=clock)
+    pacer.share(3)
+    waits = [pacer.reserve_global() for _ in range(12)]
+    assert waits[:10] == [0.0] * 10  # ten a second: a third of 30
+    assert waits[10] == pytest.approx(1.0)
+    assert pacer.paid_broadcasts.size == 334  # a third of 1000 a second, rounded up to whole places
+    clock.now += 2.0
+    pacer.share(1)
+    assert [pacer.reserve_global() for _ in range(30)] == [0.0] * 30
+    assert pacer.reserve_global() > 0
+    pacer.share(0)  # nobody counted (the lease table was just emptied): never more than the whole rate
+    assert pacer.shares == 1

@@ -42,3 +42,17 @@ async def test_kv_values_expire_and_leases_have_one_holder(store):
     assert not await store.try_lease("refresh", "p1", later, NOW + timedelta(minutes=5, seconds=30))
     await store.release_lease("refresh", "p2")
     assert await store.try_lease("refresh", "p1", later, NOW)
+
+
+async def test_live_leases_are_counted_by_name_prefix(store):
+    soon, later = NOW + timedelta(seconds=30), NOW + timedelta(minutes=5)
+    assert await store.count_leases("tg.sender:", NOW) == 0
+    assert await store.try_lease("tg.sender:a", "a", later, NOW)
+    assert await store.try_lease("tg.sender:b", "b", soon, NOW)
+    assert await store.try_lease("tg.senderX", "x", later, NOW)  # another prefix
+    assert await store.try_lease("job:tg.sender:c", "c", later, NOW)  # the prefix only at the start
+    assert await store.count_leases("tg.sender:", NOW) == 2
+    assert await store.count_leases("tg.sender:", soon) == 1  # b expired
+    await store.release_lease("tg.sender:a", "a")
+    assert await store.count_leases("tg.sender:", NOW) == 1
+    assert await store.count_leases("tg_sender:", NOW) == 0  # no wildcard: "_" is a plain character
