@@ -52,7 +52,7 @@ class Bench:
 async def _record(vault: Vault, name: str, protocol: str, url: str, account: str, secret: str,
                   notify_url: str = "", products: tuple[str, ...] = ()) -> SupplierRecord:
     return SupplierRecord(name, protocol, url, account, seal_secret(vault, name, secret), notify_url=notify_url,
-                          product_ids=products, connect_timeout_ms=1000, read_timeout_ms=500, breaker_failures=50,
+                          product_ids=products, connect_timeout_ms=1000, read_timeout_ms=1000, breaker_failures=50,
                           breaker_cool_down_s=1)
 
 

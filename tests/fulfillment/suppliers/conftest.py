@@ -23,7 +23,7 @@ from tests.fakes.supplier_acgfaka import FakeAcgFaka
 from tests.fakes.supplier_faults import Running
 from tests.fakes.supplier_kashangwl import FakeKashangwl, FakeProduct
 
-POLICY = HttpPolicy(connect_timeout=1.0, read_timeout=0.5, read_attempts=2, retry_backoff=0.01)
+POLICY = HttpPolicy(connect_timeout=1.0, read_timeout=1.0, read_attempts=2, retry_backoff=0.01)
 CARD_PRICE = 990  # 9.90 yuan
 
 
