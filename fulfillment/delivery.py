@@ -54,6 +54,9 @@ class Delivery:
     #: a message id said instead of the kind's usual text (supply.*: waiting on a supplier, recharged, refunded
     #: because no supplier could serve it)
     notice: str = ""
+    #: the previous attempt was cut off after it may have sent (a crash, an overrun lease): the channel says this is
+    #: the same delivery again, so a buyer who got both messages knows nothing new was sold or charged
+    interrupted: bool = False
 
 
 class Channel(Protocol):
@@ -211,7 +214,10 @@ class DeliveryWorker:
         await self.procure(row)
 
     async def _send(self, row: OutboxRow) -> Delivery:
-        delivery = replace(await self.build(row.order_id, row.kind, row.id), payload=row.payload)
+        delivery = replace(await self.build(row.order_id, row.kind, row.id), payload=row.payload,
+                           interrupted=row.interrupted)
+        if row.interrupted:
+            log.info("event=delivery.after_interruption outbox_id=%s order_id=%s", row.id, row.order_id)
         self.checkpoints.reach(DELIVERY_CLAIMED)
         await self.channels[row.channel].deliver(delivery)
         self.checkpoints.reach(DELIVERY_SENT)

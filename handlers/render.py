@@ -53,6 +53,8 @@ def delivery_reply(tr: Translator, d: Delivery, lang: str) -> Reply:
     instructions = d.product.instructions_zh if lang == "zh_CN" else d.product.instructions_en
     head = tr(lang, "delivery.header" if d.kind == "deliver" else "delivery.again", ref=d.order.ref,
               name=sku_name(d.sku, lang), quantity=d.order.quantity)
+    if d.interrupted and d.kind == "deliver":
+        head += "\n" + tr(lang, "delivery.interrupted")
     text = head + ("\n" + tr(lang, "delivery.instructions", instructions=instructions) if instructions else "")
     if len(d.codes) > MAX_INLINE_CODES or sum(len(c) + 1 for c in d.codes) + len(text) > MAX_TEXT:
         body = "\n".join(d.codes) + "\n"

@@ -277,7 +277,7 @@ class PgSales(PostgresBase):
     # -- delivery outbox ---------------------------------------------------
     async def claim_outbox(self, now: datetime, lease_until: datetime, limit: int) -> list[OutboxRow]:
         rows = await self._fetch("SELECT * FROM kb_claim_outbox($1, $2, $3)", aware(now), aware(lease_until), limit)
-        return [OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+        return [OutboxRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
 
     async def complete_outbox(self, outbox_id: int, now: datetime) -> None:
         await self._call("SELECT kb_complete_outbox($1, $2)", outbox_id, aware(now))

@@ -231,6 +231,8 @@ class OutboxRow:
     chat_id: str
     attempts: int
     payload: str = ""
+    #: claimed again after the previous claim lapsed (its claimer died or overran the lease): possibly sent already
+    interrupted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

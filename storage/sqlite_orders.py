@@ -325,20 +325,20 @@ def enqueue(db: sqlite3.Connection, oid: int, kind: str, payload: str, now: date
 def claim_outbox(db: sqlite3.Connection, now: datetime, lease_until: datetime, limit: int) -> list[OutboxRow]:
     at = ts(now)
     rows = db.execute(
-        "SELECT id, order_id, kind, channel, chat_id, attempts, payload FROM outbox"
+        "SELECT id, order_id, kind, channel, chat_id, attempts, payload, locked_until FROM outbox"
         " WHERE status = 'pending' AND next_attempt_at <= ? AND (locked_until IS NULL OR locked_until <= ?)"
         " ORDER BY id LIMIT ?",
         (at, at, limit),
     ).fetchall()
     out = []
-    for oid, order_id, kind, channel, chat_id, attempts, payload in rows:
+    for oid, order_id, kind, channel, chat_id, attempts, payload, was_locked in rows:
         db.execute("UPDATE outbox SET locked_until = ?, attempts = attempts + 1 WHERE id = ?",
                    (ts(lease_until), oid))
         if kind in ("deliver", "resend"):
             # conservative: once a send may have happened the codes count as shown
             db.execute("UPDATE order_items SET revealed_at = ? WHERE order_id = ? AND revealed_at IS NULL",
                        (at, order_id))
-        out.append(OutboxRow(oid, order_id, kind, channel, chat_id, attempts + 1, payload))
+        out.append(OutboxRow(oid, order_id, kind, channel, chat_id, attempts + 1, payload, was_locked is not None))
     return out
 
 

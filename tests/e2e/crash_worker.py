@@ -40,7 +40,7 @@ class SinkChannel:
         self.path = path
 
     async def deliver(self, d: Delivery) -> None:
-        line = {"order": d.order.ref, "kind": d.kind, "outbox": d.outbox_id,
+        line = {"order": d.order.ref, "kind": d.kind, "outbox": d.outbox_id, "interrupted": d.interrupted,
                 "codes": sorted(hashlib.sha256(c.encode()).hexdigest()[:16] for c in d.codes)}
         with self.path.open("a") as fh:
             fh.write(json.dumps(line) + "\n")

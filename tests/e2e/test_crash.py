@@ -59,9 +59,15 @@ async def test_killed_worker_resumes_and_delivers_every_paid_order_once(tmp_path
     assert await shop.store.unapplied_payments(100) == []
     await shop.close()
     sent: dict[str, set[tuple[str, ...]]] = {}
+    said: dict[str, list[bool]] = {}  # per order, each message's "sent again after an interruption"
     for line in sink.read_text().splitlines():
         msg = json.loads(line)
         sent.setdefault(msg["order"], set()).add(tuple(msg["codes"]))
+        said.setdefault(msg["order"], []).append(msg["interrupted"])
+    # a buyer who gets a delivery twice (killed after the send) is told the second one is the same again
+    assert all(not flags[0] and all(flags[1:]) for flags in said.values() if len(flags) > 1), said
+    if point == DELIVERY_SENT:
+        assert any(len(flags) == 2 for flags in said.values()), said
     assert set(sent) == set(refs), "every paid order reached its buyer"
     assert all(len(variants) == 1 for variants in sent.values()), "a resend repeats the same codes, never others"
     all_codes = [c for variants in sent.values() for codes in variants for c in codes]

@@ -149,11 +149,14 @@ async def test_outbox_lease_and_completion_delivers(store):
     await store.apply_payment((await store.record_payment(payment(order.ref, 1000), NOW))[0], NOW)
     rows = await store.claim_outbox(NOW, NOW + timedelta(seconds=60), 10)
     assert [r.kind for r in rows] == ["deliver"]
-    assert rows[0].attempts == 1
+    assert (rows[0].attempts, rows[0].interrupted) == (1, False)
     assert await store.claim_outbox(NOW + timedelta(seconds=30), NOW + timedelta(seconds=90), 10) == []
     await store.retry_outbox(rows[0].id, NOW + timedelta(seconds=5), "Timeout")
     again = await store.claim_outbox(NOW + timedelta(seconds=6), NOW + timedelta(seconds=66), 10)
-    assert [r.attempts for r in again] == [2]
+    assert [(r.attempts, r.interrupted) for r in again] == [(2, False)]  # a recorded failure: never sent
+    # the claimer dies without a word: once its lease lapses the row is claimed again, marked interrupted
+    lapsed = await store.claim_outbox(NOW + timedelta(seconds=67), NOW + timedelta(seconds=127), 10)
+    assert [(r.id, r.attempts, r.interrupted) for r in lapsed] == [(again[0].id, 3, True)]
     await store.complete_outbox(again[0].id, NOW + timedelta(seconds=7))
     await store.complete_outbox(again[0].id, NOW + timedelta(seconds=8))  # idempotent
     assert (await store.order_by_id(order.id)).state == S.DELIVERED
