@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -35,6 +36,11 @@ if TYPE_CHECKING:
     from handlers.faq.builtin import BuiltinMatcher
 
 
+#: a user's stored language choice is read again after this many seconds (several instances: a choice made on
+#: another one is followed within it)
+LANGUAGE_TTL_S = 10.0
+MAX_CACHED_LANGUAGES = 100_000
+
 @dataclass
 class Services:
     """The shop verbs a conversation may call besides checkout, payments and delivery (built in bot/)."""
@@ -66,6 +72,9 @@ class ShopContext:
     timezone: str = "Asia/Shanghai"
     support_contact: str = ""
     languages: dict[tuple[str, str], str] = field(default_factory=dict)  # (channel, user) -> chosen language
+    #: (channel, user) -> when its stored choice was last read (monotonic): re-read after LANGUAGE_TTL_S, so a
+    #: choice made through another instance is followed within that time
+    language_read: dict[tuple[str, str], float] = field(default_factory=dict)
     broadcasters: dict[str, Any] = field(default_factory=dict)  # channel -> object with async broadcast(text, report)
     #: channel -> send(chat_id, Reply): for messages that answer nobody's message (progress reports)
     senders: dict[str, Callable[[str, Any], Awaitable[None]]] = field(default_factory=dict)
@@ -88,14 +97,23 @@ class ShopContext:
         return chosen or normalise_language(platform_language, self.tr.default)
 
     async def load_language(self, channel: str, user_id: str) -> None:
-        """Bring a language chosen earlier (perhaps in another process) into this process's cache."""
-        if (channel, user_id) not in self.languages:
-            stored = await self.services.customers.language(channel, user_id)
-            if stored:
-                self.languages[(channel, user_id)] = stored
+        """Bring a language chosen earlier (perhaps in another process) into this process's cache; read again
+        once LANGUAGE_TTL_S have passed (one point read per user and period, not per update)."""
+        key, now = (channel, user_id), time.monotonic()
+        if now - self.language_read.get(key, -LANGUAGE_TTL_S) < LANGUAGE_TTL_S:
+            return
+        if len(self.language_read) > MAX_CACHED_LANGUAGES:  # bounded: the oldest readings go, re-read on use
+            for stale in [k for k, at in self.language_read.items() if now - at >= LANGUAGE_TTL_S]:
+                del self.language_read[stale]
+                self.languages.pop(stale, None)
+        stored = await self.services.customers.language(channel, user_id)
+        self.language_read[key] = now
+        if stored:
+            self.languages[key] = stored
 
     async def choose_language(self, channel: str, user_id: str, chat_id: str, language: str) -> None:
         self.languages[(channel, user_id)] = language
+        self.language_read[(channel, user_id)] = time.monotonic()
         await self.services.customers.choose_language(channel, user_id, chat_id, language)
 
     def spawn(self, work: Awaitable[Any]) -> None:
