@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PG_DSN, REQUIRE_SERVICES, _pg_available
+from tests.fakes.telegram_bot_api import FakeTelegram
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -30,3 +31,12 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     admin = await asyncpg.connect(PG_DSN)
     await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     await admin.close()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    """The fake Bot API server on 127.0.0.1 (tests/fakes/telegram_bot_api.py), stopped after the test."""
+    server = FakeTelegram()
+    await server.start()
+    yield server
+    await server.stop()

@@ -8,7 +8,6 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -22,21 +21,12 @@ from handlers.telegram.polling import PaymentSafePoller, PollingLease, PollingTa
 from handlers.telegram.request import AiohttpRequest
 from tests.conftest import REDIS_URL
 from tests.e2e import instances
-from tests.fakes.telegram_bot_api import FakeTelegram
 from tests.risk.conftest import redis_or_skip
 from tests.storage.seed import make_shop
 
 BUYER = 4242
 TAPS = 10
 PRICE = 50  # XTR per code (tests/storage/seed.py)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def _seed(tmp_path, db_url) -> int:

@@ -9,8 +9,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import pytest
-
 from bot.composition import Shop, build_context, build_shop
 from bot.demo import seed_demo
 from bot.jobs import JobStatus, run_jobs
@@ -61,14 +59,6 @@ async def running_bot(tmp_path, fake: FakeTelegram, mode: str = "polling", **tel
         if served is not None:
             await shut(*served)
         await shop.close()
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def _texts(fake: FakeTelegram, chat: int) -> list[str]:

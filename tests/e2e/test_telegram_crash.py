@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -27,14 +26,6 @@ from tests.fakes.telegram_bot_api import FakeTelegram
 PAYERS = 12
 FIRST_PAYER = 5000
 SECRET = "crash-secret-1"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def _orders(tmp_path: Path, db_url: str) -> dict[int, str]:

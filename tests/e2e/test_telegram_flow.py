@@ -21,14 +21,6 @@ from tests.fakes.telegram_bot_api import FakeTelegram
 BUYER = 3001
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
-
-
 @contextlib.asynccontextmanager
 async def paced_bot(tmp_path, fake: FakeTelegram) -> AsyncIterator[TelegramRuntime]:
     """The bot in this process with Telegram's real pace: one message per second per chat after a burst of 4."""

@@ -65,14 +65,6 @@ async def two_dbs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             await drop_pg_schema(schema)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
-
-
 async def _seed_a(data_dir: Path, db_url: str) -> NewKey:
     """Shop A: SKU game-1 with A_CODES codes, an API price, a key for shop B with a prepaid wallet."""
     shop = await build_shop(Settings(data_dir=data_dir, database_url=db_url))

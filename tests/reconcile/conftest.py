@@ -11,6 +11,7 @@ import pytest
 
 from fulfillment.reconcile import Reconciliation
 from fulfillment.reconcile_wechatpay import BEIJING_TZ, WeChatPayBills
+from tests.e2e.conftest import fake  # noqa: F401 - the fake Bot API fixture (Stars reconciliation)
 from tests.wechatpay.conftest import Bench, Keys, bench, keys  # noqa: F401 - `keys` is a fixture used here
 
 TOMORROW = timedelta(days=1)

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from bot.reconcile_cli import HttpBotApi
 from fulfillment.reconcile import Reconciliation
 from fulfillment.reconcile_stars import StarTransactions
-from tests.reconcile.test_reconcile_stars import _today, fake  # noqa: F401 - `fake` is a fixture used here
+from tests.reconcile.test_reconcile_stars import _today
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

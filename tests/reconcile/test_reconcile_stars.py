@@ -15,19 +15,10 @@ from fulfillment.reconcile import Kind, ReconcileError, Reconciliation
 from fulfillment.reconcile_stars import StarTransactions
 from storage import events
 from storage.records import NewOrder, PaymentEventIn
-from tests.fakes.telegram_bot_api import FakeTelegram
 from tests.reconcile.conftest import tomorrow
 from tests.storage.seed import make_shop
 
 K = Kind
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    server = FakeTelegram()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
