@@ -4,11 +4,12 @@ PostgresStore, mirroring storage/sqlite_tickets.py."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 
 from storage.errors import InsufficientStock
+from storage.postgres_base import aware
 from storage.records import (
     TICKET_KINDS,
     TICKET_TEXT_MAX,
@@ -24,12 +25,6 @@ from storage.records import (
 
 _COLS = ("id, channel, user_id, chat_id, kind, order_id, code_id, state, language, last_message, created_at,"
          " updated_at")
-
-
-def _aware(dt: datetime) -> datetime:
-    if dt.tzinfo is None:
-        raise ValueError("naive datetime: every time in kamibot is UTC-aware")
-    return dt.astimezone(UTC)
 
 
 #: a connection of the pool (inside a transaction) or the pool itself (one statement)
@@ -63,7 +58,7 @@ async def _open(conn: _Conn, t: NewTicket, at: datetime) -> Ticket:
 
 
 async def _claim(conn: _Conn, claim: OnceKey, at: datetime) -> bool:
-    return bool(await conn.fetchval(_CLAIM, claim.scope, claim.key, _aware(claim.expires_at), at) == 1)
+    return bool(await conn.fetchval(_CLAIM, claim.scope, claim.key, aware(claim.expires_at), at) == 1)
 
 
 async def _replace(conn: _Conn, order_id: int, code_id: int, at: datetime,
@@ -131,7 +126,7 @@ class PgTickets:
         if ticket.kind not in TICKET_KINDS:
             raise ValueError(f"unknown ticket kind {ticket.kind!r}")
         # a live ticket of the same customer, kind, order and code is updated (and reopened), not duplicated
-        return await _open(self.pool, ticket, _aware(now))
+        return await _open(self.pool, ticket, aware(now))
 
     async def ticket_by_id(self, ticket_id: int) -> Ticket | None:
         r = await self.pool.fetchrow(f"SELECT {_COLS} FROM tickets WHERE id = $1", ticket_id)
@@ -148,21 +143,21 @@ class PgTickets:
         return _ticket(r) if r else None
 
     async def answer_ticket(self, ticket_id: int, text: str, now: datetime) -> Ticket | None:
-        r = await self.pool.fetchrow(_ANSWER, text[:TICKET_TEXT_MAX], _aware(now), ticket_id)
+        r = await self.pool.fetchrow(_ANSWER, text[:TICKET_TEXT_MAX], aware(now), ticket_id)
         return _ticket(r) if r else None
 
     async def close_ticket(self, ticket_id: int, now: datetime) -> bool:
-        status = await self.pool.execute(_CLOSE, _aware(now), ticket_id)
+        status = await self.pool.execute(_CLOSE, aware(now), ticket_id)
         return bool(status.split()[-1] == "1")
 
 
     async def replace_code(self, order_id: int, code_id: int, now: datetime) -> CodeReplaced | None:
         async with self.pool.acquire() as conn, conn.transaction():
-            return await _replace(conn, order_id, code_id, _aware(now), self._states)
+            return await _replace(conn, order_id, code_id, aware(now), self._states)
 
     async def report_bad_code(self, ticket: NewTicket, auto: AutoReplaceRequest | None,
                               now: datetime) -> BadCodeReported:
-        t, at = ticket, _aware(now)
+        t, at = ticket, aware(now)
         async with self.pool.acquire() as conn, conn.transaction():
             if auto is None or t.order_id is None or t.code_id is None:
                 return BadCodeReported(await _open(conn, t, at), None, "not_asked")
@@ -189,7 +184,7 @@ class PgTickets:
 
     async def replace_reported_code(self, order_id: int, item_no: int | None, scan: int,
                                     now: datetime) -> ReportReplaced:
-        at = _aware(now)
+        at = aware(now)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE", order_id)
             reports = await conn.fetch(
@@ -216,14 +211,14 @@ class PgTickets:
             return ReportReplaced(done, True, item_nos, tuple(closed))
 
     async def resend_once(self, order_id: int, claim: OnceKey, now: datetime) -> int | None:
-        at = _aware(now)
+        at = aware(now)
         async with self.pool.acquire() as conn, conn.transaction():
             if not await _claim(conn, claim, at):
                 return None
             return int(await conn.fetchval("SELECT kb_enqueue_outbox($1, 'resend', '', $2)", order_id, at))
 
     async def claim_reminders(self, claims: Sequence[OnceKey], now: datetime) -> list[OnceKey]:
-        at = _aware(now)
+        at = aware(now)
         async with self.pool.acquire() as conn, conn.transaction():
             return [c for c in claims if await _claim(conn, c, at)]
 
@@ -233,4 +228,4 @@ class PgTickets:
             await conn.execute("INSERT INTO kv (key, value, expires_at) VALUES ($1,$2,NULL) ON CONFLICT (key)"
                                " DO UPDATE SET value = excluded.value, expires_at = NULL", key, value)
             await conn.execute("INSERT INTO audit_log (at, channel, actor, action, detail) VALUES ($1,$2,$3,$4,$5)",
-                               _aware(now), channel, actor, action, detail[:500])
+                               aware(now), channel, actor, action, detail[:500])
