@@ -66,6 +66,17 @@ def _schema_version(db: sqlite3.Connection, what: Path) -> int:
     return int(row[0])
 
 
+def _checked_version(db: sqlite3.Connection, what: str, name: Path) -> int:
+    """SQLite's integrity check, then the schema version; `what` names the file in the error ("the copy of X")."""
+    try:
+        check = db.execute("PRAGMA integrity_check").fetchone()
+    except sqlite3.DatabaseError:
+        raise ValueError(f"{what} is not a SQLite database") from None
+    if check is None or check[0] != "ok":
+        raise ValueError(f"{what} failed SQLite's integrity check: {check}")
+    return _schema_version(db, name)
+
+
 def _copy(source: sqlite3.Connection, target: Path, what: Path) -> int:
     """source → target (a new 0600 file) in one backup step, checked, as one self-contained file; schema version."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -73,10 +84,7 @@ def _copy(source: sqlite3.Connection, target: Path, what: Path) -> int:
     dst = sqlite3.connect(target)
     try:
         source.backup(dst, pages=-1)  # one step: one read transaction, one commit's state
-        check = dst.execute("PRAGMA integrity_check").fetchone()
-        if check is None or check[0] != "ok":
-            raise ValueError(f"the copy of {what} failed SQLite's integrity check: {check}")
-        version = _schema_version(dst, what)
+        version = _checked_version(dst, f"the copy of {what}", what)
         dst.execute("PRAGMA journal_mode = DELETE")
     finally:
         dst.close()
@@ -118,13 +126,7 @@ def _check_backup(backup: Path) -> int:
         raise ValueError(f"no backup file at {backup}")
     db = sqlite3.connect(f"{backup.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        try:
-            check = db.execute("PRAGMA integrity_check").fetchone()
-        except sqlite3.DatabaseError:
-            raise ValueError(f"{backup} is not a SQLite database") from None
-        if check is None or check[0] != "ok":
-            raise ValueError(f"{backup} failed SQLite's integrity check: {check}")
-        version = _schema_version(db, backup)
+        version = _checked_version(db, str(backup), backup)
     finally:
         db.close()
     known = max(v for v, _, _ in migrations("sqlite"))
