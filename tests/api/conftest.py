@@ -19,7 +19,7 @@ from fulfillment.api_clients import ApiKeys, NewKey
 from fulfillment.api_signing import IDEMPOTENCY_HEADER, Signer
 from fulfillment.orders import STATE_GROUPS, AllowAll
 from storage.records import Price
-from tests.conftest import PG_DSN, drop_pg_schema, pg_schema_or_skip
+from tests.conftest import PG_DSN, give_back_pg_schema, take_pg_schema
 from tests.fulfillment.conftest import settings_for
 from tests.storage.seed import make_shop
 
@@ -71,7 +71,7 @@ async def open_api_shop(tmp_path: Path, backend: str, codes: int = 20, funds: in
     else:
         from storage.postgres import PostgresStore
 
-        schema = await pg_schema_or_skip()
+        schema = await take_pg_schema()
         store = await PostgresStore(PG_DSN, schema=schema, states=STATE_GROUPS).open()
         await store.migrate()
         shop = await build_shop(settings_for(tmp_path, risk={"enabled": False}, api=limits or FAST), store=store,
@@ -93,7 +93,7 @@ async def close_api_shop(api: ApiShop, schema: str | None) -> None:
     await api.http.aclose()
     await api.shop.close()
     if schema is not None:
-        await drop_pg_schema(schema)
+        await give_back_pg_schema(schema)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
