@@ -13,9 +13,7 @@ from openpyxl import load_workbook
 from PIL import Image
 
 from fulfillment.money_report import COLUMNS, MoneyReports
-from tests.e2e.test_telegram import CUSTOMER, MERCHANT, _buy_to_invoice, _pay, _say, fake, running_bot
-
-__all__ = ["fake"]  # the fixture, imported from the Telegram end-to-end tests
+from tests.e2e.test_telegram import CUSTOMER, MERCHANT, _buy_to_invoice, _pay, _say, running_bot
 
 
 async def test_report_charts_and_xlsx_reach_the_merchant_as_uploads(tmp_path, fake):
