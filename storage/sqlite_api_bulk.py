@@ -116,17 +116,24 @@ def plan(db: sqlite3.Connection, args: Sequence[Args]) -> list[_Plan]:
 
 
 def _affordable(db: sqlite3.Connection, plans: list[_Plan]) -> list[_Plan]:
-    """Without the orders of a wallet or a pool that cannot serve all of them (those go one by one)."""
+    """The orders, in turn, that their wallet and pool can still serve after the ones before (the others go one by
+    one after them, and are refused there or not as they would be alone)."""
     wallets: dict[tuple[int, str], int] = {}
     pools: dict[int, int] = {}
+    fit: list[_Plan] = []
     for p in plans:
-        wallets[(p.o.client_id, p.o.currency)] = wallets.get((p.o.client_id, p.o.currency), 0) + p.o.amount
-        pools[p.pool_id] = pools.get(p.pool_id, 0) + p.need
-    poor = {w for w, total in wallets.items() if (db.execute(
-        "SELECT balance FROM api_wallets WHERE client_id = ? AND currency = ?", w).fetchone() or (-1,))[0] < total}
-    short = {pid for pid, need in pools.items() if (db.execute(
-        "SELECT available FROM pools WHERE id = ?", (pid,)).fetchone() or (-1,))[0] < need}
-    return [p for p in plans if (p.o.client_id, p.o.currency) not in poor and p.pool_id not in short]
+        w = (p.o.client_id, p.o.currency)
+        if w not in wallets:
+            wallets[w] = (db.execute("SELECT balance FROM api_wallets WHERE client_id = ? AND currency = ?",
+                                     w).fetchone() or (0,))[0]
+        if p.pool_id not in pools:
+            pools[p.pool_id] = (db.execute("SELECT available FROM pools WHERE id = ?", (p.pool_id,)).fetchone()
+                                or (0,))[0]
+        if p.o.amount <= wallets[w] and p.need <= pools[p.pool_id]:
+            wallets[w] -= p.o.amount
+            pools[p.pool_id] -= p.need
+            fit.append(p)
+    return fit
 
 
 def place_many(db: sqlite3.Connection, args: Sequence[Args]) -> dict[int, ApiOrderPlaced]:
