@@ -31,7 +31,7 @@ Item = tuple[ApiOrderIn, datetime, OnceKey | None, "asyncio.Future[ApiOrderPlace
 
 class ApiOrderBatcher:
     BATCH_MAX = 32  # subtransactions per batch stay inside PostgreSQL's per-backend subxid cache (64)
-    IN_FLIGHT = 4
+    IN_FLIGHT = 1  # see the module docstring: batches of one process would only queue on the shared rows
 
     def __init__(self, pool: Callable[[], asyncpg.Pool], placed_cols: str, order_n: int, closed: list[str],
                  payable: list[str], one: PlaceOne) -> None:
