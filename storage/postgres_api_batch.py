@@ -3,11 +3,13 @@ kb_api_order_batch call (migration 0019), the way PaymentBatcher sends payments 
 
 Why: every API order updates its pool's counter and its client's wallet, rows all orders of one SKU and client
 share; one transaction per order held them until its own commit, so orders queued on them one commit at a time.
-A batch holds them once and commits once. Each order is still placed by kb_api_order_rows in its own
-subtransaction: one that raises is placed again alone (kb_api_order_rows, its error mapped as ever), its
-batch-mates keep their results. When the batch call itself fails (connection lost, a deadlock of the whole call),
-every order is placed again alone: placing is idempotent by the client's order number, so an order the lost call
-did commit comes back as it was (its nonce, claimed by that commit, then answers NONCE_REUSED as it would).
+A batch places its orders first (each in its own subtransaction, checked against what the batch's earlier orders
+take) and updates those rows once, at its end, so they are locked only from there to the commit and several
+batches overlap. An order whose subtransaction raised is placed again alone (kb_api_order_rows, its error mapped
+as ever); its batch-mates keep their results. When the batch call itself fails (connection lost, a deadlock, a
+pool or wallet total that no longer fits at the end), every order is placed again alone: placing is idempotent by
+the client's order number, so an order a lost call did commit comes back as it was (its nonce, claimed by that
+commit, then answers NONCE_REUSED as it would).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ Item = tuple[ApiOrderIn, datetime, OnceKey | None, "asyncio.Future[ApiOrderPlace
 
 class ApiOrderBatcher:
     BATCH_MAX = 32  # subtransactions per batch stay inside PostgreSQL's per-backend subxid cache (64)
-    IN_FLIGHT = 1  # see the module docstring: batches of one process would only queue on the shared rows
+    IN_FLIGHT = 4
 
     def __init__(self, pool: Callable[[], asyncpg.Pool], placed_cols: str, order_n: int, closed: list[str],
                  payable: list[str], one: PlaceOne) -> None:
