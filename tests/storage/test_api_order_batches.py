@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
+
 from storage.errors import InsufficientStock, UnknownRecord
 from storage.protocols.api import ApiOrderIn, ApiOrderPlaced, DuplicateOrderNo, InsufficientBalance, NonceUsed
 from storage.records import OnceKey, OrderState
@@ -88,3 +90,37 @@ async def _payment_shape(store, lone_id: int, order_id: int) -> tuple[str, str, 
     assert first is not None
     assert mine is not None
     return (first[0], mine[1], first[2])
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+async def test_a_batch_whose_wallet_was_drained_meanwhile_is_placed_order_by_order(store):
+    # given: a wallet of five orders' worth, and another transaction about to take three of them
+    shop = await make_shop(store, codes=10)
+    cid = await _client(store, funds=5_000)
+    async with store.pool.acquire() as other:
+        drain = other.transaction()
+        await drain.start()
+        await other.execute("UPDATE api_wallets SET balance = balance - 3000 WHERE client_id = $1", cid)
+        # when: a batch of four checks them against the committed 5,000 and waits for the wallet row at its end
+        burst = asyncio.ensure_future(asyncio.gather(
+            *(store.place_api_order(_order(cid, shop.sku.id, f"D-{i}"), NOW) for i in range(4)),
+            return_exceptions=True))
+        await _until_someone_waits_for(other)
+        await drain.commit()
+        results = await burst
+    # then: the batch's debit no longer fits, so it is undone whole and each order placed alone
+    assert sorted(type(r).__name__ for r in results) == ["ApiOrderPlaced"] * 2 + ["InsufficientBalance"] * 2
+    assert await store.wallet_balances(cid) == {"CNY": 0}
+    assert [ln.balance_after for ln in await store.wallet_lines(cid, 10)] == [0, 1_000, 5_000]
+    assert await store.pool_available(shop.pool.id) == 8
+    assert await store.pending_outbox() == 2
+
+
+async def _until_someone_waits_for(conn) -> None:
+    """Until a backend waits for a lock that `conn`'s open transaction holds (the batch at its end)."""
+    for _ in range(1000):
+        if await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))",
+                               conn.get_server_pid()):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no batch came to wait for the wallet row")
