@@ -1,5 +1,6 @@
 """PostgreSQL order-API verbs (a mixin of PostgresStore, mirroring storage/sqlite_api.py): the wallet-paid order is
-one call of kb_api_order (migrations/postgres/0009_order_api.sql), i.e. one transaction and one round trip."""
+one call of kb_api_order (migrations/postgres/0009_order_api.sql), i.e. one transaction and one round trip;
+concurrent orders of this process go out together as one kb_api_order_batch call (storage/postgres_api_batch.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from storage.errors import InsufficientStock, PurchaseLimitReached, UnknownRecord
+from storage.postgres_api_batch import ApiOrderBatcher
 from storage.postgres_base import ORDER_COLS, PostgresBase, _retrying, aware, order_from
 from storage.protocols.api import (
     ApiClient,
@@ -30,10 +32,10 @@ from storage.sqlite_api import (
     LINK_COLS,
     client_from,
     idem_claim_from,
-    item_from,
     line_from,
     link_from,
 )
+from storage.sqlite_api_bulk import item_from
 from storage.sqlite_orders import new_ref
 
 _ERRORS: dict[str, type[Exception]] = {"KB001": UnknownRecord, "KB002": PurchaseLimitReached,
@@ -49,6 +51,8 @@ _IDEM_COLS = "request_hash, locked_until, status, body_key_id, body_nonce, body_
 
 class PgApiVerbs(PostgresBase):
     """Order-API verbs of PostgresStore (mixed in)."""
+
+    _api_batcher: ApiOrderBatcher | None = None
 
     async def create_api_client(self, key_id: str, name: str, scopes: tuple[str, ...], secret: Sealed,
                                 now: datetime) -> ApiClient:
@@ -125,6 +129,15 @@ class PgApiVerbs(PostgresBase):
 
     async def place_api_order(self, order: ApiOrderIn, now: datetime, nonce: OnceKey | None = None
                               ) -> ApiOrderPlaced:
+        """Concurrent calls of this process go out together as one kb_api_order_batch call (ApiOrderBatcher)."""
+        if self._api_batcher is None:
+            self._api_batcher = ApiOrderBatcher(lambda: self.pool, _PLACED_COLS, _PLACED_ORDER_N, self._closed,
+                                                self._payable, self.place_api_order_one)
+        return await self._api_batcher.submit(order, now, nonce)
+
+    async def place_api_order_one(self, order: ApiOrderIn, now: datetime, nonce: OnceKey | None = None
+                                  ) -> ApiOrderPlaced:
+        """One order in its own call of kb_api_order_rows."""
         async def once() -> ApiOrderPlaced:
             async with self.pool.acquire() as conn:
                 try:

@@ -1,5 +1,6 @@
 """SQLite order-API verbs (a mixin of SqliteStore): API clients, wallets and their ledger, the wallet-paid order in
-one transaction body (storage/sqlite_orders.py reserve + receive_payment + the debit), Idempotency-Key rows."""
+one transaction body (storage/sqlite_orders.py reserve + receive_payment + the debit; the plain orders of one
+group commit together, storage/sqlite_api_bulk.py), Idempotency-Key rows."""
 
 from __future__ import annotations
 
@@ -24,15 +25,14 @@ from storage.protocols.api import (
     WalletLine,
 )
 from storage.records import (
-    EncryptedCode,
     NewOrder,
     OnceKey,
-    OrderItem,
     PaymentEventIn,
     PaymentOutcome,
     StateGroups,
 )
-from storage.sqlite_base import SqliteBase
+from storage.sqlite_api_bulk import ITEMS_ORDER, ITEMS_SQL, WALLET_PROVIDER, item_from, place_many
+from storage.sqlite_base import BULK_BODIES, SqliteBase
 from storage.sqlite_sales import _ORDER_COLS as ORDER_COLS
 from storage.sqlite_sales import _order as order_from
 from storage.sqlite_shared import _claim_once
@@ -41,8 +41,6 @@ from storage.sqltime import from_ts, ts
 CLIENT_COLS = "id, key_id, name, scopes, secret_key_id, secret_nonce, secret_ct, created_at, revoked_at"
 LINE_COLS = "id, client_id, currency, amount, balance_after, kind, order_id, note, at"
 LINK_COLS = "client_id, client_order_no, order_id, request_hash, callback_url"
-#: the payment provider name of wallet-paid orders (their payment event's txn id is `client id:order number`)
-WALLET_PROVIDER = "wallet"
 
 
 def client_from(r: Any) -> ApiClient:
@@ -125,21 +123,15 @@ def place_api_order(db: sqlite3.Connection, o: ApiOrderIn, now: datetime, g: Sta
     return _placed(db, order_id, True)
 
 
+#: concurrent orders of one group commit are placed together first (sqlite_api_bulk), the rest by the body above
+BULK_BODIES[place_api_order] = place_many
+
+
 def _placed(db: sqlite3.Connection, order_id: int, fresh: bool) -> ApiOrderPlaced:
     """The order and its codes as this transaction sees them (no second read after the commit)."""
     order = order_from(db.execute(f"SELECT {ORDER_COLS} FROM orders WHERE id = ?", (order_id,)).fetchone())
     items = tuple(item_from(r) for r in db.execute(f"{ITEMS_SQL} ?{ITEMS_ORDER}", (order_id,)))
     return ApiOrderPlaced(order, items, fresh)
-
-
-#: an order's live items with their encrypted codes (the order id is the parameter)
-ITEMS_SQL = ("SELECT i.item_no, c.id, c.digest, c.key_id, c.nonce, c.ciphertext, i.use_no FROM order_items i"
-             " JOIN codes c ON c.id = i.code_id WHERE NOT i.released AND i.order_id =")
-ITEMS_ORDER = " ORDER BY i.item_no"
-
-
-def item_from(r: Any) -> OrderItem:
-    return OrderItem(int(r[0]), EncryptedCode(int(r[1]), bytes(r[2]), r[3], bytes(r[4]), bytes(r[5])), int(r[6]))
 
 
 def _idem_row(db: sqlite3.Connection, client_id: int, key: str) -> Any:

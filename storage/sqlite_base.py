@@ -35,6 +35,9 @@ from storage.sqltime import ts
 
 T = TypeVar("T")
 _MAX_BATCH = 64
+#: a transaction body -> the function that applies several calls of it at once (args of each call, without the
+#: connection) and answers {index: result} for those it applied; the others run one by one after it
+BULK_BODIES: dict[Callable[..., Any], Callable[[sqlite3.Connection, list[Any]], dict[int, Any]]] = {}
 
 
 def _run_batch(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]
@@ -44,6 +47,7 @@ def _run_batch(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tuple
     db.execute("BEGIN IMMEDIATE")
     try:
         _bulk_payments(db, ops, outcomes)
+        _bulk_bodies(db, ops, outcomes)
         for i, (fn, args) in enumerate(ops):
             if outcomes[i] is not None:
                 continue
@@ -79,6 +83,27 @@ def _bulk_payments(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], t
     db.execute("RELEASE bulk")
     for n, applied in done.items():
         outcomes[idx[n]] = (True, applied)
+
+
+def _bulk_bodies(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]],
+                 outcomes: list[tuple[bool, Any] | None]) -> None:
+    """Apply together the calls of a body that has a bulk function (BULK_BODIES); the rest stay for one-by-one."""
+    by_body: dict[Callable[..., Any], list[int]] = {}
+    for i, (fn, _) in enumerate(ops):
+        if outcomes[i] is None and fn in BULK_BODIES:
+            by_body.setdefault(fn, []).append(i)
+    for fn, idx in by_body.items():
+        if len(idx) < 2:
+            continue
+        db.execute("SAVEPOINT bulk")
+        try:
+            done = BULK_BODIES[fn](db, [ops[i][1] for i in idx])
+        except Exception:  # noqa: BLE001 - the fast path is an optimisation: on any doubt go one by one
+            db.execute("ROLLBACK TO bulk")
+            done = {}
+        db.execute("RELEASE bulk")
+        for n, result in done.items():
+            outcomes[idx[n]] = (True, result)
 
 
 class SqliteBase:
