@@ -225,7 +225,9 @@ async def test_payouts_reduce_the_payable_and_the_statement_equals_the_ledger(ds
         ("revenue", "4000", "CNY", "orders=2"), ("refunds", "0", "CNY", "orders=2"),
         ("commission", "-300", "CNY", "orders=2")]
     assert [(r.orders, r.revenue, r.commission) for r in st.sales] == [(2, 4000, 300)]
-    assert rows[2][9] == "'=bank transfer 42"  # a note a spreadsheet would run as a formula is quoted
+    payout = next(r for r in rows if r[2] == "payout")
+    assert payout[9] == "'=bank transfer 42"  # a note a spreadsheet would run as a formula is quoted
+    assert [(r[2], r[8]) for r in rows if r[0] == "balance"] == [("opening", "100"), ("closing", "150")]
     previous = await statement(shop.store, acme, "2026-10", TZ)
     assert previous.opening == {}
     assert previous.closing == {"CNY": 100}
