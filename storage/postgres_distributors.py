@@ -20,6 +20,7 @@ from storage.protocols.distributors import (
     PayableExceeded,
 )
 from storage.sqlite_api import LINE_COLS, line_from
+from storage.sqlite_commission import BEFORE_ACCRUAL
 from storage.sqlite_distributors import DIST_COLS, LEDGER_COLS, commission_from, distributor_from
 
 #: the shop's own ledger carries every commission line too (kind `commission`, negative like cost; a reversal
@@ -39,8 +40,20 @@ _ACCRUE = (
     " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = o.id AND x.kind = 'accrual')"
     " ORDER BY o.id LIMIT $4"
     " ON CONFLICT (order_id, kind, part) WHERE order_id IS NOT NULL DO NOTHING"
-    " RETURNING order_id, currency, amount, at)"
-    + _BOOK)
+    " RETURNING distributor_id, order_id, currency, amount, note, at),"
+    # an order partially refunded before its accrual (refunded while paid, or delivered by another process before
+    # its pass ran): the share of those refunds reversed at once (storage/sqlite_commission.py: the rounding)
+    " caught AS (INSERT INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at, part)"
+    " SELECT ins.distributor_id, ins.currency, -floor(ins.amount::numeric * p.s / o.amount)::bigint, 'reversal',"
+    " ins.order_id, ins.note, ins.at, '" + BEFORE_ACCRUAL + "'"
+    " FROM ins JOIN orders o ON o.id = ins.order_id"
+    " JOIN (SELECT order_id, SUM(amount) AS s FROM refund_parts GROUP BY order_id) p ON p.order_id = ins.order_id"
+    " WHERE floor(ins.amount::numeric * p.s / o.amount) > 0 RETURNING order_id, currency, amount, at),"
+    " booked AS (INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
+    " SELECT o.id, o.sku_id, o.channel, 'commission', x.currency, -x.amount, x.at"
+    " FROM (SELECT order_id, currency, amount, at FROM ins UNION ALL SELECT order_id, currency, amount, at"
+    " FROM caught) x JOIN orders o ON o.id = x.order_id WHERE x.amount <> 0)"
+    " SELECT count(*) FROM ins")
 #: the final reversal of each refunded order that lacks one (kb_refund writes it in the refund's transaction; this
 #: catches up on anything else): what the partial reversals left of the accrual
 _REVERSE = (

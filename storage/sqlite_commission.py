@@ -17,6 +17,8 @@ from typing import Any
 
 from storage.protocols.distributors import PartRefund
 
+#: the `part` of the reversal an accrual writes for partial refunds made before it
+BEFORE_ACCRUAL = "before-accrual"
 _REVERSED = ("SELECT COALESCE(SUM(amount), 0) FROM distributor_ledger WHERE order_id = ? AND kind = 'reversal'")
 
 
@@ -49,6 +51,18 @@ def reverse_share(db: sqlite3.Connection, oid: int, refunded: int, total: int, p
                " VALUES (?,?,?,'reversal',?,?,?,?)", (acc[0], acc[1], -line, oid, acc[3], at, part))
     book(db, [(oid, acc[1], -line)], at)
     return -line
+
+
+def catch_up(db: sqlite3.Connection, rows: list[Any], at: str) -> None:
+    """Accruals just written (order_id, currency, amount) of orders partially refunded before them (refunded while
+    paid, or delivered by another process before its pass ran): their share reversed at once."""
+    for oid, _, amount in rows:
+        if not amount:
+            continue
+        r = db.execute("SELECT COALESCE(SUM(p.amount), 0), o.amount FROM orders o LEFT JOIN refund_parts p"
+                       " ON p.order_id = o.id WHERE o.id = ? GROUP BY o.id", (oid,)).fetchone()
+        if r is not None and int(r[0]):
+            reverse_share(db, oid, int(r[0]), int(r[1]), BEFORE_ACCRUAL, at)
 
 
 def reverse_rest(db: sqlite3.Connection, oid: int, at: str) -> int:

@@ -21,7 +21,7 @@ from storage.protocols.distributors import (
 )
 from storage.sqlite_api import LINE_COLS, line_from
 from storage.sqlite_base import SqliteBase
-from storage.sqlite_commission import book, refund_part
+from storage.sqlite_commission import book, catch_up, refund_part
 from storage.sqltime import from_ts, ts
 
 DIST_COLS = "id, name, ref_code, api_client_id, discount_bp, commission_bp, created_at"
@@ -66,6 +66,7 @@ def _accrue(db: sqlite3.Connection, delivered: Collection[str], except_channels:
         " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = o.id AND x.kind = 'accrual')"
         " ORDER BY o.id LIMIT ? RETURNING order_id, currency, amount", (*params, limit)).fetchall()
     book(db, rows, at)
+    catch_up(db, rows, at)
     return len(rows)
 
 

@@ -126,6 +126,26 @@ async def test_partial_reversals_never_exceed_the_accrual_and_the_full_refund_ne
     assert (await _sums(shop.store))["refund"] == -2000
 
 
+async def test_an_accrual_after_partial_refunds_reverses_their_share_at_once(dshop):
+    shop, seeded, desk = dshop
+    await desk.add("acme")  # no delivery hook: the order is accrued by a later pass (as one of another process)
+    await desk.set_commission("acme", "1000")
+    await build_services(shop).customers.touch("console", "c1", "c1", referrer="acme")
+    acme = await desk.find("acme")
+    order = await _delivered(shop, seeded.sku, "c1", qty=2)  # 2000
+    assert await shop.store.refund_part(order.id, "r1", 555, datetime.now(UTC)) == PartRefund.RECORDED
+    assert await shop.store.commission_balances(acme.id) == {}
+    # when the pass accrues 200, the share of the 555 refunded before, floor(200 × 555 / 2000) = 55, goes with it
+    assert await CommissionPass(shop.store).run_once() == 1
+    assert [ln.amount for ln in await _lines(shop.store, acme.id, order.id)] == [200, -55]
+    assert (await _sums(shop.store))["commission"] == -145
+    assert await shop.store.refund_part(order.id, "r2", 445, datetime.now(UTC)) == PartRefund.RECORDED
+    assert await shop.store.commission_balances(acme.id) == {"CNY": 100}  # 1000 of 2000 refunded: half reversed
+    assert await shop.store.refund(order.id, events.refunded(reason="test"), datetime.now(UTC))
+    assert await shop.store.commission_balances(acme.id) == {"CNY": 0}
+    assert (await _sums(shop.store))["commission"] == 0
+
+
 async def test_a_refund_after_the_payout_is_a_clawback_carried_and_offset_by_later_commission(dshop):
     shop, seeded, desk = dshop
     acme = await _acme(shop, desk, "1000")
