@@ -5,6 +5,7 @@ meanwhile, statement and CSV showing it), and a refunded API order credits the c
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import UTC, datetime, timedelta
@@ -124,6 +125,28 @@ async def test_partial_reversals_never_exceed_the_accrual_and_the_full_refund_ne
     assert await shop.store.commission_balances(acme.id) == {"CNY": 0}
     assert sum(ln.amount for ln in await _lines(shop.store, acme.id, order.id) if ln.amount < 0) == -accrued
     assert (await _sums(shop.store))["refund"] == -2000
+
+
+async def test_concurrent_partial_refunds_passes_and_full_refunds_reverse_exactly_the_accrual(dshop):
+    shop, seeded, desk = dshop
+    acme = await _acme(shop, desk, "333")
+    order = await _delivered(shop, seeded.sku, "c1", qty=2)  # 2000 → 66
+    store, now = shop.store, datetime.now(UTC)
+    passes = [CommissionPass(store) for _ in range(3)]
+    parts = await asyncio.gather(*(store.refund_part(order.id, f"r{i % 10}", 100, now) for i in range(20)),
+                                 *(p.run_once() for p in passes))
+    assert sorted(str(o) for o in parts[:20]) == ["already"] * 10 + ["recorded"] * 10
+    assert await store.refunded_parts(order.id) == 1000
+    assert await store.commission_balances(acme.id) == {"CNY": 66 - 66 * 1000 // 2000}
+    done = await asyncio.gather(*(store.refund(order.id, events.refunded(reason=f"r{i}"), now) for i in range(3)),
+                                *(store.refund_part(order.id, "late", 1, now) for _ in range(2)),
+                                *(p.run_once() for p in passes))
+    assert sorted(done[:3]) == [False, False, True]
+    assert set(done[3:5]) <= {PartRefund.RECORDED, PartRefund.ALREADY, PartRefund.NOT_REFUNDABLE}
+    assert await store.commission_balances(acme.id) == {"CNY": 0}
+    assert sum(ln.amount for ln in await _lines(store, acme.id, order.id) if ln.amount < 0) == -66
+    sums = await _sums(store)
+    assert (sums["refund"], sums["commission"]) == (-2000, 0)
 
 
 async def test_an_accrual_after_partial_refunds_reverses_their_share_at_once(dshop):
