@@ -42,7 +42,9 @@ _ACCRUE = (
     " ON CONFLICT (order_id, kind, part) WHERE order_id IS NOT NULL DO NOTHING"
     " RETURNING distributor_id, order_id, currency, amount, note, at),"
     # an order partially refunded before its accrual (refunded while paid, or delivered by another process before
-    # its pass ran): the share of those refunds reversed at once (storage/sqlite_commission.py: the rounding)
+    # its pass ran): the share of those refunds reversed at once (storage/sqlite_commission.py: the rounding). A
+    # partial refund committing while this statement runs is seen by neither: its share is then reversed by the next
+    # partial or the final refund (each reverses up to the cumulative share), late but never more than it
     " caught AS (INSERT INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at, part)"
     " SELECT ins.distributor_id, ins.currency, -floor(ins.amount::numeric * p.s / o.amount)::bigint, 'reversal',"
     " ins.order_id, ins.note, ins.at, '" + BEFORE_ACCRUAL + "'"
