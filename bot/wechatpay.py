@@ -118,7 +118,7 @@ class WeChatPay:
         self.t = Translator(shop.settings.default_language)
         self.client = WeChatPayClient(config, http, clock)
         self.after = AfterPayment(shop.store, self.client, WeChatPayProvider.name, notices or ShopNotices(shop), clock)
-        self.provider = WeChatPayProvider(self.client, self.after.own_payment)
+        self.provider = WeChatPayProvider(self.client, self.after.own_payment, shop.store.refunded_parts)
         self.notifications = WeChatPayNotifications(shop.store, shop.payments, config,
                                                     shop.vault.fingerprint, clock,
                                                     on_failed_payment=self._failed_payment,

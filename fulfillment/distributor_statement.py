@@ -6,6 +6,12 @@ the distributor brought (orders, revenue, refunds, commission per currency) from
 Every figure is a sum of ledger lines the store returns for the period (closing = opening + the period's lines), so
 a statement always agrees with the ledger. Lines are dated when they were written: a period once closed never gains
 a line later.
+
+Clawback: a refund of an order whose commission was paid out already reverses it all the same, and the payable
+balance goes below zero. That negative balance is carried (no payout is accepted while the payable is 0 or less:
+storage PayableExceeded) and offset by the next accruals. The statement names it: `carried` is the clawback after a
+line (max(0, -balance)), a reversal's `clawback` the part of it that went below zero, an accrual's (negative) the
+part of it that offset a carried clawback; the CSV has both as columns and opening/closing rows per currency.
 """
 
 from __future__ import annotations
@@ -25,7 +31,12 @@ from storage.protocols.distributors import CommissionKind, CommissionLine, Distr
 
 _PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 CSV_HEADER = ("section", "at_utc", "kind", "order_ref", "sku_id", "order_amount", "amount", "currency",
-              "balance_after", "note")
+              "balance_after", "note", "clawback", "carried_clawback")
+
+
+def carried(balance: int) -> int:
+    """The clawback a payable balance carries: what the distributor owes back (0 unless the balance is negative)."""
+    return max(0, -balance)
 
 
 def month_bounds(period: str, tz: str) -> tuple[datetime, datetime]:
@@ -71,6 +82,25 @@ class Statement:
             out[ln.currency] = out.get(ln.currency, 0) + ln.amount
         return out
 
+    def clawbacks(self) -> dict[str, int]:
+        """Per currency: what the period's reversals took below zero (commission refunded after it was paid out);
+        the accruals that offset it are not netted here (carried at the close says what is left)."""
+        out: dict[str, int] = {}
+        for ln, claw, _ in self._walk():
+            if claw > 0:
+                out[ln.currency] = out.get(ln.currency, 0) + claw
+        return out
+
+    def _walk(self) -> list[tuple[CommissionLine, int, int]]:
+        """Each line with its clawback (the change of the carried clawback it made) and the carried one after it."""
+        running = dict(self.opening)
+        out = []
+        for ln in self.lines:
+            before = running.get(ln.currency, 0)
+            running[ln.currency] = before + ln.amount
+            out.append((ln, carried(running[ln.currency]) - carried(before), carried(running[ln.currency])))
+        return out
+
     @property
     def currencies(self) -> list[str]:
         return sorted(set(self.opening) | {ln.currency for ln in self.lines})
@@ -83,18 +113,25 @@ class Statement:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(CSV_HEADER)
+        for c in self.currencies:
+            opening = self.opening.get(c, 0)
+            writer.writerow(("balance", _at(self.start), "opening", "", "", "", "", c, opening, "", "",
+                             carried(opening)))
         running = dict(self.opening)
-        for ln in self.lines:
+        for ln, claw, owed in self._walk():
             running[ln.currency] = running.get(ln.currency, 0) + ln.amount
             writer.writerow(("commission", _at(ln.at), ln.kind.value, ln.order_ref, ln.sku_id or "",
                              ln.order_amount if ln.order_id is not None else "", ln.amount, ln.currency,
-                             running[ln.currency], _cell(ln.note)))
+                             running[ln.currency], _cell(ln.note), claw, owed))
+        for c, closing in sorted(self.closing.items()):
+            writer.writerow(("balance", _at(self.end), "closing", "", "", "", "", c, closing, "", "",
+                             carried(closing)))
         for r in self.sales:
             for kind, amount in (("revenue", r.revenue), ("refunds", -r.refunds), ("commission", -r.commission)):
-                writer.writerow(("sales", "", kind, "", "", "", amount, r.currency, "", f"orders={r.orders}"))
+                writer.writerow(("sales", "", kind, "", "", "", amount, r.currency, "", f"orders={r.orders}", "", ""))
         for w in self.wallet:
             writer.writerow(("wallet", _at(w.at), w.kind, "", "", "", w.amount, w.currency, w.balance_after,
-                             _cell(w.note)))
+                             _cell(w.note), "", ""))
         return out.getvalue().encode("utf-8")
 
     @property

@@ -11,6 +11,10 @@ prepaid wallet) and/or bring customers in chat for a commission.
   after a delivery or as a job: it is decoupled from the payment and delivery transactions.
 - Payouts recorded by the merchant lower the payable balance (never below zero); statements per month read the
   same ledger (fulfillment/distributor_statement.py).
+- Refunds: a partial refund reverses its share of the order's commission in its own transaction, the full refund
+  the rest in its own (storage/sqlite_commission.py: the rounding). A refund of commission already paid out takes
+  the payable balance below zero: that clawback is carried, offset by the next accruals, and no payout is
+  accepted until the balance is positive again (and never more than it).
 """
 
 from __future__ import annotations
@@ -315,8 +319,13 @@ class DistributorDesk:
         currency = _currency(currency)
         try:
             line = await self.store.record_payout(dist.id, currency, amount, note.strip()[:200], self.clock())
-        except PayableExceeded:
-            raise DistributorRefused("distributor.payout_too_big", name=dist.name) from None
+        except PayableExceeded as exc:
+            if exc.payable <= 0:  # nothing owed, or a clawback carried: offset by future commission first
+                raise DistributorRefused("distributor.payout_nothing_payable", name=dist.name, currency=currency,
+                                         payable=exc.payable, clawback=-exc.payable if exc.payable < 0 else 0
+                                         ) from None
+            raise DistributorRefused("distributor.payout_too_big", name=dist.name, currency=currency,
+                                     payable=exc.payable) from None
         log.info("event=distributor.payout distributor_id=%s currency=%s amount=%s", dist.id, currency, amount)
         return line
 

@@ -205,16 +205,19 @@ class WeChatPayClient:
         await self.request("POST", f"/v3/pay/transactions/out-trade-no/{quote(trade_no, safe='')}/close",
                            {"mchid": self.config.mchid})
 
-    async def refund(self, order: Order, transaction_id: str, amount: int, reason: str = "") -> dict[str, Any]:
-        """The whole payment back: `total` is what that transaction took (it may differ from the order's amount
-        when a mismatching payment was held and the merchant rejected it)."""
-        return await self.refund_transaction(out_refund_no(order), transaction_id, amount, order.currency, reason)
+    async def refund(self, order: Order, transaction_id: str, amount: int, reason: str = "",
+                     total: int | None = None) -> dict[str, Any]:
+        """The whole payment back (what is left of it after partial refunds: then `total` is the transaction's
+        amount): `amount` is what that transaction took (it may differ from the order's amount when a mismatching
+        payment was held and the merchant rejected it)."""
+        return await self.refund_transaction(out_refund_no(order), transaction_id, amount, order.currency, reason,
+                                             total)
 
     async def refund_transaction(self, refund_no: str, transaction_id: str, amount: int, currency: str,
-                                 reason: str = "") -> dict[str, Any]:
+                                 reason: str = "", total: int | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "transaction_id": transaction_id, "out_refund_no": refund_no, "notify_url": self.config.notify_url,
-            "amount": {"refund": amount, "total": amount, "currency": currency},
+            "amount": {"refund": amount, "total": total if total is not None else amount, "currency": currency},
         }
         if reason:
             body["reason"] = reason[:80]
@@ -233,10 +236,13 @@ class WeChatPayProvider:
 
     name = "wechatpay"
 
-    def __init__(self, client: WeChatPayClient, own_payment: OwnPayment | None = None) -> None:
+    def __init__(self, client: WeChatPayClient, own_payment: OwnPayment | None = None,
+                 refunded_parts: Callable[[int], Awaitable[int]] | None = None) -> None:
         self.client = client
         #: (provider, txn id) of the payment an order lives by; None: every refund is of the order's own payment
         self.own_payment = own_payment
+        #: what partial refunds of an order gave back (store.refunded_parts): the rest is refunded of that total
+        self.refunded_parts = refunded_parts
 
     async def refund(self, order: Order, provider_txn_id: str, amount: int) -> str:
         own = await self.own_payment(order.id) if self.own_payment is not None else None
@@ -244,7 +250,9 @@ class WeChatPayProvider:
             result = await self.client.refund_transaction(extra_refund_no(provider_txn_id), provider_txn_id, amount,
                                                           order.currency, reason="duplicate payment " + order.ref)
         else:
-            result = await self.client.refund(order, provider_txn_id, amount, reason="refund " + order.ref)
+            before = await self.refunded_parts(order.id) if self.refunded_parts is not None else 0
+            result = await self.client.refund(order, provider_txn_id, amount, reason="refund " + order.ref,
+                                              total=amount + before if before else None)
         status = str(result.get("status", ""))
         log.info("event=wechatpay.refund order_id=%s status=%s", order.id, status)
         if status == "SUCCESS":

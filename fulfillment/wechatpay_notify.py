@@ -26,6 +26,7 @@ from fulfillment.wechatpay import WeChatPayConfig, order_ref_of
 from fulfillment.wechatpay_crypto import DecryptError, SignatureError, decrypt_resource, verify_signed
 from storage import events
 from storage.protocol import Store
+from storage.protocols.distributors import PartRefund
 from storage.protocols.payments_extra import REFUNDED_DETAIL
 from storage.records import Order, PaymentApplied, PaymentEventIn
 
@@ -155,6 +156,17 @@ class WeChatPayNotifications:
             return await self.after_payment(order, trade_no, event, result)
         return result.outcome.value
 
+    async def _refund_part(self, order: Order, data: Mapping[str, Any], refunded: object) -> PartRefund:
+        """A refund of part of the payment (made in the merchant platform): its refund line and the distributor's
+        commission share, once per refund_id. The part that gives back the rest is the order's full refund."""
+        refund_id = _text(data, "refund_id")
+        if not isinstance(refunded, int) or isinstance(refunded, bool) or not refund_id:
+            raise NotifyRejected(400, "refund lacks amount or refund_id")
+        part = await self.store.refund_part(order.id, "wechatpay:" + refund_id[:64], refunded, self.clock())
+        level = logging.WARNING if part in (PartRefund.TOO_BIG, PartRefund.NOT_REFUNDABLE) else logging.INFO
+        log.log(level, "event=wechatpay.partial_refund order_id=%s outcome=%s", order.id, part.value)
+        return part
+
     async def apply_refund(self, data: Mapping[str, Any]) -> str:
         """REFUND.SUCCESS for the whole payment of an order → refunded with its ledger lines (idempotent)."""
         if _text(data, "mchid") != self.config.mchid:
@@ -179,9 +191,9 @@ class WeChatPayNotifications:
         amount = data.get("amount")
         refunded = amount.get("refund") if isinstance(amount, dict) else None
         if refunded != payment[2]:
-            # partial refunds are not modelled by the ledger (one refund per order): the merchant sees the log
-            log.warning("event=wechatpay.partial_refund order_id=%s", order.id)
-            return "partial_refund"
+            part = await self._refund_part(order, data, refunded)
+            if part is not PartRefund.COMPLETES:
+                return "partial_refund_" + part.value
         done = await self.store.refund(order.id, events.refunded(
             reason=f"wechatpay refund {_text(data, 'refund_id')[:64]}"), self.clock())
         log.info("event=wechatpay.refunded order_id=%s recorded=%s", order.id, done)

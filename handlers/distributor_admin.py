@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from fulfillment.distributor_statement import Statement, statement
+from fulfillment.distributor_statement import Statement, carried, statement
 from fulfillment.distributors import CommissionKind, DistributorDesk, DistributorRefused
 from fulfillment.errors import NotAllowed, ShopError
 from handlers.merchant import MerchantCommands
@@ -149,6 +149,14 @@ class MerchantDistributors(MerchantCommands):
                                  reversed=self.ctx.tr.money(lang, -reversed_.get(c, 0), c),
                                  paid=self.ctx.tr.money(lang, -paid.get(c, 0), c),
                                  closing=self.ctx.tr.money(lang, st.closing.get(c, 0), c)))
+        clawed = st.clawbacks()
+        for c in st.currencies:
+            opening, closing = carried(st.opening.get(c, 0)), carried(st.closing.get(c, 0))
+            if opening or closing or clawed.get(c):
+                lines.append(self._t(lang, "distributor.statement_clawback", currency=c,
+                                     opening=self.ctx.tr.money(lang, opening, c),
+                                     clawed=self.ctx.tr.money(lang, clawed.get(c, 0), c),
+                                     closing=self.ctx.tr.money(lang, closing, c)))
         for r in st.sales:
             lines.append(self._t(lang, "distributor.statement_sales", currency=r.currency, orders=r.orders,
                                  revenue=self.ctx.tr.money(lang, r.revenue, r.currency),

@@ -16,9 +16,11 @@ from storage.protocols.distributors import (
     Distributor,
     DistributorPrice,
     DistributorTaken,
+    PartRefund,
     PayableExceeded,
 )
 from storage.sqlite_api import LINE_COLS, line_from
+from storage.sqlite_commission import BEFORE_ACCRUAL
 from storage.sqlite_distributors import DIST_COLS, LEDGER_COLS, commission_from, distributor_from
 
 #: the shop's own ledger carries every commission line too (kind `commission`, negative like cost; a reversal
@@ -37,17 +39,52 @@ _ACCRUE = (
     " AND o.created_at >= d.created_at"
     " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = o.id AND x.kind = 'accrual')"
     " ORDER BY o.id LIMIT $4"
-    " ON CONFLICT (order_id, kind) WHERE order_id IS NOT NULL DO NOTHING RETURNING order_id, currency, amount, at)"
-    + _BOOK)
+    " ON CONFLICT (order_id, kind, part) WHERE order_id IS NOT NULL DO NOTHING"
+    " RETURNING distributor_id, order_id, currency, amount, note, at),"
+    # an order partially refunded before its accrual (refunded while paid, or delivered by another process before
+    # its pass ran): the share of those refunds reversed at once (storage/sqlite_commission.py: the rounding). A
+    # partial refund committing while this statement runs is seen by neither: its share is then reversed by the next
+    # partial or the final refund (each reverses up to the cumulative share), late but never more than it
+    " caught AS (INSERT INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at, part)"
+    " SELECT ins.distributor_id, ins.currency, -floor(ins.amount::numeric * p.s / o.amount)::bigint, 'reversal',"
+    " ins.order_id, ins.note, ins.at, '" + BEFORE_ACCRUAL + "'"
+    " FROM ins JOIN orders o ON o.id = ins.order_id"
+    " JOIN (SELECT order_id, SUM(amount) AS s FROM refund_parts GROUP BY order_id) p ON p.order_id = ins.order_id"
+    " WHERE floor(ins.amount::numeric * p.s / o.amount) > 0 RETURNING order_id, currency, amount, at),"
+    " booked AS (INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
+    " SELECT o.id, o.sku_id, o.channel, 'commission', x.currency, -x.amount, x.at"
+    " FROM (SELECT order_id, currency, amount, at FROM ins UNION ALL SELECT order_id, currency, amount, at"
+    " FROM caught) x JOIN orders o ON o.id = x.order_id WHERE x.amount <> 0)"
+    " SELECT count(*) FROM ins")
+#: the final reversal of each refunded order that lacks one (kb_refund writes it in the refund's transaction; this
+#: catches up on anything else): what the partial reversals left of the accrual
 _REVERSE = (
-    "WITH ins AS (INSERT INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at)"
-    " SELECT l.distributor_id, l.currency, -l.amount, 'reversal', l.order_id, l.note, $1"
+    "WITH ins AS (INSERT INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at, part)"
+    " SELECT l.distributor_id, l.currency, -(l.amount + COALESCE((SELECT SUM(y.amount) FROM distributor_ledger y"
+    " WHERE y.order_id = l.order_id AND y.kind = 'reversal'), 0)), 'reversal', l.order_id, l.note, $1, ''"
     " FROM distributor_ledger l JOIN orders o ON o.id = l.order_id"
     " WHERE l.kind = 'accrual' AND l.amount <> 0 AND o.state = ANY ($2::text[])"
-    " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = l.order_id AND x.kind = 'reversal')"
+    " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = l.order_id AND x.kind = 'reversal'"
+    " AND x.part = '')"
     " ORDER BY l.id LIMIT $3"
-    " ON CONFLICT (order_id, kind) WHERE order_id IS NOT NULL DO NOTHING RETURNING order_id, currency, amount, at)"
+    " ON CONFLICT (order_id, kind, part) WHERE order_id IS NOT NULL DO NOTHING"
+    " RETURNING order_id, currency, amount, at)"
     + _BOOK)
+
+#: a partial refund's `refund` line ($2) and the reversal that brings the order's reversed commission to
+#: floor(accrual × refunded ($4) / total ($5)) (storage/sqlite_commission.py: the rounding), with its shop ledger line
+_PART_LINES = (
+    "WITH refund AS (INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
+    " SELECT id, sku_id, channel, 'refund', currency, $2, $3 FROM orders WHERE id = $1),"
+    " share AS (SELECT a.distributor_id, a.currency, a.note, floor(a.amount::numeric * $4 / $5)::bigint"
+    " + COALESCE((SELECT SUM(x.amount) FROM distributor_ledger x WHERE x.order_id = $1 AND x.kind = 'reversal'), 0)"
+    " AS due FROM distributor_ledger a WHERE a.order_id = $1 AND a.kind = 'accrual' AND a.amount <> 0),"
+    " ins AS (INSERT INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at, part)"
+    " SELECT distributor_id, currency, -due, 'reversal', $1, note, $3, $6 FROM share WHERE due > 0"
+    " RETURNING currency, amount)"
+    " INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
+    " SELECT o.id, o.sku_id, o.channel, 'commission', ins.currency, -ins.amount, $3 FROM ins, orders o"
+    " WHERE o.id = $1")
 
 
 class PgDistributors(PostgresBase):
@@ -130,6 +167,36 @@ class PgDistributors(PostgresBase):
     async def reverse_commissions(self, refunded: Collection[str], now: datetime, limit: int) -> int:
         return int(await self.pool.fetchval(_REVERSE, aware(now), list(refunded), limit))
 
+    async def refund_part(self, order_id: int, refund_ref: str, amount: int, now: datetime) -> PartRefund:
+        """The order's row locked first (as kb_refund locks it): a partial refund and a full one never interleave."""
+        at = aware(now)
+        async with self.pool.acquire() as conn, conn.transaction():
+            o = await conn.fetchrow("SELECT state, sku_id, channel, amount, currency FROM orders WHERE id = $1"
+                                    " FOR UPDATE", order_id)
+            if o is None:
+                return PartRefund.NOT_REFUNDABLE
+            if await conn.fetchval("SELECT 1 FROM refund_parts WHERE order_id = $1 AND refund_ref = $2", order_id,
+                                   refund_ref):
+                return PartRefund.ALREADY
+            if o["state"] not in self._refundable or not await conn.fetchval(
+                    "SELECT 1 FROM ledger WHERE order_id = $1 AND kind = 'sale' LIMIT 1", order_id):
+                return PartRefund.NOT_REFUNDABLE
+            before = int(await conn.fetchval("SELECT COALESCE(SUM(amount), 0) FROM refund_parts"
+                                             " WHERE order_id = $1", order_id))
+            total = int(o["amount"])
+            if amount <= 0 or before + amount > total:
+                return PartRefund.TOO_BIG
+            if before + amount == total:
+                return PartRefund.COMPLETES
+            await conn.execute("INSERT INTO refund_parts (order_id, refund_ref, amount, currency, at)"
+                               " VALUES ($1,$2,$3,$4,$5)", order_id, refund_ref, amount, o["currency"], at)
+            await conn.execute(_PART_LINES, order_id, -amount, at, before + amount, total, refund_ref)
+        return PartRefund.RECORDED
+
+    async def refunded_parts(self, order_id: int) -> int:
+        return int(await self.pool.fetchval("SELECT COALESCE(SUM(amount), 0) FROM refund_parts WHERE order_id = $1",
+                                            order_id))
+
     async def record_payout(self, distributor_id: int, currency: str, amount: int, note: str,
                             now: datetime) -> CommissionLine:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -137,7 +204,8 @@ class PgDistributors(PostgresBase):
             payable = await conn.fetchval("SELECT COALESCE(SUM(amount), 0) FROM distributor_ledger"
                                           " WHERE distributor_id = $1 AND currency = $2", distributor_id, currency)
             if amount > int(payable):
-                raise PayableExceeded(f"distributor {distributor_id} payable {currency} {payable} < {amount}")
+                raise PayableExceeded(f"distributor {distributor_id} payable {currency} {payable} < {amount}",
+                                      int(payable))
             line_id = await conn.fetchval(
                 "INSERT INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at)"
                 " VALUES ($1,$2,$3,'payout',NULL,$4,$5) RETURNING id", distributor_id, currency, -amount, note,

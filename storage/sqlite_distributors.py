@@ -16,10 +16,12 @@ from storage.protocols.distributors import (
     Distributor,
     DistributorPrice,
     DistributorTaken,
+    PartRefund,
     PayableExceeded,
 )
 from storage.sqlite_api import LINE_COLS, line_from
 from storage.sqlite_base import SqliteBase
+from storage.sqlite_commission import book, catch_up, refund_part
 from storage.sqltime import from_ts, ts
 
 DIST_COLS = "id, name, ref_code, api_client_id, discount_bp, commission_bp, created_at"
@@ -63,29 +65,25 @@ def _accrue(db: sqlite3.Connection, delivered: Collection[str], except_channels:
         " AND o.created_at >= d.created_at"
         " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = o.id AND x.kind = 'accrual')"
         " ORDER BY o.id LIMIT ? RETURNING order_id, currency, amount", (*params, limit)).fetchall()
-    _book(db, rows, at)
+    book(db, rows, at)
+    catch_up(db, rows, at)
     return len(rows)
 
 
 def _reverse(db: sqlite3.Connection, refunded: Collection[str], at: str, limit: int) -> int:
+    """The final reversal of each refunded order that lacks one (its refund writes it in the same transaction;
+    this catches up on anything else): what the partial reversals left of the accrual."""
     rows = db.execute(
-        "INSERT OR IGNORE INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at)"
-        " SELECT l.distributor_id, l.currency, -l.amount, 'reversal', l.order_id, l.note, ?"
+        "INSERT OR IGNORE INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at, part)"
+        " SELECT l.distributor_id, l.currency, -(l.amount + COALESCE((SELECT SUM(y.amount) FROM distributor_ledger y"
+        " WHERE y.order_id = l.order_id AND y.kind = 'reversal'), 0)), 'reversal', l.order_id, l.note, ?, ''"
         " FROM distributor_ledger l JOIN orders o ON o.id = l.order_id"
         f" WHERE l.kind = 'accrual' AND l.amount <> 0 AND o.state IN ({_marks(refunded)})"
-        " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = l.order_id AND x.kind = 'reversal')"
-        " ORDER BY l.id LIMIT ? RETURNING order_id, currency, amount", (at, *refunded, limit)).fetchall()
-    _book(db, rows, at)
+        " AND NOT EXISTS (SELECT 1 FROM distributor_ledger x WHERE x.order_id = l.order_id AND x.kind = 'reversal'"
+        " AND x.part = '') ORDER BY l.id LIMIT ? RETURNING order_id, currency, amount", (at, *refunded, limit)
+    ).fetchall()
+    book(db, rows, at)
     return len(rows)
-
-
-def _book(db: sqlite3.Connection, rows: list[Any], at: str) -> None:
-    """The shop's own ledger carries every commission line too (kind `commission`, negative like cost; a reversal
-    positive), in the same transaction, so the money report's profit is net of commission."""
-    db.executemany(
-        "INSERT INTO ledger (order_id, sku_id, channel, kind, currency, amount, at)"
-        " SELECT id, sku_id, channel, 'commission', ?, ?, ? FROM orders WHERE id = ?",
-        [(currency, -int(amount), at, order_id) for order_id, currency, amount in rows if amount])
 
 
 def _payout(db: sqlite3.Connection, distributor_id: int, currency: str, amount: int, note: str,
@@ -94,7 +92,7 @@ def _payout(db: sqlite3.Connection, distributor_id: int, currency: str, amount: 
     payable = db.execute("SELECT COALESCE(SUM(amount), 0) FROM distributor_ledger WHERE distributor_id = ?"
                          " AND currency = ?", (distributor_id, currency)).fetchone()[0]
     if amount > int(payable):
-        raise PayableExceeded(f"distributor {distributor_id} payable {currency} {payable} < {amount}")
+        raise PayableExceeded(f"distributor {distributor_id} payable {currency} {payable} < {amount}", int(payable))
     row = db.execute(
         "INSERT INTO distributor_ledger (distributor_id, currency, amount, kind, order_id, note, at)"
         " VALUES (?,?,?,'payout',NULL,?,?) RETURNING id", (distributor_id, currency, -amount, note, at)).fetchone()
@@ -188,6 +186,14 @@ class Distributors(SqliteBase):
 
     async def reverse_commissions(self, refunded: Collection[str], now: datetime, limit: int) -> int:
         return await self._tx(_reverse, tuple(refunded), ts(now), limit)
+
+    async def refund_part(self, order_id: int, refund_ref: str, amount: int, now: datetime) -> PartRefund:
+        refundable = tuple(s.value for s in self._states.refundable)
+        return await self._tx(refund_part, order_id, refund_ref, amount, ts(now), refundable)
+
+    async def refunded_parts(self, order_id: int) -> int:
+        r = await self._one("SELECT COALESCE(SUM(amount), 0) FROM refund_parts WHERE order_id = ?", (order_id,))
+        return int(r[0]) if r else 0
 
     async def record_payout(self, distributor_id: int, currency: str, amount: int, note: str,
                             now: datetime) -> CommissionLine:

@@ -31,6 +31,7 @@ from storage.records import (
 
 # _claim_uses re-exported: storage/sqlite_tickets.py takes it from here
 from storage.sqlite_allocation import _claim_uses as _claim_uses
+from storage.sqlite_commission import reverse_rest
 from storage.sqltime import ts
 
 _REF_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
@@ -371,8 +372,13 @@ def refund(db: sqlite3.Connection, oid: int, ev: NewOrderEvent, now: datetime, g
         return False
     state, sku_id, channel, amount, currency, pool_id = row
     paid = db.execute("SELECT COUNT(*) FROM ledger WHERE order_id = ? AND kind = 'sale'", (oid,)).fetchone()[0]
-    if paid:
-        _ledger(db, oid, sku_id, channel, "refund", currency, -amount, at)
+    # what partial refunds gave back already is not refunded twice
+    parts = db.execute("SELECT COALESCE(SUM(amount), 0) FROM refund_parts WHERE order_id = ?", (oid,)).fetchone()[0]
+    if paid and amount - parts:
+        _ledger(db, oid, sku_id, channel, "refund", currency, -(amount - parts), at)
+    # what the partial reversals left of the distributor's commission, in this transaction (the pass would find it
+    # too: one final reversal per order, whoever writes it first)
+    reverse_rest(db, oid, at)
     unshown = db.execute(
         "SELECT code_id, unit_cost, cost_currency FROM order_items"
         " WHERE order_id = ? AND revealed_at IS NULL AND released = 0", (oid,),

@@ -23,12 +23,27 @@ class DistributorTaken(StoreError):
 
 
 class PayableExceeded(StoreError):
-    """A payout larger than the payable balance of its currency (nothing changed)."""
+    """A payout larger than the payable balance of its currency (nothing changed); `payable` is that balance
+    (negative: a clawback is carried)."""
+
+    def __init__(self, message: str, payable: int = 0) -> None:
+        super().__init__(message)
+        self.payable = payable
+
+
+class PartRefund(enum.StrEnum):
+    """What `refund_part` did with a partial refund."""
+
+    RECORDED = "recorded"  # its refund line and its commission reversal are written
+    ALREADY = "already"  # that refund reference was recorded before: nothing changed
+    COMPLETES = "completes"  # it gives back the rest of the order: a full refund (`refund`) books it; nothing changed
+    TOO_BIG = "too_big"  # more than what is left of the order's amount (or not positive): nothing changed
+    NOT_REFUNDABLE = "not_refundable"  # unknown order, not paid, or in a state `refund` refuses: nothing changed
 
 
 class CommissionKind(enum.StrEnum):
     ACCRUAL = "accrual"  # + commission of a delivered order a referred customer placed in chat
-    REVERSAL = "reversal"  # - the accrual of that order again, once it was refunded
+    REVERSAL = "reversal"  # - the accrual of that order again, once it was refunded (a share on a partial refund)
     PAYOUT = "payout"  # - money the merchant paid the distributor
 
 
@@ -114,9 +129,21 @@ class DistributorStore(Protocol):
         unless it has one."""
         ...
 
+    async def refund_part(self, order_id: int, refund_ref: str, amount: int, now: datetime) -> PartRefund:
+        """One transaction: a partial refund of the order (keyed by the provider's refund reference), its `refund`
+        ledger line of -amount and the reversal of the distributor's commission share (storage/sqlite_commission.py
+        says how it is rounded). The order keeps its state; a later `refund` books only what is left and reverses
+        the rest of the commission in its own transaction."""
+        ...
+
+    async def refunded_parts(self, order_id: int) -> int:
+        """What partial refunds of the order gave back so far (0 without any)."""
+        ...
+
     async def record_payout(self, distributor_id: int, currency: str, amount: int, note: str,
                             now: datetime) -> CommissionLine:
-        """A payout line of -amount; raises PayableExceeded when the payable balance of the currency is smaller."""
+        """A payout line of -amount; raises PayableExceeded when the payable balance of the currency is smaller
+        (a balance of 0 or below, e.g. a clawback carried after refunds of commission paid out, refuses any)."""
         ...
 
     async def commission_balances(self, distributor_id: int, before: datetime | None = None) -> dict[str, int]:

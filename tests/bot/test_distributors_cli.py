@@ -20,7 +20,8 @@ def test_distributors_add_list_accrue_and_statement(tmp_path: Path) -> None:
     out = tmp_path / "st.csv"
     assert kamibot(tmp_path, "distributors", "statement", "acme", "2026-11", "--out", str(out)).returncode == 0
     assert out.read_text().splitlines() == [
-        "section,at_utc,kind,order_ref,sku_id,order_amount,amount,currency,balance_after,note"]
+        "section,at_utc,kind,order_ref,sku_id,order_amount,amount,currency,balance_after,note,clawback,"
+        "carried_clawback"]
     db = sqlite3.connect(tmp_path / "kamibot.db")
     try:
         assert db.execute("SELECT name FROM distributors").fetchall() == [("acme",)]

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.composition import build_context, build_shop
+from fulfillment.aftersales import AfterSalesService
 from fulfillment.distributors import CommissionPass
 from fulfillment.orders import CheckoutRequest
 from handlers.router import Conversation
@@ -91,9 +92,10 @@ async def test_a_merchant_runs_a_distributor_from_chat(chat):
     assert st.document is not None
     assert st.document.filename == f"statement-acme-{period}.csv"
     rows = list(csv.reader(io.StringIO(st.document.content.decode())))
-    assert [(r[0], r[2], r[6]) for r in rows[1:]] == [("commission", "accrual", "100"), ("commission", "payout", "-40"),
-                                                       ("sales", "revenue", "1000"), ("sales", "refunds", "0"),
-                                                       ("sales", "commission", "-100"), ("wallet", "topup", "5000")]
+    assert [(r[0], r[2], r[6] or r[8]) for r in rows[1:]] == [
+        ("balance", "opening", "0"), ("commission", "accrual", "100"), ("commission", "payout", "-40"),
+        ("balance", "closing", "60"), ("sales", "revenue", "1000"), ("sales", "refunds", "0"),
+        ("sales", "commission", "-100"), ("wallet", "topup", "5000")]
     assert "Sales brought in (CNY): 1 orders, revenue CN¥10.00, refunds CN¥0.00, commission CN¥1.00" in st.text
     audit = [(a[3], a[4]) for a in await shop.store.audit_entries(50)]
     actions = [a for a, _ in audit]
@@ -117,7 +119,10 @@ async def test_bad_input_and_strangers_change_nothing(chat):
         "/distributor nobody discount 100": "No distributor named nobody.",
         "/distributor acme discount 10001": "Basis points are a whole number from 0 to 10000 (100 = 1%).",
         "/distributor acme commission -5": "Basis points are a whole number from 0 to 10000 (100 = 1%).",
-        "/distributor acme payout 1 x": "The payout is larger than what acme is owed.",
+        "/distributor acme payout 1 x": "Nothing is payable to acme in CNY (payable 0 minor units; clawback carried"
+                                        " 0: commission of refunded orders that was paid out already). The clawback"
+                                        " is offset against future commission; payouts are accepted again once the"
+                                        " payable is above 0.",
         "/distributor acme payout 1.5 x": "The amount must be a whole number of minor units (fen), e.g. 5000; for "
                                           "the wallet with a sign: +5000 or -5000.",
         f"/distributor acme price {seeded.sku.slug} 10": "That is below the cost of game-1 (50 in CNY minor units)."
@@ -148,3 +153,29 @@ async def test_bad_input_and_strangers_change_nothing(chat):
         replies = await say(text, user="stranger")
         assert replies[0].text == "Unknown command. Send /start for the menu.", text
     assert await _state(shop) == before
+
+
+async def test_a_merchant_sees_a_clawback_refused_payouts_and_the_carried_balance(chat):
+    shop, seeded, say = chat
+    await say("/distributor acme add")
+    await say("/distributor acme commission 1000")
+    await say("/start ref_acme", user="c1")
+    order = await shop.orders.checkout(CheckoutRequest("console", "c1", "c1", seeded.sku.id, 2))
+    await shop.payments.receive(shop.providers["test"].pay(order))
+    await shop.delivery.drain()
+    await CommissionPass(shop.store).run_once()
+    assert "Payable now: CN¥0.00" in (await say("/distributor acme payout 200 bank"))[0].text
+    # the order is refunded after acme was paid: 200 is clawed back
+    await AfterSalesService(shop.store).request_refund(order.ref, MERCHANT)
+    await shop.delivery.drain()
+    assert (await say("/distributor acme payout 50 more"))[0].text.startswith(
+        "Nothing is payable to acme in CNY (payable -200 minor units; clawback carried 200:")
+    period = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    st = (await say(f"/distributor acme statement {period}"))[0]
+    assert ("CNY clawback: carried at the start CN¥0.00, taken back this period CN¥2.00 (refunds of commission"
+            " already paid out), carried at the end CN¥2.00: offset against future commission, no payout until it"
+            " is.") in st.text.splitlines()
+    assert "closing -CN¥2.00" in st.text
+    rows = list(csv.reader(io.StringIO(st.document.content.decode())))
+    assert [(r[2], r[10], r[11]) for r in rows[1:] if r[0] == "commission"] == [
+        ("accrual", "0", "0"), ("payout", "0", "0"), ("reversal", "200", "200")]
