@@ -1,11 +1,22 @@
 """A circuit breaker per supplier: after K consecutive failures it opens and calls are refused at once (nothing is
 sent, so the caller may fail over); after a cool-down one probe is let through (half-open); its success closes the
-breaker, its failure opens it for another cool-down. The clock is injected so tests move time by hand."""
+breaker, its failure opens it for another cool-down. The clock is injected so tests move time by hand.
+
+It also bounds the purchases at risk: a purchase holds a slot from before it is planned until its answer
+(`try_reserve` / `reserve`, then `release`), and a slot is free only while consecutive failures plus purchases in
+flight stay under K (half-open: one purchase, the probe). A supplier that stops answering therefore holds at most K
+orders in "unknown" when its breaker opens, since the K in flight are the K failures that open it; an order that
+finds no free slot goes to the next offer at once (fulfillment/sourcing.py), or waits its turn (first come, first
+served) when there is none. Waiters are told "no" the moment the breaker opens, so they fail over instead of
+queueing behind a dead supplier.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from typing import TypeVar
@@ -42,8 +53,10 @@ class CircuitBreaker:
         self.cool_down = cool_down
         self.clock = clock
         self.failures = 0  # consecutive
+        self.in_flight = 0  # purchases holding a slot
         self._opened_at: float | None = None
         self._probing = False
+        self._waiters: deque[asyncio.Future[bool]] = deque()
 
     @property
     def state(self) -> BreakerState:
@@ -70,6 +83,7 @@ class CircuitBreaker:
         self.failures = 0
         self._opened_at = None
         self._probing = False
+        self._hand_over()
 
     def record_failure(self) -> None:
         self.failures += 1
@@ -77,12 +91,73 @@ class CircuitBreaker:
             log.warning("event=supplier.breaker_opened supplier=%s failures=%d", self.name, self.failures)
             self._opened_at = self.clock()
         self._probing = False
+        self._hand_over()
 
     def _release_probe(self) -> None:
         """A probe that ended without a verdict (cancelled): open again, another probe after the cool-down."""
         if self._probing:
             self._probing = False
             self._opened_at = self.clock()
+            self._hand_over()
+
+    # -- purchase slots --------------------------------------------------------------------------------------
+    def _has_room(self) -> bool:
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return self.failures + self.in_flight < self.failure_threshold
+        return state is BreakerState.HALF_OPEN and not self._probing and self.in_flight == 0
+
+    def try_reserve(self) -> bool:
+        """Take a purchase slot now if one is free and nobody waits for one (no overtaking); never blocks."""
+        if self._waiters or not self._has_room():
+            return False
+        self.in_flight += 1
+        return True
+
+    async def reserve(self, wait: float) -> bool:
+        """Take a purchase slot, waiting up to `wait` seconds for one; False at once while the breaker is open
+        and as soon as it opens."""
+        if self.try_reserve():
+            return True
+        if self.state is BreakerState.OPEN:
+            return False
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        got = False
+        try:
+            async with asyncio.timeout(wait):
+                got = await waiter
+        except TimeoutError:
+            pass
+        finally:
+            if not got:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                if waiter.done() and not waiter.cancelled() and waiter.result():
+                    self.release()  # handed a slot as the wait was given up: pass it on
+                waiter.cancel()
+        return got
+
+    def release(self) -> None:
+        """A purchase that held a slot has its answer (or none: it is unknown, and counted as a failure)."""
+        self.in_flight = max(self.in_flight - 1, 0)
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give free slots to the waiters in arrival order; tell them all "no" once the breaker is open."""
+        while self._waiters:
+            if self.state is BreakerState.OPEN:
+                for waiter in self._waiters:
+                    if not waiter.done():
+                        waiter.set_result(False)
+                self._waiters.clear()
+                return
+            if not self._has_room():
+                return
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                waiter.set_result(True)
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         if not self.allow():

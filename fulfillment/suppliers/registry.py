@@ -82,6 +82,11 @@ class SupplierRegistry:
         rows = [r for r in await self.store.suppliers() if r.name not in self._local]
         return [self._guarded(r) for r in [*self._local.values(), *rows] if r.active]
 
+    async def breaker(self, name: str) -> CircuitBreaker | None:
+        """The supplier's breaker, which also hands out its purchase slots; None when it is not offered."""
+        guarded = await self.get(name)
+        return guarded.breaker if guarded is not None else None
+
     def healthy(self, name: str) -> bool:
         """False while the supplier's breaker is open (calls would be refused without being sent)."""
         cached = self._cache.get(name)
