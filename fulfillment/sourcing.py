@@ -174,13 +174,14 @@ class SourcingService:
         names = list(dict.fromkeys(s.supplier for s in sourcing.sources if only is None or s.supplier == only))
         # each supplier's catalogue and balance are read together (a cold start waits one round trip, not two):
         # a purchase reads the balance anyway
-        read = await asyncio.gather(*(self._catalogue(n) for n in names), *(self.balance(n) for n in names))
-        catalogues = dict(zip(names, read[:len(names)], strict=True))
+        catalogues, _ = await asyncio.gather(asyncio.gather(*(self._catalogue(n) for n in names)),
+                                             asyncio.gather(*(self.balance(n) for n in names)))
+        by_name = dict(zip(names, catalogues, strict=True))
         found = []
         for position, source in enumerate(sourcing.sources):
             if only is not None and source.supplier != only:
                 continue
-            product = (catalogues.get(source.supplier) or {}).get(source.product_id)
+            product = (by_name.get(source.supplier) or {}).get(source.product_id)
             if product is None or product.stock is not StockState.IN_STOCK:
                 continue
             if product.stock_count is not None and product.stock_count < quantity:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
-
 from fulfillment.suppliers.acgfaka import AcgFakaConfig, AcgFakaSupplier
 from fulfillment.suppliers.breaker import CircuitBreaker, GuardedSupplier
 from fulfillment.suppliers.credentials import open_secret
@@ -26,7 +24,7 @@ from storage.protocols.supply import SupplyStore
 from storage.records_supply import SupplierRecord
 
 
-def build_supplier(record: SupplierRecord, vault: Vault, http: httpx.AsyncClient | None = None) -> Supplier:
+def build_supplier(record: SupplierRecord, vault: Vault) -> Supplier:
     """The bare adapter of a row (no breaker): the protocol's config with the credential opened."""
     if record.protocol == "simulated":  # the offline demo's in-process supplier: no URL, no credential
         return SimulatedSupplier(record.name, record.currency)
@@ -36,13 +34,13 @@ def build_supplier(record: SupplierRecord, vault: Vault, http: httpx.AsyncClient
         return KashangwlSupplier(KashangwlConfig(record.base_url, record.account, secret,
                                                  notify_url=record.notify_url, name=record.name,
                                                  product_ids=record.product_ids, currency=record.currency,
-                                                 policy=policy), http)
+                                                 policy=policy))
     if record.protocol == "acgfaka":
         return AcgFakaSupplier(AcgFakaConfig(record.base_url, record.account, secret, name=record.name,
-                                             currency=record.currency, policy=policy), http)
+                                             currency=record.currency, policy=policy))
     if record.protocol == "kamibot":
         return KamibotSupplier(KamibotConfig(record.base_url, record.account, secret, notify_url=record.notify_url,
-                                             name=record.name, currency=record.currency, policy=policy), http)
+                                             name=record.name, currency=record.currency, policy=policy))
     raise ValueError(f"unknown supplier protocol {record.protocol!r}")
 
 
