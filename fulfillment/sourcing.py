@@ -8,7 +8,7 @@ list, never above the SKU's maximum unit cost; automatic restock of low pools; b
   still sent) stops it: buying elsewhere then is how a shop buys twice. A supplier with K purchases (its breaker's
   threshold, counting its recent failures) in flight is passed over for the next offer at once, so a supplier that
   stops answering holds at most K orders (fulfillment/suppliers/breaker.py); with no other offer the order waits
-  for a slot.
+  for a slot (fulfillment/procurement.py `send`).
 - `restock_due` (job): for every pool at or under its low-stock mark with a SKU that has a restock quantity, one
   process at a time per pool (lease `restock:<pool id>`; the store also refuses a second open restock of a pool)
   buys that quantity into the pool.
@@ -32,7 +32,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fulfillment.procurement import ProcurementService
-from fulfillment.suppliers.breaker import CircuitBreaker
 from fulfillment.suppliers.errors import SupplierError
 from fulfillment.suppliers.protocol import Money, StockState, SupplierProduct
 from fulfillment.suppliers.registry import SupplierRegistry
@@ -54,14 +53,9 @@ class Offer:
     position: int
 
 
-class SuppliersBusy(Exception):
-    """Nothing was bought: the offers left were from suppliers without a free purchase slot (their purchases in
-    flight at the cap, or their breaker opened meanwhile). Nothing was sent; try again later."""
-
-
 class SourcingService:
     def __init__(self, store: Store, registry: SupplierRegistry, procurement: ProcurementService, holder: str,
-                 catalogue_ttl: float = 60.0, lease: timedelta = timedelta(seconds=60), slot_wait: float = 30.0,
+                 catalogue_ttl: float = 60.0, lease: timedelta = timedelta(seconds=60),
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
@@ -70,7 +64,6 @@ class SourcingService:
         self.holder = holder
         self.catalogue_ttl = catalogue_ttl
         self.lease = lease
-        self.slot_wait = slot_wait  # seconds an order waits for a purchase slot when no other offer can serve it
         self.clock = clock
         self.monotonic = monotonic
         self._catalogues: dict[str, tuple[float, dict[str, SupplierProduct]]] = {}
@@ -195,57 +188,31 @@ class SourcingService:
     async def procure(self, sourcing: SkuSourcing, quantity: int, pool_id: int, order_id: int | None = None,
                       only: str | None = None, exclude: frozenset[str] = frozenset()) -> Procurement | None:
         """Buy `quantity` into the pool (for `order_id` when given) from the best offer not in `exclude`, failing
-        over on definitive failures only. An offer whose supplier has no free purchase slot (breaker.py) is
-        passed over for the next one at once; only when no other offer could buy does the order wait for such a
-        slot, cheapest first. SuppliersBusy: nothing was bought and a busy supplier gave no slot in time."""
+        over on definitive failures only. An offer whose supplier has no free purchase slot now (breaker.py) is
+        tried after the others: the order is bought elsewhere at once, and waits for such a slot only when no other
+        offer could buy."""
+        offers = [o for o in await self.offers(sourcing, quantity, only) if o.supplier not in exclude]
+        offers.sort(key=lambda o: not self.registry.has_room(o.supplier))  # stable: cheapest first within each
         last: Procurement | None = None
-        busy: list[tuple[Offer, CircuitBreaker]] = []
-        for offer in await self.offers(sourcing, quantity, only):
-            breaker = await self.registry.breaker(offer.supplier) if offer.supplier not in exclude else None
-            if breaker is None:
-                continue
-            if not breaker.try_reserve():
-                busy.append((offer, breaker))
-                continue
-            stop, p = await self._attempt(offer, breaker, sourcing, quantity, pool_id, order_id)
-            if stop:
-                return p or last
-            last = p or last
-        for offer, breaker in busy:
-            if not await breaker.reserve(self.slot_wait):
-                log.info("event=sourcing.no_slot supplier=%s pool=%d order=%s", offer.supplier, pool_id,
-                         order_id or "-")
-                continue
-            stop, p = await self._attempt(offer, breaker, sourcing, quantity, pool_id, order_id)
-            if stop:
-                return p or last
-            last = p or last
-        if busy and (last is None or last.state is ProcurementState.FAILED):
-            raise SuppliersBusy(f"pool {pool_id} order {order_id or '-'}: no purchase slot")
-        return last
-
-    async def _attempt(self, offer: Offer, breaker: CircuitBreaker, sourcing: SkuSourcing, quantity: int,
-                       pool_id: int, order_id: int | None) -> tuple[bool, Procurement | None]:
-        """Buy from one offer holding one of its supplier's purchase slots (released here). (stop, procurement):
-        stop when it succeeded or is open (never fail over then) or another purchase blocks it."""
-        try:
+        for offer in offers:
             funds = await self.balance(offer.supplier)
             if funds is not None and funds.amount < offer.unit_cost * quantity:
                 log.info("event=sourcing.skipped supplier=%s reason=balance", offer.supplier)
-                return False, None
+                continue
             p = await self.procurement.buy(offer.supplier, offer.product_id, quantity, sourcing.max_unit_cost,
                                            offer.currency, pool_id, order_id)
-        finally:
-            breaker.release()
-        if p is None:
-            return True, None  # another purchase for this pool or order is open: never a second one
-        if p.state is ProcurementState.FAILED:
-            self.forget(offer.supplier)  # refused: its stock or balance is not what we thought
+            if p is None:
+                return last  # another purchase for this pool or order is open: never a second one
+            last = p
+            if p.state is ProcurementState.FAILED:
+                self.forget(offer.supplier)  # refused: its stock or balance is not what we thought
+            else:
+                self._spent(offer, quantity)
+            if p.state is not ProcurementState.FAILED:
+                await self._check_low_balance(offer.supplier)
+                return p  # succeeded, or unknown/sent: never fail over while the outcome is open
             log.info("event=sourcing.failover pool=%d from=%s reason=%s", pool_id, offer.supplier, p.detail)
-            return False, p
-        self._spent(offer, quantity)
-        await self._check_low_balance(offer.supplier)
-        return True, p  # succeeded, or unknown/sent: never fail over while the outcome is open
+        return last
 
     async def restock(self, pool_id: int, sourcing: SkuSourcing, quantity: int, only: str | None = None
                       ) -> Procurement | None:
@@ -255,8 +222,6 @@ class SourcingService:
             return None
         try:
             return await self.procure(sourcing, quantity, pool_id, only=only)
-        except SuppliersBusy:
-            return None  # the next tick tries again
         finally:
             await self.store.release_lease(name, self.holder)
 

@@ -18,7 +18,7 @@ from fulfillment.suppliers.kamibot import KamibotConfig, KamibotSupplier
 from fulfillment.suppliers.kashangwl import KashangwlConfig, KashangwlSupplier
 from fulfillment.suppliers.protocol import Supplier
 from fulfillment.suppliers.simulated import SimulatedSupplier
-from fulfillment.suppliers.transport import HttpPolicy
+from fulfillment.suppliers.transport import HttpPolicy, SupplierHttp
 from fulfillment.vault import Vault
 from storage.protocols.supply import SupplyStore
 from storage.records_supply import SupplierRecord
@@ -66,7 +66,11 @@ class SupplierRegistry:
         if cached is not None:
             breaker = cached[1].breaker  # a new key or URL does not forget the supplier's recent failures
             self._replaced.append(cached[1])  # a call may still be using it: closed later, not now
-        guarded = GuardedSupplier(self._build(record, self.vault), breaker)
+        inner = self._build(record, self.vault)
+        http = getattr(inner, "http", None)
+        if isinstance(http, SupplierHttp):  # a purchase holds a slot only while its buying request is out
+            http.gate = breaker.purchase_slot
+        guarded = GuardedSupplier(inner, breaker, gated=isinstance(http, SupplierHttp))
         self._cache[record.name] = (record, guarded)
         return guarded
 
@@ -80,15 +84,15 @@ class SupplierRegistry:
         rows = [r for r in await self.store.suppliers() if r.name not in self._local]
         return [self._guarded(r) for r in [*self._local.values(), *rows] if r.active]
 
-    async def breaker(self, name: str) -> CircuitBreaker | None:
-        """The supplier's breaker, which also hands out its purchase slots; None when it is not offered."""
-        guarded = await self.get(name)
-        return guarded.breaker if guarded is not None else None
-
     def healthy(self, name: str) -> bool:
         """False while the supplier's breaker is open (calls would be refused without being sent)."""
         cached = self._cache.get(name)
         return cached is None or cached[1].breaker.state.value != "open"
+
+    def has_room(self, name: str) -> bool:
+        """Has the supplier a free purchase slot now (breaker.py)?"""
+        cached = self._cache.get(name)
+        return cached is None or cached[1].breaker.has_room()
 
     async def aclose(self) -> None:
         for guarded in [g for _, g in self._cache.values()] + self._replaced:

@@ -11,9 +11,11 @@ timeout's clock starting once the request is sent, as a stalled upload shows up 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +85,8 @@ class SupplierHttp:
         self._http = http
         self._own_http = http is None
         self._timeout = policy.client_timeout()
+        #: held around each write (SupplierRegistry wires its breaker's purchase slots here)
+        self.gate: Callable[[], AbstractAsyncContextManager[None]] | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -127,9 +131,12 @@ class SupplierHttp:
         raise SupplierUnavailable(f"{path}: {last}", supplier=self.supplier, our_ref=our_ref)
 
     async def write(self, path: str, form: dict[str, str], our_ref: str) -> dict[str, Any]:
-        """A call that may buy: sent once. NotSent when it never left, OutcomeUnknown when the answer was lost."""
+        """A call that may buy: sent once, holding a purchase slot of the supplier's breaker when `gate` is set
+        (breaker.py: its NoPurchaseSlot is raised before anything is sent). NotSent when it never left,
+        OutcomeUnknown when the answer was lost."""
         try:
-            data: dict[str, Any] = await self._post(path, form)
+            async with self.gate() if self.gate is not None else contextlib.nullcontext():
+                data: dict[str, Any] = await self._post(path, form)
             return data
         except _NOT_SENT as exc:
             log.warning("event=supplier.not_sent supplier=%s path=%s ref=%s reason=%s", self.supplier, path, our_ref,

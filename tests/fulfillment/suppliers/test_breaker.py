@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from fulfillment.suppliers.breaker import BreakerState, CircuitBreaker, CircuitOpen, GuardedSupplier
+from fulfillment.suppliers.breaker import BreakerState, CircuitBreaker, CircuitOpen, GuardedSupplier, NoPurchaseSlot
 from fulfillment.suppliers.errors import DefinitiveFailure, InsufficientBalance, NotSent, OutcomeUnknown
 from fulfillment.suppliers.protocol import Money
 from tests.fakes.loopback import free_port
@@ -179,22 +179,24 @@ async def test_k_purchases_lost_at_once_open_the_breaker_with_no_one_else_sent()
         await answer_lost.wait()
         raise OutcomeUnknown("read timeout")
 
-    async def purchase(n: int) -> None:
-        if not await b.reserve(wait=60):
-            return
-        try:
-            sent.append(n)
-            await b.call(times_out)
-        finally:
-            b.release()
+    async def purchase(n: int) -> None:  # as GuardedSupplier and SupplierHttp.gate do it
+        async def held() -> None:
+            async with b.purchase_slot():
+                sent.append(n)
+                await times_out()
+
+        await b.call(held)
 
     buyers = [asyncio.create_task(purchase(n)) for n in range(10)]
-    await asyncio.sleep(0)
+    for _ in range(3):
+        await asyncio.sleep(0)
     assert sent == [0, 1, 2]  # the others wait for a slot
     answer_lost.set()  # the three in flight time out
-    await asyncio.gather(*buyers, return_exceptions=True)
+    outcomes = await asyncio.gather(*buyers, return_exceptions=True)
     assert b.state is BreakerState.OPEN
     assert sent == [0, 1, 2]  # nobody queued behind the dead supplier was sent to it
+    assert sum(isinstance(o, OutcomeUnknown) for o in outcomes) == 3
+    assert all(isinstance(o, NoPurchaseSlot) for o in outcomes[3:])  # told "no": nothing sent, fail over
     assert b.in_flight == 0
 
 
