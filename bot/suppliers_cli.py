@@ -39,7 +39,8 @@ def add_supplier_commands(sub: Any) -> None:
     add.add_argument("--products", default="", help="comma-separated product ids to follow")
     add.add_argument("--connect-timeout-ms", type=int, default=3000)
     add.add_argument("--read-timeout-ms", type=int, default=10_000)
-    add.add_argument("--breaker-failures", type=int, default=5)
+    add.add_argument("--breaker-failures", type=int, default=5,
+                     help="K: consecutive failures that open the breaker, and the most purchases in flight at once")
     add.add_argument("--breaker-cool-down", type=int, default=30, help="seconds")
     add.add_argument("--low-balance", type=int, default=0, help="alert under this balance, minor units")
     add.add_argument("--currency", default="CNY")

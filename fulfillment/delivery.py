@@ -147,6 +147,9 @@ class DeliveryWorker:
                 await self._refund(row)
             elif row.kind == PROCURE:
                 await self._procure(row)
+                # a settlement may have queued the codes' delivery row: claimed now, its claim committed together
+                # with this row's completion (the store's group commit) instead of one transaction after it
+                self.wake()
             else:
                 sent = await self._send(row)
         except PermanentFailure as exc:

@@ -12,8 +12,9 @@ The payment's transaction moved such an order to `delivering` and wrote its `pro
   definitive failure). A definitive failure settled later (query, callback) queues the row again: the next source;
 - no source left: `fail_backorder` fails the order and queues its refund through its payment provider, in one
   transaction that refuses while any supplier order of it is open or unknown: never a refund while the customer
-  may have been credited. No offer while a source's breaker is open or its catalogue read failed (a timeout is no
-  answer, not "out of stock") is retried `retries` times first.
+  may have been credited. No offer while a source's breaker is open, its catalogue read failed (a timeout is no
+  answer, not "out of stock") or that gave no purchase slot (suppliers/breaker.py NoPurchaseSlot) is retried
+  `retries` times first.
 
 `ticket_unknown_recharges` (job): a recharge whose outcome is still unknown after `unknown_ticket_after` gets one
 ticket for the merchants with the supplier's reference (a claim-once key per procurement); it is still queried.
@@ -26,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from fulfillment.sourcing import SourcingService
+from fulfillment.suppliers.breaker import NoPurchaseSlot
 from storage.protocol import Store
 from storage.records import NewTicket, Order, OrderState, OutboxRow
 from storage.records_supply import ProcurementState
@@ -64,23 +66,22 @@ class SourcedFulfilment:
         if sku is None or sourcing is None or not sourcing.sources:
             await self._fail(order, "no source configured")
             return
-        failed = frozenset(p.supplier for p in done)
-        need = order.quantity * sku.units
-        offers = [o for o in await self.sourcing.offers(sourcing, need) if o.supplier not in failed]
-        if not offers:
-            # a source whose breaker is open or whose catalogue read just failed may come back: retried; one that
-            # answers without an offer (out of stock, too dear) cannot serve it
-            unhealthy = {s.supplier for s in sourcing.sources
-                         if not self.sourcing.registry.healthy(s.supplier) or s.supplier in self.sourcing.unanswered}
-            if unhealthy - failed and row.attempts <= self.retries:
-                raise NoSourceYet(f"order {order.id}: no offer now")
-            await self._fail(order, "no source could serve it")
-            return
-        p = await self.sourcing.procure(sourcing, need, order.pool_id, order_id=order.id, exclude=failed)
+        # a purchase refused by our own breaker (no slot: nothing was sent) does not rule its supplier out
+        failed = frozenset(p.supplier for p in done if p.detail != NoPurchaseSlot.kind)
+        p = await self.sourcing.procure(sourcing, order.quantity * sku.units, order.pool_id, order_id=order.id,
+                                        exclude=failed)
         if p is not None and p.state is not ProcurementState.FAILED:
             log.info("event=sourced.procured order_id=%s ref=%s state=%s", order.id, p.our_ref, p.state.value)
             return
-        await self._fail(order, p.detail if p is not None else "every source refused")
+        # nothing bought now. A source whose breaker is open, whose catalogue read just failed or that gave no
+        # purchase slot may come back: retried; one that answered without an offer or refused cannot serve it
+        refused = failed | frozenset(x.supplier for x in await self.store.order_procurements(order.id)
+                                     if x.detail != NoPurchaseSlot.kind)
+        unhealthy = {s.supplier for s in sourcing.sources
+                     if not self.sourcing.registry.healthy(s.supplier) or s.supplier in self.sourcing.unanswered}
+        if unhealthy - refused and row.attempts <= self.retries:
+            raise NoSourceYet(f"order {order.id}: no offer now")
+        await self._fail(order, p.detail if p is not None else "no source could serve it")
 
     async def _fail(self, order: Order, cause: str) -> None:
         if await self.store.fail_backorder(order.id, cause, self.clock()):

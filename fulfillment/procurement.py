@@ -13,6 +13,8 @@ procurement only from sent/unknown).
   one that was never sent is failed after `planned_grace` (mark_sent is conditional, so a late sender backs off;
   its own grace, so a resolver told to query sent rows at once does not fail a purchase about to be sent).
 - The answer must match ours (product, quantity): one that does not is held for a merchant, codes untouched.
+- While its buying request is out a purchase holds one of its supplier's K purchase slots (suppliers/breaker.py);
+  without one it waits, and is failed as never sent (`supplier.no_slot`) if the breaker opens meanwhile.
 - Codes received go through the vault: normalised, sealed, deduplicated by HMAC (a code the vault already holds is
   not sold again); the store records received, duplicates and the shortfall, and the batch carries the unit cost.
 """
@@ -25,6 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from fulfillment.suppliers.breaker import GuardedSupplier
 from fulfillment.suppliers.errors import (
     DefinitiveFailure,
     ForgedCallback,
@@ -104,17 +107,10 @@ class ProcurementService:
         supplier = await self.registry.get(p.supplier)
         if supplier is None:
             return await self._settle(p.our_ref, Settlement(ProcurementState.FAILED, detail="supplier.not_configured"))
-        if not await self.store.mark_procurement_sent(p.our_ref, self.clock()):
-            return await self.store.procurement_by_ref(p.our_ref)  # not ours to send (failed or sent already)
         # a direct recharge order names its target: the supplier credits it (no codes come back)
         target = await self._target(p)
         try:
-            if target:
-                order = await supplier.recharge(p.our_ref, p.product_id, target, p.quantity,
-                                                Money(p.max_unit_cost, p.currency))
-            else:
-                order = await supplier.buy_codes(p.our_ref, p.product_id, p.quantity,
-                                                 Money(p.max_unit_cost, p.currency))
+            order = await self._exchange(supplier, p, target)
         except DefinitiveFailure as exc:
             log.info("event=procurement.refused ref=%s supplier=%s reason=%s", p.our_ref, p.supplier, exc.kind)
             return await self._settle(p.our_ref, Settlement(ProcurementState.FAILED, detail=exc.kind))
@@ -122,7 +118,19 @@ class ProcurementService:
             log.warning("event=procurement.unknown ref=%s supplier=%s reason=%s", p.our_ref, p.supplier, exc.kind)
             await self.store.mark_procurement_unknown(p.our_ref, exc.kind, self.clock())
             return await self.store.procurement_by_ref(p.our_ref)
+        if order is None:
+            return await self.store.procurement_by_ref(p.our_ref)  # not ours to send (failed or sent already)
         return await self.apply(p, order)
+
+    async def _exchange(self, supplier: GuardedSupplier, p: Procurement, target: str | None) -> SupplierOrder | None:
+        """Mark `p` sent and call the supplier (its buying request holds a purchase slot, breaker.py: NoPurchaseSlot
+        when the breaker opens, or none frees, while it waits; nothing sent). None: `p` is not ours to send."""
+        if not await self.store.mark_procurement_sent(p.our_ref, self.clock()):
+            return None
+        if target:
+            return await supplier.recharge(p.our_ref, p.product_id, target, p.quantity,
+                                           Money(p.max_unit_cost, p.currency))
+        return await supplier.buy_codes(p.our_ref, p.product_id, p.quantity, Money(p.max_unit_cost, p.currency))
 
     async def _target(self, p: Procurement) -> str | None:
         order = await self.store.order_by_id(p.order_id) if p.order_id is not None else None

@@ -5,7 +5,10 @@ list, never above the SKU's maximum unit cost; automatic restock of low pools; b
   enough of it when the supplier counts, cost at or under `max_unit_cost`; a supplier whose breaker is open or
   whose catalogue cannot be read is skipped. Cheapest first, the source list's order breaking ties.
 - `procure` fails over to the next offer only when a purchase definitively failed; a purchase that is unknown (or
-  still sent) stops it: buying elsewhere then is how a shop buys twice.
+  still sent) stops it: buying elsewhere then is how a shop buys twice. A supplier with K purchases (its breaker's
+  threshold, counting its recent failures) in flight is passed over for the next offer at once, so a supplier that
+  stops answering holds at most K orders (fulfillment/suppliers/breaker.py); with no other offer the order waits
+  for a slot (fulfillment/procurement.py `send`).
 - `restock_due` (job): for every pool at or under its low-stock mark with a SKU that has a restock quantity, one
   process at a time per pool (lease `restock:<pool id>`; the store also refuses a second open restock of a pool)
   buys that quantity into the pool.
@@ -161,12 +164,17 @@ class SourcingService:
                                                         "threshold": record.low_balance})
 
     async def offers(self, sourcing: SkuSourcing, quantity: int, only: str | None = None) -> list[Offer]:
+        names = list(dict.fromkeys(s.supplier for s in sourcing.sources if only is None or s.supplier == only))
+        # each supplier's catalogue and balance are read together (a cold start waits one round trip, not two):
+        # a purchase reads the balance anyway
+        catalogues, _ = await asyncio.gather(asyncio.gather(*(self._catalogue(n) for n in names)),
+                                             asyncio.gather(*(self.balance(n) for n in names)))
+        by_name = dict(zip(names, catalogues, strict=True))
         found = []
         for position, source in enumerate(sourcing.sources):
             if only is not None and source.supplier != only:
                 continue
-            products = await self._catalogue(source.supplier)
-            product = (products or {}).get(source.product_id)
+            product = (by_name.get(source.supplier) or {}).get(source.product_id)
             if product is None or product.stock is not StockState.IN_STOCK:
                 continue
             if product.stock_count is not None and product.stock_count < quantity:
@@ -180,11 +188,13 @@ class SourcingService:
     async def procure(self, sourcing: SkuSourcing, quantity: int, pool_id: int, order_id: int | None = None,
                       only: str | None = None, exclude: frozenset[str] = frozenset()) -> Procurement | None:
         """Buy `quantity` into the pool (for `order_id` when given) from the best offer not in `exclude`, failing
-        over on definitive failures only."""
+        over on definitive failures only. An offer whose supplier has no free purchase slot now (breaker.py) is
+        tried after the others: the order is bought elsewhere at once, and waits for such a slot only when no other
+        offer could buy."""
+        offers = [o for o in await self.offers(sourcing, quantity, only) if o.supplier not in exclude]
+        offers.sort(key=lambda o: not self.registry.has_room(o.supplier))  # stable: cheapest first within each
         last: Procurement | None = None
-        for offer in await self.offers(sourcing, quantity, only):
-            if offer.supplier in exclude:
-                continue
+        for offer in offers:
             funds = await self.balance(offer.supplier)
             if funds is not None and funds.amount < offer.unit_cost * quantity:
                 log.info("event=sourcing.skipped supplier=%s reason=balance", offer.supplier)

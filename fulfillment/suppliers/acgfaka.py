@@ -45,7 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import httpx
+import aiohttp
 
 from fulfillment.suppliers.amounts import yuan_to_minor
 from fulfillment.suppliers.errors import (
@@ -102,7 +102,7 @@ class AcgFakaSupplier:
     queries_by_reference = False
     callback_answer: bytes | None = None
 
-    def __init__(self, config: AcgFakaConfig, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, config: AcgFakaConfig, http: aiohttp.ClientSession | None = None) -> None:
         self.config = config
         self.name = config.name
         self.http = SupplierHttp(config.name, config.base_url, config.policy, http)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import httpx
+import aiohttp
 
 from fulfillment.suppliers.amounts import minor_to_yuan, yuan_to_minor
 from fulfillment.suppliers.errors import (
@@ -109,7 +109,7 @@ class KashangwlSupplier:
     queries_by_reference = True
     callback_answer: bytes | None = b"ok"
 
-    def __init__(self, config: KashangwlConfig, http: httpx.AsyncClient | None = None,
+    def __init__(self, config: KashangwlConfig, http: aiohttp.ClientSession | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.name = config.name

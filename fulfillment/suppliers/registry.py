@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
-
 from fulfillment.suppliers.acgfaka import AcgFakaConfig, AcgFakaSupplier
 from fulfillment.suppliers.breaker import CircuitBreaker, GuardedSupplier
 from fulfillment.suppliers.credentials import open_secret
@@ -20,13 +18,13 @@ from fulfillment.suppliers.kamibot import KamibotConfig, KamibotSupplier
 from fulfillment.suppliers.kashangwl import KashangwlConfig, KashangwlSupplier
 from fulfillment.suppliers.protocol import Supplier
 from fulfillment.suppliers.simulated import SimulatedSupplier
-from fulfillment.suppliers.transport import HttpPolicy
+from fulfillment.suppliers.transport import HttpPolicy, SupplierHttp
 from fulfillment.vault import Vault
 from storage.protocols.supply import SupplyStore
 from storage.records_supply import SupplierRecord
 
 
-def build_supplier(record: SupplierRecord, vault: Vault, http: httpx.AsyncClient | None = None) -> Supplier:
+def build_supplier(record: SupplierRecord, vault: Vault) -> Supplier:
     """The bare adapter of a row (no breaker): the protocol's config with the credential opened."""
     if record.protocol == "simulated":  # the offline demo's in-process supplier: no URL, no credential
         return SimulatedSupplier(record.name, record.currency)
@@ -36,13 +34,13 @@ def build_supplier(record: SupplierRecord, vault: Vault, http: httpx.AsyncClient
         return KashangwlSupplier(KashangwlConfig(record.base_url, record.account, secret,
                                                  notify_url=record.notify_url, name=record.name,
                                                  product_ids=record.product_ids, currency=record.currency,
-                                                 policy=policy), http)
+                                                 policy=policy))
     if record.protocol == "acgfaka":
         return AcgFakaSupplier(AcgFakaConfig(record.base_url, record.account, secret, name=record.name,
-                                             currency=record.currency, policy=policy), http)
+                                             currency=record.currency, policy=policy))
     if record.protocol == "kamibot":
         return KamibotSupplier(KamibotConfig(record.base_url, record.account, secret, notify_url=record.notify_url,
-                                             name=record.name, currency=record.currency, policy=policy), http)
+                                             name=record.name, currency=record.currency, policy=policy))
     raise ValueError(f"unknown supplier protocol {record.protocol!r}")
 
 
@@ -68,7 +66,11 @@ class SupplierRegistry:
         if cached is not None:
             breaker = cached[1].breaker  # a new key or URL does not forget the supplier's recent failures
             self._replaced.append(cached[1])  # a call may still be using it: closed later, not now
-        guarded = GuardedSupplier(self._build(record, self.vault), breaker)
+        inner = self._build(record, self.vault)
+        http = getattr(inner, "http", None)
+        if isinstance(http, SupplierHttp):  # a purchase holds a slot only while its buying request is out
+            http.gate = breaker.purchase_slot
+        guarded = GuardedSupplier(inner, breaker, gated=isinstance(http, SupplierHttp))
         self._cache[record.name] = (record, guarded)
         return guarded
 
@@ -86,6 +88,11 @@ class SupplierRegistry:
         """False while the supplier's breaker is open (calls would be refused without being sent)."""
         cached = self._cache.get(name)
         return cached is None or cached[1].breaker.state.value != "open"
+
+    def has_room(self, name: str) -> bool:
+        """Has the supplier a free purchase slot now (breaker.py)?"""
+        cached = self._cache.get(name)
+        return cached is None or cached[1].breaker.has_room()
 
     async def aclose(self) -> None:
         for guarded in [g for _, g in self._cache.values()] + self._replaced:

@@ -23,7 +23,7 @@ from fulfillment.payments import TestPaymentProvider as RecordingProvider
 from fulfillment.sourcing import SourcingService
 from storage.records import Order, PaymentOutcome
 from storage.records_supply import ProcurementState, SkuSource, SkuSourcing
-from tests.fakes.supplier_kashangwl import TYPE_RECHARGE, FakeProduct
+from tests.fakes.supplier_kashangwl import TYPE_MANUAL, TYPE_RECHARGE, FakeProduct
 from tests.fulfillment.procurement.conftest import Bench
 from tests.storage.seed import payment
 
@@ -217,6 +217,52 @@ async def test_no_failover_and_no_refund_while_the_purchase_is_unknown(bench):
     bench.kashangwl.settle(next(iter(bench.kashangwl.orders)), 200)
     await run.settle()
     assert await run.state(order) == "delivered"
+    await run.proofs()
+
+
+async def _breaker_failures(bench: Bench, name: str, k: int) -> None:
+    record = await bench.store.supplier_by_name(name)
+    await bench.store.save_supplier(replace(record, breaker_failures=k, breaker_cool_down_s=600), datetime.now(UTC))
+
+
+async def test_a_supplier_that_stops_answering_holds_at_most_k_orders_the_rest_fail_over_at_once(bench):
+    """kw (the cheaper source) books every order and never answers. At most K=2 purchases are in flight there at
+    once: the other paid orders are bought from acg-faka at once instead of queueing, the two lost answers open
+    kw's breaker, and the two orders waiting on kw are neither failed over nor refunded."""
+    bench.kashangwl.add_product(FakeProduct("41850", "Steam 10 USD (manual)", 980, type=TYPE_MANUAL))
+    record = await bench.store.supplier_by_name("kw")
+    await bench.store.save_supplier(replace(record, product_ids=("41850",), breaker_failures=2,
+                                            breaker_cool_down_s=600), datetime.now(UTC))
+    await _on_demand(bench, sources=(SkuSource("kw", "41850"), *ACG), max_cost=2000)
+    bench.kashangwl.faults.hold_after_accept = 100  # booked (no callback: a manual product), answer never sent
+    run = Run(bench)
+    orders = [await run.buy(f"u{n}") for n in range(8)]
+    await run.worker.drain()
+    states = [await run.state(o) for o in orders]
+    assert len(bench.kashangwl.orders) == 2
+    assert (states.count("delivered"), states.count("delivering"), states.count("refunded")) == (6, 2, 0)
+    assert len(bench.acgfaka.trades) == 6
+    assert not bench.registry.healthy("kw")
+    waiting = [o for o, state in zip(orders, states, strict=True) if state == "delivering"]
+    for order in waiting:
+        assert [(p.supplier, p.state) for p in await bench.store.order_procurements(order.id)] == [
+            ("kw", ProcurementState.UNKNOWN)]
+    twice = await bench.sql("SELECT order_id FROM procurements WHERE order_id IS NOT NULL AND state <> 'failed'"
+                            " GROUP BY order_id HAVING COUNT(*) > 1")
+    assert twice == []
+
+
+async def test_with_one_source_an_order_waits_for_a_purchase_slot_instead_of_failing(bench):
+    """One purchase at a time at kw (K=1) and no other source: the paid orders queue for kw's slot and are all
+    delivered, none refunded."""
+    await _on_demand(bench)
+    await _breaker_failures(bench, "kw", 1)
+    run = Run(bench, retries=0)
+    orders = [await run.buy(f"u{n}") for n in range(4)]
+    await run.settle()
+    assert [await run.state(o) for o in orders] == ["delivered"] * 4
+    assert len(bench.kashangwl.orders) == 4
+    assert run.provider.refunds == {}
     await run.proofs()
 
 

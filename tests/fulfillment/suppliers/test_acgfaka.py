@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from urllib.parse import parse_qs
 
-import httpx
+import aiohttp
 import pytest
 
 from fulfillment.suppliers.acgfaka import AcgFakaConfig, AcgFakaSupplier, sign
@@ -25,10 +25,12 @@ def test_sign_is_md5_of_sorted_non_empty_pairs_and_the_key():
 async def test_the_app_key_never_travels(acgfaka: Bench):
     bodies: list[bytes] = []
 
-    async def record(request: httpx.Request) -> None:
-        bodies.append(request.read())
+    async def record(session: object, context: object, params: aiohttp.TraceRequestChunkSentParams) -> None:
+        bodies.append(params.chunk)
 
-    async with httpx.AsyncClient(event_hooks={"request": [record]}) as http:
+    trace = aiohttp.TraceConfig()
+    trace.on_request_chunk_sent.append(record)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as http:
         supplier = AcgFakaSupplier(AcgFakaConfig(acgfaka.url, acgfaka.fake.app_id, acgfaka.fake.app_key,
                                                  policy=POLICY), http)
         await supplier.balance()

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from fulfillment.suppliers.breaker import BreakerState, CircuitBreaker, CircuitOpen, GuardedSupplier
+from fulfillment.suppliers.breaker import BreakerState, CircuitBreaker, CircuitOpen, GuardedSupplier, NoPurchaseSlot
 from fulfillment.suppliers.errors import DefinitiveFailure, InsufficientBalance, NotSent, OutcomeUnknown
 from fulfillment.suppliers.protocol import Money
 from tests.fakes.loopback import free_port
@@ -153,3 +153,83 @@ async def test_guarded_supplier_passes_a_healthy_upstream_through(bench: Bench):
     order = await guarded.buy_codes("ref-guard-1", bench.card, 1, Money(990))
     assert len(order.codes) == 1
     assert (await guarded.balance()).currency == "CNY"
+
+
+# -- purchase slots: at most K purchases at risk, waiters served in order, told "no" when the breaker opens --
+
+
+async def test_purchase_slots_stop_at_k_minus_the_recent_failures():
+    b = breaker(Clock(), k=3)
+    assert [b.try_reserve() for _ in range(4)] == [True, True, True, False]
+    b.release()
+    with pytest.raises(OutcomeUnknown):
+        await b.call(fail)  # one consecutive failure: one slot fewer
+    assert b.in_flight == 2
+    assert not b.try_reserve()
+    assert await b.call(ok) == "ok"  # an answer resets the count: the slot is back
+    assert b.try_reserve()
+
+
+async def test_k_purchases_lost_at_once_open_the_breaker_with_no_one_else_sent():
+    clock, sent = Clock(), []
+    b = breaker(clock, k=3)
+    answer_lost = asyncio.Event()
+
+    async def times_out() -> None:
+        await answer_lost.wait()
+        raise OutcomeUnknown("read timeout")
+
+    async def purchase(n: int) -> None:  # as GuardedSupplier and SupplierHttp.gate do it
+        async def held() -> None:
+            async with b.purchase_slot():
+                sent.append(n)
+                await times_out()
+
+        await b.call(held)
+
+    buyers = [asyncio.create_task(purchase(n)) for n in range(10)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert sent == [0, 1, 2]  # the others wait for a slot
+    answer_lost.set()  # the three in flight time out
+    outcomes = await asyncio.gather(*buyers, return_exceptions=True)
+    assert b.state is BreakerState.OPEN
+    assert sent == [0, 1, 2]  # nobody queued behind the dead supplier was sent to it
+    assert sum(isinstance(o, OutcomeUnknown) for o in outcomes) == 3
+    assert all(isinstance(o, NoPurchaseSlot) for o in outcomes[3:])  # told "no": nothing sent, fail over
+    assert b.in_flight == 0
+
+
+async def test_a_waiter_gets_the_freed_slot_before_a_newcomer():
+    b = breaker(Clock(), k=1)
+    assert b.try_reserve()
+    waiting = asyncio.create_task(b.reserve(wait=60))
+    await asyncio.sleep(0)
+    assert not b.try_reserve()
+    b.release()
+    assert await waiting
+    assert b.in_flight == 1
+    assert not b.try_reserve()
+
+
+async def test_a_wait_that_times_out_leaves_no_slot_taken():
+    b = breaker(Clock(), k=1)
+    assert b.try_reserve()
+    assert not await b.reserve(wait=0.01)
+    b.release()
+    assert b.in_flight == 0
+    assert b.try_reserve()
+
+
+async def test_an_open_breaker_gives_no_slot_and_half_open_gives_one_for_the_probe():
+    clock = Clock()
+    b = breaker(clock, k=1)
+    with pytest.raises(OutcomeUnknown):
+        await b.call(fail)
+    assert not await b.reserve(wait=60)  # open: no at once, no waiting
+    clock.now += 30
+    assert b.try_reserve()
+    assert not b.try_reserve()
+    assert await b.call(ok) == "ok"
+    b.release()
+    assert b.try_reserve()
