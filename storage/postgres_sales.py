@@ -13,15 +13,14 @@ from storage.errors import UnknownRecord
 from storage.events import EventType, NewOrderEvent, OrderEvent
 from storage.events import read as read_event
 from storage.postgres_base import (
-    N_ORDER_COLS,
     ORDER_COLS,
-    ORDER_COLS_O,
     PostgresBase,
     applied_from,
     aware,
     code_from,
     order_from,
 )
+from storage.postgres_reads import NotedOrderReads
 from storage.records import (
     DUPLICATE_PAYMENT,
     DUPLICATE_REFUND,
@@ -174,6 +173,7 @@ class PgSales(PostgresBase):
     """Order, payment, outbox, refund and ledger verbs of PostgresStore (mixed in)."""
 
     _payment_batcher: PaymentBatcher | None = None
+    _noted_reads: NotedOrderReads | None = None
 
     async def reserve(self, order: NewOrder, now: datetime) -> Order:
         ref = new_ref()
@@ -201,15 +201,10 @@ class PgSales(PostgresBase):
         return order_from(r) if r else None
 
     async def order_by_ref_noted(self, ref: str, note: EventType) -> tuple[Order, OrderEvent | None] | None:
-        r = await self.pool.fetchrow(
-            f"SELECT {ORDER_COLS_O}, e.order_id, e.from_state, e.to_state, e.type, e.params::text, e.at FROM orders o"
-            " LEFT JOIN LATERAL (SELECT * FROM order_events WHERE order_id = o.id AND type = $2 ORDER BY id DESC"
-            " LIMIT 1) e ON TRUE WHERE o.ref = $1", ref, note.value)
-        if r is None:
-            return None
-        n = N_ORDER_COLS
-        event = read_event(r[n], r[n + 1], r[n + 2], r[n + 3], r[n + 4], r[n + 5]) if r[n] is not None else None
-        return order_from(r), event
+        """Concurrent calls go out together as one query (storage/postgres_reads.py)."""
+        if self._noted_reads is None:
+            self._noted_reads = NotedOrderReads(self.pool)
+        return await self._noted_reads.get(ref, note)
 
     async def orders_for_user(self, channel: str, user_id: str, limit: int, offset: int) -> list[Order]:
         rows = await self.pool.fetch(f"SELECT {ORDER_COLS} FROM orders WHERE channel = $1 AND user_id = $2"
