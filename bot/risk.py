@@ -74,11 +74,13 @@ class EngineHook:
         if decision.action == "review":
             await self.engine.hold_for_review(order.id, decision.reasons)
 
-    async def before_delivery(self, order: Order, fingerprint: str) -> tuple[str, ...]:
+    async def before_delivery(self, order: Order, fingerprint: str,
+                              flagged: tuple[str, ...] | None = None) -> tuple[str, ...]:
         decision = await self.engine.evaluate("paid", self._signals(order, "", fingerprint))
         # the money is already taken: anything but allow is the merchant's call (approve, or reject = refund)
         reasons = decision.reasons if decision.action != "allow" else ()
-        held = await self.engine.review_reasons(order.id)
+        # a hold asked before payment (risk_flagged note): given when the caller read it with the order
+        held = flagged if flagged is not None else await self.engine.review_reasons(order.id)
         if held:
             reasons = (*held, *reasons)
         return reasons

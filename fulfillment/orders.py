@@ -137,7 +137,8 @@ class RiskHook(Protocol):
                                  currency: str) -> tuple[str, ...]: ...
     async def on_reserved(self, order: Order, review: tuple[str, ...]) -> None: ...
     async def before_payment(self, order: Order, ip: str, fingerprint: str) -> None: ...
-    async def before_delivery(self, order: Order, fingerprint: str) -> tuple[str, ...]: ...
+    async def before_delivery(self, order: Order, fingerprint: str,
+                              flagged: tuple[str, ...] | None = None) -> tuple[str, ...]: ...
 
 
 class AllowAll:
@@ -153,7 +154,8 @@ class AllowAll:
     async def before_payment(self, order: Order, ip: str, fingerprint: str) -> None:
         return None
 
-    async def before_delivery(self, order: Order, fingerprint: str) -> tuple[str, ...]:
+    async def before_delivery(self, order: Order, fingerprint: str,
+                              flagged: tuple[str, ...] | None = None) -> tuple[str, ...]:
         return ()
 
 

@@ -12,6 +12,7 @@ from fulfillment.checkpoints import PAYMENT_RECORDED, PAYMENT_TAKEN, Checkpoints
 from fulfillment.errors import PaymentRejected
 from fulfillment.orders import PAYABLE
 from storage import events
+from storage.events import EventType
 from storage.protocol import Store
 from storage.records import Order, OrderState, PaymentApplied, PaymentEventIn, PaymentOutcome
 
@@ -47,7 +48,11 @@ class TestPaymentProvider:
 
 
 class DeliveryRisk(Protocol):
-    async def before_delivery(self, order: Order, fingerprint: str) -> tuple[str, ...]: ...
+    async def before_delivery(self, order: Order, fingerprint: str,
+                              flagged: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        """Reasons to hold the paid order for review (() to deliver). `flagged`: the reasons of the order's
+        latest `risk_flagged` note when the caller read it with the order (None: the hook reads it)."""
+        ...
 
 
 def validate_event(event: PaymentEventIn) -> None:
@@ -126,10 +131,13 @@ class PaymentInbox:
         """After payment, before delivery: a held order goes to review first, so its payment is recorded but
         nothing is allocated or sent until the merchant decides (a retry of the event finds it held)."""
         assert self.risk is not None
-        order = await self.store.order_by_ref(event.order_ref)
-        if order is None or order.state not in PAYABLE:
+        # the order and its pre-payment risk hold (a risk_flagged note) in one read
+        found = await self.store.order_by_ref_noted(event.order_ref, EventType.RISK_FLAGGED)
+        if found is None or found[0].state not in PAYABLE:
             return
-        reasons = await self.risk.before_delivery(order, event.payer)
+        order, note = found
+        flagged = tuple(note.params["reasons"]) if note is not None else ()
+        reasons = await self.risk.before_delivery(order, event.payer, flagged)
         if reasons:
             await self.store.transition(order.id, list(PAYABLE), OrderState.REVIEW,
                                         events.risk_review(reasons=reasons), self.clock())

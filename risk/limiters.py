@@ -120,6 +120,13 @@ async def apply_some(limiter: Limiter, planned: list[Op | None], now: float) -> 
     """Apply the operations that are there as one check; a None slot answers value -1, not exceeded."""
     ops = [op for op in planned if op is not None]
     outcome = await limiter.apply(ops, now) if ops else Outcome((), (), True)
+    return spread(planned, ops, outcome)
+
+
+def spread(planned: list[Op | None], ops: list[Op], outcome: Outcome) -> Outcome:
+    """The outcome of `ops` (the planned operations that are there) laid out over the planned slots."""
+    if len(ops) == len(planned):
+        return outcome
     it = iter(zip(outcome.values, outcome.exceeded, strict=True))
     values_out: list[int] = []
     exceeded_out: list[bool] = []
@@ -176,6 +183,9 @@ class MemoryLimiter:
         self._ops = 0
 
     async def apply(self, ops: list[Op], now: float, commit: bool = True) -> Outcome:
+        return self._apply(ops, now, commit)
+
+    def _apply(self, ops: list[Op], now: float, commit: bool) -> Outcome:
         validate(ops)
         values: list[int] = []
         exceeded: list[bool] = []
@@ -194,7 +204,10 @@ class MemoryLimiter:
 
     async def apply_plan(self, plan: Plan, values: Mapping[str, str], amount: int, currency: str,
                          now: float) -> Outcome:
-        return await apply_plan_with(self, plan, values, amount, currency, now)
+        # apply_plan_with's arithmetic, without its two coroutine layers (every risk check passes here)
+        planned = plan.ops(values, amount, currency)
+        ops = [op for op in planned if op is not None]
+        return spread(planned, ops, self._apply(ops, now, True) if ops else Outcome((), (), True))
 
     def _count(self, key: str, now: float) -> float:
         entry = self._counts.get(key)

@@ -28,6 +28,9 @@ T = TypeVar("T")
 _MIGRATION_LOCK = 0x6B616D69  # "kami"; the second key is the schema, so test schemas do not queue
 ORDER_COLS = ("id, ref, channel, user_id, chat_id, sku_id, pool_id, quantity, units, amount, currency, state,"
               " created_at, expires_at, language, target")
+#: the order columns qualified (o.), for reads that join another table
+ORDER_COLS_O = ", ".join("o." + c.strip() for c in ORDER_COLS.split(","))
+N_ORDER_COLS = ORDER_COLS.count(",") + 1
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _STORE_ERRORS = {"KB001": UnknownRecord, "KB002": PurchaseLimitReached, "KB003": InsufficientStock}
 

@@ -12,7 +12,15 @@ import asyncpg
 from storage.errors import UnknownRecord
 from storage.events import EventType, NewOrderEvent, OrderEvent
 from storage.events import read as read_event
-from storage.postgres_base import ORDER_COLS, PostgresBase, applied_from, aware, code_from, order_from
+from storage.postgres_base import (
+    ORDER_COLS,
+    PostgresBase,
+    applied_from,
+    aware,
+    code_from,
+    order_from,
+)
+from storage.postgres_reads import NotedOrderReads
 from storage.records import (
     DUPLICATE_PAYMENT,
     DUPLICATE_REFUND,
@@ -165,6 +173,7 @@ class PgSales(PostgresBase):
     """Order, payment, outbox, refund and ledger verbs of PostgresStore (mixed in)."""
 
     _payment_batcher: PaymentBatcher | None = None
+    _noted_reads: NotedOrderReads | None = None
 
     async def reserve(self, order: NewOrder, now: datetime) -> Order:
         ref = new_ref()
@@ -190,6 +199,12 @@ class PgSales(PostgresBase):
     async def order_by_ref(self, ref: str) -> Order | None:
         r = await self.pool.fetchrow(f"SELECT {ORDER_COLS} FROM orders WHERE ref = $1", ref)
         return order_from(r) if r else None
+
+    async def order_by_ref_noted(self, ref: str, note: EventType) -> tuple[Order, OrderEvent | None] | None:
+        """Concurrent calls go out together as one query (storage/postgres_reads.py)."""
+        if self._noted_reads is None:
+            self._noted_reads = NotedOrderReads(self.pool)
+        return await self._noted_reads.get(ref, note)
 
     async def orders_for_user(self, channel: str, user_id: str, limit: int, offset: int) -> list[Order]:
         rows = await self.pool.fetch(f"SELECT {ORDER_COLS} FROM orders WHERE channel = $1 AND user_id = $2"

@@ -90,8 +90,14 @@ class Shortage(Exception):
     """A pool could not serve its held reservations: undo the fast path, go one by one."""
 
 
+_PAID = OrderState.PAID.value
+_DELIVERING = OrderState.DELIVERING.value
+_ALLOCATED_OUTCOME = PaymentOutcome.ALLOCATED.value
+
+
 def apply_fast(db: sqlite3.Connection, fast: list[_Plan], now: datetime) -> dict[int, PaymentApplied]:
     at = ts(now)
+    allocated_json = ALLOCATED.params_json  # the same for every order of the batch
     by_pool: dict[int, list[_Plan]] = {}
     for p in fast:
         by_pool.setdefault(p.pool_id, []).append(p)
@@ -119,17 +125,17 @@ def apply_fast(db: sqlite3.Connection, fast: list[_Plan], now: datetime) -> dict
             for _, _, cost, ccy in mine:
                 costs[ccy] = costs.get(ccy, 0) + cost
             ledger += [(p.order_id, p.sku_id, p.channel, "cost", ccy, -t, at) for ccy, t in costs.items() if t]
-            updates.append((OrderState.DELIVERING.value, at, p.order_id))
-            events += [event_row(p.order_id, p.state, OrderState.PAID.value, paid, at),
-                       event_row(p.order_id, OrderState.PAID.value, OrderState.DELIVERING.value, ALLOCATED, at)]
+            updates.append((_DELIVERING, at, p.order_id))
+            events += [event_row(p.order_id, p.state, _PAID, paid, at),
+                       (p.order_id, _PAID, _DELIVERING, ALLOCATED.type.value, allocated_json, at)]
             outbox.append((p.order_id, "deliver", p.channel, p.chat_id, "", at, at))
     first_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM payment_events").fetchone()[0] + 1
     db.executemany(
         "INSERT INTO payment_events (provider, provider_txn_id, order_ref, amount, currency, fee, payer, received_at,"
         " applied_at, outcome, order_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         [(p.event.provider, p.event.provider_txn_id, p.event.order_ref, p.event.amount, p.event.currency,
-          p.event.fee, p.event.payer, ts(p.event.received_at or now), at, PaymentOutcome.ALLOCATED.value,
-          p.order_id) for p in fast],
+          p.event.fee, p.event.payer, at if p.event.received_at is None else ts(p.event.received_at), at,
+          _ALLOCATED_OUTCOME, p.order_id) for p in fast],
     )
     db.executemany("INSERT INTO order_items (order_id, item_no, code_id, use_no, unit_cost, cost_currency)"
                    " VALUES (?,?,?,?,?,?)", items)

@@ -29,6 +29,9 @@ from storage.sqltime import from_ts, ts
 
 _ORDER_COLS = ("id, ref, channel, user_id, chat_id, sku_id, pool_id, quantity, units, amount, currency,"
                " state, created_at, expires_at, language, target")
+#: the order columns qualified (o.), for reads that join another table
+_ORDER_COLS_O = ", ".join("o." + c.strip() for c in _ORDER_COLS.split(","))
+_N_COLS = _ORDER_COLS.count(",") + 1
 
 
 def _order(r: Sequence[Any]) -> Order:
@@ -78,6 +81,17 @@ class Sales(SqliteBase):
     async def order_by_ref(self, ref: str) -> Order | None:
         r = await self._one(f"SELECT {_ORDER_COLS} FROM orders WHERE ref = ?", (ref,))
         return _order(r) if r else None
+
+    async def order_by_ref_noted(self, ref: str, note: EventType) -> tuple[Order, OrderEvent | None] | None:
+        r = await self._one(
+            f"SELECT {_ORDER_COLS_O}, e.order_id, e.from_state, e.to_state, e.type, e.params, e.at FROM orders o"
+            " LEFT JOIN order_events e ON e.id = (SELECT id FROM order_events WHERE order_id = o.id AND type = ?"
+            " ORDER BY id DESC LIMIT 1) WHERE o.ref = ?", (note.value, ref))
+        if r is None:
+            return None
+        n = _N_COLS
+        event = read_event(r[n], r[n + 1], r[n + 2], r[n + 3], r[n + 4], from_ts(r[n + 5])) if r[n] else None
+        return _order(r), event
 
     async def orders_for_user(self, channel: str, user_id: str, limit: int, offset: int) -> list[Order]:
         rows = await self._all(f"SELECT {_ORDER_COLS} FROM orders WHERE channel = ? AND user_id = ?"

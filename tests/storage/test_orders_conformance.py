@@ -297,6 +297,41 @@ async def test_last_order_event_of_a_type_is_the_newest_and_none_for_an_order_wi
     assert checkout.to_state == S.CREATED
 
 
+async def test_order_by_ref_noted_is_the_order_and_its_newest_note_of_that_type_in_one_read(store):
+    shop = await make_shop(store)
+    order = await store.reserve(new_order(shop.sku, qty=1), NOW)
+    other = await store.reserve(new_order(shop.sku, qty=1, user="bob"), NOW)
+    await store.add_order_note(other.id, events.risk_flagged(reasons=["not_mine"]), NOW)
+    assert await store.order_by_ref_noted("K-NO-SUCH", events.EventType.RISK_FLAGGED) is None
+    found = await store.order_by_ref_noted(order.ref, events.EventType.RISK_FLAGGED)
+    assert found == (await store.order_by_ref(order.ref), None)
+    await store.add_order_note(order.id, events.risk_flagged(reasons=["velocity"]), NOW)
+    await store.add_order_note(order.id, events.note(text="called"), NOW)
+    await store.add_order_note(order.id, events.risk_flagged(reasons=["new_user", "amount"]), NOW)
+    found = await store.order_by_ref_noted(order.ref, events.EventType.RISK_FLAGGED)
+    assert found is not None
+    assert found[0] == await store.order_by_ref(order.ref)
+    assert found[1] == await store.last_order_event(order.id, events.EventType.RISK_FLAGGED)
+    assert found[1].params["reasons"] == ["new_user", "amount"]
+
+
+async def test_concurrent_order_by_ref_noted_calls_each_get_their_own_order_and_note(store):
+    shop = await make_shop(store, codes=10)
+    orders = [await store.reserve(new_order(shop.sku, qty=1, user=f"u{i}"), NOW) for i in range(4)]
+    await store.add_order_note(orders[1].id, events.risk_flagged(reasons=["one"]), NOW)
+    await store.add_order_note(orders[2].id, events.note(text="called"), NOW)
+    asked = [(o.ref, events.EventType.RISK_FLAGGED) for o in orders] + [
+        (orders[1].ref, events.EventType.RISK_FLAGGED), ("K-NO-SUCH", events.EventType.RISK_FLAGGED),
+        (orders[2].ref, events.EventType.NOTE), (orders[1].ref, events.EventType.NOTE)]
+    found = await asyncio.gather(*(store.order_by_ref_noted(ref, note) for ref, note in asked))
+    alone = [await store.order_by_ref_noted(ref, note) for ref, note in asked]
+    assert found == alone
+    assert [f[0].id if f else None for f in found] == [*(o.id for o in orders), orders[1].id, None, orders[2].id,
+                                                       orders[1].id]
+    assert [f[1].type.value if f and f[1] else None for f in found] == [
+        None, "risk_flagged", None, None, "risk_flagged", None, "note", None]
+
+
 async def test_the_orders_payment_is_the_one_that_paid_it_even_when_a_held_one_has_the_lower_id(store):
     shop = await make_shop(store)
     order = await store.reserve(new_order(shop.sku, qty=1), NOW)

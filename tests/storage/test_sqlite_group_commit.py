@@ -1,0 +1,88 @@
+"""SQLite group commit on the loop's connection (storage/sqlite_base.py): while another writer holds the lock
+the loop keeps serving and the batch completes in the connection's thread once the lock is free; the WAL is
+checkpointed into the database file by the thread."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage import sqlite_base
+from storage.records import PaymentOutcome
+from storage.sqlite import SqliteStore
+from tests.conftest import STATE_GROUPS
+from tests.storage.seed import NOW, make_shop, new_order, payment
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = await SqliteStore(tmp_path / "shop.db", states=STATE_GROUPS).open()
+    await s.migrate()
+    yield s
+    await s.close()
+
+
+async def _loop_turns_while(task: asyncio.Task[object]) -> int:
+    """Event-loop turns that ran while `task` was still waiting (the loop was not blocked)."""
+    turns = 0
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        if task.done():
+            break
+        turns += 1
+    return turns
+
+
+async def test_a_payment_waits_for_another_processs_write_lock_without_blocking_the_loop(sqlite_store, tmp_path):
+    shop = await make_shop(sqlite_store, codes=3)
+    order = await sqlite_store.reserve(new_order(shop.sku), NOW)
+    # given: another process's writer holds the cross-process write lock (another open file description)
+    other = os.open(f"{tmp_path / 'shop.db'}.writelock", os.O_RDWR)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    try:
+        paying = asyncio.ensure_future(sqlite_store.receive_payment(payment(order.ref, 1000, txn="tx-1"), NOW))
+        # then: the loop keeps turning and the payment waits
+        assert await _loop_turns_while(paying) == 20
+    finally:
+        fcntl.flock(other, fcntl.LOCK_UN)
+        os.close(other)
+    # when the lock is free: the payment is applied once
+    result = await asyncio.wait_for(paying, 10)
+    assert result.outcome == PaymentOutcome.ALLOCATED
+    assert len(await sqlite_store.order_items(order.id)) == 1
+
+
+async def test_a_batch_answered_busy_by_sqlite_runs_in_the_thread_once_the_writer_commits(sqlite_store, tmp_path):
+    shop = await make_shop(sqlite_store, codes=3)
+    orders = [await sqlite_store.reserve(new_order(shop.sku, user=f"u{i}"), NOW) for i in range(2)]
+    # given: a writer that does not take the flock holds SQLite's own write lock
+    writer = sqlite3.connect(tmp_path / "shop.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        paying = asyncio.ensure_future(asyncio.gather(*(
+            sqlite_store.receive_payment(payment(o.ref, 1000, txn=f"tx-{i}"), NOW) for i, o in enumerate(orders))))
+        assert await _loop_turns_while(paying) == 20
+    finally:
+        writer.execute("COMMIT")
+        writer.close()
+    results = await asyncio.wait_for(paying, 10)
+    assert [r.outcome for r in results] == [PaymentOutcome.ALLOCATED] * 2
+    assert await sqlite_store.pending_outbox() == 2
+
+
+async def test_the_wal_is_checkpointed_into_the_database_file(sqlite_store, tmp_path):
+    db_file = tmp_path / "shop.db"
+    before = db_file.stat().st_size
+    # when: more batches than one checkpoint period, each writing a few pages
+    for i in range(2 * sqlite_base._CHECKPOINT_EVERY):
+        await sqlite_store.save_risk_rules("#" * 20_000, f"actor-{i}", NOW)
+    while sqlite_store._checkpoint is not None:
+        await sqlite_store._checkpoint
+    # then: the database file itself holds the rows (a WAL-mode file grows only when a checkpoint copies pages)
+    assert db_file.stat().st_size > before + 20_000
