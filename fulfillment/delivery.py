@@ -9,6 +9,7 @@ message, exactly-once allocation); never another code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -92,7 +93,7 @@ class MerchantAlerts(Protocol):
 class DeliveryWorker:
     def __init__(self, store: Store, vault: Vault, channels: Mapping[str, Channel],
                  providers: Mapping[str, PaymentProvider], checkpoints: Checkpoints | None = None,
-                 lease: timedelta = timedelta(seconds=60),
+                 lease: timedelta = timedelta(seconds=15),
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  jitter: Callable[[], float] = random.random) -> None:
         self.store = store
@@ -111,6 +112,11 @@ class DeliveryWorker:
         #: processes a `procure` row (fulfillment/fulfil_sourced.py SourcedFulfilment.procure); set by bot/supply.py
         self.procure: Callable[[OutboxRow], Awaitable[None]] | None = None
         self._procuring: set[asyncio.Future[None]] = set()  # procure rows running in the background
+        #: rows this worker is processing: their claims are renewed every third of the lease while they run, so a
+        #: short lease (a killed process's rows are taken over within it) never lapses under a slow send or purchase
+        self._held: set[int] = set()
+        self._renewer: asyncio.Task[None] | None = None
+        self._none_held = asyncio.Event()  # set when the last held row is released: the renewer ends
 
     def wake(self) -> None:
         self.due.set()
@@ -121,6 +127,11 @@ class DeliveryWorker:
         the deliveries claimed with it; when it ends the loop is woken (its codes' delivery row is due)."""
         now = self.clock()
         rows = await self.store.claim_outbox(now, now + self.lease, limit)
+        if rows:
+            self._held.update(row.id for row in rows)
+            self._none_held.clear()
+            if self._renewer is None or self._renewer.done():
+                self._renewer = asyncio.ensure_future(self._renew())
         for row in rows:
             if row.kind == PROCURE:
                 task = asyncio.ensure_future(self._process(row))  # _process logs every failure itself
@@ -128,6 +139,24 @@ class DeliveryWorker:
                 task.add_done_callback(self._procured)
         await asyncio.gather(*(self._process(row) for row in rows if row.kind != PROCURE))
         return len(rows)
+
+    async def _renew(self) -> None:
+        """While rows are held: every third of the lease, extend their claims (ends when none is held)."""
+        every = self.lease.total_seconds() / 3
+        while self._held:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._none_held.wait(), every)
+            if not self._held:
+                return
+            try:
+                await self.store.renew_outbox(sorted(self._held), self.clock() + self.lease)
+            except Exception:  # noqa: BLE001 - the next round tries again; the lease is three rounds long
+                log.warning("event=delivery.renew_failed rows=%d", len(self._held))
+
+    def _release(self, row: OutboxRow) -> None:
+        self._held.discard(row.id)
+        if not self._held:
+            self._none_held.set()  # the renewer wakes and ends: no task outlives the work
 
     def _procured(self, task: asyncio.Future[None]) -> None:
         self._procuring.discard(task)
@@ -141,6 +170,12 @@ class DeliveryWorker:
                 await asyncio.gather(*list(self._procuring))
 
     async def _process(self, row: OutboxRow) -> None:
+        try:
+            await self._process_held(row)
+        finally:
+            self._release(row)
+
+    async def _process_held(self, row: OutboxRow) -> None:
         try:
             sent = None
             if row.kind == "refund":

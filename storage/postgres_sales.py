@@ -301,6 +301,14 @@ class PgSales(PostgresBase):
         await self.pool.execute("UPDATE outbox SET locked_until = NULL, next_attempt_at = $1, last_error = $2"
                                 " WHERE id = $3", aware(next_at), error[:200], outbox_id)
 
+    async def renew_outbox(self, outbox_ids: Sequence[int], lease_until: datetime) -> int:
+        if not outbox_ids:
+            return 0
+        status = await self.pool.execute("UPDATE outbox SET locked_until = $1 WHERE id = ANY($2::bigint[])"
+                                         " AND status = 'pending' AND locked_until IS NOT NULL",
+                                         aware(lease_until), list(outbox_ids))
+        return int(status.split()[-1])
+
     async def fail_outbox(self, outbox_id: int, now: datetime, error: str) -> None:
         await self.pool.execute("UPDATE outbox SET status = 'failed', locked_until = NULL, done_at = $1,"
                                 " last_error = $2 WHERE id = $3", aware(now), error[:200], outbox_id)

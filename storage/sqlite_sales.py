@@ -160,6 +160,14 @@ class Sales(SqliteBase):
             "UPDATE outbox SET locked_until = NULL, next_attempt_at = ?, last_error = ? WHERE id = ?",
             (ts(next_at), error[:200], outbox_id)))
 
+    async def renew_outbox(self, outbox_ids: Sequence[int], lease_until: datetime) -> int:
+        if not outbox_ids:
+            return 0
+        marks = ",".join("?" * len(outbox_ids))
+        return int(await self._tx(lambda db: db.execute(
+            f"UPDATE outbox SET locked_until = ? WHERE id IN ({marks}) AND status = 'pending'"
+            " AND locked_until IS NOT NULL", (ts(lease_until), *outbox_ids)).rowcount))
+
     async def fail_outbox(self, outbox_id: int, now: datetime, error: str) -> None:
         await self._tx(lambda db: db.execute(
             "UPDATE outbox SET status = 'failed', locked_until = NULL, done_at = ?, last_error = ? WHERE id = ?",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -225,3 +226,40 @@ async def test_order_held_by_the_channel_is_not_applied(shop_on_both):
     assert events[-1].cause.endswith("payer_not_buyer")
     assert await shop.store.order_payment(order.id) == ("test", event.provider_txn_id, order.amount)
 
+
+
+class SlowChannel(RecordingChannel):
+    """A send that takes three leases (a big upload, a slow platform) while another process keeps polling."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def deliver(self, delivery: Delivery) -> None:
+        await asyncio.sleep(self.seconds)
+        await super().deliver(delivery)
+
+
+async def test_a_claim_is_renewed_while_its_row_is_sent_and_never_taken_over(shop):
+    """The delivery lease is short (a killed process's rows are taken over within it) and renewed every third of it
+    while the row is processed: another worker polling meanwhile finds nothing to claim; the buyer gets one
+    message, not marked as a repeat."""
+    seeded = await make_shop(shop.store, codes=5, vault=shop.vault)
+    channel = shop.channels["console"] = SlowChannel(0.9)
+    shop.delivery.lease = timedelta(seconds=0.3)
+    order, event = await _paid_order(shop, seeded)
+    await shop.payments.receive(event)
+    sending = asyncio.ensure_future(shop.delivery.run_once())
+    taken_over = []
+    for _ in range(9):
+        await asyncio.sleep(0.1)
+        now = datetime.now(UTC)
+        taken_over += await shop.store.claim_outbox(now, now + timedelta(seconds=0.3), 10)
+    assert await sending == 1
+    assert taken_over == []
+    assert [(d.order.id, d.interrupted) for d in channel.sent] == [(order.id, False)]
+    assert (await shop.store.order_by_id(order.id)).state == OrderState.DELIVERED
+    await asyncio.sleep(0.15)
+    renewer = shop.delivery._renewer
+    assert renewer is not None
+    assert renewer.done()  # no task outlives the work

@@ -157,6 +157,10 @@ async def test_outbox_lease_and_completion_delivers(store):
     # the claimer dies without a word: once its lease lapses the row is claimed again, marked interrupted
     lapsed = await store.claim_outbox(NOW + timedelta(seconds=67), NOW + timedelta(seconds=127), 10)
     assert [(r.id, r.attempts, r.interrupted) for r in lapsed] == [(again[0].id, 3, True)]
+    # a claim renewed while its row is processed does not lapse; a row no longer claimed is not renewed
+    assert await store.renew_outbox([again[0].id, 999_999], NOW + timedelta(seconds=200)) == 1
+    assert await store.claim_outbox(NOW + timedelta(seconds=150), NOW + timedelta(seconds=210), 10) == []
+    assert await store.renew_outbox([], NOW) == 0
     await store.complete_outbox(again[0].id, NOW + timedelta(seconds=7))
     await store.complete_outbox(again[0].id, NOW + timedelta(seconds=8))  # idempotent
     assert (await store.order_by_id(order.id)).state == S.DELIVERED
