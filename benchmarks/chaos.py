@@ -52,6 +52,7 @@ from chaos_buyers import ApiBuyer, Lost, RoundRobin, WeChatSide, wechat_buy, wec
 from bot.composition import build_shop  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from fulfillment.api_clients import ApiKeys  # noqa: E402
+from locales import Translator  # noqa: E402
 from storage.records import Price  # noqa: E402
 from tests.conftest import PG_DSN  # noqa: E402
 from tests.e2e import instances  # noqa: E402
@@ -329,6 +330,21 @@ def _telegram_codes(fake: FakeTelegram) -> list[tuple[str, str, str]]:
     return out
 
 
+def _unlabelled_repeats(texts: list[tuple[str, str]]) -> int:
+    """(chat, text) of every code message: repeats of a code in one chat whose later message does not say it is
+    the same delivery again (locales: delivery.interrupted; the chaos buyers never ask for their codes again)."""
+    tr = Translator()
+    labels = [tr(lang, "delivery.interrupted") for lang in ("zh_CN", "en")]
+    seen: set[tuple[str, str]] = set()
+    unlabelled = 0
+    for chat, text in texts:
+        for code in set(CODE.findall(text)):
+            if (code, chat) in seen and not any(label in text for label in labels):
+                unlabelled += 1
+            seen.add((code, chat))
+    return unlabelled
+
+
 async def main(seconds: float, buyers: int, wechat_buyers: int, api_buyers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kamibot-chaos-") as tmp:
         data_dir = Path(tmp)
@@ -426,6 +442,10 @@ async def main(seconds: float, buyers: int, wechat_buyers: int, api_buyers: int)
                        "code_sent_to_two_chats": sum(1 for n in chats_per_code.values() if n > 1),
                        "code_message_repeated_in_one_chat": sum(
                            1 for (ch, _, _), n in per_chat.items() if n > 1 and ch != "api"),
+                       "repeated_code_message_not_labelled": _unlabelled_repeats(
+                           [(str(p["chat_id"]), str(p.get("text") or p.get("caption") or ""))
+                            for m, p in fake.calls if m in ("sendMessage", "sendDocument")]
+                           + side.code_texts()),
                        "telegram_repeats_by_methods": dict(Counter(
                            "+".join(m) for m in methods.values() if len(m) > 1)),
                        "api_retry_answered_another_order": api_checks["idempotent_retry_differs"],

@@ -94,6 +94,10 @@ class WeChatSide:
         """(code, openid) for every code in every customer-service message, repeats included."""
         return [(code, s.touser) for s in self.wechat.sent for code in CODE.findall(s.content)]
 
+    def code_texts(self) -> list[tuple[str, str]]:
+        """(openid, text) of every customer-service message, in the order sent."""
+        return [(s.touser, s.content) for s in self.wechat.sent]
+
 
 class RoundRobin:
     """The next instance base URL on every call."""
