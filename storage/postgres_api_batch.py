@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
 
-from storage.postgres_base import aware, order_from
+from storage.postgres_base import answer_alone, aware, order_from, start_flush
 from storage.protocols.api import ApiOrderIn, ApiOrderPlaced
 from storage.records import OnceKey
 from storage.sqlite_api_bulk import item_from
@@ -55,9 +56,7 @@ class ApiOrderBatcher:
         self.queue.append((order, now, nonce, future))
         if self.flushing < self.IN_FLIGHT:
             self.flushing += 1
-            task = asyncio.ensure_future(self._flush())
-            _TASKS.add(task)
-            task.add_done_callback(_TASKS.discard)
+            start_flush(self._flush())
         return await future
 
     async def _flush(self) -> None:
@@ -72,16 +71,7 @@ class ApiOrderBatcher:
     async def _run(self, batch: list[Item]) -> None:
         alone = batch if len(batch) == 1 else await self._together(batch)
         for order, now, nonce, future in alone:
-            try:
-                result = await self.one(order, now, nonce)
-            except BaseException as exc:  # the caller's own error, raised where it awaits
-                if not future.done():
-                    future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-            else:
-                if not future.done():
-                    future.set_result(result)
+            await answer_alone(future, partial(self.one, order, now, nonce))
 
     async def _together(self, batch: list[Item]) -> list[Item]:
         """Place the batch in one call; the orders left to place alone."""
@@ -116,6 +106,3 @@ class ApiOrderBatcher:
             future.set_result(ApiOrderPlaced(order_from(mine[0]), items, bool(mine[0][n])))
         return [it for i, it in enumerate(batch) if i in failed or i not in grouped]
 
-
-#: flush tasks, referenced until done (the event loop keeps only weak references)
-_TASKS: set[asyncio.Future[None]] = set()

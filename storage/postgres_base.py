@@ -35,6 +35,32 @@ _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.Seria
 _STORE_ERRORS = {"KB001": UnknownRecord, "KB002": PurchaseLimitReached, "KB003": InsufficientStock}
 
 
+#: the batchers' flush tasks, referenced until done (the event loop keeps only weak references)
+_FLUSHES: set[asyncio.Future[None]] = set()
+
+
+def start_flush(work: Awaitable[None]) -> None:
+    """Run a batcher's flush in the background, kept referenced until it ends."""
+    task = asyncio.ensure_future(work)
+    _FLUSHES.add(task)
+    task.add_done_callback(_FLUSHES.discard)
+
+
+async def answer_alone(future: asyncio.Future[T], call: Callable[[], Awaitable[T]]) -> None:
+    """A batched caller's work done on its own (its batch failed, or it was alone): the result or the error goes to
+    the future the caller awaits, raised there; only a cancellation or exit goes on up the flush."""
+    try:
+        result = await call()
+    except BaseException as exc:
+        if not future.done():
+            future.set_exception(exc)
+        if not isinstance(exc, Exception):
+            raise
+    else:
+        if not future.done():
+            future.set_result(result)
+
+
 def order_from(r: asyncpg.Record) -> Order:
     return Order(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], OrderState(r[11]), r[12], r[13],
                  r[14], r[15])

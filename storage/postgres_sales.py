@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 
 import asyncpg
 
@@ -15,10 +16,12 @@ from storage.events import read as read_event
 from storage.postgres_base import (
     ORDER_COLS,
     PostgresBase,
+    answer_alone,
     applied_from,
     aware,
     code_from,
     order_from,
+    start_flush,
 )
 from storage.postgres_reads import NotedOrderReads
 from storage.records import (
@@ -87,9 +90,7 @@ class PaymentBatcher:
         self.queue.append((event, now, future))
         if self.flushing < self.IN_FLIGHT:
             self.flushing += 1
-            task = asyncio.ensure_future(self._flush())
-            _TASKS.add(task)
-            task.add_done_callback(_TASKS.discard)
+            start_flush(self._flush())
         return await future
 
     def _take(self) -> list[tuple[PaymentEventIn, datetime, asyncio.Future[PaymentApplied]]]:
@@ -153,20 +154,7 @@ class PaymentBatcher:
                         item[2].set_result(PaymentApplied(r[1], PaymentOutcome(r[2]), r[3], r[4] or ""))
                 alone += [item for n, item in enumerate(batch) if n not in answered]
         for event, now, future in alone:
-            try:
-                result = await self.store.receive_payment_one(event, now)
-            except BaseException as exc:  # the caller's own error, raised where it awaits
-                if not future.done():
-                    future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-            else:
-                if not future.done():
-                    future.set_result(result)
-
-
-#: flush tasks, referenced until done (the event loop keeps only weak references)
-_TASKS: set[asyncio.Future[None]] = set()
+            await answer_alone(future, partial(self.store.receive_payment_one, event, now))
 
 
 class PgSales(PostgresBase):

@@ -27,6 +27,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -90,16 +91,26 @@ def _bulk_payments(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], t
     if len(idx) < 2:
         return
     events = [ops[i][1][0] for i in idx]
+
+    def fast_path() -> dict[int, Any]:
+        fast, _ = sqlite_bulk.plan(db, events, ops[idx[0]][1][2])
+        return sqlite_bulk.apply_fast(db, fast, ops[idx[0]][1][1]) if fast else {}
+
+    for n, applied in _bulk_or_nothing(db, fast_path).items():
+        outcomes[idx[n]] = (True, applied)
+
+
+def _bulk_or_nothing(db: sqlite3.Connection, bulk: Callable[[], dict[int, Any]]) -> dict[int, Any]:
+    """A fast path in a savepoint: its {index: result}, or nothing (undone) when it raised, the calls then going
+    one by one."""
     db.execute("SAVEPOINT bulk")
     try:
-        fast, _ = sqlite_bulk.plan(db, events, ops[idx[0]][1][2])
-        done = sqlite_bulk.apply_fast(db, fast, ops[idx[0]][1][1]) if fast else {}
+        done = bulk()
     except Exception:  # noqa: BLE001 - the fast path is an optimisation: on any doubt go one by one
         db.execute("ROLLBACK TO bulk")
         done = {}
     db.execute("RELEASE bulk")
-    for n, applied in done.items():
-        outcomes[idx[n]] = (True, applied)
+    return done
 
 
 def _bulk_bodies(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]],
@@ -112,14 +123,8 @@ def _bulk_bodies(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tup
     for fn, idx in by_body.items():
         if len(idx) < 2:
             continue
-        db.execute("SAVEPOINT bulk")
-        try:
-            done = BULK_BODIES[fn](db, [ops[i][1] for i in idx])
-        except Exception:  # noqa: BLE001 - the fast path is an optimisation: on any doubt go one by one
-            db.execute("ROLLBACK TO bulk")
-            done = {}
-        db.execute("RELEASE bulk")
-        for n, result in done.items():
+        calls = [ops[i][1] for i in idx]
+        for n, result in _bulk_or_nothing(db, partial(BULK_BODIES[fn], db, calls)).items():
             outcomes[idx[n]] = (True, result)
 
 
