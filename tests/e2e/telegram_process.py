@@ -49,12 +49,16 @@ async def telegram_bot_process(data_dir: Path, fake: FakeTelegram, extra_codes: 
            "KAMIBOT_TELEGRAM__BASE_URL": fake.base_url, "KAMIBOT_TELEGRAM__BASE_FILE_URL": fake.base_file_url,
            **{f"KAMIBOT_TELEGRAM__{k.upper()}": v for k, v in settings.items()}}
     proc = spawn("bot", "run", env=env)
+    failed: BaseException | None = None
     try:
         await fake.wait_for("deleteWebhook", timeout=60)  # polling starts right after
         await asyncio.sleep(0.3)
         if proc.poll() is not None:
             raise AssertionError(f"the bot stopped: {proc.communicate()[1][-2000:]}")
         yield proc
+    except BaseException as exc:
+        failed = exc
+        raise
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -62,6 +66,8 @@ async def telegram_bot_process(data_dir: Path, fake: FakeTelegram, extra_codes: 
         except Exception:
             proc.kill()
             raise
+        if failed is not None and err:  # what the bot logged, next to the test's failure
+            failed.add_note("the bot's log (last 4000 characters):\n" + err[-4000:])
     errors = [line for line in err.splitlines() if "ERROR" in line or "Traceback" in line]
     assert not errors, errors[:5]
 
