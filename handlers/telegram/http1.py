@@ -9,6 +9,12 @@ file downloads, rare calls) stays on aiohttp through PTB.
 Scope, on purpose: POST with a body, HTTP/1.1 keep-alive (Content-Length or chunked answers, "Connection:
 close" honoured), TLS through the ssl module, a bounded pool per client, connect and read time limits. No
 redirects, proxies or cookies (the Bot API uses none of them).
+
+Idle connections are not reused after MAX_IDLE_S: a server closes an idle keep-alive connection on its own clock
+(uvicorn after 5 s, nginx after 75 s), and a request written in the instant it does so is lost with no answer
+("connection closed before the response") — a customer's reply gone. Such a failure is not retried here (the
+server may have read the request), so the pool retires idle connections before a server would, as httpx's own
+pool does (keepalive_expiry, 5 s).
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from urllib.parse import urlsplit
 
 import httptools
 
+#: an idle connection older than this is closed instead of reused (see the module docstring)
+MAX_IDLE_S = 4.0
+
 
 class _Conn(asyncio.Protocol):
     """One connection; one request at a time."""
@@ -32,6 +41,7 @@ class _Conn(asyncio.Protocol):
         self.body: list[bytes] = []
         self.closed = False
         self.reusable = True
+        self.idle_since = 0.0  # loop time it went back to the pool
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -81,7 +91,8 @@ class _Conn(asyncio.Protocol):
 class Http1Pool:
     """Keep-alive connections to one origin, at most `size` of them at once."""
 
-    def __init__(self, origin: str, size: int = 64, user_agent: str = "kamibot") -> None:
+    def __init__(self, origin: str, size: int = 64, user_agent: str = "kamibot", max_idle: float = MAX_IDLE_S
+                 ) -> None:
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("origin must be http:// or https:// with a host")
@@ -92,6 +103,7 @@ class Http1Pool:
         self._head = (f"\r\nHost: {host_header}\r\nUser-Agent: {user_agent}\r\n"
                       "Content-Type: application/json\r\nContent-Length: ").encode()
         self._idle: deque[_Conn] = deque()
+        self.max_idle = max_idle
         self._slots = asyncio.Semaphore(size)
         self._all: set[_Conn] = set()
 
@@ -112,6 +124,7 @@ class Http1Pool:
                 self._all.discard(conn)
                 raise
             if conn.reusable and not conn.closed:
+                conn.idle_since = asyncio.get_running_loop().time()
                 self._idle.append(conn)
             else:
                 conn.close()
@@ -121,12 +134,14 @@ class Http1Pool:
             self._slots.release()
 
     async def _connection(self, connect_timeout: float | None) -> _Conn:
+        loop = asyncio.get_running_loop()
         while self._idle:
             conn = self._idle.pop()  # the most recently used: the least likely to have been closed by the server
-            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+            if (not conn.closed and conn.transport is not None and not conn.transport.is_closing()
+                    and loop.time() - conn.idle_since < self.max_idle):
                 return conn
+            conn.close()  # closed by the server, or idle long enough that the server may be closing it now
             self._all.discard(conn)
-        loop = asyncio.get_running_loop()
         async with asyncio.timeout(connect_timeout):
             _, conn = await loop.create_connection(_Conn, self.host, self.port, ssl=self.ssl,
                                                    server_hostname=self.host if self.ssl else None)

@@ -110,3 +110,29 @@ def test_refused_connection_and_bad_origins() -> None:
     asyncio.run(scenario())
     with pytest.raises(ValueError, match="origin"):
         Http1Pool("ftp://example.org")
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_connection_idle_too_long_is_not_reused(loop: str) -> None:
+    """A server closes idle keep-alive connections on its own clock (uvicorn after 5 s); a request written as it
+    does is lost. The pool retires a connection idle for max_idle instead of reusing it."""
+    async def scenario() -> None:
+        _Server.requests, _Server.connections = [], 0
+        _Server.replies = [_ok(b"{}"), _ok(b'{"n":2}'), _ok(b'{"n":3}')]
+        server = await asyncio.get_running_loop().create_server(_Server, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = Http1Pool(f"http://127.0.0.1:{port}", size=2, max_idle=0.3)
+        try:
+            assert await pool.post("/botT/x", b"{}", 2, 2) == (200, b"{}")
+            assert await pool.post("/botT/x", b"{}", 2, 2) == (200, b'{"n":2}')
+            assert _Server.connections == 1  # reused while fresh
+            await asyncio.sleep(0.4)
+            assert await pool.post("/botT/x", b"{}", 2, 2) == (200, b'{"n":3}')
+            assert _Server.connections == 2  # the idle one was retired, a new one opened
+            assert len(pool._all) == 1
+        finally:
+            await pool.close()
+            server.close()
+            await server.wait_closed()
+
+    _run(scenario, loop)
