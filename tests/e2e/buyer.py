@@ -47,9 +47,11 @@ async def main(proc: int, attempts: int, concurrency: int, sku_ids: list[int]) -
             await buy(f"p{proc}-c{n}-{i}", rng.choice(sku_ids), rng.choice((1, 1, 2)))
 
     await asyncio.gather(*(customer(n) for n in range(concurrency)))
-    # demand exceeds supply: sweep what cancellations handed back, one use at a time
-    while await buy(f"p{proc}-sweep", sku_ids[0], 1):
-        pass
+    # demand exceeds supply: sweep what cancellations handed back, one use at a time, each by a customer of its own
+    # (one sweeping customer met the risk rule of 10 orders an hour when many cancelled codes came back at once)
+    sweep = 0
+    while await buy(f"p{proc}-sweep-{sweep}", sku_ids[0], 1):
+        sweep += 1
     await shop.close()
     return counts
 
