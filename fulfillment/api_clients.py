@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ from typing import Protocol
 
 from fulfillment.api_secrets import SecretBox
 from fulfillment.errors import BadInput
+from fulfillment.ttl_cache import TtlCache
 from fulfillment.vault import Vault
 from storage.protocols.api import ApiClient, ApiStore, InsufficientBalance, NameTaken, WalletLine
 from storage.protocols.shared import SharedStateStore
@@ -51,7 +51,7 @@ class ApiKeys:
         self.box = SecretBox(vault)
         self.clock = clock
         self._secrets: dict[tuple[str, bytes], str] = {}  # (key id, nonce) -> clear secret, this process only
-        self._clients: dict[str, tuple[float, ApiClient]] = {}  # key id -> (valid until, client)
+        self._clients: TtlCache[str, ApiClient | None] = TtlCache(CLIENT_TTL_S, keep_none=False)  # by key id
         self._requests = 0
 
     async def create(self, name: str, scopes: list[str]) -> NewKey:
@@ -76,7 +76,7 @@ class ApiKeys:
     async def revoke(self, ref: str) -> bool:
         client = await self.find(ref)
         done = await self.store.revoke_api_client(client.key_id, self.clock())
-        self._clients.pop(client.key_id, None)
+        self._clients.forget(client.key_id)
         if done:
             log.info("event=api.key_revoked key_id=%s", client.key_id)
         return done
@@ -93,16 +93,8 @@ class ApiKeys:
     async def live_client(self, key_id: str) -> ApiClient | None:
         """The client of a request's key id, unless unknown or revoked. A known client is remembered for
         CLIENT_TTL_S, so a revocation in another process takes effect within that time."""
-        now = time.monotonic()
-        hit = self._clients.get(key_id)
-        if hit is None or hit[0] <= now:
-            client = await self.store.api_client(key_id)
-            if client is None:
-                return None
-            if len(self._clients) > 10_000:
-                self._clients.clear()
-            hit = self._clients[key_id] = (now + CLIENT_TTL_S, client)
-        return hit[1] if hit[1].revoked_at is None else None
+        client = await self._clients.get(key_id, lambda: self.store.api_client(key_id))
+        return client if client is not None and client.revoked_at is None else None
 
     def nonce_key(self, key_id: str, nonce: str, window: timedelta) -> OnceKey:
         """The claim-once key of a request's nonce, kept past both ends of the signature window."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,7 @@ from fulfillment.distributors import ClientPrices
 from fulfillment.errors import BadQuantity
 from fulfillment.orders import MAX_QUANTITY, REFUNDABLE, WITH_CODES, parse_quantity
 from fulfillment.recharge_target import BadTarget, check_target
+from fulfillment.ttl_cache import TtlCache
 from fulfillment.vault import Vault
 from storage import errors as store_errors
 from storage.protocol import Store
@@ -96,8 +96,8 @@ class ApiOrders:
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.store = store
         self.checkpoints = checkpoints or NoCheckpoints()
-        self._offers: dict[str, tuple[float, Sku | None, Price | None]] = {}
-        self._price_lists: dict[int, tuple[float, dict[int, tuple[str, int]]]] = {}
+        self._offers: TtlCache[str, tuple[Sku | None, Price | None]] = TtlCache(CATALOG_TTL_S)
+        self._price_lists: TtlCache[int, dict[int, tuple[str, int]]] = TtlCache(CATALOG_TTL_S)
         #: a distributor's price list (fixed prices, discount, cost floor) when the client is one
         self.distributor_prices = ClientPrices(store)
         self.catalog = catalog
@@ -107,13 +107,7 @@ class ApiOrders:
 
     async def _client_prices(self, client_id: int) -> dict[int, tuple[str, int]]:
         """The client's price list, remembered for CATALOG_TTL_S."""
-        now = time.monotonic()
-        hit = self._price_lists.get(client_id)
-        if hit is None or hit[0] <= now:
-            if len(self._price_lists) > 10_000:
-                self._price_lists.clear()
-            hit = self._price_lists[client_id] = (now + CATALOG_TTL_S, await self.store.api_prices(client_id))
-        return hit[1]
+        return await self._price_lists.get(client_id, lambda: self.store.api_prices(client_id))
 
     async def _price_for(self, client: ApiClient, sku: Sku, channel_price: Price | None) -> Price | None:
         own = (await self._client_prices(client.id)).get(sku.id)
@@ -147,18 +141,14 @@ class ApiOrders:
     async def _offer(self, client: ApiClient, slug: str) -> tuple[Sku | None, Price | None]:
         """The SKU of a slug and the client's price of it; the SKU and the channel price are remembered for
         CATALOG_TTL_S (each order would read both again)."""
-        now = time.monotonic()
-        hit = self._offers.get(slug)
-        if hit is None or hit[0] <= now:
+        async def read() -> tuple[Sku | None, Price | None]:
             sku = await self.store.sku_by_slug(slug)
-            price = await self.catalog.price_on(sku.id, CHANNEL) if sku is not None and sku.active else None
-            if len(self._offers) > 10_000:
-                self._offers.clear()
-            hit = self._offers[slug] = (now + CATALOG_TTL_S, sku, price)
-        sku = hit[1]
+            return sku, await self.catalog.price_on(sku.id, CHANNEL) if sku is not None and sku.active else None
+
+        sku, price = await self._offers.get(slug, read)
         if sku is None or not sku.active:
             return sku, None
-        return sku, await self._price_for(client, sku, hit[2])
+        return sku, await self._price_for(client, sku, price)
 
     async def place(self, client: ApiClient, req: OrderRequest, nonce: OnceKey | None = None) -> OrderView:
         """Place (or find again) the client's order, claiming the request's nonce in the same transaction when

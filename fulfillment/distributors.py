@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from fulfillment.api_clients import MAX_TOP_UP, ApiKeys, NewKey
 from fulfillment.delivery import Delivery, DeliveryWorker
 from fulfillment.errors import ShopError
 from fulfillment.suppliers.protocol import StockState
+from fulfillment.ttl_cache import TtlCache
 from storage.protocol import Store
 from storage.protocols.api import ApiClient, WalletLine
 from storage.protocols.distributors import (
@@ -99,28 +99,18 @@ class ClientPrices:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._lists: dict[int, tuple[float, Distributor | None, dict[int, DistributorPrice]]] = {}
-        self._costs: dict[tuple[int, str], tuple[float, int | None]] = {}
+        self._lists: TtlCache[int, tuple[Distributor | None, dict[int, DistributorPrice]]] = TtlCache(PRICE_TTL_S)
+        self._costs: TtlCache[tuple[int, str], int | None] = TtlCache(PRICE_TTL_S)
 
     async def _list(self, client_id: int) -> tuple[Distributor | None, dict[int, DistributorPrice]]:
-        now = time.monotonic()
-        hit = self._lists.get(client_id)
-        if hit is None or hit[0] <= now:
+        async def read() -> tuple[Distributor | None, dict[int, DistributorPrice]]:
             dist = await self.store.distributor_of_client(client_id)
-            prices = await self.store.distributor_prices(dist.id) if dist is not None else {}
-            if len(self._lists) > 10_000:
-                self._lists.clear()
-            hit = self._lists[client_id] = (now + PRICE_TTL_S, dist, prices)
-        return hit[1], hit[2]
+            return dist, await self.store.distributor_prices(dist.id) if dist is not None else {}
+
+        return await self._lists.get(client_id, read)
 
     async def cost(self, sku: Sku, currency: str) -> int | None:
-        now = time.monotonic()
-        hit = self._costs.get((sku.id, currency))
-        if hit is None or hit[0] <= now:
-            if len(self._costs) > 10_000:
-                self._costs.clear()
-            hit = self._costs[(sku.id, currency)] = (now + PRICE_TTL_S, await sku_cost(self.store, sku, currency))
-        return hit[1]
+        return await self._costs.get((sku.id, currency), lambda: sku_cost(self.store, sku, currency))
 
     async def price(self, client_id: int, sku: Sku, own: Price | None, channel: Price | None) -> Price | None:
         dist, fixed = await self._list(client_id)

@@ -1,15 +1,18 @@
 """Concurrent API orders placed together (SQLite group commit with storage/sqlite_api_bulk.py; PostgreSQL
-kb_api_order_batch, migration 0019): each order gets the outcome it gets alone, a refused one changes nothing, and a
-batched order writes the rows a lone order writes."""
+kb_api_order_bulk for plain orders, migration 0023, then kb_api_order_batch, migration 0019): each order gets the
+outcome it gets alone, a refused one changes nothing, and a batched order writes the rows a lone order writes."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
 
+import asyncpg
 import pytest
 
+from storage import events
 from storage.errors import InsufficientStock, UnknownRecord
+from storage.postgres_api_batch import ApiOrderBatcher
 from storage.protocols.api import ApiOrderIn, ApiOrderPlaced, DuplicateOrderNo, InsufficientBalance, NonceUsed
 from storage.records import OnceKey, OrderState
 from tests.storage.seed import NOW, make_shop
@@ -72,6 +75,10 @@ async def test_a_batched_order_writes_what_a_lone_order_writes(store):
         assert await store.order_payment(order.id) == await _payment_shape(store, lone.order_id, order.id)
         assert [(e.from_state, e.to_state, e.type) for e in await store.order_events(order.id)] == \
             [(e.from_state, e.to_state, e.type) for e in await store.order_events(lone.order_id)]
+        txn = f"{cid}:{(await store.api_order_of(order.id)).client_order_no}"
+        assert [dict(e.params) for e in await store.order_events(order.id)] == \
+            [dict(e.params, txn=txn) if "txn" in e.params else dict(e.params)
+             for e in await store.order_events(lone.order_id)]
     lines = sorted(await store.wallet_lines(cid, 20), key=lambda ln: ln.id)
     assert [ln.balance_after for ln in lines] == [10_000 - 1_000 * n for n in range(8)]
     assert {ln.kind for ln in lines[1:]} == {"order"}
@@ -81,6 +88,108 @@ async def test_a_batched_order_writes_what_a_lone_order_writes(store):
     sales = [ln for ln in await store.ledger(NOW - timedelta(days=1), NOW + timedelta(days=1)) if ln.channel == "api"]
     assert sum(ln.amount for ln in sales if ln.kind == "sale") == 7_000
     assert sum(ln.amount for ln in sales if ln.kind == "cost") == -7 * 50
+
+
+async def test_a_batch_of_multi_use_codes_hands_out_each_use_once_by_the_smallest_free_number(store):
+    # given: three codes of three uses each, three uses sold and one of them freed again by a refund
+    shop = await make_shop(store, codes=3, uses=3)
+    cid = await _client(store, funds=100_000)
+    first = await asyncio.gather(*(store.place_api_order(_order(cid, shop.sku.id, f"F-{i}"), NOW) for i in range(3)))
+    freed = (first[1].items[0].code.id, first[1].items[0].use_no)
+    assert await store.refund(first[1].order_id, events.refunded(reason="merchant"), NOW)
+    # when: a burst needs 1 + 2 + 2 + 2 = 7 uses, all that are left, the freed one among them
+    burst = await asyncio.gather(
+        store.place_api_order(_order(cid, shop.sku.id, "M-1"), NOW),
+        store.place_api_order(_order(cid, shop.big.id, "M-2", amount=2_000), NOW),
+        store.place_api_order(_order(cid, shop.sku.id, "M-3", qty=2, amount=2_000), NOW),
+        store.place_api_order(_order(cid, shop.big.id, "M-4", amount=2_000), NOW))
+    # then: every order has its uses, no (code, use) is held twice, and the pool is empty
+    assert [len(p.items) for p in burst] == [1, 2, 2, 2]
+    live = [(it.code.id, it.use_no) for p in (first[0], first[2], *burst) for it in p.items]
+    assert len(live) == len(set(live)) == 9
+    assert freed in {(it.code.id, it.use_no) for p in burst for it in p.items}
+    assert {u for _, u in live} == {1, 2, 3}
+    for p in burst:
+        assert [it.item_no for it in p.items] == list(range(1, len(p.items) + 1))
+        assert p.items == tuple(await store.order_items(p.order_id))
+    assert await store.pool_available(shop.pool.id) == 0
+    refused = await asyncio.gather(store.place_api_order(_order(cid, shop.sku.id, "M-5"), NOW),
+                                   return_exceptions=True)
+    assert isinstance(refused[0], InsufficientStock)
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+async def test_the_bulk_call_places_the_plain_orders_and_leaves_every_other_one(store):
+    # given: a batch of plain orders mixed with ones only the order-by-order path may decide
+    shop = await make_shop(store, codes=10)
+    limited = await make_shop(store, codes=5, per_user_limit=3, slug="limited")
+    cid = await _client(store, funds=5_500)
+    await store.place_api_order(_order(cid, shop.sku.id, "K-0"), NOW, _nonce("used"))
+    calls = [
+        (_order(cid, shop.sku.id, "K-1"), _nonce("k1")),  # plain
+        (_order(cid, shop.sku.id, "K-0"), None),  # a number placed before
+        (_order(cid, shop.sku.id, "K-2"), _nonce("used")),  # a nonce claimed before
+        (_order(cid, shop.sku.id, "K-3"), None),  # the same number twice in the batch: both left
+        (_order(cid, shop.sku.id, "K-3"), None),
+        (_order(cid, limited.sku.id, "K-4"), None),  # a per-user limit
+        (_order(cid, 999, "K-5"), None),  # an unknown SKU
+        (_order(cid, shop.sku.id, "K-6"), _nonce("twice")),  # one nonce on two orders: both left
+        (_order(cid, shop.sku.id, "K-7"), _nonce("twice")),
+        (_order(cid, shop.sku.id, "K-8"), None),  # plain: 2,000 of the wallet's 4,500 taken with K-1's
+        (_order(cid, shop.sku.id, "K-9", amount=3_000), None),  # more than the wallet holds after the ones before
+    ]
+    loop = asyncio.get_running_loop()
+    batch = [(o, NOW, n, loop.create_future()) for o, n in calls]
+    batcher = store._api_batcher or ApiOrderBatcher(lambda: store.pool, *_batcher_args(store))
+    # when: the bulk call alone
+    left = await batcher._together(batcher.bulk_sql, list(batch))
+    # then: the plain ones are placed and answered, every other one is left untouched
+    placed = {it[0].client_order_no for it in batch if it[3].done()}
+    assert placed == {"K-1", "K-8"}
+    assert sorted(it[0].client_order_no for it in left) == ["K-0", "K-2", "K-3", "K-3", "K-4", "K-5", "K-6", "K-7",
+                                                         "K-9"]
+    assert await store.wallet_balances(cid) == {"CNY": 5_500 - 3_000}
+    assert await store.pool_available(shop.pool.id) == 10 - 3
+    assert await store.pool_available(limited.pool.id) == 5
+    for no in ("K-2", "K-4", "K-5", "K-6", "K-7", "K-9"):
+        assert await store.api_order(cid, no) is None
+    assert not await store.once_claimed("api.nonce", "kk_1:twice", NOW)
+    assert await store.once_claimed("api.nonce", "kk_1:k1", NOW)
+    for it in batch:
+        if it[3].done():
+            got = it[3].result()
+            assert got.fresh
+            assert got.items == tuple(await store.order_items(got.order_id))
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+async def test_a_bulk_call_that_meets_a_shortage_writes_nothing(store):
+    # given: the pool's counter says 3, but another transaction holds two of its three codes
+    shop = await make_shop(store, codes=3)
+    cid = await _client(store, funds=10_000)
+    loop = asyncio.get_running_loop()
+    batch = [(_order(cid, shop.sku.id, f"S-{i}"), NOW, _nonce(f"s{i}"), loop.create_future()) for i in range(3)]
+    batcher = store._api_batcher or ApiOrderBatcher(lambda: store.pool, *_batcher_args(store))
+    async with store.pool.acquire() as other, other.transaction():
+        await other.execute("SELECT 1 FROM codes WHERE pool_id = $1 ORDER BY id LIMIT 2 FOR UPDATE", shop.pool.id)
+        # when: the bulk call finds one free use for three orders
+        with pytest.raises(asyncpg.PostgresError) as raised:
+            await store.pool.fetch(batcher.bulk_sql, *batcher.args(batch))
+        left = await batcher._together(batcher.bulk_sql, list(batch))
+    # then: it raised, nothing was written, and every order goes on to the next step
+    assert raised.value.sqlstate == "KB003"
+    assert len(left) == 3
+    assert not any(it[3].done() for it in batch)
+    assert await store.wallet_balances(cid) == {"CNY": 10_000}
+    assert await store.pool_available(shop.pool.id) == 3
+    assert not await store.once_claimed("api.nonce", "kk_1:s0", NOW)
+    assert await store.api_order(cid, "S-0") is None
+
+
+def _batcher_args(store) -> tuple[object, ...]:
+    from storage.postgres_api import _PLACED_COLS, _PLACED_ORDER_N
+
+    return (_PLACED_COLS, _PLACED_ORDER_N, store._closed, store._payable, store.place_api_order_one)
 
 
 async def _payment_shape(store, lone_id: int, order_id: int) -> tuple[str, str, int] | None:
