@@ -126,10 +126,13 @@ async def worker(db_url: str, data_dir: Path, events_file: Path, part: int, part
     events = [PaymentEventIn(**e) for e in json.loads(events_file.read_text())[part::parts]]
     queue = iter(events)
     outcomes: dict[str, int] = {}
+    latencies: list[float] = []
 
     async def pay() -> None:
         for event in queue:
+            t0 = time.perf_counter()
             result = await shop.payments.receive(event)
+            latencies.append(time.perf_counter() - t0)
             outcomes[result.outcome.value] = outcomes.get(result.outcome.value, 0) + 1
 
     await asyncio.sleep(max(0.0, start_at - time.time()))
@@ -138,10 +141,20 @@ async def worker(db_url: str, data_dir: Path, events_file: Path, part: int, part
     end = time.time()
     await shop.close()
     assert outcomes == {PaymentOutcome.ALLOCATED.value: len(events)}, outcomes
-    print(json.dumps({"start": start, "end": end, "n": len(events)}))
+    latencies.sort()
+    print(json.dumps({"start": start, "end": end, "n": len(events),
+                      "p50_ms": latencies[len(latencies) // 2] * 1e3 if latencies else 0.0,
+                      "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3 if latencies else 0.0}))
 
 
 def full_path(db_url: str, data_dir: Path, events_file: Path, processes: int) -> float:
+    """Payments received per second over all worker processes."""
+    return float(full_path_run(db_url, data_dir, events_file, processes)["per_s"])
+
+
+def full_path_run(db_url: str, data_dir: Path, events_file: Path, processes: int) -> dict[str, float]:
+    """Payments per second, and each payment's latency (p50, p99 ms: the slowest worker's) at CONCURRENCY callers
+    per process."""
     start_at = time.time() + 2.0 + 0.3 * processes
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", db_url, str(data_dir), str(events_file),
                                str(p), str(processes), str(start_at)], stdout=subprocess.PIPE, text=True,
@@ -154,7 +167,8 @@ def full_path(db_url: str, data_dir: Path, events_file: Path, processes: int) ->
             raise SystemExit(f"worker failed ({p.returncode})")
         runs.append(json.loads(out.strip().splitlines()[-1]))
     total = sum(r["n"] for r in runs)
-    return total / (max(r["end"] for r in runs) - min(r["start"] for r in runs))
+    return {"per_s": total / (max(r["end"] for r in runs) - min(r["start"] for r in runs)),
+            "p50_ms": max(r["p50_ms"] for r in runs), "p99_ms": max(r["p99_ms"] for r in runs)}
 
 
 async def pg_database() -> tuple[str, str]:

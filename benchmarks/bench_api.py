@@ -146,10 +146,13 @@ def _backend(base: Path, name: str, url: str, n: int, figures: dict[str, object]
     data = base / name  # one vault key file per database
     alloc_url = url or f"sqlite:///{data / 'alloc.db'}"
     events = asyncio.run(bench_allocation.prepare(data, alloc_url, n))
-    alloc = bench_allocation.full_path(alloc_url, data, events, 1)
+    alloc_run = bench_allocation.full_path_run(alloc_url, data, events, 1)
+    alloc = alloc_run["per_s"]
     api_data = data if url else base / f"{name}-api"
     rate, p50, p99 = asyncio.run(api_path(api_data, url or f"sqlite:///{api_data / 'api.db'}", n))
-    figures.update({f"{name}_alloc_full_per_s": round(alloc), f"{name}_api_per_s": round(rate),
+    figures.update({f"{name}_alloc_full_per_s": round(alloc),
+                    f"{name}_alloc_full_p50_ms": round(alloc_run["p50_ms"], 1),
+                    f"{name}_alloc_full_p99_ms": round(alloc_run["p99_ms"], 1), f"{name}_api_per_s": round(rate),
                     f"{name}_api_ratio": round(rate / alloc, 2), f"{name}_api_p50_ms": round(p50, 1),
                     f"{name}_api_p99_ms": round(p99, 1)})
 
