@@ -3,6 +3,7 @@ scopes, revocation, and their prepaid wallets (every movement a wallet ledger li
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -53,6 +54,7 @@ class ApiKeys:
         self._secrets: dict[tuple[str, bytes], str] = {}  # (key id, nonce) -> clear secret, this process only
         self._clients: TtlCache[str, ApiClient | None] = TtlCache(CLIENT_TTL_S, keep_none=False)  # by key id
         self._requests = 0
+        self._pruning: asyncio.Task[None] | None = None
 
     async def create(self, name: str, scopes: list[str]) -> NewKey:
         if not _NAME.match(name):
@@ -104,13 +106,25 @@ class ApiKeys:
         """True the first time the nonce is seen within the signature window, in any process."""
         return await self.store.claim_once(key.scope, key.key, key.expires_at, self.clock())
 
-    async def count_request(self) -> None:
+    def count_request(self) -> None:
         """Each signed request leaves a nonce key: once per PRUNE_EVERY requests of this process the expired
-        claim-once keys are deleted."""
+        claim-once keys are deleted, in the background (no request waits for it; one prune at a time)."""
         self._requests += 1
-        if self._requests % PRUNE_EVERY == 0:
+        if self._requests % PRUNE_EVERY == 0 and (self._pruning is None or self._pruning.done()):
+            self._pruning = asyncio.ensure_future(self._prune())
+
+    async def _prune(self) -> None:
+        try:
             pruned = await self.store.prune_once_keys(self.clock())
-            log.info("event=api.nonces_pruned count=%s", pruned)
+        except Exception as exc:  # noqa: BLE001 - tried again PRUNE_EVERY requests later
+            log.warning("event=api.nonces_prune_failed error=%s", type(exc).__name__)
+            return
+        log.info("event=api.nonces_pruned count=%s", pruned)
+
+    async def pruned(self) -> None:
+        """Until the prune under way, if any, has ended."""
+        if self._pruning is not None:
+            await self._pruning
 
     def secret_of(self, client: ApiClient) -> str:
         cache_key = (client.key_id, client.secret.nonce)

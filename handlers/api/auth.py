@@ -62,7 +62,7 @@ class Authenticator:
                                stamp, nonce):
             log.info("event=api.rejected reason=signature key_id=%s", key_id)
             raise ApiError(ApiCode.BAD_SIGNATURE)
-        await self.keys.count_request()
+        self.keys.count_request()
         once = self.keys.nonce_key(key_id, nonce, _window())
         if not defer_nonce and not await self.keys.claim_nonce(once):
             raise ApiError(ApiCode.NONCE_REUSED)

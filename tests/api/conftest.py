@@ -38,6 +38,7 @@ class ApiShop:
     keys: ApiKeys
     sku_slug: str
     pool_id: int
+    served_keys: ApiKeys | None = None  # the server's own (build_api's), not the one the test signs with
 
     async def call(self, method: str, path: str, data: object = None, *, body: bytes | None = None,
                    query: str = "", signer: Signer | None = None, idem: str = "",
@@ -86,7 +87,7 @@ async def open_api_shop(tmp_path: Path, backend: str, codes: int = 20, funds: in
     app = Starlette(routes=runtime.routes())
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shop.test")
     return ApiShop(shop, http, key, Signer(key.client.key_id, key.secret), keys, seeded.sku.slug,
-                   seeded.pool.id), schema
+                   seeded.pool.id, runtime.channel.auth.keys), schema
 
 
 async def close_api_shop(api: ApiShop, schema: str | None) -> None:

@@ -180,4 +180,6 @@ async def test_expired_nonces_are_pruned(api: ApiShop, monkeypatch: pytest.Monke
     # when 3 requests are served, then the expired key is gone (nothing left to prune)
     for _ in range(3):
         assert (await api.call("GET", "/api/v1/wallet")).status_code == 200
+    assert api.served_keys is not None
+    await api.served_keys.pruned()  # the prune runs beside the requests, not inside one
     assert await api.shop.store.prune_once_keys(now) == 0
