@@ -87,3 +87,32 @@ async def test_none_is_read_again_each_time_when_not_kept():
     assert await cache.get("junk", unknown) is None
     assert await cache.get("junk", unknown) is None
     assert unknown.count == 2
+
+
+async def test_an_entry_used_near_its_end_is_read_again_in_the_background_while_still_served():
+    now = [0.0]
+    cache: TtlCache[str, object] = TtlCache(1.0, clock=lambda: now[0])
+    first = Reads("old")
+    first.gate.set()
+    assert await cache.get("k", first) == "old"
+    now[0] = 0.5  # three quarters of its life left: served, nothing read
+    second = Reads("new")
+    assert await cache.get("k", second) == "old"
+    assert second.count == 0
+    now[0] = 0.8  # the last quarter: still served at once, the next value read beside it
+    assert await cache.get("k", second) == "old"
+    await asyncio.sleep(0)
+    assert second.count == 1
+    assert await cache.get("k", second) == "old"  # one read ahead at a time
+    second.gate.set()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert await cache.get("k", second) == "new"
+    assert second.count == 1
+    now[0] = 1.9  # the new value's TTL counts from its read (at 0.8): gone at 1.8, so the caller waits
+    third = Reads("newer")
+    waiting = asyncio.ensure_future(cache.get("k", third))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    third.gate.set()
+    assert await waiting == "newer"
