@@ -131,7 +131,7 @@ class PgApiVerbs(PostgresBase):
                               ) -> ApiOrderPlaced:
         """Concurrent calls of this process go out together as one kb_api_order_batch call (ApiOrderBatcher)."""
         if self._api_batcher is None:
-            self._api_batcher = ApiOrderBatcher(lambda: self.pool, _PLACED_COLS, _PLACED_ORDER_N, self._closed,
+            self._api_batcher = ApiOrderBatcher(self.kept_connections(), _PLACED_COLS, _PLACED_ORDER_N, self._closed,
                                                 self._payable, self.place_api_order_one)
         return await self._api_batcher.submit(order, now, nonce)
 

@@ -25,9 +25,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-import asyncpg
-
-from storage.postgres_base import answer_alone, aware, order_from, start_flush
+from storage.postgres_base import KeptConnections, answer_alone, aware, order_from, start_flush
 from storage.protocols.api import ApiOrderIn, ApiOrderPlaced
 from storage.records import OnceKey
 from storage.sqlite_api_bulk import item_from
@@ -41,9 +39,9 @@ class ApiOrderBatcher:
     BATCH_MAX = 32  # subtransactions per batch stay inside PostgreSQL's per-backend subxid cache (64)
     IN_FLIGHT = 4
 
-    def __init__(self, pool: Callable[[], asyncpg.Pool], placed_cols: str, order_n: int, closed: list[str],
+    def __init__(self, conns: KeptConnections, placed_cols: str, order_n: int, closed: list[str],
                  payable: list[str], one: PlaceOne) -> None:
-        self.pool = pool
+        self.conns = conns  # its own connections: the batch functions stay compiled in their backends
         args = ("($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],"
                 " $8::bigint[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[],"
                 " $14::text[], $15::text[], $16::text[], $17::timestamptz[], $18::text[]) r")
@@ -98,7 +96,7 @@ class ApiOrderBatcher:
         # in the same order more often (a deadlock costs a retry of the whole batch, one by one)
         batch.sort(key=lambda it: (it[0].sku_id, it[0].client_id, it[0].currency))
         try:
-            rows = await self.pool().fetch(sql, *self.args(batch))
+            rows = await self.conns.fetch(sql, *self.args(batch))
         except Exception:  # noqa: BLE001 - nothing of the call was written: every order goes on to the next step
             return batch
         n = self.order_n

@@ -46,6 +46,37 @@ def start_flush(work: Awaitable[None]) -> None:
     task.add_done_callback(_FLUSHES.discard)
 
 
+class KeptConnections:
+    """The connections a batcher keeps between its calls instead of handing them back to the pool.
+
+    Why: a PL/pgSQL function is compiled, and each of its statements planned, once per backend, on its first call
+    there (some 50 ms for kb_api_order_bulk on a 2-core host). From the shared pool a batch lands on whichever
+    connection is free: whenever a read had just taken a warm one, on a cold one, and every order of that batch
+    waited for the compilation (bench_api.py's slowest orders). Kept, at most one per batch in flight, each is
+    compiled once. A call that raised hands its connection back to the pool (which resets or discards it).
+    """
+
+    def __init__(self, pool: Callable[[], asyncpg.Pool]) -> None:
+        self.pool = pool
+        self._free: list[Any] = []  # asyncpg pool proxies, acquired and not released
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        conn = self._free.pop() if self._free else await self.pool().acquire()
+        try:
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+        except BaseException:
+            await self.pool().release(conn)
+            raise
+        self._free.append(conn)
+        return rows
+
+    async def release_all(self) -> None:
+        """Before the pool closes (it waits for every acquired connection)."""
+        free, self._free = self._free, []
+        for conn in free:
+            await self.pool().release(conn)
+
+
 async def answer_alone(future: asyncio.Future[T], call: Callable[[], Awaitable[T]]) -> None:
     """A batched caller's work done on its own (its batch failed, or it was alone): the result or the error goes to
     the future the caller awaits, raised there; only a cancellation or exit goes on up the flush."""
@@ -114,6 +145,7 @@ class PostgresBase:
         self.min_size = min_size
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self._kept: list[KeptConnections] = []
 
     async def open(self) -> Self:
         settings = {"search_path": self.schema} if self.schema else {}
@@ -166,7 +198,16 @@ class PostgresBase:
     async def schema_version(self) -> int:
         return int(await self.pool.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
 
+    def kept_connections(self) -> KeptConnections:
+        """A new set of connections for one batcher, handed back when the store closes."""
+        kept = KeptConnections(lambda: self.pool)
+        self._kept.append(kept)
+        return kept
+
     async def close(self) -> None:
+        for kept in self._kept:
+            if self._pool is not None:
+                await kept.release_all()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

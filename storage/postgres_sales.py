@@ -77,6 +77,7 @@ class PaymentBatcher:
 
     def __init__(self, store: PgSales) -> None:
         self.store = store
+        self.conns = store.kept_connections()  # its own: kb_receive_batch stays compiled in their backends
         self.queue: list[tuple[PaymentEventIn, datetime, asyncio.Future[PaymentApplied]]] = []
         self.flushing = 0
         #: order refs and (provider, transaction id) keys of the batches in flight, with their counts
@@ -132,7 +133,7 @@ class PaymentBatcher:
             alone = batch
         else:
             try:
-                rows = await self.store.pool.fetch(
+                rows = await self.conns.fetch(
                     "SELECT b_index, b_event, b_outcome, b_order, b_detail, b_error FROM kb_receive_batch("
                     "$1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[],"
                     " $8::timestamptz[], $9::timestamptz[], $10::text[])",

@@ -140,7 +140,7 @@ async def test_the_bulk_call_places_the_plain_orders_and_leaves_every_other_one(
     ]
     loop = asyncio.get_running_loop()
     batch = [(o, NOW, n, loop.create_future()) for o, n in calls]
-    batcher = store._api_batcher or ApiOrderBatcher(lambda: store.pool, *_batcher_args(store))
+    batcher = store._api_batcher or ApiOrderBatcher(store.kept_connections(), *_batcher_args(store))
     # when: the bulk call alone
     left = await batcher._together(batcher.bulk_sql, list(batch))
     # then: the plain ones are placed and answered, every other one is left untouched
@@ -169,7 +169,7 @@ async def test_a_bulk_call_that_meets_a_shortage_writes_nothing(store):
     cid = await _client(store, funds=10_000)
     loop = asyncio.get_running_loop()
     batch = [(_order(cid, shop.sku.id, f"S-{i}"), NOW, _nonce(f"s{i}"), loop.create_future()) for i in range(3)]
-    batcher = store._api_batcher or ApiOrderBatcher(lambda: store.pool, *_batcher_args(store))
+    batcher = store._api_batcher or ApiOrderBatcher(store.kept_connections(), *_batcher_args(store))
     async with store.pool.acquire() as other, other.transaction():
         await other.execute("SELECT 1 FROM codes WHERE pool_id = $1 ORDER BY id LIMIT 2 FOR UPDATE", shop.pool.id)
         # when: the bulk call finds one free use for three orders
