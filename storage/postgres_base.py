@@ -53,11 +53,13 @@ class KeptConnections:
     there (some 50 ms for kb_api_order_bulk on a 2-core host). From the shared pool a batch lands on whichever
     connection is free: whenever a read had just taken a warm one, on a cold one, and every order of that batch
     waited for the compilation (bench_api.py's slowest orders). Kept, at most one per batch in flight, each is
-    compiled once. A call that raised hands its connection back to the pool (which resets or discards it).
+    compiled once. A call that raised hands its connection back to the pool (which resets or discards it), and so
+    does a call beyond `keep` at once: a small pool is never emptied by the batchers.
     """
 
-    def __init__(self, pool: Callable[[], asyncpg.Pool]) -> None:
+    def __init__(self, pool: Callable[[], asyncpg.Pool], keep: int) -> None:
         self.pool = pool
+        self.keep = keep
         self._free: list[Any] = []  # asyncpg pool proxies, acquired and not released
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -67,7 +69,10 @@ class KeptConnections:
         except BaseException:
             await self.pool().release(conn)
             raise
-        self._free.append(conn)
+        if len(self._free) < self.keep:
+            self._free.append(conn)
+        else:
+            await self.pool().release(conn)
         return rows
 
     async def release_all(self) -> None:
@@ -199,8 +204,9 @@ class PostgresBase:
         return int(await self.pool.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
 
     def kept_connections(self) -> KeptConnections:
-        """A new set of connections for one batcher, handed back when the store closes."""
-        kept = KeptConnections(lambda: self.pool)
+        """A new set of connections for one batcher, handed back when the store closes. Each batcher keeps at most
+        4 (a batch in flight each), and the two of them together never more than half the pool beyond 4."""
+        kept = KeptConnections(lambda: self.pool, keep=min(4, max(0, (self.max_size - 4) // 4)))
         self._kept.append(kept)
         return kept
 
