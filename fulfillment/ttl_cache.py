@@ -52,12 +52,13 @@ class TtlCache(Generic[K, V]):
         return task
 
     async def _load(self, key: K, load: Callable[[], Awaitable[V]], generation: int) -> V:
+        started = self.clock()  # the value is as old as the read's start: its TTL counts from there
         try:
             value = await load()
             if (value is not None or self.keep_none) and generation == self._generation:
                 if len(self._values) >= self.max_entries:
                     self._values.clear()
-                self._values[key] = (self.clock() + self.ttl_s, value)
+                self._values[key] = (started + self.ttl_s, value)
             return value
         finally:
             if self._loading.get(key) is asyncio.current_task():

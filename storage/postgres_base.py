@@ -61,6 +61,7 @@ class KeptConnections:
         self.pool = pool
         self.keep = keep
         self._free: list[Any] = []  # asyncpg pool proxies, acquired and not released
+        self.closing = False  # the store is closing: every connection goes back (the pool waits for them all)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         conn = self._free.pop() if self._free else await self.pool().acquire()
@@ -69,14 +70,16 @@ class KeptConnections:
         except BaseException:
             await self.pool().release(conn)
             raise
-        if len(self._free) < self.keep:
+        if len(self._free) < self.keep and not self.closing:
             self._free.append(conn)
         else:
             await self.pool().release(conn)
         return rows
 
     async def release_all(self) -> None:
-        """Before the pool closes (it waits for every acquired connection)."""
+        """Before the pool closes (it waits for every acquired connection): also a call still running now hands
+        its connection back when it ends."""
+        self.closing = True
         free, self._free = self._free, []
         for conn in free:
             await self.pool().release(conn)

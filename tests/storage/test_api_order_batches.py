@@ -233,3 +233,29 @@ async def _until_someone_waits_for(conn) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("no batch came to wait for the wallet row")
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+async def test_the_bulk_call_claims_nonces_before_the_number_locks_as_the_one_by_one_path(store):
+    # given: another transaction placing an order one by one has claimed its nonce, not yet its number's lock
+    shop = await make_shop(store, codes=5)
+    cid = await _client(store, funds=10_000)
+    loop = asyncio.get_running_loop()
+    batch = [(_order(cid, shop.sku.id, "X-1"), NOW, _nonce("x1"), loop.create_future()),
+             (_order(cid, shop.sku.id, "X-2"), NOW, _nonce("x2"), loop.create_future())]
+    batcher = store._api_batcher or ApiOrderBatcher(store.kept_connections(), *_batcher_args(store))
+    async with store.pool.acquire() as other:
+        one = other.transaction()
+        await one.start()
+        await other.execute("INSERT INTO once_keys (scope, key, expires_at) VALUES ('api.nonce', 'kk_1:x1', $1)",
+                            NOW + timedelta(minutes=10))
+        # when: the bulk call runs (it waits for that nonce) and the other transaction then takes the number's lock
+        bulk = asyncio.ensure_future(store.pool.fetch(batcher.bulk_sql, *batcher.args(batch)))
+        await _until_someone_waits_for(other)
+        await other.execute("SELECT pg_advisory_xact_lock(hashtext('kb.api_order'), hashtext($1))", f"{cid}:X-1")
+        await one.commit()
+        # then: no deadlock: the other side got its lock, the bulk call failed on the nonce alone, wrote nothing
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await bulk
+    assert await store.api_order(cid, "X-2") is None
+    assert await store.pool_available(shop.pool.id) == 5

@@ -65,3 +65,16 @@ async def test_a_small_pool_is_left_to_everything_else():
         await asyncio.wait_for(store.close(), 10)
         await give_back_pg_schema(schema)
 
+
+
+async def test_closing_waits_for_a_call_in_flight_and_takes_its_connection_back():
+    store, schema = await _open(max_size=20)
+    try:
+        kept = store.kept_connections()
+        await kept.fetch("SELECT 1")  # one kept
+        running = asyncio.ensure_future(kept.fetch("SELECT pg_sleep(0.3), 2"))
+        await asyncio.sleep(0.05)
+    finally:
+        await asyncio.wait_for(store.close(), 10)  # the call in flight hands its connection back as it ends
+        await give_back_pg_schema(schema)
+    assert (await running)[0][1] == 2

@@ -11,13 +11,14 @@
 -- events (checkout, stock_held, payment_received {provider, txn}, codes_allocated), the wallet payment event (applied,
 -- allocated), its items with their codes' oldest free uses, the sale and cost ledger lines, the deliver outbox row,
 -- the client's order number, the pool's counter and the wallet debit with one ledger line per order and the balance
--- right after it. Each order takes the same advisory lock on (client, number) as kb_api_order_held, so a number
--- placed elsewhere meanwhile is seen here and left out.
+-- right after it. The nonces are claimed first, then the same advisory lock on (client, number) as
+-- kb_api_order_held takes (the same order: nonce, then lock), and the numbers are checked again under the locks.
 --
 -- Every order left out is answered with b_error 'KBSKP' (nothing written for it): the caller places those through
 -- kb_api_order_batch. Any doubt found while writing (a code short, a counter or wallet that no longer fits, a nonce
--- or number taken by a concurrent transaction) raises, which undoes the whole call: the caller then places every
--- order of the batch through kb_api_order_batch, as before this function existed.
+-- or number taken by a concurrent transaction, a use number a concurrent transaction took) raises, which undoes the
+-- whole call: the caller then places every order of the batch through kb_api_order_batch, as before this function
+-- existed.
 CREATE FUNCTION kb_api_order_bulk(p_client BIGINT[], p_order_no TEXT[], p_hash TEXT[], p_callback TEXT[],
                                   p_ref TEXT[], p_sku BIGINT[], p_qty BIGINT[], p_amount BIGINT[], p_currency TEXT[],
                                   p_lang TEXT[], p_expires TIMESTAMPTZ[], p_now TIMESTAMPTZ[], p_closed TEXT[],
@@ -30,12 +31,11 @@ DECLARE
     -- the plain orders, in batch order: input index, order id, pool, uses needed
     v_plain INT[]; v_ids BIGINT[]; v_pools BIGINT[]; v_need BIGINT[];
     v_codes BIGINT[] := '{}'; v_use_nos BIGINT[] := '{}'; v_costs BIGINT[] := '{}'; v_ccys TEXT[] := '{}';
+    v_took BIGINT[]; v_totals BIGINT[]; v_counts BIGINT[];
     v_now TIMESTAMPTZ; v_got BIGINT; v_balance BIGINT; r RECORD;
 BEGIN
-    -- the numbers' locks, in one order for every bulk call (kb_api_order_held takes the same ones)
-    PERFORM pg_advisory_xact_lock(hashtext('kb.api_order'), t.h)
-       FROM (SELECT DISTINCT hashtext(x.c || ':' || x.o) AS h FROM unnest(p_client, p_order_no) AS x(c, o)
-              ORDER BY 1) t;
+    -- which orders are plain, as read now; the nonce claims and the numbers' locks follow, in the order the one-by-one
+    -- body takes them (kb_api_order_held: nonce, then lock), each set sorted, so no path waits for another crosswise
     WITH t AS (
         SELECT x.*, s.pool_id, s.units,
                count(*) OVER (PARTITION BY x.c, x.o) AS same_no,
@@ -65,9 +65,19 @@ BEGIN
         RETURN;
     END IF;
     SELECT max(p_now[u.i]) INTO v_now FROM unnest(v_plain) AS u(i);
+    -- a nonce a concurrent transaction claimed meanwhile raises here (the caller goes on to kb_api_order_batch)
     INSERT INTO once_keys (scope, key, expires_at)
     SELECT p_nonce_scope[u.i], p_nonce_key[u.i], p_nonce_expires[u.i] FROM unnest(v_plain) AS u(i)
-     WHERE p_nonce_key[u.i] IS NOT NULL;
+     WHERE p_nonce_key[u.i] IS NOT NULL
+     ORDER BY p_nonce_scope[u.i], p_nonce_key[u.i];
+    PERFORM pg_advisory_xact_lock(hashtext('kb.api_order'), t.h)
+       FROM (SELECT DISTINCT hashtext(p_client[u.i] || ':' || p_order_no[u.i]) AS h FROM unnest(v_plain) AS u(i)
+              ORDER BY 1) t;
+    -- under the locks: a number placed by a transaction that committed since the first read undoes the call
+    IF EXISTS (SELECT 1 FROM unnest(v_plain) AS u(i) JOIN api_orders a
+                 ON a.client_id = p_client[u.i] AND a.client_order_no = p_order_no[u.i]) THEN
+        RAISE EXCEPTION 'an order number of the batch was placed meanwhile' USING ERRCODE = 'KB005';
+    END IF;
     WITH ins AS (
         INSERT INTO orders (ref, channel, user_id, chat_id, sku_id, pool_id, quantity, units, amount, currency,
                             state, language, created_at, expires_at, updated_at, target, backorder)
@@ -90,21 +100,28 @@ BEGIN
                           AS k FROM c),
              upd AS (UPDATE codes SET uses_left = codes.uses_left - w.k FROM w
                       WHERE codes.id = w.id AND w.k > 0
-                     RETURNING codes.id, codes.uses_total, w.k, codes.unit_cost, codes.cost_currency),
-             taken AS (SELECT upd.id, g.use_no, upd.unit_cost, upd.cost_currency
-                         FROM upd, LATERAL (SELECT n AS use_no FROM generate_series(1, upd.uses_total) AS n
-                                             WHERE NOT EXISTS (SELECT 1 FROM order_items it
-                                                                WHERE it.code_id = upd.id AND it.use_no = n
-                                                                  AND NOT it.released)
-                                             ORDER BY n LIMIT upd.k) g)
-        SELECT v_codes || COALESCE(array_agg(taken.id ORDER BY taken.id, taken.use_no), '{}'),
-               v_use_nos || COALESCE(array_agg(taken.use_no ORDER BY taken.id, taken.use_no), '{}'),
-               v_costs || COALESCE(array_agg(taken.unit_cost ORDER BY taken.id, taken.use_no), '{}'),
-               v_ccys || COALESCE(array_agg(taken.cost_currency ORDER BY taken.id, taken.use_no), '{}'),
-               count(*)
-          INTO v_codes, v_use_nos, v_costs, v_ccys, v_got FROM taken;
+                     RETURNING codes.id, codes.uses_total, w.k)
+        SELECT array_agg(upd.id ORDER BY upd.id), array_agg(upd.uses_total ORDER BY upd.id),
+               array_agg(upd.k ORDER BY upd.id), COALESCE(SUM(upd.k), 0)
+          INTO v_took, v_totals, v_counts, v_got FROM upd;
         IF v_got < r.need THEN
             RAISE EXCEPTION 'pool % has % free uses of % at hand', r.pool, v_got, r.need USING ERRCODE = 'KB003';
+        END IF;
+        -- use numbers in a statement of their own: its snapshot sees the items of every transaction that held
+        -- these codes before us (the claim above waited for none of them: SKIP LOCKED)
+        SELECT v_codes || array_agg(t.id ORDER BY t.id, g.use_no),
+               v_use_nos || array_agg(g.use_no ORDER BY t.id, g.use_no),
+               v_costs || array_agg(cd.unit_cost ORDER BY t.id, g.use_no),
+               v_ccys || array_agg(cd.cost_currency ORDER BY t.id, g.use_no), count(*)
+          INTO v_codes, v_use_nos, v_costs, v_ccys, v_got
+          FROM unnest(v_took, v_totals, v_counts) AS t(id, total, k)
+          JOIN codes cd ON cd.id = t.id,
+               LATERAL (SELECT n AS use_no FROM generate_series(1, t.total) AS n
+                         WHERE NOT EXISTS (SELECT 1 FROM order_items it
+                                            WHERE it.code_id = t.id AND it.use_no = n AND NOT it.released)
+                         ORDER BY n LIMIT t.k) g;
+        IF v_got < r.need THEN
+            RAISE EXCEPTION 'pool % codes short of free use numbers', r.pool USING ERRCODE = 'KB003';
         END IF;
     END LOOP;
     -- the uses in pool order, each pool's handed out to its orders in batch order
