@@ -25,7 +25,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from storage.postgres_base import KeptConnections, answer_alone, aware, order_from, start_flush
+from storage.postgres_base import KeptConnections, answer_alone, aware, even_batch, order_from, start_flush
 from storage.protocols.api import ApiOrderIn, ApiOrderPlaced
 from storage.records import OnceKey
 from storage.sqlite_api_bulk import item_from
@@ -67,9 +67,7 @@ class ApiOrderBatcher:
         try:
             await asyncio.sleep(0)  # let the callers that are ready queue theirs first
             while self.queue:
-                # the queue in equal parts of at most BATCH_MAX (50 waiting: 25 + 25, not 32 + 18): no order
-                # waits behind a bigger batch than the queue needs (p99 at 50 clients 5 ms lower)
-                size = -(-len(self.queue) // -(-len(self.queue) // self.BATCH_MAX))
+                size = even_batch(len(self.queue), self.BATCH_MAX)  # p99 at 50 clients 5 ms lower than 32 + 18
                 batch, self.queue = self.queue[:size], self.queue[size:]
                 await self._run(batch)
         finally:

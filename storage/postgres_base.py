@@ -46,6 +46,12 @@ def start_flush(work: Awaitable[None]) -> None:
     task.add_done_callback(_FLUSHES.discard)
 
 
+def even_batch(queued: int, most: int) -> int:
+    """How many of `queued` callers the next batch takes: the queue in equal parts of at most `most` (50 waiting,
+    at most 32: 25 + 25, not 32 + 18), so no caller waits behind a bigger batch than the queue needs."""
+    return -(-queued // max(1, -(-queued // most)))
+
+
 class KeptConnections:
     """The connections a batcher keeps between its calls instead of handing them back to the pool.
 
@@ -214,9 +220,8 @@ class PostgresBase:
         return kept
 
     async def close(self) -> None:
-        for kept in self._kept:
-            if self._pool is not None:
-                await kept.release_all()
         if self._pool is not None:
+            for kept in self._kept:
+                await kept.release_all()
             await self._pool.close()
             self._pool = None

@@ -20,6 +20,7 @@ from storage.postgres_base import (
     applied_from,
     aware,
     code_from,
+    even_batch,
     order_from,
     start_flush,
 )
@@ -99,8 +100,7 @@ class PaymentBatcher:
         is in a batch still in flight: events of one order keep their arrival order (a second payment never
         overtakes the first), as one process's serial calls and SQLite's group commit keep it."""
         n = 0
-        # the queue in equal parts of at most BATCH_MAX (50 waiting: 25 + 25, not 32 + 18), as the API's batches
-        size = -(-len(self.queue) // max(1, -(-len(self.queue) // self.BATCH_MAX)))
+        size = even_batch(len(self.queue), self.BATCH_MAX)
         while n < min(size, len(self.queue)):
             event = self.queue[n][0]
             if event.order_ref in self.busy or (event.provider, event.provider_txn_id) in self.busy:
