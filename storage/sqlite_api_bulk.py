@@ -88,12 +88,18 @@ def _known(db: sqlite3.Connection, args: Sequence[Args]) -> tuple[set[tuple[int,
             numbers |= {(client_id, r[0]) for r in db.execute(
                 f"SELECT client_order_no FROM api_orders WHERE client_id = ? AND client_order_no IN ({_marks(part)})",
                 (client_id, *part))}
-    keys = sorted({n.key for _, _, _, n in args if n is not None})
+    # by scope: the primary key leads with it, and `key IN (...)` alone scanned every live nonce
+    by_scope: dict[str, set[str]] = {}
+    for _, _, _, n in args:
+        if n is not None:
+            by_scope.setdefault(n.scope, set()).add(n.key)
     nonces: set[tuple[str, str]] = set()
-    for i in range(0, len(keys), _CHUNK):
-        part = keys[i:i + _CHUNK]
-        nonces |= {(r[0], r[1]) for r in db.execute(f"SELECT scope, key FROM once_keys WHERE key IN ({_marks(part)})",
-                                                     part)}
+    for scope, key_set in by_scope.items():
+        keys = sorted(key_set)
+        for i in range(0, len(keys), _CHUNK):
+            part = keys[i:i + _CHUNK]
+            nonces |= {(scope, r[0]) for r in db.execute(
+                f"SELECT key FROM once_keys WHERE scope = ? AND key IN ({_marks(part)})", (scope, *part))}
     return numbers, nonces
 
 

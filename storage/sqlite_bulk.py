@@ -40,12 +40,19 @@ def _in(values: Sequence[object]) -> str:
 
 
 def _existing_keys(db: sqlite3.Connection, events: Sequence[PaymentEventIn]) -> set[tuple[str, str]]:
+    """The (provider, txn id) keys of `events` already recorded. By provider: the unique index leads with it, and
+    `provider_txn_id IN (...)` alone scanned every payment the shop ever took."""
     found: set[tuple[str, str]] = set()
-    txns = sorted({e.provider_txn_id for e in events})
-    for i in range(0, len(txns), _CHUNK):
-        part = txns[i : i + _CHUNK]
-        found |= {(p, t) for p, t in db.execute(
-            f"SELECT provider, provider_txn_id FROM payment_events WHERE provider_txn_id IN ({_in(part)})", part)}
+    by_provider: dict[str, set[str]] = {}
+    for e in events:
+        by_provider.setdefault(e.provider, set()).add(e.provider_txn_id)
+    for provider, txn_set in by_provider.items():
+        txns = sorted(txn_set)
+        for i in range(0, len(txns), _CHUNK):
+            part = txns[i : i + _CHUNK]
+            found |= {(provider, t) for (t,) in db.execute(
+                "SELECT provider_txn_id FROM payment_events WHERE provider = ?"
+                f" AND provider_txn_id IN ({_in(part)})", (provider, *part))}
     return found
 
 

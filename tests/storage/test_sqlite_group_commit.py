@@ -86,3 +86,42 @@ async def test_the_wal_is_checkpointed_into_the_database_file(sqlite_store, tmp_
         await sqlite_store._checkpoint
     # then: the database file itself holds the rows (a WAL-mode file grows only when a checkpoint copies pages)
     assert db_file.stat().st_size > before + 20_000
+
+
+def _full_scans(db: sqlite3.Connection, statements: list[str], tables: tuple[str, ...]) -> list[str]:
+    """The traced SELECTs whose query plan scans one of `tables` whole (no index search)."""
+    scans = []
+    for sql in statements:
+        if not sql.lstrip().upper().startswith("SELECT") or not any(t in sql for t in tables):
+            continue
+        plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}")]
+        scans += [f"{step}: {sql}" for step in plan if step.startswith("SCAN") and any(t in step for t in tables)]
+    return scans
+
+
+async def test_a_batchs_duplicate_checks_search_their_unique_indexes(sqlite_store, tmp_path):
+    # a burst of payments and a burst of API orders each take their bulk path; the reads that look for an existing
+    # payment (provider, txn) or nonce (scope, key) must search the unique index, not scan every row ever written
+    from tests.storage.test_api_conformance import _client
+    from tests.storage.test_api_order_batches import _nonce, _order
+
+    shop = await make_shop(sqlite_store, codes=20)
+    orders = [await sqlite_store.reserve(new_order(shop.sku, user=f"u{i}"), NOW) for i in range(4)]
+    cid = await _client(sqlite_store, funds=10_000)
+    statements: list[str] = []
+    assert sqlite_store._inline is not None
+    sqlite_store._inline.set_trace_callback(statements.append)  # expanded SQL: literals in place of parameters
+    try:
+        await asyncio.gather(*(sqlite_store.receive_payment(payment(o.ref, 1000, txn=f"tx-{i}"), NOW)
+                               for i, o in enumerate(orders)))
+        await asyncio.gather(*(sqlite_store.place_api_order(_order(cid, shop.sku.id, f"A-{i}"), NOW, _nonce(f"n{i}"))
+                               for i in range(4)))
+    finally:
+        sqlite_store._inline.set_trace_callback(None)
+    assert any("once_keys" in s for s in statements)
+    assert any("payment_events" in s for s in statements)
+    reader = sqlite3.connect(tmp_path / "shop.db")
+    try:
+        assert _full_scans(reader, statements, ("once_keys", "payment_events")) == []
+    finally:
+        reader.close()
