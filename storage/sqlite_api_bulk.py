@@ -14,16 +14,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from storage import events
 from storage.protocols.api import ApiOrderIn, ApiOrderPlaced
-from storage.records import EncryptedCode, OnceKey, OrderItem, OrderState, PaymentOutcome, StateGroups
-from storage.sqlite_allocation import number_uses, take_uses
+from storage.records import EncryptedCode, OnceKey, Order, OrderItem, OrderState, PaymentOutcome, StateGroups
+from storage.sqlite_allocation import number_uses, take_code_uses
 from storage.sqlite_orders import ALLOCATED, EVENT_INSERT, event_row, new_ref
-from storage.sqlite_sales import _ORDER_COLS as ORDER_COLS
-from storage.sqlite_sales import _order as order_from
 from storage.sqltime import ts
 
 #: an order's live items with their encrypted codes (the order id is the parameter)
@@ -54,8 +52,10 @@ class _Plan:
     nonce: OnceKey | None
     pool_id: int
     need: int
+    now: datetime
     order_id: int = 0
     ref: str = ""
+    items: tuple[OrderItem, ...] = ()
 
 
 def _marks(values: Sequence[object]) -> str:
@@ -117,7 +117,7 @@ def plan(db: sqlite3.Connection, args: Sequence[Args]) -> list[_Plan]:
             nonces.add(key)
         if plain:
             pool_id, units = skus[o.sku_id]
-            plans.append(_Plan(i, o, ts(now), nonce, pool_id, o.quantity * units))
+            plans.append(_Plan(i, o, ts(now), nonce, pool_id, o.quantity * units, now))
     return _affordable(db, plans)
 
 
@@ -156,7 +156,7 @@ def place_many(db: sqlite3.Connection, args: Sequence[Args]) -> dict[int, ApiOrd
                    " created_at) VALUES (?,?,?,?,?,?)",
                    [(p.o.client_id, p.o.client_order_no, p.order_id, p.o.request_hash, p.o.callback_url, p.at)
                     for p in plans])
-    return _read_back(db, plans)
+    return {p.index: ApiOrderPlaced(_order_of(p), p.items, True) for p in plans}
 
 
 def _insert_orders(db: sqlite3.Connection, plans: list[_Plan]) -> None:
@@ -214,18 +214,19 @@ def _allocate(db: sqlite3.Connection, plans: list[_Plan]) -> None:
     items, ledger, order_events, outbox, payments = [], [], [], [], []
     for pool_id, mine in by_pool.items():
         need = sum(p.need for p in mine)
-        raw = take_uses(db, pool_id, need, max(p.at for p in mine))
+        raw = take_code_uses(db, pool_id, need, max(p.at for p in mine))
         if len(raw) < need:
             raise Shortage(f"pool {pool_id} codes")
         numbers = number_uses(db, [c[0] for c in raw])
-        taken = [(cid, n, cost, ccy) for (cid, cost, ccy), n in zip(raw, numbers, strict=True)]
+        taken = [(cid, n, cost, ccy, code) for (cid, cost, ccy, code), n in zip(raw, numbers, strict=True)]
         for p in mine:
             got, taken = taken[:p.need], taken[p.need:]
             o, at, txn = p.o, p.at, f"{p.o.client_id}:{p.o.client_order_no}"
-            items += [(p.order_id, i + 1, c, u, cost, ccy) for i, (c, u, cost, ccy) in enumerate(got)]
+            items += [(p.order_id, i + 1, c, u, cost, ccy) for i, (c, u, cost, ccy, _) in enumerate(got)]
+            p.items = tuple(OrderItem(i + 1, code, u) for i, (_, u, _, _, code) in enumerate(got))
             ledger.append((p.order_id, o.sku_id, "api", "sale", o.currency, o.amount, at))
             costs: dict[str, int] = {}
-            for _, _, cost, ccy in got:
+            for _, _, cost, ccy, _ in got:
                 costs[ccy] = costs.get(ccy, 0) + cost
             ledger += [(p.order_id, o.sku_id, "api", "cost", ccy, -t, at) for ccy, t in costs.items() if t]
             paid = events.payment_received(provider=WALLET_PROVIDER, txn=txn)
@@ -248,18 +249,9 @@ def _allocate(db: sqlite3.Connection, plans: list[_Plan]) -> None:
                    " VALUES (?,?,?,?,?,?,?)", outbox)
 
 
-def _read_back(db: sqlite3.Connection, plans: list[_Plan]) -> dict[int, ApiOrderPlaced]:
-    """Every order and its codes as this transaction sees them (no second read after the commit)."""
-    ids = [p.order_id for p in plans]
-    orders: dict[int, Any] = {}
-    items: dict[int, list[OrderItem]] = {oid: [] for oid in ids}
-    for i in range(0, len(ids), _CHUNK):
-        part = ids[i:i + _CHUNK]
-        orders.update((r[0], r) for r in db.execute(f"SELECT {ORDER_COLS} FROM orders WHERE id IN ({_marks(part)})",
-                                                     part))
-        for r in db.execute(
-                "SELECT i.order_id, i.item_no, c.id, c.digest, c.key_id, c.nonce, c.ciphertext, i.use_no"
-                " FROM order_items i JOIN codes c ON c.id = i.code_id WHERE NOT i.released"
-                f" AND i.order_id IN ({_marks(part)}) ORDER BY i.order_id, i.item_no", part):
-            items[r[0]].append(item_from(r[1:]))
-    return {p.index: ApiOrderPlaced(order_from(orders[p.order_id]), tuple(items[p.order_id]), True) for p in plans}
+def _order_of(p: _Plan) -> Order:
+    """The order as _insert_orders wrote it (the row read back would say the same: a test compares them)."""
+    o = p.o
+    return Order(p.order_id, p.ref, "api", f"client:{o.client_id}", str(o.client_id), o.sku_id, p.pool_id,
+                 o.quantity, p.need // o.quantity, o.amount, o.currency, OrderState.DELIVERING, p.now.astimezone(UTC),
+                 o.expires_at.astimezone(UTC), o.language, None)
