@@ -1,7 +1,8 @@
-"""Signed `POST /api/v1/orders` for an in-stock SKU at 50 concurrent clients, through the real app (the Starlette
-routes of bot/api.py: signature, nonce, the one-transaction order verb with its wallet debit, codes decrypted into
-the answer) in one process, each request handed to the ASGI app as uvicorn would (the client's signing is not
-timed), beside bench_allocation.py's full path (`PaymentInbox.receive`, 1 process) in the same run and backend.
+"""Signed `POST /api/v1/orders` for an in-stock SKU at 50 concurrent clients, through the real app as `kamibot run`
+serves it (bot/api.py's ApiFront before its Starlette routes, the seconds in the HTTP histogram; signature, nonce,
+the one-transaction order verb with its wallet debit, codes decrypted into the answer) in one process, each request
+handed to the ASGI app as uvicorn would (the client's signing is not timed), beside bench_allocation.py's full path
+(`PaymentInbox.receive`, 1 process) in the same run and backend.
 
     python benchmarks/bench_api.py [--orders 2000] [--no-pg]
 
@@ -39,9 +40,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_allocation  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
+from starlette.types import ASGIApp  # noqa: E402
 
 from bot.api import build_api  # noqa: E402
 from bot.composition import build_shop  # noqa: E402
+from bot.metrics import ShopMetrics  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from fulfillment.api_clients import ApiKeys  # noqa: E402
 from fulfillment.api_signing import Signer, matches  # noqa: E402
@@ -62,7 +65,7 @@ def verify_us(rounds: int = 20_000) -> float:
     return (time.perf_counter() - start) / rounds * 1e6
 
 
-async def asgi_post(app: Starlette, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+async def asgi_post(app: ASGIApp, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
     """One request straight into the ASGI app, as uvicorn hands it over (no HTTP client in the measurement)."""
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
@@ -109,7 +112,9 @@ async def api_path(data_dir: Path, db_url: str, n: int) -> tuple[float, float, f
     keys = ApiKeys(store, shop.vault)
     key = await keys.create("bench", ["orders:write"])
     await keys.top_up(key.client.key_id, 100 * total, "CNY", "bench")
-    app = Starlette(routes=build_api(shop).routes())
+    runtime = build_api(shop)
+    # as `kamibot run` serves it: API requests in front of the app, their seconds in the HTTP histogram
+    app = runtime.front(Starlette(routes=runtime.routes()), ShopMetrics(shop).http)
     signer = Signer(key.client.key_id, key.secret)
     # the clients' work (body, signature) is done before the clock starts: it shares this process's CPU with the
     # server, and the allocation path it is compared with has no client either (the signature window is 300 s)

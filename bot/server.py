@@ -21,7 +21,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Lifespan
+from starlette.types import ASGIApp, Lifespan
 
 from bot.composition import Shop, build_context, build_shop
 from bot.dashboard import DashboardLinks, DashboardPage, base_url, dashboard_key, dashboard_routes
@@ -209,7 +209,8 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
             await shop.close()
             log.info("event=server.stopped")
 
-    app = create_app(shop, status, lifespan, telegram, wechat.routes() if wechat is not None else ())
+    metrics = ShopMetrics(shop, status).attach()
+    app = create_app(shop, status, lifespan, telegram, wechat.routes() if wechat is not None else (), metrics)
     app.router.routes.extend(dashboard_routes(links, DashboardPage(shop.store, ctx.tr, settings.display_timezone)))
     app.router.routes.extend(supply.routes())  # POST /suppliers/{name}/notify
     if wechatpay is not None:
@@ -217,9 +218,13 @@ async def serve(settings: Settings, checkpoints: Checkpoints | None = None) -> i
     if settings.api.enabled:  # the signed order API under /api/v1 (bot/api.py); its channel joins the shop's
         from bot.api import build_api
 
-        app.router.routes.extend(build_api(shop).routes())
+        api = build_api(shop)
+        app.router.routes.extend(api.routes())
+        served: ASGIApp = api.front(app, metrics.http)  # API requests skip the route list (bot/api.py ApiFront)
+    else:
+        served = app
     # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; KAMIBOT_RISK__TRUSTED_PROXIES decides
-    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, proxy_headers=False,
+    config = uvicorn.Config(served, host=settings.http_host, port=settings.http_port, proxy_headers=False,
                             log_level=settings.log_level.lower(), lifespan="on")
     redact_access_log()  # after Config: it (re)configures uvicorn's loggers
     server = uvicorn.Server(config)

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from bot.api import build_api
 from bot.composition import Shop, build_shop
+from bot.metrics import ShopMetrics
 from fulfillment.api_clients import ApiKeys, NewKey
 from fulfillment.api_signing import IDEMPOTENCY_HEADER, Signer
 from fulfillment.orders import STATE_GROUPS, AllowAll
@@ -39,6 +40,7 @@ class ApiShop:
     sku_slug: str
     pool_id: int
     served_keys: ApiKeys | None = None  # the server's own (build_api's), not the one the test signs with
+    metrics: ShopMetrics | None = None  # the HTTP histogram ApiFront observes into
 
     async def call(self, method: str, path: str, data: object = None, *, body: bytes | None = None,
                    query: str = "", signer: Signer | None = None, idem: str = "",
@@ -84,10 +86,11 @@ async def open_api_shop(tmp_path: Path, backend: str, codes: int = 20, funds: in
     key = await keys.create("client-" + secrets.token_hex(3), scopes or ALL_SCOPES)
     if funds:
         await keys.top_up(key.client.key_id, funds, "CNY", "seed")
-    app = Starlette(routes=runtime.routes())
+    metrics = ShopMetrics(shop)
+    app = runtime.front(Starlette(routes=runtime.routes()), metrics.http)  # as `kamibot run` serves it
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://shop.test")
     return ApiShop(shop, http, key, Signer(key.client.key_id, key.secret), keys, seeded.sku.slug,
-                   seeded.pool.id, runtime.channel.auth.keys), schema
+                   seeded.pool.id, runtime.channel.auth.keys, metrics), schema
 
 
 async def close_api_shop(api: ApiShop, schema: str | None) -> None:
