@@ -29,6 +29,8 @@ WINDOW_S = 300
 
 
 def canonical_query(raw_query: str) -> str:
+    if not raw_query:
+        return ""  # most requests (every POST): no parsing
     pairs = sorted(parse_qsl(raw_query, keep_blank_values=True))
     return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in pairs)
 
@@ -39,8 +41,7 @@ def string_to_sign(method: str, path: str, raw_query: str, body: bytes, timestam
 
 
 def sign(secret: str, method: str, path: str, raw_query: str, body: bytes, timestamp: str, nonce: str) -> str:
-    return hmac.new(secret.encode(), string_to_sign(method, path, raw_query, body, timestamp, nonce),
-                    hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), string_to_sign(method, path, raw_query, body, timestamp, nonce), "sha256").hex()
 
 
 def matches(secret: str, signature: str, method: str, path: str, raw_query: str, body: bytes, timestamp: str,

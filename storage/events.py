@@ -59,6 +59,8 @@ _FIXED_TEXT = {
     EventType.SUPPLIER_ORDERED: "waiting on a supplier",
 }
 _MAX_TEXT = 200
+#: one encoder for every event (json.dumps with options builds a new one per call)
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,7 @@ class NewOrderEvent:
     def params_json(self) -> str:
         if not self.params:
             return "{}"
-        return json.dumps(dict(self.params), ensure_ascii=False, separators=(",", ":"))
+        return _JSON.encode(dict(self.params))
 
     @property
     def is_note(self) -> bool:

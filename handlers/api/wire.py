@@ -30,8 +30,12 @@ class ApiResponse:
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
 
 
+#: one encoder for every answer (json.dumps with options builds a new one per call)
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
 def dump(data: object) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+    return _JSON.encode(data).encode()
 
 
 def respond(status: int, data: object) -> ApiResponse:
