@@ -125,3 +125,39 @@ async def test_a_batchs_duplicate_checks_search_their_unique_indexes(sqlite_stor
         assert _full_scans(reader, statements, ("once_keys", "payment_events")) == []
     finally:
         reader.close()
+
+
+def _temp_files() -> set[str]:
+    """SQLite's temp files open in this process (it unlinks them at once: only /proc shows them)."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if "etilqs_" in target:
+            found.add(target)
+    return found
+
+
+async def test_a_big_batchs_savepoint_journal_stays_in_memory(sqlite_store, tmp_path):
+    # every body of a batch runs in a savepoint, whose rollback images SQLite spills to a temp file past 64 KiB
+    # unless temp_store is MEMORY: 60 API orders with random refs and nonces touch far more pages than that
+    from tests.storage.test_api_conformance import _client
+    from tests.storage.test_api_order_batches import _nonce, _order
+
+    shop = await make_shop(sqlite_store, codes=400)
+    cid = await _client(sqlite_store, funds=1_000_000)
+    for n in range(4):  # enough orders and nonces already for the new ones to land on many pages
+        await asyncio.gather(*(sqlite_store.place_api_order(_order(cid, shop.sku.id, f"W{n}-{i}"), NOW,
+                                                            _nonce(f"w{n}-{i}")) for i in range(60)))
+    seen: set[str] = set()
+    assert sqlite_store._inline is not None
+    sqlite_store._inline.set_progress_handler(lambda: seen.update(_temp_files()), 200)
+    try:
+        placed = await asyncio.gather(*(sqlite_store.place_api_order(_order(cid, shop.sku.id, f"A-{i}"), NOW,
+                                                                     _nonce(f"a{i}")) for i in range(60)))
+    finally:
+        sqlite_store._inline.set_progress_handler(None, 0)
+    assert len({p.order_id for p in placed}) == 60
+    assert seen == set()
