@@ -31,6 +31,15 @@ ITEMS_ORDER = " ORDER BY i.item_no"
 #: the payment provider name of wallet-paid orders (their payment event's txn id is `client id:order number`)
 WALLET_PROVIDER = "wallet"
 _CHUNK = 400  # stay well under SQLite's host-parameter limit
+# the constant parts of every order's rows, computed once (an enum's .value is a descriptor call: 14 per order)
+_DELIVERING = OrderState.DELIVERING.value
+_ALLOCATED_OUTCOME = PaymentOutcome.ALLOCATED.value
+_PAID_STEP = (OrderState.RESERVED.value, OrderState.PAID.value, events.EventType.PAYMENT_RECEIVED.value)
+#: event_row's columns after the order id and before `at`, of the three steps whose event never varies
+_FIXED_STEPS = [event_row(0, frm, to, ev, "")[1:5] for frm, to, ev in (
+    (None, OrderState.CREATED.value, events.checkout()),
+    (OrderState.CREATED.value, OrderState.RESERVED.value, events.stock_held()),
+    (OrderState.PAID.value, OrderState.DELIVERING.value, ALLOCATED))]
 
 #: one place_api_order call's arguments after the connection: (order, now, state groups, nonce)
 Args = tuple[ApiOrderIn, datetime, StateGroups, OnceKey | None]
@@ -175,7 +184,7 @@ def _insert_orders(db: sqlite3.Connection, plans: list[_Plan]) -> None:
         " currency, state, language, created_at, expires_at, updated_at, target, backorder)"
         " VALUES (?,'api',?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,0)",
         [(p.ref, f"client:{p.o.client_id}", str(p.o.client_id), p.o.sku_id, p.pool_id, p.o.quantity,
-          p.need // p.o.quantity, p.o.amount, p.o.currency, OrderState.DELIVERING.value, p.o.language, p.at,
+          p.need // p.o.quantity, p.o.amount, p.o.currency, _DELIVERING, p.o.language, p.at,
           ts(p.o.expires_at), p.at) for p in plans])
     # rowids of a table without AUTOINCREMENT are max+1 in insertion order while we hold the write lock
     if db.execute("SELECT MAX(id) FROM orders").fetchone()[0] != first_id + len(plans) - 1:
@@ -229,15 +238,13 @@ def _allocate(db: sqlite3.Connection, plans: list[_Plan]) -> None:
             for _, _, cost, ccy, _ in got:
                 costs[ccy] = costs.get(ccy, 0) + cost
             ledger += [(p.order_id, o.sku_id, "api", "cost", ccy, -t, at) for ccy, t in costs.items() if t]
-            paid = events.payment_received(provider=WALLET_PROVIDER, txn=txn)
-            order_events += [
-                event_row(p.order_id, None, OrderState.CREATED.value, events.checkout(), at),
-                event_row(p.order_id, OrderState.CREATED.value, OrderState.RESERVED.value, events.stock_held(), at),
-                event_row(p.order_id, OrderState.RESERVED.value, OrderState.PAID.value, paid, at),
-                event_row(p.order_id, OrderState.PAID.value, OrderState.DELIVERING.value, ALLOCATED, at)]
+            paid = events.payment_received(provider=WALLET_PROVIDER, txn=txn).params_json
+            created, held, allocated = _FIXED_STEPS
+            order_events += [(p.order_id, *created, at), (p.order_id, *held, at),
+                             (p.order_id, *_PAID_STEP, paid, at), (p.order_id, *allocated, at)]
             outbox.append((p.order_id, "deliver", "api", str(o.client_id), "", at, at))
             payments.append((WALLET_PROVIDER, txn, p.ref, o.amount, o.currency, at, at,
-                             PaymentOutcome.ALLOCATED.value, p.order_id))
+                             _ALLOCATED_OUTCOME, p.order_id))
     db.executemany("INSERT INTO payment_events (provider, provider_txn_id, order_ref, amount, currency, fee, payer,"
                    " received_at, applied_at, outcome, order_id) VALUES (?,?,?,?,?,0,'',?,?,?,?)", payments)
     db.executemany("INSERT INTO order_items (order_id, item_no, code_id, use_no, unit_cost, cost_currency)"
