@@ -4,10 +4,12 @@ the one-transaction order verb with its wallet debit, codes decrypted into the a
 handed to the ASGI app as uvicorn would (the client's signing is not timed), beside bench_allocation.py's full path
 (`PaymentInbox.receive`, 1 process) in the same run and backend.
 
-    python benchmarks/bench_api.py [--orders 2000] [--no-pg]
+    python benchmarks/bench_api.py [--orders 2000] [--rounds 3] [--no-pg]
 
 Prints one JSON line. Targets (issue 15): API throughput ≥ 50% of the allocation full path, p99 < 50 ms, signature
-verification < 50 µs per request.
+verification < 50 µs per request. Each backend runs --rounds rounds on fresh databases, the two paths in alternating
+order; the ratio is the median of the rounds' ratios (`*_api_ratios` lists them), p99 the worst round's: on a shared
+host one pair of runs a second apart differed by ±10%.
 
 What is compared: both sides run one process with 50 concurrent callers on the same backend. The allocation path
 pays orders reserved before its clock starts (bench_allocation.prepare); an API order is reserved, debited, paid,
@@ -33,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -146,37 +149,53 @@ async def api_path(data_dir: Path, db_url: str, n: int) -> tuple[float, float, f
     return n / elapsed, latencies[len(latencies) // 2] * 1e3, latencies[int(len(latencies) * 0.99)] * 1e3
 
 
-def _backend(base: Path, name: str, url: str, n: int, figures: dict[str, object]) -> None:
-    """`url` empty: a fresh SQLite file each; else one PostgreSQL database (the API run adds its own SKU)."""
-    data = base / name  # one vault key file per database
-    alloc_url = url or f"sqlite:///{data / 'alloc.db'}"
-    events = asyncio.run(bench_allocation.prepare(data, alloc_url, n))
-    alloc_run = bench_allocation.full_path_run(alloc_url, data, events, 1)
-    alloc = alloc_run["per_s"]
-    api_data = data if url else base / f"{name}-api"
-    rate, p50, p99 = asyncio.run(api_path(api_data, url or f"sqlite:///{api_data / 'api.db'}", n))
-    figures.update({f"{name}_alloc_full_per_s": round(alloc),
-                    f"{name}_alloc_full_p50_ms": round(alloc_run["p50_ms"], 1),
-                    f"{name}_alloc_full_p99_ms": round(alloc_run["p99_ms"], 1), f"{name}_api_per_s": round(rate),
-                    f"{name}_api_ratio": round(rate / alloc, 2), f"{name}_api_p50_ms": round(p50, 1),
-                    f"{name}_api_p99_ms": round(p99, 1)})
+def _backend(base: Path, name: str, pg: bool, n: int, rounds: int, figures: dict[str, object]) -> None:
+    """`rounds` rounds, each on fresh databases (a new SQLite file each; a new PostgreSQL database with `pg`): the
+    allocation path and the API path one after the other, in alternating order (a host that speeds up or slows down
+    during the run favours neither). Rates and ratios are the rounds' medians, p99 the worst round's."""
+    allocs: list[dict[str, float]] = []
+    apis: list[tuple[float, float, float]] = []
+    for r in range(rounds):
+        data = base / f"{name}-{r}"  # one vault key file per database
+        pg_name = ""
+        if pg:
+            url, pg_name = asyncio.run(bench_allocation.pg_database())
+        try:
+            alloc_url = url if pg else f"sqlite:///{data / 'alloc.db'}"
+            api_data = data if pg else base / f"{name}-{r}-api"
+            api_url = url if pg else f"sqlite:///{api_data / 'api.db'}"
+            events = asyncio.run(bench_allocation.prepare(data, alloc_url, n))
+            for kind in ("alloc", "api") if r % 2 == 0 else ("api", "alloc"):
+                if kind == "alloc":
+                    allocs.append(bench_allocation.full_path_run(alloc_url, data, events, 1))
+                else:
+                    apis.append(asyncio.run(api_path(api_data, api_url, n)))
+        finally:
+            if pg_name:
+                asyncio.run(bench_allocation.drop_database(pg_name))
+    ratios = [api[0] / alloc["per_s"] for alloc, api in zip(allocs, apis, strict=True)]
+    figures.update({f"{name}_alloc_full_per_s": round(median(a["per_s"] for a in allocs)),
+                    f"{name}_alloc_full_p50_ms": round(median(a["p50_ms"] for a in allocs), 1),
+                    f"{name}_alloc_full_p99_ms": round(max(a["p99_ms"] for a in allocs), 1),
+                    f"{name}_api_per_s": round(median(a[0] for a in apis)),
+                    f"{name}_api_ratio": round(median(ratios), 2),
+                    f"{name}_api_ratios": [round(x, 2) for x in ratios],
+                    f"{name}_api_p50_ms": round(median(a[1] for a in apis), 1),
+                    f"{name}_api_p99_ms": round(max(a[2] for a in apis), 1)})
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--orders", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per backend (medians reported)")
     ap.add_argument("--no-pg", action="store_true")
     args = ap.parse_args()
-    figures: dict[str, object] = {"orders": args.orders, "verify_us": round(verify_us(), 2)}
+    figures: dict[str, object] = {"orders": args.orders, "rounds": args.rounds, "verify_us": round(verify_us(), 2)}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        _backend(base, "sqlite", "", args.orders, figures)
+        _backend(base, "sqlite", False, args.orders, args.rounds, figures)
         if not args.no_pg:
-            url, name = asyncio.run(bench_allocation.pg_database())
-            try:
-                _backend(base, "pg", url, args.orders, figures)
-            finally:
-                asyncio.run(bench_allocation.drop_database(name))
+            _backend(base, "pg", True, args.orders, args.rounds, figures)
     print(json.dumps(figures))
 
 
