@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -12,9 +11,10 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bot.composition import Shop
+from bot.metrics import timed
 from fulfillment.api_callbacks import ApiCallbacks
 from fulfillment.api_clients import ApiKeys
 from fulfillment.api_errors import ApiCode
@@ -109,19 +109,9 @@ class ApiFront:
         if self.http is None:
             await self.endpoint(scope, receive, send)
             return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.endpoint(scope, receive, send_status)
-        finally:
-            self._timer(scope["method"], status).observe(time.perf_counter() - start)
+        method = scope["method"]
+        await timed(self.endpoint, scope, receive, send,
+                    lambda status, seconds: self._timer(method, status).observe(seconds))
 
     def _timer(self, method: str, status: int) -> Histogram:
         timer = self._timers.get((method, status))

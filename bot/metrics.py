@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -123,6 +123,24 @@ def route_template(routes: Iterable[BaseRoute], scope: Scope) -> str:
     return UNMATCHED
 
 
+async def timed(app: ASGIApp, scope: Scope, receive: Receive, send: Send,
+                observe: Callable[[int, float], None]) -> None:
+    """Serve an HTTP request through `app`, then observe(status, seconds): 500 when it answered nothing (raised)."""
+    start = time.perf_counter()
+    status = 500
+
+    async def send_status(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+        await send(message)
+
+    try:
+        await app(scope, receive, send_status)
+    finally:
+        observe(status, time.perf_counter() - start)
+
+
 class MetricsMiddleware:
     """Pure ASGI middleware: seconds of every HTTP request by method, route template and status."""
 
@@ -134,20 +152,11 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start = time.perf_counter()
-        status = 500
 
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
+        def observe(status: int, seconds: float) -> None:
             app = scope.get("app")
             route = route_template(app.router.routes if app is not None else [], scope)
             method = scope["method"] if scope["method"] in METHODS else "other"
-            self.metrics.http.labels(method=method, route=route, status=str(status)).observe(
-                time.perf_counter() - start)
+            self.metrics.http.labels(method=method, route=route, status=str(status)).observe(seconds)
+
+        await timed(self.app, scope, receive, send, observe)
