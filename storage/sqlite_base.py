@@ -61,6 +61,8 @@ log = logging.getLogger("kamibot.storage")
 def _run_batch(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]
                ) -> list[tuple[bool, Any]]:
     """One BEGIN IMMEDIATE … COMMIT around several transaction bodies, each in its own savepoint."""
+    if len(ops) == 1:
+        return [_run_alone(db, *ops[0])]
     outcomes: list[tuple[bool, Any] | None] = [None] * len(ops)
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -82,6 +84,27 @@ def _run_batch(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tuple
             db.execute("ROLLBACK")
         raise
     return [o for o in outcomes if o is not None]
+
+
+def _run_alone(db: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
+    """A batch of one body: its own transaction, no savepoint (whose rollback images SQLite would keep for it)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(db, *args)
+    except Exception as exc:  # noqa: BLE001 - handed to that body's caller only
+        db.execute("ROLLBACK")
+        return (False, exc)
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    try:
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return (True, result)
 
 
 def _bulk_payments(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]],
@@ -172,6 +195,11 @@ class SqliteBase:
         self._configure(db)
         db.execute("PRAGMA busy_timeout = 0")  # busy: the batch hops to the thread, which waits
         db.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run in the thread (_maybe_checkpoint)
+        # every body of a batch runs in a savepoint: the page images they keep for a rollback stay in memory (a
+        # batch of 50 API orders touches ~160 pages, which spilled to a temp file past 64 KiB): bench_api ~8 µs
+        # less per order. Only here: big transactions (_tx_alone) run on the thread's connection, whose images
+        # (and sorts) still spill to disk
+        db.execute("PRAGMA temp_store = MEMORY")
         return db
 
     def _configure(self, db: sqlite3.Connection) -> None:
@@ -180,9 +208,6 @@ class SqliteBase:
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute(f"PRAGMA cache_size = {-int(self._cache_kib)}")
         db.execute("PRAGMA foreign_keys = ON")
-        # every batch runs in savepoints: the page images they keep for a rollback stay in memory (a batch of 50 API
-        # orders touches ~160 pages, which spilled to a temp file past 64 KiB): bench_api ~8 µs less per order
-        db.execute("PRAGMA temp_store = MEMORY")
 
     async def _hop(self, fn: Callable[..., T], *args: Any) -> T:
         """Run fn(sqlite3_connection, *args) in the connection's thread: one hop for a whole unit.
@@ -208,6 +233,15 @@ class SqliteBase:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush())
         result: T = await future
+        return result
+
+    async def _tx_alone(self, fn: Callable[..., T], *args: Any) -> T:
+        """A big transaction (an import chunk, a prune of every expired key) in the connection's thread, on its own:
+        the loop's thread does not stall for its duration, and neither waits for nor joins a group commit."""
+        ((ok, value),) = await self._hop(self._locked_batch, [(fn, args)])
+        if not ok:
+            raise value
+        result: T = value
         return result
 
     def _locked_batch(self, db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]

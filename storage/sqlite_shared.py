@@ -31,8 +31,8 @@ class SharedState(SqliteBase):
         return bool(await self._tx(_claim_once, scope, key, expires_at, now))
 
     async def prune_once_keys(self, now: datetime) -> int:
-        return int(await self._tx(lambda db: db.execute("DELETE FROM once_keys WHERE expires_at <= ?",
-                                                        (ts(now),)).rowcount))
+        return int(await self._tx_alone(lambda db: db.execute("DELETE FROM once_keys WHERE expires_at <= ?",
+                                                              (ts(now),)).rowcount))
 
     async def kv_get(self, key: str, now: datetime) -> str | None:
         r = await self._one("SELECT value FROM kv WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",

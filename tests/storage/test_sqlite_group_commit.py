@@ -161,3 +161,40 @@ async def test_a_big_batchs_savepoint_journal_stays_in_memory(sqlite_store, tmp_
         sqlite_store._inline.set_progress_handler(None, 0)
     assert len({p.order_id for p in placed}) == 60
     assert seen == set()
+
+
+async def test_a_lone_body_that_raises_leaves_nothing_behind(sqlite_store):
+    # a batch of one body runs without a savepoint: its own transaction, rolled back whole
+    def body(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO kv (key, value, expires_at) VALUES ('lone', 'x', NULL)")
+        raise ValueError("refused after a write")
+
+    with pytest.raises(ValueError, match="refused after a write"):
+        await sqlite_store._tx(body)
+    assert await sqlite_store.kv_get("lone", NOW) is None
+    await sqlite_store.kv_put("lone", "y", None)  # the connection is usable, outside any transaction
+    assert await sqlite_store.kv_get("lone", NOW) == "y"
+    assert sqlite_store._inline is not None
+    assert not sqlite_store._inline.in_transaction
+
+
+async def test_an_import_chunk_runs_in_the_thread_not_on_the_loops_connection(sqlite_store):
+    # 25,000 rows at once: on the loop's thread it would stall every chat for its duration, and the loop's
+    # connection keeps savepoint images in memory
+    from fulfillment.vault import KeyRing, Vault
+
+    shop = await make_shop(sqlite_store, codes=0)
+    vault = Vault(KeyRing.new())
+    batch = await sqlite_store.create_batch(shop.pool.id, "s", 10, "CNY", "file.txt")
+    statements: list[str] = []
+    assert sqlite_store._inline is not None
+    sqlite_store._inline.set_trace_callback(statements.append)
+    try:
+        result = await sqlite_store.insert_codes(batch, shop.pool.id, vault.seal_many([f"C-{i}" for i in range(300)]))
+        with pytest.raises(sqlite3.IntegrityError):  # a body's error reaches the caller, nothing of it is kept
+            await sqlite_store._tx_alone(lambda db: db.execute("INSERT INTO codes (id) VALUES (NULL)"))
+    finally:
+        sqlite_store._inline.set_trace_callback(None)
+    assert result.inserted == 300
+    assert not any("INSERT INTO codes" in s for s in statements)
+    assert await sqlite_store.pool_available(shop.pool.id) == 300
