@@ -13,15 +13,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from bot.composition import Shop
 from fulfillment.reconcile import Findings, Outcome, ReconcileError, Reconciliation, parse_day
 from fulfillment.reconcile_stars import StarTransactions
 from fulfillment.reconcile_supplier import SupplierRecords
 from fulfillment.suppliers.registry import SupplierRegistry
+
+if TYPE_CHECKING:
+    import aiohttp
 
 Handlers = dict[str, Callable[[Shop, argparse.Namespace], Awaitable[int]]]
 JOB_EVERY_S = 300.0
@@ -32,17 +33,20 @@ MAX_STATEMENT_BYTES = 20 * 1024 * 1024
 class HttpBotApi:
     """The one Bot API call reconciliation makes (getStarTransactions), as JSON over aiohttp: usable from the CLI,
     where no bot runs. aiohttp, not httpx: httpx logs every request URL at INFO, and a Bot API URL holds the token.
-    Errors carry Telegram's status and description, never the URL."""
+    Errors carry Telegram's status and description, never the URL. aiohttp is imported on the first call: every
+    CLI command imports this module, and most never reach a network (see fulfillment/suppliers/registry.py)."""
 
     def __init__(self, base_url: str, token: str, timeout_s: float = 20.0) -> None:
         self._url = base_url  # "https://api.telegram.org/bot": the token is appended
         self._token = token
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
         self._http: aiohttp.ClientSession | None = None
 
     async def call(self, method: str, **params: Any) -> Any:
+        import aiohttp
+
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=self._timeout)
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout_s))
         try:
             async with self._http.post(f"{self._url}{self._token}/{method}", json=params) as response:
                 status = response.status

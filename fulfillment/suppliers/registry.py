@@ -10,24 +10,31 @@ simulated.py), which is deliberately not a protocol `kamibot suppliers add` offe
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from fulfillment.suppliers.acgfaka import AcgFakaConfig, AcgFakaSupplier
 from fulfillment.suppliers.breaker import CircuitBreaker, GuardedSupplier
 from fulfillment.suppliers.credentials import open_secret
-from fulfillment.suppliers.kamibot import KamibotConfig, KamibotSupplier
-from fulfillment.suppliers.kashangwl import KashangwlConfig, KashangwlSupplier
 from fulfillment.suppliers.protocol import Supplier
 from fulfillment.suppliers.simulated import SimulatedSupplier
-from fulfillment.suppliers.transport import HttpPolicy, SupplierHttp
-from fulfillment.vault import Vault
 from storage.protocols.supply import SupplyStore
 from storage.records_supply import SupplierRecord
 
+if TYPE_CHECKING:
+    from fulfillment.vault import Vault
+
 
 def build_supplier(record: SupplierRecord, vault: Vault) -> Supplier:
-    """The bare adapter of a row (no breaker): the protocol's config with the credential opened."""
+    """The bare adapter of a row (no breaker): the protocol's config with the credential opened.
+
+    The HTTP adapters are imported here, on a process's first real supplier: aiohttp and httpx with them are
+    ~20 MB of a CLI command's RSS that never talks to a supplier (`kamibot codes import`: bench_import.py)."""
     if record.protocol == "simulated":  # the offline demo's in-process supplier: no URL, no credential
         return SimulatedSupplier(record.name, record.currency)
+    from fulfillment.suppliers.acgfaka import AcgFakaConfig, AcgFakaSupplier
+    from fulfillment.suppliers.kamibot import KamibotConfig, KamibotSupplier
+    from fulfillment.suppliers.kashangwl import KashangwlConfig, KashangwlSupplier
+    from fulfillment.suppliers.transport import HttpPolicy
+
     secret = open_secret(vault, record.name, record.secret)
     policy = HttpPolicy(connect_timeout=record.connect_timeout_ms / 1000, read_timeout=record.read_timeout_ms / 1000)
     if record.protocol == "kashangwl":
@@ -67,6 +74,8 @@ class SupplierRegistry:
             breaker = cached[1].breaker  # a new key or URL does not forget the supplier's recent failures
             self._replaced.append(cached[1])  # a call may still be using it: closed later, not now
         inner = self._build(record, self.vault)
+        from fulfillment.suppliers.transport import SupplierHttp  # loaded with the adapter just built
+
         http = getattr(inner, "http", None)
         if isinstance(http, SupplierHttp):  # a purchase holds a slot only while its buying request is out
             http.gate = breaker.purchase_slot
