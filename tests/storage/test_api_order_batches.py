@@ -5,7 +5,8 @@ outcome it gets alone, a refused one changes nothing, and a batched order writes
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, timedelta, timezone
 
 import asyncpg
 import pytest
@@ -63,12 +64,23 @@ async def test_a_batched_order_writes_what_a_lone_order_writes(store):
     shop = await make_shop(store, codes=10)
     cid = await _client(store, funds=10_000)
     lone = await store.place_api_order(_order(cid, shop.sku.id, "L-1"), NOW, _nonce("l1"))
-    burst = await asyncio.gather(*(store.place_api_order(_order(cid, shop.sku.id, f"B-{i}"), NOW, _nonce(f"b{i}"))
-                                   for i in range(6)))
+    # half of the burst in Chinese, its times given in UTC+8: the answer says what the row says, in UTC
+    east = timezone(timedelta(hours=8))
+
+    def zh(o: ApiOrderIn) -> ApiOrderIn:
+        return replace(o, language="zh_CN", expires_at=o.expires_at.astimezone(east))
+
+    burst = await asyncio.gather(*(
+        store.place_api_order(zh(_order(cid, shop.sku.id, f"B-{i}")), NOW.astimezone(east), _nonce(f"b{i}")) if i % 2
+        else store.place_api_order(_order(cid, shop.sku.id, f"B-{i}"), NOW, _nonce(f"b{i}")) for i in range(6)))
+    assert [p.order.language for p in burst] == ["en", "zh_CN"] * 3
     for placed in (lone, *burst):
         order = await store.order_by_id(placed.order_id)
         assert order is not None
         assert placed.order == order
+        assert (placed.order.created_at, placed.order.expires_at) == (NOW, NOW + timedelta(minutes=5))
+        assert placed.order.created_at.tzinfo is UTC
+        assert placed.order.expires_at.tzinfo is UTC
         assert (order.state, order.channel, order.user_id, order.chat_id) == (OrderState.DELIVERING, "api",
                                                                              f"client:{cid}", str(cid))
         assert placed.items == tuple(await store.order_items(order.id))

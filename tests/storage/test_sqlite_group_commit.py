@@ -152,14 +152,24 @@ async def test_a_big_batchs_savepoint_journal_stays_in_memory(sqlite_store, tmp_
         await asyncio.gather(*(sqlite_store.place_api_order(_order(cid, shop.sku.id, f"W{n}-{i}"), NOW,
                                                             _nonce(f"w{n}-{i}")) for i in range(60)))
     seen: set[str] = set()
+    looks = 0
+
+    def look() -> None:
+        nonlocal looks
+        looks += 1
+        seen.update(_temp_files())
+
     assert sqlite_store._inline is not None
-    sqlite_store._inline.set_progress_handler(lambda: seen.update(_temp_files()), 200)
+    commits = sqlite_store._inline_commits
+    sqlite_store._inline.set_progress_handler(look, 200)
     try:
         placed = await asyncio.gather(*(sqlite_store.place_api_order(_order(cid, shop.sku.id, f"A-{i}"), NOW,
                                                                      _nonce(f"a{i}")) for i in range(60)))
     finally:
         sqlite_store._inline.set_progress_handler(None, 0)
     assert len({p.order_id for p in placed}) == 60
+    assert sqlite_store._inline_commits > commits  # it ran on the connection watched
+    assert looks > 10
     assert seen == set()
 
 
