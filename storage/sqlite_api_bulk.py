@@ -260,5 +260,9 @@ def _order_of(p: _Plan) -> Order:
     """The order as _insert_orders wrote it (the row read back would say the same: a test compares them)."""
     o = p.o
     return Order(p.order_id, p.ref, "api", f"client:{o.client_id}", str(o.client_id), o.sku_id, p.pool_id,
-                 o.quantity, p.need // o.quantity, o.amount, o.currency, OrderState.DELIVERING, p.now.astimezone(UTC),
-                 o.expires_at.astimezone(UTC), o.language, None)
+                 o.quantity, p.need // o.quantity, o.amount, o.currency, OrderState.DELIVERING, _utc(p.now),
+                 _utc(o.expires_at), o.language, None)
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is UTC else dt.astimezone(UTC)

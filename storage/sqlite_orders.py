@@ -35,6 +35,8 @@ from storage.sqlite_commission import reverse_rest
 from storage.sqltime import ts
 
 _REF_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+#: byte b -> the symbol its low 5 bits pick
+_REF_TABLE = bytes(ord(_REF_ALPHABET[b & 31]) for b in range(256))
 ALLOCATED = events.codes_allocated()
 #: 0: codes from own stock only; 1: on demand (own stock first, then a supplier); 2: a direct recharge (a supplier)
 SOURCED = ("CASE WHEN s.target_rule IS NOT NULL THEN 2 WHEN EXISTS (SELECT 1 FROM sku_sourcing g WHERE g.sku_id = s.id"
@@ -50,8 +52,9 @@ EVENT_INSERT = "INSERT INTO order_events (order_id, from_state, to_state, type, 
 
 def new_ref() -> str:
     """A short unguessable order number customers can type (no 0/O/1/I)."""
-    # 32 symbols: the low 5 bits of a random byte pick one uniformly (one urandom call, not eleven choices)
-    return "K" + "".join(_REF_ALPHABET[b & 31] for b in secrets.token_bytes(11))
+    # 32 symbols: the low 5 bits of a random byte pick one uniformly (one urandom call, not eleven choices), mapped
+    # by one bytes.translate (~0.3 µs; a join over a generator took ~1.5, once per order)
+    return "K" + secrets.token_bytes(11).translate(_REF_TABLE).decode("ascii")
 
 
 def marks(values: Sequence[object]) -> str:
