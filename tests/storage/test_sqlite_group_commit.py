@@ -208,3 +208,38 @@ async def test_an_import_chunk_runs_in_the_thread_not_on_the_loops_connection(sq
     assert result.inserted == 300
     assert not any("INSERT INTO codes" in s for s in statements)
     assert await sqlite_store.pool_available(shop.pool.id) == 300
+
+
+class _AnswersWith:
+    """The loop's write connection answering every statement with one SQLite error (the rest of it untouched)."""
+
+    def __init__(self, real: sqlite3.Connection, code: int) -> None:
+        self.real = real
+        self.code = code
+        self.tried = 0
+
+    def execute(self, sql: str, params: object = ()) -> sqlite3.Cursor:
+        self.tried += 1
+        exc = sqlite3.OperationalError("database is locked" if self.code == sqlite3.SQLITE_BUSY else "disk I/O error")
+        exc.sqlite_errorcode = self.code  # type: ignore[attr-defined]
+        raise exc
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+async def test_a_point_read_answered_busy_on_the_write_connection_reads_the_read_only_one(sqlite_store):
+    await sqlite_store.kv_put("k", "v", None)
+    real = sqlite_store._inline
+    assert real is not None
+    busy = _AnswersWith(real, sqlite3.SQLITE_BUSY)
+    sqlite_store._inline = busy  # type: ignore[assignment]
+    try:
+        assert await sqlite_store.kv_get("k", NOW) == "v"  # from the read-only connection
+        assert busy.tried == 1
+        broken = _AnswersWith(real, sqlite3.SQLITE_IOERR)
+        sqlite_store._inline = broken  # type: ignore[assignment]
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):  # only busy falls back
+            await sqlite_store.kv_get("k", NOW)
+    finally:
+        sqlite_store._inline = real
