@@ -60,7 +60,8 @@ log = logging.getLogger("kamibot.storage")
 
 def _run_batch(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]
                ) -> list[tuple[bool, Any]]:
-    """One BEGIN IMMEDIATE … COMMIT around several transaction bodies, each in its own savepoint."""
+    """One BEGIN IMMEDIATE … COMMIT around several transaction bodies, each in its own savepoint (a lone body: its
+    own transaction)."""
     if len(ops) == 1:
         return [_run_alone(db, *ops[0])]
     outcomes: list[tuple[bool, Any] | None] = [None] * len(ops)
@@ -168,12 +169,17 @@ class SqliteBase:
         self._checkpoint: asyncio.Task[None] | None = None
         self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
         self._flushing = False
-        self._lock_fd: int | None = None
+        self._lock_fd: int | None = None  # the thread's
+        #: the loop's own open of the same lock file: a flock belongs to an open file, so on one descriptor the loop's
+        #: non-blocking try would succeed while the thread holds the lock (say, for _tx_alone), and its release
+        #: would drop the thread's lock under another process's feet
+        self._inline_lock_fd: int | None = None
 
     async def open(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if fcntl is not None:
             self._lock_fd = os.open(f"{self.path}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
+            self._inline_lock_fd = os.open(f"{self.path}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
         self._conn = await aiosqlite.connect(self.path, isolation_level=None)
         await self._hop(self._configure)
         self._reader = self._open_reader()
@@ -195,9 +201,9 @@ class SqliteBase:
         self._configure(db)
         db.execute("PRAGMA busy_timeout = 0")  # busy: the batch hops to the thread, which waits
         db.execute("PRAGMA wal_autocheckpoint = 0")  # checkpoints run in the thread (_maybe_checkpoint)
-        # every body of a batch runs in a savepoint: the page images they keep for a rollback stay in memory (a
-        # batch of 50 API orders touches ~160 pages, which spilled to a temp file past 64 KiB): bench_api ~8 µs
-        # less per order. Only here: big transactions (_tx_alone) run on the thread's connection, whose images
+        # each body of a batch of several runs in a savepoint: the page images they keep for a rollback stay in
+        # memory (a batch of 50 API orders touches ~160 pages, which spilled to a temp file past 64 KiB): bench_api
+        # ~8 µs less per order. Only here: big transactions (_tx_alone) run on the thread's connection, whose images
         # (and sorts) still spill to disk
         db.execute("PRAGMA temp_store = MEMORY")
         return db
@@ -224,8 +230,8 @@ class SqliteBase:
     async def _tx(self, fn: Callable[..., T], *args: Any) -> T:
         """Queue a transaction body; bodies queued together commit together (group commit).
 
-        Each body runs inside its own SAVEPOINT, so it is atomic on its own and fails alone;
-        its caller resumes only after the COMMIT that made it durable.
+        Each body runs inside its own SAVEPOINT (alone in its batch: its own transaction), so it is atomic on its own
+        and fails alone; its caller resumes only after the COMMIT that made it durable.
         """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((fn, args, future))
@@ -263,11 +269,11 @@ class SqliteBase:
         """The batch on the loop's connection, or None (nothing done) when the write lock is not free now."""
         if self._inline is None:
             return None
-        if self._lock_fd is not None:
+        if self._inline_lock_fd is not None:
             try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self._inline_lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return None  # another process writes: wait for it in the thread, not here
+                return None  # another process (or this one's thread) writes: wait for it in the thread, not here
         try:
             outcomes = _run_batch(self._inline, ops)
         except sqlite3.OperationalError as exc:
@@ -275,8 +281,8 @@ class SqliteBase:
                 return None  # rolled back (or never begun): the thread runs the whole batch
             raise
         finally:
-            if self._lock_fd is not None:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            if self._inline_lock_fd is not None:
+                fcntl.flock(self._inline_lock_fd, fcntl.LOCK_UN)
         self._inline_commits += 1
         if self._inline_commits % _CHECKPOINT_EVERY == 0 and self._checkpoint is None:
             self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
@@ -383,6 +389,7 @@ class SqliteBase:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        for fd in (self._lock_fd, self._inline_lock_fd):
+            if fd is not None:
+                os.close(fd)
+        self._lock_fd = self._inline_lock_fd = None

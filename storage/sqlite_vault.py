@@ -81,7 +81,7 @@ class VaultCodes(SqliteBase):
             " VALUES (?,?,?,?,?,?)", (pool_id, supplier, unit_cost, currency, source, now)).lastrowid or 0))
 
     async def insert_codes(self, batch_id: int, pool_id: int, codes: Sequence[NewCode]) -> InsertResult:
-        return await self._tx_alone(insert_codes, batch_id, pool_id, codes)  # 50,000 rows
+        return await self._tx_alone(insert_codes, batch_id, pool_id, codes)  # importer.BATCH rows
 
     async def finish_batch(self, batch_id: int, stats: BatchStats) -> None:
         await self._tx(lambda db: db.execute(

@@ -243,3 +243,33 @@ async def test_a_point_read_answered_busy_on_the_write_connection_reads_the_read
             await sqlite_store.kv_get("k", NOW)
     finally:
         sqlite_store._inline = real
+
+
+async def test_the_write_lock_stays_held_for_other_processes_while_the_thread_writes_alone(sqlite_store, tmp_path):
+    # the loop's try for the lock while the thread holds it (a big transaction on its own) must fail and leave the
+    # thread's lock in place: another process (here another open of the lock file) cannot take it meanwhile
+    import threading
+    import time as _time
+
+    started = threading.Event()
+
+    def slow(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO kv (key, value, expires_at) VALUES ('slow', '1', NULL)")
+        started.set()
+        _time.sleep(0.4)
+
+    alone = asyncio.ensure_future(sqlite_store._tx_alone(slow))
+    assert await asyncio.to_thread(started.wait, 5)
+    put = asyncio.ensure_future(sqlite_store.kv_put("meanwhile", "2", None))  # tries the lock on the loop
+    await asyncio.sleep(0.05)
+    other = os.open(tmp_path / "shop.db.writelock", os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        await asyncio.gather(alone, put)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free once both are done
+        fcntl.flock(other, fcntl.LOCK_UN)
+    finally:
+        os.close(other)
+    assert await sqlite_store.kv_get("slow", NOW) == "1"
+    assert await sqlite_store.kv_get("meanwhile", NOW) == "2"
