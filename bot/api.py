@@ -95,7 +95,7 @@ class ApiFront:
     (bench_api.py). The answer is the same: the endpoint is the one the Starlette route serves. Its seconds are
     observed as MetricsMiddleware would, under the route's template (ROUTE)."""
 
-    def __init__(self, app: ASGIApp, endpoint: ASGIApp, http: Histogram | None = None) -> None:
+    def __init__(self, app: ASGIApp, endpoint: ASGIApp, http: Histogram) -> None:
         self.app = app
         self.endpoint = endpoint
         self.http = http
@@ -106,9 +106,6 @@ class ApiFront:
                 or not scope["path"].startswith(PREFIX + "/")):
             await self.app(scope, receive, send)  # HEAD, OPTIONS…: Starlette answers them as before
             return
-        if self.http is None:
-            await self.endpoint(scope, receive, send)
-            return
         method = scope["method"]
         await timed(self.endpoint, scope, receive, send,
                     lambda status, seconds: self._timer(method, status).observe(seconds))
@@ -116,7 +113,6 @@ class ApiFront:
     def _timer(self, method: str, status: int) -> Histogram:
         timer = self._timers.get((method, status))
         if timer is None:
-            assert self.http is not None
             timer = self._timers[(method, status)] = self.http.labels(method=method, route=ROUTE, status=str(status))
         return timer
 
@@ -133,7 +129,7 @@ class ApiRuntime:
         return [Route("/api/openapi.json", self.openapi, methods=["GET"]),
                 Route(ROUTE, self.endpoint, methods=list(_METHODS))]
 
-    def front(self, app: ASGIApp, http: Histogram | None = None) -> ApiFront:
+    def front(self, app: ASGIApp, http: Histogram) -> ApiFront:
         """`app` (which holds routes()) with API requests served before it (see ApiFront)."""
         return ApiFront(app, self.endpoint, http)
 
