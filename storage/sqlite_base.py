@@ -91,21 +91,17 @@ def _run_alone(db: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, 
     """A batch of one body: its own transaction, no savepoint (whose rollback images SQLite would keep for it)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        result = fn(db, *args)
-    except Exception as exc:  # noqa: BLE001 - handed to that body's caller only
-        db.execute("ROLLBACK")
-        return (False, exc)
-    except BaseException:
-        if db.in_transaction:
+        try:
+            outcome: tuple[bool, Any] = (True, fn(db, *args))
+        except Exception as exc:  # noqa: BLE001 - handed to that body's caller only
             db.execute("ROLLBACK")
-        raise
-    try:
+            return (False, exc)
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    return (True, result)
+    return outcome
 
 
 def _bulk_payments(db: sqlite3.Connection, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]],
